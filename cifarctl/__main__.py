@@ -1,0 +1,3 @@
+from cifarctl.cli import main
+
+main()

@@ -1,0 +1,20 @@
+"""Command-line entry point: ``cifarctl`` and ``python -m cifarctl``.
+
+Errors are turned into one line and an exit code by ``cifarctl.cli.app._Group``.
+"""
+
+from __future__ import annotations
+
+from cifarctl.cli.app import app
+
+# Each module registers its commands on `app` when imported.
+from cifarctl.cli import models_cmd  # noqa: F401,E402
+from cifarctl.cli import recipes_cmd  # noqa: F401,E402
+from cifarctl.cli import data_cmd  # noqa: F401,E402
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

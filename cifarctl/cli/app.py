@@ -1,0 +1,72 @@
+"""The Typer application and the consoles every command prints to.
+
+Commands live in sibling modules (``models_cmd.py``, ``data_cmd.py``, ...) and register
+themselves on ``app``; ``cifarctl.cli`` imports them. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from cifarctl import __version__
+from cifarctl.errors import EXIT_INTERRUPTED, CifarctlError
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Set by the --debug flag: show tracebacks instead of one-line errors.
+state = {"debug": False}
+
+
+class _Group(TyperGroup):
+    """Turns library errors into one line on stderr and their exit code.
+
+    Done here rather than in ``main()`` so ``CliRunner`` tests see the same behaviour.
+    """
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CifarctlError as exc:
+            if state["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if state["debug"]:
+                raise
+            err_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+app = typer.Typer(
+    name="cifarctl",
+    help="Train and understand CIFAR-10 classifiers: recipes for the classic course "
+    "assignments, a fast device-resident engine, and tools to inspect what went wrong.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    cls=_Group,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cifarctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
+    state["debug"] = debug

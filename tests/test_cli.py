@@ -1,0 +1,80 @@
+"""The installed command: start-up without torch, version, errors as one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import cifarctl
+
+
+def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cifarctl", *args], capture_output=True, text=True, timeout=120, **kw
+    )
+
+
+def test_help_and_version_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "from cifarctl.cli import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
+        "assert 'albumentations' not in sys.modules\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_version():
+    res = run("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"cifarctl {cifarctl.__version__}"
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("cifarctl")
+    assert exe, "the cifarctl console script is not on PATH (pip install -e .)"
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    for cmd in ("models", "summary", "recipes", "data", "train", "eval"):
+        assert cmd in res.stdout
+
+
+def test_unknown_model_is_one_line_exit_2():
+    res = run("summary", "resnet_custon")
+    assert res.returncode == 2
+    assert "resnet_custom" in res.stderr and "Traceback" not in res.stderr
+    assert len([ln for ln in res.stderr.splitlines() if ln.strip()]) == 1
+
+
+def test_debug_shows_traceback():
+    res = run("--debug", "summary", "resnet_custon")
+    assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_completion_is_available():
+    res = run("--help")
+    assert "--install-completion" in res.stdout
+
+
+def test_bundled_recipes_after_non_editable_install(tmp_path):
+    """Build a wheel and check the recipes are inside it (what a non-editable install gets)."""
+    import zipfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), root],
+        capture_output=True, text=True, timeout=300,
+    )
+    if res.returncode != 0 and "hatchling" in (res.stderr + res.stdout):
+        res = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), root],
+            capture_output=True, text=True, timeout=300,
+        )
+    assert res.returncode == 0, res.stderr[-2000:]
+    (wheel,) = tmp_path.glob("cifarctl-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "cifarctl/_recipes/s8_bn.yaml" in names
+    assert "cifarctl/_recipes/s10_resnet_custom.yaml" in names
