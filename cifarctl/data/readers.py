@@ -16,10 +16,12 @@ is CPU-bound and threads do not help.
 from __future__ import annotations
 
 import io
+import lzma
 import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -135,7 +137,7 @@ def read_batches_dir(folder: Path, progress: Progress | None = None) -> Decoded:
 # ---------------------------------------------------------------- image decoding
 
 def _describe(name: str, blob_or_path: bytes | str):
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         src = io.BytesIO(blob_or_path) if isinstance(blob_or_path, bytes) else blob_or_path
@@ -147,7 +149,8 @@ def _describe(name: str, blob_or_path: bytes | str):
             im.load()
             return np.asarray(im), None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        return None, (f"{name}: cannot decode image ({e}): the file is corrupt or not an "
+        why = "unrecognised format" if isinstance(e, UnidentifiedImageError) else str(e)
+        return None, (f"{name}: cannot decode image ({why}): the file is corrupt or not an "
                       f"image; replace or remove it")
 
 
@@ -167,19 +170,32 @@ def _ignore_sigint() -> None:
 
 
 class _Decoder:
-    """Decodes chunks as they are submitted, in a fork pool when one pays off."""
+    """Decodes chunks as they are submitted, in a fork pool when one pays off.
+
+    With ``expected`` unknown (a streamed archive) the pool starts at the first full chunk,
+    so small archives never pay for it.
+    """
 
     def __init__(self, expected: int | None):
         self.results: list[Future | tuple[np.ndarray, str | None]] = []
         self.pool = None
-        workers = min(os.cpu_count() or 1, MAX_WORKERS)
-        big = expected is None or expected >= POOL_MIN_IMAGES
+        self.expected = expected
+        self.workers = min(os.cpu_count() or 1, MAX_WORKERS)
+
+    def _want_pool(self, n: int) -> bool:
+        big = self.expected >= POOL_MIN_IMAGES if self.expected is not None else n >= CHUNK
         # fork: workers need no re-import of __main__, so scripts without a main guard work
-        if big and workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            self.pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"),
-                                            initializer=_ignore_sigint)
+        return big and self.workers > 1 and "fork" in multiprocessing.get_all_start_methods()
 
     def submit(self, items: list) -> None:
+        if self.pool is None and not self.results and self._want_pool(len(items)):
+            for stream in (sys.stdout, sys.stderr):  # else forked workers flush them again
+                try:
+                    stream.flush()
+                except (AttributeError, OSError, ValueError):
+                    pass
+            self.pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("fork"),
+                                            initializer=_ignore_sigint)
         if self.pool is not None:
             self.results.append(self.pool.submit(decode_chunk, items))
         else:
@@ -218,8 +234,9 @@ def _image_key(parts: list[str]) -> tuple[str, str, str, str] | None:
 
 
 def _class_order(train: set[str], test: set[str], where: str) -> list[str]:
-    if not train and not test:
-        raise DataError(f"{where}: no train/ and test/ folders with images: {LAYOUT_HELP} "
+    if not train or not test:
+        empty = " and ".join(s + "/" for s, c in (("train", train), ("test", test)) if not c)
+        raise DataError(f"{where}: no images in {empty} class folders: {LAYOUT_HELP} "
                         f"(optionally inside one top-level folder)")
     for a, b, sa, sb in ((train, test, "train", "test"), (test, train, "test", "train")):
         if a - b:
@@ -269,6 +286,8 @@ def read_image_dir(root: Path, progress: Progress | None = None) -> Decoded:
     try:
         for start in range(0, len(items), CHUNK):
             decoder.submit(items[start:start + CHUNK])
+            if progress and decoder.pool is None:
+                progress(min(start + CHUNK, len(items)), len(items))
         x = _finish_with_progress(decoder, len(items), progress)
     finally:
         decoder.close()
@@ -325,11 +344,12 @@ def read_archive(path: Path, progress: Progress | None = None) -> Decoded:
             decoder.submit(chunk)
         x = decoder.finish()
     except tarfile.ReadError as e:
+        if "unexpected end" in str(e) or "truncated" in str(e):
+            raise DataError(f"{path}: archive is truncated ({e}); copy or download it again") from None
         raise DataError(f"{path}: not a readable tar archive ({e}): {LAYOUT_HELP}") from None
-    except (EOFError, zlib.error, OSError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path}: archive is truncated or corrupt ({e}); download it again") from None
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as e:
+        raise DataError(f"{path}: archive is truncated or corrupt ({e}); copy or download it "
+                        f"again") from None
     finally:
         decoder.close()
     if progress:

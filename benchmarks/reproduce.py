@@ -1,0 +1,131 @@
+"""Reproduce the assignments: train bundled recipes with several seeds and tabulate.
+
+Usage:
+  python benchmarks/reproduce.py --data ../shared/data/cifar10-jpeg.tar.xz \
+      [--recipes s8_bn s10_resnet_custom ...] [--seeds 1 2 3] [--device cuda] \
+      [--set data.train_subset=500 ...] [--out benchmarks/results] [--tag H100]
+
+Each run is a real `cifarctl train` (subprocess); its summary.json gives best and final
+test accuracy, epochs and training time. Results go to `<out>/reproduce-<tag>.json` and
+`.md`, tagged with machine, device, torch version, data source and date. A recipe whose
+runs all meet its target prints PASS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    if not xs:
+        return float("nan"), float("nan")
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def device_name(device: str) -> str:
+    try:
+        import torch
+
+        if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+            return torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_one(recipe: str, seed: int, args, runs_dir: Path) -> dict:
+    cmd = [sys.executable, "-m", "cifarctl", "train", recipe, "--seed", str(seed),
+           "--runs-dir", str(runs_dir), "--name", f"{recipe}-seed{seed}", "--device", args.device]
+    if args.data:
+        cmd += ["--data", args.data]
+    for s in args.set or []:
+        cmd += ["--set", s]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    sys.stdout.write(proc.stdout)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+    summaries = sorted(runs_dir.glob(f"{recipe}-seed{seed}*/summary.json"))
+    summary = json.loads(summaries[-1].read_text()) if summaries else {}
+    return {"recipe": recipe, "seed": seed, "exit_code": proc.returncode, "wall_s": wall, "summary": summary}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", nargs="*", default=None, help="default: every bundled recipe")
+    ap.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--set", action="append", help="override passed to every run")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--tag", default=platform.node())
+    ap.add_argument("--runs-dir", default=None)
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(ROOT))
+    from cifarctl.recipe import bundled_recipes, load_recipe
+
+    recipes = args.recipes or sorted(bundled_recipes())
+    runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="cifarctl-repro-"))
+    import torch
+
+    results = []
+    for recipe in recipes:
+        for seed in args.seeds:
+            results.append(run_one(recipe, seed, args, runs_dir))
+
+    rows = []
+    for recipe in recipes:
+        r = load_recipe(recipe)
+        rs = [x for x in results if x["recipe"] == recipe and x["summary"]]
+        best = [x["summary"].get("best_test_acc", float("nan")) for x in rs]
+        final = [x["summary"].get("final_test_acc", float("nan")) for x in rs]
+        secs = [x["summary"].get("total_seconds", float("nan")) for x in rs]
+        target = r.target.min_test_acc
+        ok = bool(rs) and all(b >= target for b in best) if target is not None else None
+        rows.append({
+            "recipe": recipe, "runs": len(rs), "epochs": r.epochs, "target": target,
+            "best_mean": mean_std(best)[0], "best_std": mean_std(best)[1],
+            "final_mean": mean_std(final)[0], "final_std": mean_std(final)[1],
+            "seconds_mean": mean_std(secs)[0], "verdict": "PASS" if ok else ("FAIL" if ok is False else "-"),
+        })
+
+    meta = {
+        "date": date.today().isoformat(), "machine": platform.node(), "tag": args.tag,
+        "device": device_name(args.device), "torch": torch.__version__, "python": platform.python_version(),
+        "data": args.data or "default source", "overrides": args.set or [], "seeds": args.seeds,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"reproduce-{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows, "runs": results}, indent=2))
+    lines = [
+        f"# Reproduction on {meta['device']} ({args.tag}), {meta['date']}",
+        "",
+        f"torch {meta['torch']}, data: {meta['data']}, seeds {args.seeds}, overrides {args.set or 'none'}",
+        "",
+        "| recipe | runs | epochs | target % | best % (mean ± std) | final % (mean ± std) | train time s | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for x in rows:
+        lines.append(
+            f"| {x['recipe']} | {x['runs']} | {x['epochs']} | {x['target']} | {x['best_mean']:.2f} ± {x['best_std']:.2f} "
+            f"| {x['final_mean']:.2f} ± {x['final_std']:.2f} | {x['seconds_mean']:.1f} | {x['verdict']} |"
+        )
+    (out / f"reproduce-{args.tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

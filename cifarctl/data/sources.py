@@ -1,0 +1,280 @@
+"""Load CIFAR-10 (or a look-alike) as uint8 numpy arrays, from wherever it is.
+
+Sources, in :func:`load_cifar`'s ``source`` argument, else ``$CIFARCTL_DATA``, else
+``"cifar10"``:
+
+- ``"cifar10"``: the official python archive in the cache folder, downloaded there
+  (md5-checked) on first use;
+- a local path: a ``cifar-10-batches-py`` folder (or a folder holding one),
+  ``cifar-10-python.tar.gz``, or an image folder ``train/<class>/*`` + ``test/<class>/*``
+  (optionally inside one top-level folder) as a folder or a ``.tar[.gz|.xz]``/``.tgz``;
+- ``"synthetic"``, ``"synthetic:N"`` or ``"synthetic:N:M"``: N train / M test random
+  images with per-class colour and texture, so a model can learn them (default 2000 / 500).
+
+Decoded arrays are cached (see :mod:`cifarctl.data.cache`); subsets are drawn after.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cifarctl import CLASSES
+from cifarctl.data import cache, readers
+from cifarctl.errors import DataError
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+SYNTHETIC_DEFAULT = (2000, 500)
+
+
+@dataclass(repr=False)
+class CifarArrays:
+    """Images as uint8 (N, 32, 32, 3) RGB arrays and int64 labels indexing ``classes``."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: list[str]
+    source: str           # what was read, for people: "image folder /data/cifar.tar.xz"
+    cached: bool = False  # True when the arrays came from the decoded cache
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        return (f"CifarArrays({len(self.train_y)} train, {len(self.test_y)} test, "
+                f"{self.num_classes} classes, source={self.source!r}, cached={self.cached})")
+
+
+def resolve_source(source: str | os.PathLike | None = None) -> str:
+    """The source to use: the argument, else ``$CIFARCTL_DATA``, else ``"cifar10"``."""
+    if source is not None and str(source) != "":
+        return os.fspath(source)
+    return os.environ.get("CIFARCTL_DATA") or "cifar10"
+
+
+def load_cifar(
+    source: str | os.PathLike | None = None,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool | Callable[[int, int], None] = True,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    seed: int = 0,
+) -> CifarArrays:
+    """Load a CIFAR-10 source as uint8 arrays (see the module docstring for sources).
+
+    ``cache_dir`` defaults to ``$CIFARCTL_DATA_DIR`` or ``~/.cache/cifarctl``. ``progress``:
+    True draws a bar on stderr when it is a terminal and the data has to be decoded; a
+    callable gets ``(done, total)`` in one unit (files, batches, or compressed bytes for
+    archives). ``train_subset``/``test_subset`` keep that many images, class-balanced,
+    chosen by ``seed``. Raises :class:`~cifarctl.errors.DataError` with a fix.
+    """
+    spec = resolve_source(source)
+    if spec.lower().split(":")[0] == "synthetic":  # keywords win: use ./synthetic for a folder
+        data = synthetic(*_parse_synthetic(spec), seed=seed)
+    else:
+        cache_dir = Path(cache_dir).expanduser() if cache_dir else cache.default_cache_dir()
+        if spec.lower() in ("cifar10", "cifar-10"):
+            path = official_cifar10(cache_dir)
+        else:
+            path = Path(os.path.expanduser(spec))
+            if not path.exists():
+                raise DataError(f"data path {path} does not exist: {readers.LAYOUT_HELP}")
+        data = _load_path(path.resolve(), cache_dir, progress)
+    if train_subset is not None:
+        data.train_x, data.train_y = _subset(data.train_x, data.train_y, train_subset,
+                                             data.num_classes, seed, "train")
+    if test_subset is not None:
+        data.test_x, data.test_y = _subset(data.test_x, data.test_y, test_subset,
+                                           data.num_classes, seed, "test")
+    return data
+
+
+def _load_path(path: Path, cache_dir: Path, progress) -> CifarArrays:
+    cfile = cache.cache_file(cache_dir, path)
+    hit = cache.load(cfile)
+    if hit is not None:
+        return CifarArrays(hit["train_x"], hit["train_y"], hit["test_x"], hit["test_y"],
+                           hit["classes"], hit["description"], cached=True)
+    with _progress(progress, f"decoding {path.name}") as cb:
+        d = readers.read_path(path, cb)
+    description = f"{d.kind} {path}"
+    arrays = {"train_x": d.train_x, "train_y": d.train_y, "test_x": d.test_x, "test_y": d.test_y}
+    cache.save(cfile, arrays, d.classes, description)
+    return CifarArrays(**arrays, classes=d.classes, source=description)
+
+
+@contextmanager
+def _progress(progress, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    if callable(progress):
+        yield progress
+    elif progress and sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
+                                   TimeElapsedColumn)
+
+        columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(label, total=None)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+    else:
+        yield None
+
+
+# ---------------------------------------------------------------- official archive
+
+def official_cifar10(cache_dir: Path) -> Path:
+    """The official python-format data in ``cache_dir``, downloaded there if absent.
+
+    The batches are pickles: they are read with a restricted unpickler that only
+    rebuilds numpy arrays (:mod:`cifarctl.data.readers`), never with plain ``pickle``.
+    """
+    for candidate in (cache_dir / readers.BATCHES_DIR, cache_dir / CIFAR10_ARCHIVE):
+        if candidate.exists():
+            return candidate
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the data cache folder {cache_dir} ({e.strerror}): "
+                        f"set CIFARCTL_DATA_DIR to a writable folder") from None
+    # download and extract into a temp folder and move the result in only when complete,
+    # so an interrupted or failed download never leaves a half archive in the cache
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
+    try:
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive(CIFAR10_URL, tmp, filename=CIFAR10_ARCHIVE, md5=CIFAR10_MD5)
+        os.replace(tmp / readers.BATCHES_DIR, cache_dir / readers.BATCHES_DIR)
+    except OSError:  # URLError, timeouts, refused connections, disk full
+        raise DataError(
+            f"cannot download CIFAR-10 (no network?): put {CIFAR10_ARCHIVE} or an image folder "
+            f"at {cache_dir / CIFAR10_ARCHIVE} (or a cifar-10-batches-py folder in {cache_dir}), "
+            f"or pass --data PATH / set CIFARCTL_DATA") from None
+    except RuntimeError as e:  # torchvision: "File not found or corrupted." (md5 mismatch)
+        raise DataError(f"the downloaded {CIFAR10_ARCHIVE} failed its md5 check ({e}): try "
+                        f"again, or put a good copy at {cache_dir / CIFAR10_ARCHIVE}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cache_dir / readers.BATCHES_DIR
+
+
+# ---------------------------------------------------------------- synthetic
+
+def _parse_synthetic(spec: str) -> tuple[int, int]:
+    parts = spec.split(":")
+    try:
+        if parts[0].lower() != "synthetic" or len(parts) > 3:
+            raise ValueError
+        nums = [int(p) for p in parts[1:]]
+        if any(n <= 0 for n in nums):
+            raise ValueError
+    except ValueError:
+        raise DataError(f"bad synthetic source {spec!r}: expected synthetic, synthetic:N or "
+                        f"synthetic:N:M (N train and M test images, positive integers)") from None
+    if not nums:
+        return SYNTHETIC_DEFAULT
+    return nums[0], nums[1] if len(nums) > 1 else max(10, nums[0] // 4)
+
+
+def synthetic(n_train: int = SYNTHETIC_DEFAULT[0], n_test: int = SYNTHETIC_DEFAULT[1],
+              seed: int = 0) -> CifarArrays:
+    """Random images a model can learn: each class has its own mean colour and stripe
+    pattern (orientation and frequency), under strong pixel noise. Deterministic in seed."""
+    k = len(CLASSES)
+    rng = np.random.default_rng([seed, 0])
+    colours = rng.uniform(50, 205, (k, 3)).astype(np.float32)
+    angle = rng.uniform(0, np.pi, k)
+    freq = rng.uniform(0.2, 0.8, k)
+    yy, xx = np.mgrid[0:32, 0:32]
+    stripes = 40 * np.sin(freq[:, None, None] * (np.cos(angle)[:, None, None] * xx
+                                                 + np.sin(angle)[:, None, None] * yy))
+    stripes = stripes.astype(np.float32)[..., None]  # (k, 32, 32, 1)
+
+    def split(n: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng([seed, stream])
+        y = r.permutation(np.arange(n) % k).astype(np.int64)
+        x = np.empty((n, 32, 32, 3), np.uint8)
+        for s in range(0, n, 4096):  # float32 chunks keep memory flat for large n
+            yc = y[s:s + 4096]
+            img = colours[yc][:, None, None, :] + stripes[yc]
+            img += r.standard_normal(img.shape, dtype=np.float32) * 45
+            x[s:s + 4096] = np.clip(img, 0, 255).astype(np.uint8)
+        return x, y
+
+    train_x, train_y = split(n_train, 1)
+    test_x, test_y = split(n_test, 2)
+    return CifarArrays(train_x, train_y, test_x, test_y, list(CLASSES),
+                       f"synthetic ({n_train} train / {n_test} test, seed {seed})")
+
+
+# ---------------------------------------------------------------- subsets and stats
+
+def balanced_indices(y: np.ndarray, n: int, num_classes: int,
+                     seed: int | list[int] = 0) -> np.ndarray:
+    """Sorted indices of ``n`` items of ``y``, as even across classes as the data allows."""
+    counts = np.bincount(y, minlength=num_classes)
+    quota = np.zeros_like(counts)
+    left = min(n, int(counts.sum()))
+    while left > 0:
+        open_ = np.flatnonzero(quota < counts)
+        per = max(1, left // len(open_))
+        for c in open_:
+            add = min(per, int(counts[c] - quota[c]), left)
+            quota[c] += add
+            left -= add
+            if left == 0:
+                break
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(y == c), int(q), replace=False)
+              for c, q in enumerate(quota) if q]
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, np.int64)
+
+
+def _subset(x, y, n, num_classes, seed, split):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise DataError(f"{split}_subset must be a positive number of images, got {n!r}")
+    if n >= len(y):
+        return x, y
+    idx = balanced_indices(y, int(n), num_classes, seed=[seed, 0 if split == "train" else 1])
+    return x[idx], y[idx]
+
+
+def channel_stats(x: np.ndarray) -> dict[str, tuple[float, ...]]:
+    """Per-channel mean, std, min and max of uint8 images (..., C), scaled to [0, 1].
+
+    Exact: counts every value with one bincount per chunk, then sums in float64.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise TypeError(f"channel_stats expects uint8 images, got {x.dtype}")
+    c = x.shape[-1]
+    flat = x.reshape(-1, c)
+    hist = np.zeros(256 * c, np.int64)
+    offset = (np.arange(c) * 256).astype(np.int32)
+    for s in range(0, len(flat), 1 << 20):
+        hist += np.bincount((flat[s:s + (1 << 20)] + offset).ravel(), minlength=256 * c)
+    hist = hist.reshape(c, 256).astype(np.float64)
+    v = np.arange(256, dtype=np.float64) / 255
+    n = hist.sum(axis=1)
+    if not n.all():
+        raise ValueError("channel_stats needs at least one image")
+    mean = hist @ v / n
+    std = np.sqrt(np.maximum(hist @ (v * v) / n - mean * mean, 0))
+    lo = [v[np.flatnonzero(h)[0]] for h in hist]
+    hi = [v[np.flatnonzero(h)[-1]] for h in hist]
+    as_tuple = lambda a: tuple(float(t) for t in a)  # noqa: E731
+    return {"mean": as_tuple(mean), "std": as_tuple(std), "min": as_tuple(lo), "max": as_tuple(hi)}

@@ -1,0 +1,13 @@
+"""Model families. Importing this package registers every model in ``cifarctl.registry``.
+
+One module per family; each variant is a short function decorated with
+``@register_model``. To add a family, create its module and import it below.
+"""
+
+from cifarctl.models import (  # noqa: F401  (imported for their registrations)
+    resnet,
+    resnet_custom,
+    s6,
+    s8,
+    s9,
+)

@@ -1,0 +1,68 @@
+"""S9: C1-C2-C3-C4-output without max-pooling.
+
+Each of the four blocks holds three conv blocks (conv -> BN -> ReLU -> Dropout). The
+first three blocks end with a stride-2 3x3 conv that halves the size (no max-pool
+anywhere); C2 uses depthwise-separable convs and ends with a dilated (d=2) strided
+conv, C3 and C4 carry dilated and separable convs, the output is GAP then a 1x1 conv
+to 10 logits.
+
+=====  =====  ==============================================  =============
+block  size   layers (-> out channels)                        RF at the end
+=====  =====  ==============================================  =============
+C1     32     conv 32, conv 32, conv s2 32                    7 -> 16x16
+C2     16     sep 48, sep 64, conv d2 s2 64                   19 -> 8x8
+C3     8      sep 96, conv d2 96, conv s2 96                  51 -> 4x4
+C4     4      sep 128, sep d2 128, conv 1x1 128               131
+out    1      GAP, 1x1 conv 128 -> 10                         155
+=====  =====  ==============================================  =============
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from cifarctl.models._blocks import ConvBlock
+from cifarctl.registry import register_model
+
+# (out channels, kernel, stride, dilation, separable) per conv block, four blocks.
+LAYOUT: tuple[tuple[tuple[int, int, int, int, bool], ...], ...] = (
+    ((32, 3, 1, 1, False), (32, 3, 1, 1, False), (32, 3, 2, 1, False)),
+    ((48, 3, 1, 1, True), (64, 3, 1, 1, True), (64, 3, 2, 2, False)),
+    ((96, 3, 1, 1, True), (96, 3, 1, 2, True), (96, 3, 2, 1, True)),
+    ((128, 3, 1, 1, True), (128, 3, 1, 2, True), (128, 1, 1, 1, False)),
+)
+
+
+class S9Net(nn.Module):
+    """Four conv blocks (C1..C4), strided/dilated downsampling, GAP + 1x1 head."""
+
+    def __init__(self, dropout: float = 0.05, norm: str = "bn", num_classes: int = 10):
+        super().__init__()
+        cin = 3
+        for i, block in enumerate(LAYOUT, start=1):
+            layers = []
+            for cout, k, stride, dilation, sep in block:
+                layers.append(
+                    ConvBlock(
+                        cin, cout, k, stride=stride, dilation=dilation, norm=norm,
+                        dropout=dropout, separable=sep,
+                    )
+                )
+                cin = cout
+            self.add_module(f"c{i}", nn.Sequential(*layers))
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Conv2d(cin, num_classes, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.c4(self.c3(self.c2(self.c1(x))))
+        return self.head(self.gap(x)).flatten(1)
+
+
+@register_model(
+    assignment="S9",
+    description="C1-C2-C3-C4, no max-pool: strided, dilated and separable convs, GAP",
+    aliases=("s9",),
+)
+def s9_dilated(dropout: float = 0.05) -> nn.Module:
+    """The S9 network."""
+    return S9Net(dropout=dropout)
