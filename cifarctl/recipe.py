@@ -204,7 +204,8 @@ class Recipe(_Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_TAGGED = {"optimizer", "scheduler", "loss"}
+# Sections chosen by their `name`, with the schema's default choice.
+_TAGGED = {"optimizer": "sgd", "scheduler": "none", "loss": "cross_entropy"}
 
 
 # -------------------------------------------------------------------- locations
@@ -272,6 +273,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     """Set each ``key.path=value`` into the nested dict (lists take integer indices)."""
     for item in overrides:
         path, value = parse_override(item)
+        if path[0] in _TAGGED and len(path) > 1 and not isinstance(raw.get(path[0]), dict):
+            # --set optimizer.lr=0.1 on a recipe without an optimizer section tunes the default one.
+            raw[path[0]] = {"name": _TAGGED[path[0]]}
         node: Any = raw
         for i, part in enumerate(path[:-1]):
             if isinstance(node, list):

@@ -39,7 +39,7 @@ _ARGS = {
     "adaptive_max_pool2d": ("input", "output_size"),
 }
 NOTE_MERGE = "residual: max over {n} paths"
-NOTE_AFTER_MERGE = "input is a residual sum: max over {n} paths"
+NOTE_AFTER_MERGE = "input: residual sum, max over {n} paths"
 
 
 @dataclass
@@ -120,7 +120,7 @@ class _Tracer(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.rf: dict[int, tuple[int, int]] = {}
-        self.merged: dict[int, int] = {}  # tensor id -> paths merged into it
+        self.merged: dict[int, int] = {}  # id of a tensor summed in the top-level forward -> paths
         self.keep: list[torch.Tensor] = []  # keeps ids unique during the pass
         self.stack: list[dict[str, Any]] = []  # module calls in progress
         self.mult_adds = 0
@@ -166,19 +166,20 @@ class _Tracer(TorchFunctionMode):
         ):
             h = inp.shape[-2]  # the op collapses the spatial dims: a global pool
             r, j = r + (h - 1) * j, j * h
-        elif name == "linear":
-            self._macs(top, outs[0].numel() * args[1].shape[1] if len(args) > 1
-                       else outs[0].numel() * kwargs["weight"].shape[1])
+        if name == "linear":
+            w = args[1] if len(args) > 1 else kwargs["weight"]
+            self._macs(top, outs[0].numel() * w.shape[-1])
         merged = len(ins) if len(ins) > 1 else 0
         if merged and top is not None:
             top["merges"] = max(top.get("merges", 0), merged)
+        at_root = top is not None and top["depth"] == 0
+        if at_root and not merged:  # e.g. relu(a + b) in the top-level forward
+            merged = max(self.merged.get(id(t), 0) for t in ins)
         for t in outs:
             self.keep.append(t)
             self.rf[id(t)] = (r, j)
-            if merged:
+            if merged and at_root:
                 self.merged[id(t)] = merged
-            else:
-                self.merged.pop(id(t), None)
 
     def _macs(self, top: dict[str, Any] | None, n: int) -> None:
         self.mult_adds += int(n)
@@ -301,6 +302,17 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:,.2f} MB"
 
 
+def _human(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _shape(shape: list[int] | None) -> str:
+    return "x".join(map(str, shape[1:])) if shape else ""
+
+
 def _kernel(row: dict[str, Any]) -> str:
     if row.get("kernel") is None:
         return ""
@@ -308,52 +320,61 @@ def _kernel(row: dict[str, Any]) -> str:
     text = f"{k[0]}x{k[1]} s{s[0]}"
     if d and d[0] != 1:
         text += f" d{d[0]}"
-    p = row.get("padding")
-    if p is not None:
-        text += f" p{p if isinstance(p, str) else p[0]}"
     return text
 
 
 def render_summary(summary: ModelSummary, console: Any) -> None:
-    """Print ``summary`` on a rich ``console``: a layer table, then a totals panel."""
+    """Print ``summary`` on a rich ``console``: a layer table, then a totals panel.
+
+    Rows whose RF is a max over summed paths get a ``*`` after the RF; the full note
+    is shown in its own column when the console is at least 130 columns wide.
+    """
     from rich.panel import Panel
     from rich.table import Table
 
-    table = Table(title=f"{summary.model}  input {tuple(summary.input_size)}", header_style="bold")
-    table.add_column("Layer")
-    table.add_column("Type")
-    table.add_column("Output shape")
-    table.add_column("Params", justify="right")
-    table.add_column("Mult-adds", justify="right")
-    table.add_column("Kernel")
-    table.add_column("RF", justify="right")
-    table.add_column("Jump", justify="right")
-    table.add_column("Note", style="dim")
+    wide = getattr(console, "width", 80) >= 130
+    title = f"{summary.model}, input {_shape([1, *summary.input_size])} (batch 1)"
+    table = Table(title=title, header_style="bold")
+    table.add_column("Layer", no_wrap=True)  # last name part, indented by depth
+    table.add_column("Type", no_wrap=True, overflow="ellipsis", max_width=12)
+    table.add_column("Output", no_wrap=True)
+    table.add_column("Params", justify="right", no_wrap=True)
+    table.add_column("MACs", justify="right", no_wrap=True)
+    table.add_column("Kernel", no_wrap=True)
+    table.add_column("RF", justify="right", no_wrap=True)
+    table.add_column("Jump", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("Note", style="dim")
+    noted = False
     for row in summary.layers:
-        indent = "  " * (row["depth"] - 1)
         params = f"{row['params']:,}" if row["params"] else "-"
-        table.add_row(
-            indent + row["name"],
+        rf = str(row["rf"]) if row["rf"] is not None else ""
+        if row["note"]:
+            rf, noted = rf + "*", True
+        cells = [
+            "  " * (row["depth"] - 1) + row["name"].rsplit(".", 1)[-1],
             row["type"],
-            str(row["output_shape"]) if row["output_shape"] is not None else "",
+            _shape(row["output_shape"]),
             params if row["leaf"] or not row["params"] else f"[dim]{params}[/]",
-            f"{row['mult_adds']:,}" if row["mult_adds"] else "",
+            _human(row["mult_adds"]) if row["mult_adds"] else "",
             _kernel(row),
-            str(row["rf"]) if row["rf"] is not None else "",
+            rf,
             str(row["jump"]) if row["jump"] is not None else "",
-            row["note"],
-        )
+        ]
+        table.add_row(*cells, *([row["note"]] if wide else []))
     console.print(table)
     s = summary
     lines = [
         f"Total params:        {s.total_params:,}",
         f"Trainable params:    {s.trainable_params:,}",
         f"Non-trainable:       {s.non_trainable_params:,}",
-        f"Mult-adds (batch 1): {s.mult_adds / 1e6:,.2f} M",
+        f"Mult-adds (batch 1): {s.mult_adds / 1e6:,.2f} M  (conv + linear)",
         f"Receptive field:     {s.receptive_field} px (jump {s.jump})",
         f"Input size:          {_mb(s.input_bytes)}",
         f"Forward/backward:    {_mb(s.forward_backward_bytes)}",
         f"Params size:         {_mb(s.param_bytes)}",
         f"Estimated total:     {_mb(s.total_bytes)}",
     ]
+    if noted:
+        lines.append("[dim]RF*: residual sum, RF is the max over the summed paths[/]")
     console.print(Panel("\n".join(lines), title="totals", expand=False))

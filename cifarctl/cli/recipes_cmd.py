@@ -65,12 +65,17 @@ def recipes(
     from rich.table import Table
 
     table = Table(title="Bundled recipes", title_justify="left")
-    for col in ("name", "assignment", "model", "epochs", "batch", "optimizer", "target"):
-        table.add_column(col, justify="right" if col in ("epochs", "batch") else "left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("assignment")
+    table.add_column("model", no_wrap=True)
+    table.add_column("epochs", justify="right")
+    table.add_column("batch", justify="right")
+    table.add_column("optimizer", overflow="fold")
+    table.add_column("target", overflow="fold")
     for row, r in zip(rows, loaded.values()):
         table.add_row(
             row["name"], row["assignment"], row["model"], str(row["epochs"]), str(row["batch_size"]),
-            f"{row['optimizer']} + {row['scheduler']}", _target_text(r.target),
+            f"{row['optimizer']}/{row['scheduler']}", _target_text(r.target),
         )
     console.print(table)
     console.print("Train one with [bold]cifarctl train NAME[/]; show one resolved with [bold]cifarctl recipes NAME[/].")

@@ -97,6 +97,7 @@ def save(path: Path, arrays: dict[str, np.ndarray], classes: list[str], descript
         folder.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(folder)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache may be shared
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{k: arrays[k] for k in ARRAYS}, classes=np.array(classes, dtype=str),
                      description=np.array(description))

@@ -15,6 +15,7 @@ is CPU-bound and threads do not help.
 
 from __future__ import annotations
 
+import codecs
 import io
 import lzma
 import multiprocessing
@@ -71,6 +72,8 @@ class _BatchUnpickler(pickle.Unpickler):
             return self._reconstruct
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
+        if module == "_codecs" and name == "encode":  # how Python 3 writes bytes at protocol 2
+            return codecs.encode
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
@@ -184,8 +187,10 @@ class _Decoder:
 
     def _want_pool(self, n: int) -> bool:
         big = self.expected >= POOL_MIN_IMAGES if self.expected is not None else n >= CHUNK
-        # fork: workers need no re-import of __main__, so scripts without a main guard work
-        return big and self.workers > 1 and "fork" in multiprocessing.get_all_start_methods()
+        # fork: workers need no re-import of __main__, so scripts without a main guard work;
+        # daemonic processes (DataLoader workers, pools) may not have children
+        return (big and self.workers > 1 and not multiprocessing.current_process().daemon
+                and "fork" in multiprocessing.get_all_start_methods())
 
     def submit(self, items: list) -> None:
         if self.pool is None and not self.results and self._want_pool(len(items)):
@@ -259,7 +264,10 @@ def _assemble(keys: list[tuple[str, str, str, str]], x: np.ndarray, where: str) 
         rows.sort()
         order = np.fromiter((r[2] for r in rows), np.int64, len(rows))
         labels = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        out += [x[order], labels]
+        if len(order) and order[-1] - order[0] == len(order) - 1 and (np.diff(order) == 1).all():
+            out += [x[order[0]:order[-1] + 1], labels]  # already in order: a view, no copy
+        else:
+            out += [x[order], labels]
     return Decoded(*out, classes, "image folder")
 
 
@@ -322,11 +330,13 @@ def read_archive(path: Path, progress: Progress | None = None) -> Decoded:
     """
     size = path.stat().st_size
     keys, chunk, batches = [], [], {}
+    seen = 0
     decoder = _Decoder(None)
     try:
         with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
             last = 0
             for name, member in _members(tf):
+                seen += 1
                 parts = name.split("/")
                 key = _image_key(parts)
                 if key:
@@ -344,9 +354,9 @@ def read_archive(path: Path, progress: Progress | None = None) -> Decoded:
             decoder.submit(chunk)
         x = decoder.finish()
     except tarfile.ReadError as e:
-        if "unexpected end" in str(e) or "truncated" in str(e):
+        if seen:
             raise DataError(f"{path}: archive is truncated ({e}); copy or download it again") from None
-        raise DataError(f"{path}: not a readable tar archive ({e}): {LAYOUT_HELP}") from None
+        raise DataError(f"{path}: not a folder or a readable tar archive: {LAYOUT_HELP}") from None
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as e:
         raise DataError(f"{path}: archive is truncated or corrupt ({e}); copy or download it "
                         f"again") from None

@@ -4,12 +4,12 @@
 layer   what                                                size   RF (jump)
 ======  ==================================================  =====  =========
 prep    conv 3->64, BN, ReLU                                32     3 (1)
-layer1  X = conv 64->128, maxpool 2, BN, ReLU;              16     4 (2)
-        R1 = 2 x (conv 128->128, BN, ReLU); out = X + R1           12 (2)
-layer2  conv 128->256, maxpool 2, BN, ReLU                  8      18 (4)
-layer3  X = conv 256->512, maxpool 2, BN, ReLU;             4      30 (8)
-        R2 = 2 x (conv 512->512, BN, ReLU); out = X + R2           62 (8)
-pool    MaxPool2d(4)                                        1      86 (32)
+layer1  X = conv 64->128, maxpool 2, BN, ReLU;              16     6 (2)
+        R1 = 2 x (conv 128->128, BN, ReLU); out = X + R1           14 (2)
+layer2  conv 128->256, maxpool 2, BN, ReLU                  8      20 (4)
+layer3  X = conv 256->512, maxpool 2, BN, ReLU;             4      32 (8)
+        R2 = 2 x (conv 512->512, BN, ReLU); out = X + R2           64 (8)
+pool    MaxPool2d(4)                                        1      88 (32)
 fc      flatten, Linear 512->10 (with bias)
 ======  ==================================================  =====  =========
 

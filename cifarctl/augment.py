@@ -1,0 +1,485 @@
+"""Augmentation: recipe steps as batched tensor ops on the device, or per image.
+
+The engine keeps the whole data set on the device as uint8 NCHW; :func:`compile_steps`
+turns the recipe's albumentations 2.x steps into a :class:`DeviceAugment` that maps a batch
+to normalized float32 NCHW with a handful of batched ops and no loop over images:
+
+* PadIfNeeded / RandomCrop / CenterCrop / HorizontalFlip / VerticalFlip, in any order, are
+  composed into one per-image row map and one column map (output index -> source index,
+  -1 = fill) and applied with ONE integer ``gather``; the crop is exact.
+* CoarseDropout builds its hole mask with broadcast comparisons and blends in place.
+* Affine / ShiftScaleRotate: one ``affine_grid`` + ``grid_sample`` for the selected images.
+* Normalize last, as ``x * (1 / (255 std)) - mean / std`` in float32.
+
+Randomness comes only from the ``torch.Generator`` passed in, so a seed gives the same
+batches. Steps without a batched version make :func:`unsupported_step` name them; the engine
+then runs :func:`build_albumentations` per image in DataLoader workers
+(:class:`AlbumentationsDataset`). Validation (:func:`check_steps`) lives in
+:mod:`cifarctl.augment_check`, which does not import torch itself.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cifarctl.augment_check import (
+    NOOP_STEPS, build_albumentations, check_steps, make_transform, mean_std, resolve_args, split_step,
+)
+
+__all__ = [
+    "AlbumentationsDataset", "DeviceAugment", "build_albumentations", "check_steps",
+    "compile_steps", "make_albumentations_loader", "unsupported_step", "worker_init_fn",
+]
+
+_BORDERS = {0: "constant", 1: "replicate", 2: "reflect", 3: "wrap", 4: "reflect_101"}
+_GRID_PADDING = {"constant": "zeros", "replicate": "border", "reflect": "reflection"}
+
+
+class _Unsupported(Exception):
+    """A step that has no batched version (its name is the message)."""
+
+
+def _fill_values(fill: Any, channels: int) -> list[float]:
+    vals = [float(v) for v in fill] if isinstance(fill, (list, tuple, np.ndarray)) else [float(fill)]
+    if len(vals) == 1:
+        vals = vals * channels
+    return (vals + [0.0] * channels)[:channels]  # cv2: missing channels are 0
+
+
+def _fill_tensor(fill: Any, like: torch.Tensor, rounding: bool) -> torch.Tensor:
+    """Per-channel fill as a (1, C, 1, 1) tensor of ``like``'s dtype (uint8: saturated)."""
+    vals = _fill_values(fill, like.shape[1])
+    if not like.is_floating_point():
+        vals = [min(255, max(0, round(v) if rounding else int(v))) for v in vals]
+    return torch.tensor(vals, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+
+
+def _rand(n: int, g, device, *shape: int) -> torch.Tensor:
+    return torch.rand(n, *shape, generator=g, device=device)
+
+
+def _uniform(n: int, lo: float, hi: float, g, device) -> torch.Tensor:
+    return _rand(n, g, device).mul_(hi - lo).add_(lo)
+
+
+def _randint(n: int, lo: int, hi: int, g, device, *shape: int) -> torch.Tensor:
+    """Integers uniform in [lo, hi] (inclusive); hi may be a tensor (per-sample bound)."""
+    return (_rand(n, g, device, *shape) * (hi - lo + 1)).long() + lo
+
+
+# ------------------------------------------------------------------ index maps
+def _border_index(n: int, before: int, after: int, mode: str, device) -> torch.Tensor:
+    """Source index of each padded position along one axis (-1 = the constant fill)."""
+    i = torch.arange(-before, n + after, device=device)
+    if mode == "constant":
+        return torch.where((i < 0) | (i >= n), -1, i)
+    if mode == "replicate":
+        return i.clamp(0, n - 1)
+    if mode == "wrap":
+        return i.remainder(n)
+    if mode == "reflect":  # cv2.BORDER_REFLECT: fedcba|abcdefgh|hgfedcb
+        j = i.remainder(2 * n)
+        return torch.where(j >= n, 2 * n - 1 - j, j)
+    if n == 1:  # reflect_101: gfedcb|abcdefgh|gfedcba
+        return torch.zeros_like(i)
+    j = i.remainder(2 * n - 2)
+    return torch.where(j >= n, 2 * n - 2 - j, j)
+
+
+def _compose(prev: torch.Tensor | None, cur: torch.Tensor | None) -> torch.Tensor | None:
+    """``result[i] = prev[cur[i]]`` per image, keeping -1 (fill); None is the identity."""
+    if prev is None or cur is None:
+        return cur if prev is None else prev
+    n = max(prev.shape[0], cur.shape[0])
+    ext = torch.cat([prev, prev.new_full((prev.shape[0], 1), -1)], 1)
+    idx = torch.where(cur < 0, ext.shape[1] - 1, cur)
+    return torch.gather(ext.expand(n, -1), 1, idx.expand(n, -1))
+
+
+@dataclass
+class _Pad:
+    min_h: int | None
+    min_w: int | None
+    position: str
+    mode: str
+    fill: Any
+
+    def maps(self, b, h, w, g, dev):
+        def split(cur, want):
+            if want is None or cur >= want:
+                return 0, 0
+            before = int((want - cur) / 2.0)
+            return before, want - cur - before
+        top, bottom = split(h, self.min_h)
+        left, right = split(w, self.min_w)
+        if self.position != "center":
+            top, bottom = (0, top + bottom) if "top" in self.position else (top + bottom, 0)
+            left, right = (0, left + right) if "left" in self.position else (left + right, 0)
+        return (_border_index(h, top, bottom, self.mode, dev)[None],
+                _border_index(w, left, right, self.mode, dev)[None])
+
+
+@dataclass
+class _Crop:
+    height: int
+    width: int
+    random: bool
+
+    def maps(self, b, h, w, g, dev):
+        if self.height > h or self.width > w:
+            raise ValueError(f"crop {self.height}x{self.width} is larger than the image {h}x{w}")
+        if self.random:  # albumentations: int((size - crop + 1) * uniform[0, 1))
+            top = _randint(b, 0, h - self.height, g, dev, 1)
+            left = _randint(b, 0, w - self.width, g, dev, 1)
+        else:
+            top = torch.full((1, 1), (h - self.height) // 2, device=dev)
+            left = torch.full((1, 1), (w - self.width) // 2, device=dev)
+        return (top + torch.arange(self.height, device=dev), left + torch.arange(self.width, device=dev))
+
+
+@dataclass
+class _Flip:
+    axis: int  # 2 = vertical (rows), 3 = horizontal (columns)
+    p: float
+
+    def maps(self, b, h, w, g, dev):
+        n = h if self.axis == 2 else w
+        ar = torch.arange(n, device=dev)
+        m = torch.where(_rand(b, g, dev, 1) < self.p, n - 1 - ar, ar)
+        return (m, None) if self.axis == 2 else (None, m)  # None: the other axis is unchanged
+
+
+class _Geometry:
+    """Consecutive pad/crop/flip steps: one composed index map, one gather."""
+
+    def __init__(self):
+        self.ops: list = []
+        self.fill: Any = None  # the constant fill, when some op pads with one
+
+    def accepts(self, op) -> bool:
+        fill = getattr(op, "fill", None) if getattr(op, "mode", "") == "constant" else None
+        return fill is None or self.fill is None or _fill_values(fill, 3) == _fill_values(self.fill, 3)
+
+    def add(self, op) -> None:
+        if getattr(op, "mode", "") == "constant":
+            self.fill = op.fill
+        self.ops.append(op)
+
+    def __call__(self, x: torch.Tensor, g, owned: bool):
+        b, c, h0, w0 = x.shape
+        dev = x.device
+        rows = cols = None
+        h, w = h0, w0
+        for op in self.ops:
+            r, cl = op.maps(b, h, w, g, dev)
+            rows, cols = _compose(rows, r), _compose(cols, cl)
+            h = h if r is None else r.shape[1]
+            w = w if cl is None else cl.shape[1]
+        rows = torch.arange(h0, device=dev)[None] if rows is None else rows
+        cols = torch.arange(w0, device=dev)[None] if cols is None else cols
+        src, sw = x, w0
+        if self.fill is not None:  # a 1-pixel fill border; index -1 lands on it
+            src = x.new_empty(b, c, h0 + 2, w0 + 2)
+            src[:, :, 1:-1, 1:-1] = x
+            f = _fill_tensor(self.fill, x, rounding=True).view(1, c, 1)
+            src[:, :, 0, :] = f
+            src[:, :, -1, :] = f
+            src[:, :, :, 0] = f
+            src[:, :, :, -1] = f
+            rows, cols, sw = rows + 1, cols + 1, w0 + 2
+        idx = (rows * sw).unsqueeze(2) + cols.unsqueeze(1)  # (b|1, h, w)
+        idx = idx.view(idx.shape[0], 1, h * w).expand(b, c, h * w)
+        return torch.gather(src.reshape(b, c, -1), 2, idx).view(b, c, h, w), True
+
+
+def _blend(x: torch.Tensor, hole: torch.Tensor, value: torch.Tensor) -> None:
+    """In place: x = value where hole else x. uint8 wraps around, so (x - v) * keep + v is exact."""
+    keep = (~hole).to(x.dtype)
+    x.sub_(value).mul_(keep).add_(value)
+
+
+@dataclass
+class _Cutout:
+    holes: tuple[int, int]
+    hole_h: tuple[float, float]
+    hole_w: tuple[float, float]
+    fill: Any
+    p: float
+
+    def _sizes(self, b, k, size, rng, pixels, g, dev):
+        if pixels:  # albumentations: integers(lo, min(hi, size) + 1)
+            return _randint(b, int(rng[0]), int(min(rng[1], size)), g, dev, k)
+        return (_rand(b, g, dev, k).mul_(rng[1] - rng[0]).add_(rng[0]) * size).long()
+
+    def __call__(self, x: torch.Tensor, g, owned: bool):
+        if not owned:
+            x = x.clone()
+        b, c, h, w = x.shape
+        dev, k = x.device, self.holes[1]
+        pixels = self.hole_h[1] >= 1  # albumentations decides from the height range
+        hh = self._sizes(b, k, h, self.hole_h, pixels, g, dev)
+        ww = self._sizes(b, k, w, self.hole_w, pixels, g, dev)
+        y0 = (_rand(b, g, dev, k) * (h - hh + 1)).long()  # top-left uniform in [0, h - hh]
+        x0 = (_rand(b, g, dev, k) * (w - ww + 1)).long()
+        on = _rand(b, g, dev, 1) < self.p
+        if self.holes[0] != self.holes[1]:
+            on = on & (torch.arange(k, device=dev) < _randint(b, self.holes[0], k, g, dev, 1))
+        ah, aw = torch.arange(h, device=dev), torch.arange(w, device=dev)
+        rows = (ah >= y0.unsqueeze(2)) & (ah < (y0 + hh).unsqueeze(2)) & on.unsqueeze(2)  # (b, k, h)
+        cols = (aw >= x0.unsqueeze(2)) & (aw < (x0 + ww).unsqueeze(2))  # (b, k, w)
+        if self.fill == "random_uniform":  # one colour per hole, later holes on top
+            for i in range(k):
+                colour = torch.randint(0, 256, (b, c, 1, 1), generator=g, device=dev).to(x.dtype)
+                _blend(x, (rows[:, i, :, None] & cols[:, i, None, :]).unsqueeze(1), colour)
+            return x, True
+        hole = (rows.unsqueeze(3) & cols.unsqueeze(2)).any(1).unsqueeze(1)  # (b, 1, h, w)
+        if self.fill == "random":
+            value = torch.randint(0, 256, (b, c, h, w), generator=g, device=dev).to(x.dtype)
+        else:
+            value = _fill_tensor(self.fill, x, rounding=False)
+        _blend(x, hole, value)
+        return x, True
+
+
+@dataclass
+class _Affine:
+    scale: dict
+    keep_ratio: bool
+    balanced: bool
+    translate_px: dict | None
+    translate_percent: dict | None
+    rotate: tuple[float, float]
+    shear: dict
+    mode: str
+    fill: Any
+    p: float
+
+    def _scale(self, b, rng, g, dev):
+        lo, hi = float(rng[0]), float(rng[1])
+        if not self.balanced:
+            return _uniform(b, lo, hi, g, dev)
+        if lo < 1 < hi:  # pick the lower or the upper interval with equal odds
+            low, high = _uniform(b, lo, 1.0, g, dev), _uniform(b, 1.0, hi, g, dev)
+            return torch.where(_rand(b, g, dev) < 0.5, low, high)
+        if lo < 1 or hi > 1:
+            return _uniform(b, min(lo, 1.0), max(hi, 1.0), g, dev)
+        return torch.ones(b, device=dev)
+
+    def _theta(self, b, h, w, g, dev) -> torch.Tensor:
+        """(b, 2, 3) sampling matrices in grid_sample coordinates, as albumentations samples."""
+        if self.translate_px is not None:
+            tx = _randint(b, int(self.translate_px["x"][0]), int(self.translate_px["x"][1]), g, dev).float()
+            ty = _randint(b, int(self.translate_px["y"][0]), int(self.translate_px["y"][1]), g, dev).float()
+        else:  # int(uniform * size): truncated to whole pixels
+            tx = (_uniform(b, *self.translate_percent["x"], g, dev) * w).trunc()
+            ty = (_uniform(b, *self.translate_percent["y"], g, dev) * h).trunc()
+        shx = torch.tan(torch.deg2rad(-_uniform(b, *self.shear["x"], g, dev)))
+        shy = torch.tan(torch.deg2rad(-_uniform(b, *self.shear["y"], g, dev)))
+        sx = self._scale(b, self.scale["x"], g, dev)
+        sy = sx if self.keep_ratio else self._scale(b, self.scale["y"], g, dev)
+        rad = torch.deg2rad(_uniform(b, *self.rotate, g, dev))
+        cos, sin = torch.cos(rad), torch.sin(rad)
+        # Forward map about the image centre: L = Shear @ Rotate @ Scale, then translate.
+        r00, r01, r10, r11 = cos * sx, sin * sy, -sin * sx, cos * sy
+        a, bb, c, d = r00 + shx * r10, r01 + shx * r11, shy * r00 + r10, shy * r01 + r11
+        det = a * d - bb * c
+        i00, i01, i10, i11 = d / det, -bb / det, -c / det, a / det  # L^-1 maps output -> input
+        theta = torch.stack([
+            i00, i01 * (h / w), -(i00 * tx + i01 * ty) * (2 / w),
+            i10 * (w / h), i11, -(i10 * tx + i11 * ty) * (2 / h),
+        ], 1)
+        return theta.view(b, 2, 3)
+
+    def __call__(self, x: torch.Tensor, g, owned: bool):
+        b, c, h, w = x.shape
+        dev = x.device
+        theta = self._theta(b, h, w, g, dev)
+        sel = _rand(b, g, dev) < self.p
+        if x.is_floating_point():
+            xf = x.float() if owned or x.dtype != torch.float32 else x.clone()
+        else:
+            xf = x.float()
+        on_cpu = dev.type == "cpu"
+        if on_cpu:  # warp only the selected images (nonzero would sync a GPU)
+            idx = sel.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                return xf, True
+            src, theta = xf.index_select(0, idx), theta.index_select(0, idx)
+        else:
+            src = xf
+        grid = F.affine_grid(theta, [src.shape[0], c, h, w], align_corners=False)
+        out = F.grid_sample(src, grid, mode="bilinear", padding_mode=_GRID_PADDING[self.mode],
+                            align_corners=False)
+        if self.mode == "constant" and any(_fill_values(self.fill, c)):
+            # Bilinear weight that fell inside the image (= a warped ones-mask, exactly).
+            px = (grid[..., 0] + 1) * (w / 2) - 0.5
+            py = (grid[..., 1] + 1) * (h / 2) - 0.5
+            inside = torch.minimum(px + 1, w - px).clamp_(0, 1) * torch.minimum(py + 1, h - py).clamp_(0, 1)
+            out.add_((1 - inside).unsqueeze(1) * _fill_tensor(self.fill, out, rounding=False))
+        if on_cpu:
+            xf.index_copy_(0, idx, out)
+            return xf, True
+        return torch.where(sel.view(b, 1, 1, 1), out, xf), True
+
+
+# --------------------------------------------------------------------- compiling
+def _plan(steps: list[dict], normalize: Any) -> tuple[list, tuple, tuple, float]:
+    """Ops and (mean, std, max_pixel_value); raises _Unsupported(name) for other steps."""
+    mean, std = mean_std(normalize)
+    max_pixel = 255.0
+    ops: list = []
+    real = [split_step(s) for s in steps]
+    real = [(n, a) for n, a in real if n not in NOOP_STEPS]
+    for pos, (name, args) in enumerate(real):
+        t = make_transform(name, resolve_args(args, mean), strict_warnings=False)
+        p = float(getattr(t, "p", 1.0))
+        geom = None
+        if name == "Normalize":
+            if pos != len(real) - 1 or t.normalization != "standard" or p != 1.0:
+                raise _Unsupported(name)
+            mean, std, max_pixel = t.mean, t.std, float(t.max_pixel_value)
+            continue
+        if name in ("HorizontalFlip", "VerticalFlip"):
+            geom = [_Flip(3 if name == "HorizontalFlip" else 2, p)]
+        elif name == "PadIfNeeded":
+            if (p != 1.0 or t.pad_height_divisor is not None or t.pad_width_divisor is not None
+                    or t.position == "random"):
+                raise _Unsupported(name)
+            geom = [_Pad(t.min_height, t.min_width, t.position, _BORDERS[t.border_mode], t.fill)]
+        elif name in ("RandomCrop", "CenterCrop"):
+            if p != 1.0 or (t.pad_if_needed and t.pad_position == "random"):
+                raise _Unsupported(name)
+            geom = [_Crop(t.height, t.width, random=name == "RandomCrop")]
+            if t.pad_if_needed:
+                geom.insert(0, _Pad(t.height, t.width, t.pad_position, _BORDERS[t.border_mode], t.fill))
+        elif name == "CoarseDropout":
+            if isinstance(t.fill, str) and t.fill not in ("random", "random_uniform"):
+                raise _Unsupported(name)
+            ops.append(_Cutout(tuple(t.num_holes_range), tuple(t.hole_height_range),
+                               tuple(t.hole_width_range), t.fill, p))
+        elif name in ("Affine", "ShiftScaleRotate"):
+            mode = _BORDERS[t.border_mode]
+            if t.fit_output or t.interpolation != 1 or mode not in _GRID_PADDING:
+                raise _Unsupported(name)
+            ops.append(_Affine(t.scale, t.keep_ratio, t.balanced_scale, t.translate_px,
+                               t.translate_percent, tuple(t.rotate), t.shear, mode, t.fill, p))
+        else:
+            raise _Unsupported(name)
+        for op in geom or ():
+            if not (ops and isinstance(ops[-1], _Geometry) and ops[-1].accepts(op)):
+                ops.append(_Geometry())
+            ops[-1].add(op)
+    return ops, tuple(_fill_values(mean, 3)), tuple(_fill_values(std, 3)), max_pixel
+
+
+def unsupported_step(steps: list[dict]) -> str | None:
+    """The name of the first step with no batched version, or None when all compile."""
+    try:
+        _plan(steps, None)
+    except _Unsupported as exc:
+        return str(exc)
+    return None
+
+
+class DeviceAugment:
+    """Batched augmentation + normalization of uint8 images on one device.
+
+    ``aug(x, generator)``: ``x`` is uint8 NCHW (N, C, H, W) on the device (NHWC is accepted
+    and permuted); returns float32 NCHW, normalized. ``aug.normalize_only(x)`` for test data.
+    """
+
+    def __init__(self, ops: list, mean, std, max_pixel_value: float = 255.0, device="cpu",
+                 names: tuple[str, ...] = ()):
+        self.ops = ops
+        self.device = torch.device(device)
+        self.names = names
+        m = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.scale = 1.0 / (s * max_pixel_value)
+        self.bias = -m / s
+
+    def __repr__(self) -> str:
+        return f"DeviceAugment({' -> '.join(self.names + ('Normalize',))}, device={self.device})"
+
+    @staticmethod
+    def _nchw(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+            x = x.permute(0, 3, 1, 2)
+        return x.contiguous()
+
+    def normalize_only(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x / max_pixel_value - mean) / std`` as float32 NCHW, nothing random."""
+        return torch.mul(self._nchw(x), self.scale).add_(self.bias)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = self._nchw(x)
+        owned = False
+        for op in self.ops:
+            x, owned = op(x, generator, owned)
+        if x.dtype == torch.float32 and owned:
+            return x.mul_(self.scale).add_(self.bias)
+        return torch.mul(x, self.scale).add_(self.bias)
+
+
+def compile_steps(steps: list[dict], normalize: Any = None, device: str | torch.device = "cpu"
+                  ) -> DeviceAugment | None:
+    """The steps as a :class:`DeviceAugment` on ``device``, or None if one has no batched version."""
+    try:
+        ops, mean, std, max_pixel = _plan(steps, normalize)
+    except _Unsupported:
+        return None
+    names = tuple(n for n, _ in map(split_step, steps) if n not in NOOP_STEPS and n != "Normalize")
+    return DeviceAugment(ops, mean, std, max_pixel, device, names)
+
+
+# ------------------------------------------------------------ per-image fallback
+class AlbumentationsDataset(torch.utils.data.Dataset):
+    """uint8 NHWC images + labels through an albumentations Compose -> (CHW float32, label)."""
+
+    def __init__(self, images: np.ndarray, labels, transform, seed: int | None = None):
+        self.images = images
+        self.labels = np.asarray(labels)
+        self.transform = transform
+        if seed is not None:
+            self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Seed the Compose's own generators (albumentations 2 ignores global seeds)."""
+        self.transform.set_random_seed(int(seed) % 2**32)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        img = self.transform(image=self.images[i])["image"]
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), int(self.labels[i])
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader worker seeding: numpy, random and the dataset's Compose from torch's seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(seed)
+
+
+def make_albumentations_loader(images: np.ndarray, labels, steps: list[dict], normalize: Any = None,
+                               batch_size: int = 128, workers: int = 2, seed: int = 0,
+                               shuffle: bool = True, drop_last: bool = False):
+    """A DataLoader running the steps per image in ``workers`` processes, reproducible per seed."""
+    ds = AlbumentationsDataset(images, labels, build_albumentations(steps, normalize), seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
+        worker_init_fn=worker_init_fn, generator=gen, persistent_workers=workers > 0,
+    )

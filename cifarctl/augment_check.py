@@ -1,0 +1,293 @@
+"""Augmentation steps as albumentations 2.x sees them: validation and the per-image pipeline.
+
+A recipe's ``data.augment`` is a list of single-key mappings ``{TransformName: {arg: value}}``
+in albumentations 2.x names. albumentations 2.0.8 only *warns* about an argument it does not
+know (``CoarseDropout(max_holes=...)``, ``PadIfNeeded(value=...)``) and silently falls back
+to its defaults, so :func:`check_steps` rejects every such argument itself and turns any
+warning raised while building a transform into a problem.
+
+This module never imports torch itself (albumentations 2.0.8 imports it on its own import,
+through ``albumentations.pytorch``); albumentations is imported only when there are steps.
+The batched device version of the same steps is in :mod:`cifarctl.augment`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from cifarctl.errors import did_you_mean
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+# Per-channel statistics of the CIFAR-10 train split (cifarctl.recipe.CIFAR_MEAN/STD).
+DEFAULT_MEAN = (0.4914, 0.4822, 0.4465)
+DEFAULT_STD = (0.2470, 0.2435, 0.2616)
+
+# Steps both backends skip: the engine already feeds the model a float CHW tensor.
+NOOP_STEPS = frozenset({"ToTensorV2", "ToFloat"})
+
+# Classes exported by albumentations that are not usable as a step on a single RGB image.
+_NOT_STEPS = frozenset({
+    "BasicTransform", "DualTransform", "ImageOnlyTransform", "Transform3D",
+    "CenterCrop3D", "CoarseDropout3D", "Pad3D", "PadIfNeeded3D", "RandomCrop3D", "ToTensor3D",
+})
+_NEEDS_TARGETS = frozenset({
+    "AtLeastOneBBoxRandomCrop", "BBoxSafeRandomCrop", "RandomSizedBBoxSafeCrop",
+    "RandomCropNearBBox", "CropNonEmptyMaskIfExists", "MaskDropout", "Mosaic",
+    "OverlayElements", "TextImage", "Lambda",
+})
+
+# Arguments of albumentations 1.x that 2.0.8 ignores with a warning: old name -> what to write.
+_REMOVED_FOR = {
+    "CoarseDropout": {
+        "max_holes": "num_holes_range: [min, max]",
+        "min_holes": "num_holes_range: [min, max]",
+        "max_height": "hole_height_range: [min, max]",
+        "min_height": "hole_height_range: [min, max]",
+        "max_width": "hole_width_range: [min, max]",
+        "min_width": "hole_width_range: [min, max]",
+    },
+    "RandomResizedCrop": {"height": "size: [height, width]", "width": "size: [height, width]"},
+    "RandomSizedCrop": {"height": "size: [height, width]", "width": "size: [height, width]"},
+    "GaussNoise": {"var_limit": "std_range: [min, max] (fractions of the maximum value)",
+                   "mean": "mean_range: [min, max]"},
+    "ImageCompression": {"quality_lower": "quality_range: [min, max]",
+                         "quality_upper": "quality_range: [min, max]"},
+    "Downscale": {"scale_min": "scale_range: [min, max]", "scale_max": "scale_range: [min, max]"},
+}
+_REMOVED_ANY = {
+    "fill_value": "fill",
+    "mask_fill_value": "fill_mask",
+    "value": "fill",
+    "mask_value": "fill_mask",
+    "cval": "fill",
+    "cval_mask": "fill_mask",
+    "mode": "border_mode",
+    "always_apply": "p: 1.0",
+}
+
+# Deprecation warnings that do not change what the transform does (it still works).
+_HARMLESS_WARNINGS = (r"ShiftScaleRotate is a special case of Affine",)
+
+
+def _albumentations():
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations as A
+
+    return A
+
+
+def transform_names() -> list[str]:
+    """Names of the albumentations transforms a recipe step may use."""
+    A = _albumentations()
+    names = []
+    for name in dir(A):
+        obj = getattr(A, name)
+        if (not name.startswith("_") and name not in _NOT_STEPS and isinstance(obj, type)
+                and issubclass(obj, A.BasicTransform)):
+            names.append(name)
+    return names
+
+
+def mean_std(normalize: Any = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) in [0, 1] from a recipe ``Normalize``, a mapping, or None (CIFAR-10)."""
+    if normalize is None:
+        return DEFAULT_MEAN, DEFAULT_STD
+    if isinstance(normalize, dict):
+        return tuple(normalize.get("mean", DEFAULT_MEAN)), tuple(normalize.get("std", DEFAULT_STD))
+    return tuple(normalize.mean), tuple(normalize.std)
+
+
+def mean_fill(mean: tuple[float, ...]) -> tuple[int, ...]:
+    """``fill: mean``: the data set mean colour as uint8 values, one per channel."""
+    return tuple(int(round(float(m) * 255)) for m in mean)
+
+
+def split_step(step: Any) -> tuple[str, dict[str, Any]]:
+    """``{Name: {args}}`` -> (Name, args); raises ValueError for any other shape."""
+    if not isinstance(step, dict) or len(step) != 1:
+        raise ValueError("each step must be a single-key mapping {TransformName: {arg: value}}")
+    (name, args), = step.items()
+    if args is None:
+        args = {}
+    if not isinstance(name, str) or not isinstance(args, dict):
+        raise ValueError(f"step {name!r}: expected {{{name}: {{arg: value}}}}, got {type(args).__name__}")
+    return name, dict(args)
+
+
+def resolve_args(args: dict[str, Any], mean: tuple[float, ...]) -> dict[str, Any]:
+    """The albumentations arguments: ``fill: mean`` becomes the mean colour tuple."""
+    out = dict(args)
+    for key in ("fill", "fill_mask"):
+        if isinstance(out.get(key), str) and out[key] == "mean":
+            out[key] = mean_fill(mean)
+    return out
+
+
+def accepted_args(cls: type) -> set[str]:
+    """Arguments a transform really uses: in ``__init__``'s signature AND its ``InitSchema``.
+
+    albumentations validates the arguments through ``InitSchema`` and calls ``__init__`` only
+    with the validated fields, so an argument missing from either is silently dropped.
+    """
+    params = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
+    schema = getattr(cls, "InitSchema", None)
+    fields = getattr(schema, "model_fields", None)
+    if fields is not None:
+        params &= set(fields)
+    return params - {"strict"}
+
+
+def removed_arg(name: str, arg: str) -> str | None:
+    """The replacement for an albumentations 1.x argument, or None."""
+    return _REMOVED_FOR.get(name, {}).get(arg) or _REMOVED_ANY.get(arg)
+
+
+def make_transform(name: str, args: dict[str, Any], strict_warnings: bool = True):
+    """Instantiate ``A.<name>(**args)``; with ``strict_warnings`` any warning is an error."""
+    A = _albumentations()
+    cls = getattr(A, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error" if strict_warnings else "default")
+        for pattern in _HARMLESS_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        return cls(**args)
+
+
+def _mixed_hole_units(args: dict[str, Any]) -> bool:
+    # albumentations decides pixels-or-fractions from hole_height_range alone.
+    kinds = set()
+    for key in ("hole_height_range", "hole_width_range"):
+        rng = args.get(key, (0.1, 0.2))
+        if isinstance(rng, (list, tuple)) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng):
+            kinds.add(rng[1] >= 1)
+    return len(kinds) > 1
+
+
+def _instantiation_problems(name: str, args: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    from pydantic import ValidationError
+
+    try:
+        make_transform(name, args)
+    except Warning as w:  # a silent fallback in albumentations: refuse it
+        yield "", f"albumentations warns: {w}"
+    except ValueError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ValidationError):
+            # One problem per field; the branches of a union (tuple | float) are merged.
+            by_field: dict[str, tuple[list[str], Any]] = {}
+            for err in cause.errors():
+                loc = err.get("loc", ())
+                field = str(loc[0]) if loc else ""
+                msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ").rstrip(".")
+                msgs, _ = by_field.setdefault(field, ([], err.get("input")))
+                if msg not in msgs:
+                    msgs.append(msg)
+            for field, (msgs, got) in by_field.items():
+                shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+                yield (f".{field}" if field else ""), " or ".join(msgs) + shown
+        else:
+            yield "", str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # TypeError and friends: report, never crash the loader
+        yield "", f"{type(exc).__name__}: {exc}"
+
+
+def check_steps(steps: list[dict]) -> list[tuple[str, str]]:
+    """Validate ``data.augment``; return (where, message) pairs, empty when all is well.
+
+    ``where`` is a suffix such as ``"[2].CoarseDropout.max_holes"`` (the caller prefixes
+    ``data.augment``). Checks, per step: a single-key mapping; a known albumentations 2.x
+    transform (with close matches); every argument accepted by it (removed 1.x names are
+    reported with their 2.x replacement); that building it raises neither a validation
+    error nor any warning; ``Normalize`` only as the last step.
+    """
+    if not steps:
+        return []
+    problems: list[tuple[str, str]] = []
+    names = None
+    last_real = max((i for i, s in enumerate(steps)
+                     if not (isinstance(s, dict) and len(s) == 1 and next(iter(s)) in NOOP_STEPS)),
+                    default=-1)
+    for i, step in enumerate(steps):
+        at = f"[{i}]"
+        try:
+            name, args = split_step(step)
+        except ValueError as exc:
+            problems.append((at, str(exc)))
+            continue
+        if names is None:
+            names = transform_names()
+        if name not in names:
+            if name in _NOT_STEPS:
+                problems.append((at, f"{name!r} is not an image augmentation"))
+            else:
+                problems.append((at, f"unknown augmentation {name!r}{did_you_mean(name, names)}"))
+            continue
+        if name in _NEEDS_TARGETS:
+            problems.append((f"{at}.{name}", "needs targets cifarctl does not provide "
+                                             "(masks, boxes or callables)"))
+            continue
+        where = f"{at}.{name}"
+        cls = getattr(_albumentations(), name)
+        allowed = accepted_args(cls)
+        bad = False
+        for arg in args:
+            if arg in allowed:
+                continue
+            bad = True
+            new = removed_arg(name, arg)
+            if new is not None:
+                problems.append((f"{where}.{arg}", f"{arg!r} was removed in albumentations 2: use {new}"))
+            else:
+                problems.append((f"{where}.{arg}", f"unknown argument for {name}"
+                                                   f"{did_you_mean(arg, sorted(allowed))}"))
+        for key in ("fill", "fill_mask"):
+            if key in args and isinstance(args[key], str) and args[key] not in (
+                    "mean", "random", "random_uniform", "inpaint_telea", "inpaint_ns"):
+                problems.append((f"{where}.{key}", f"unknown fill {args[key]!r} (a number, "
+                                                   "[r, g, b] or 'mean')"))
+                bad = True
+        if name == "Normalize" and i != last_real:
+            problems.append((where, "Normalize must be the last step (cifarctl normalizes last; "
+                                    "or leave it out and set data.normalize)"))
+        if name == "CoarseDropout" and _mixed_hole_units(args):
+            problems.append((f"{where}.hole_width_range", "hole_height_range and hole_width_range "
+                             "must both be pixels (ints >= 1) or both fractions of the size in (0, 1)"))
+            bad = True
+        if bad:
+            continue
+        for suffix, message in _instantiation_problems(name, resolve_args(args, DEFAULT_MEAN)):
+            problems.append((where + suffix, message))
+    return problems
+
+
+def build_albumentations(steps: list[dict], normalize: Any = None, seed: int | None = None):
+    """The per-image pipeline: ``A.Compose`` of the steps, then ``A.Normalize``.
+
+    ``fill: mean`` is the mean colour of ``normalize``; ToTensorV2/ToFloat are skipped; an
+    explicit ``Normalize`` step (last) replaces ``normalize``. The result maps a uint8 HWC
+    image to a normalized float32 HWC image. ``seed`` seeds the Compose's own generators
+    (albumentations 2 ignores the global numpy/random seeds). Raises ValueError listing
+    the problems of invalid steps.
+    """
+    A = _albumentations()
+    problems = check_steps(steps)
+    if problems:
+        raise ValueError("; ".join(f"data.augment{w}: {m}" for w, m in problems))
+    mean, std = mean_std(normalize)
+    transforms, final = [], None
+    for step in steps:
+        name, args = split_step(step)
+        if name in NOOP_STEPS:
+            continue
+        t = make_transform(name, resolve_args(args, mean))
+        if name == "Normalize":
+            final = t
+        else:
+            transforms.append(t)
+    transforms.append(final or A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
+    return A.Compose(transforms, seed=seed)

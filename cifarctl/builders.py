@@ -1,0 +1,126 @@
+"""Recipe -> torch objects: device, precision, seeds, optimizer, scheduler, max_lr.
+
+Used by :mod:`cifarctl.engine` (training) and :mod:`cifarctl.evaluate` (device and
+precision), so both make the same choices.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from cifarctl.errors import UsageError
+from cifarctl.recipe import Recipe
+
+LR_AUTO_UNAVAILABLE = (
+    "scheduler.max_lr: auto needs the LR range test (cifarctl lr-find), not available in "
+    "this version: set a number, e.g. --set scheduler.max_lr=0.01"
+)
+
+
+def resolve_device(spec: str | None = "auto") -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    text = (spec or "auto").strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {spec}: no CUDA device is available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) "
+                             f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type != "cpu":
+        raise UsageError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def precision_for(precision: str, device: torch.device) -> tuple[torch.dtype | None, str | None]:
+    """(autocast dtype or None for fp32, a notice or None).
+
+    ``auto`` = bf16 autocast on CUDA (fp16 + GradScaler on GPUs without bf16), fp32
+    elsewhere; bf16/fp16 apply to CUDA only.
+    """
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            return None, f"precision {precision} applies to CUDA only: training in fp32 on {device}"
+        return None, None
+    if precision == "fp32":
+        return None, None
+    if precision == "fp16":
+        return torch.float16, None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    if precision == "bf16":
+        raise UsageError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; "
+                         "use precision: fp16 or auto")
+    return torch.float16, "this GPU has no bf16: precision auto uses fp16 with a GradScaler"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (every device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
+    o = recipe.optimizer
+    try:
+        if o.name == "sgd":
+            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                                   weight_decay=o.weight_decay)
+        cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+        return cls(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    except ValueError as exc:  # e.g. nesterov without momentum
+        raise UsageError(f"optimizer: {exc}") from None
+
+
+def resolve_max_lr(recipe: Recipe, range_test=None) -> float | None:
+    """The OneCycle peak learning rate; the single place where ``max_lr: auto`` is resolved.
+
+    ``range_test`` is reserved for the LR range test (a callable returning the suggested
+    lr): until it ships, ``auto`` is a UsageError with the fix.
+    """
+    s = recipe.scheduler
+    if s.name != "onecycle":
+        return None
+    if s.max_lr == "auto":
+        if range_test is None:
+            raise UsageError(LR_AUTO_UNAVAILABLE)
+        return float(range_test())
+    return float(s.max_lr)
+
+
+def check_runnable(recipe: Recipe) -> None:
+    """Cheap checks done before any data is loaded or folder created."""
+    resolve_max_lr(recipe)
+
+
+def build_scheduler(recipe: Recipe, optimizer, steps_per_epoch: int, max_lr: float | None):
+    """OneCycle is stepped per batch; step/multistep/cosine/plateau per epoch."""
+    s = recipe.scheduler
+    sch = torch.optim.lr_scheduler
+    if s.name == "onecycle":
+        o = recipe.optimizer
+        # SGD without momentum has nothing to cycle (torch would silently add momentum)
+        cycle = not (o.name == "sgd" and o.momentum == 0)
+        return sch.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=recipe.epochs * steps_per_epoch,
+            pct_start=s.pct_start, div_factor=s.div_factor, final_div_factor=s.final_div_factor,
+            anneal_strategy=s.anneal_strategy, three_phase=s.three_phase, cycle_momentum=cycle)
+    if s.name == "step":
+        return sch.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    if s.name == "multistep":
+        return sch.MultiStepLR(optimizer, milestones=list(s.milestones), gamma=s.gamma)
+    if s.name == "cosine":
+        return sch.CosineAnnealingLR(optimizer, T_max=s.t_max or recipe.epochs, eta_min=s.eta_min)
+    if s.name == "plateau":
+        return sch.ReduceLROnPlateau(optimizer, mode=s.mode, factor=s.factor, patience=s.patience,
+                                     threshold=s.threshold, min_lr=s.min_lr)
+    return None

@@ -1,0 +1,453 @@
+"""Compare finished (or half-finished) run folders: read, group by recipe, sort, export.
+
+Plain functions, no printing; ``cifarctl compare`` renders what they return. A run folder
+is what ``cifarctl train`` writes (``recipe.yaml``, ``metrics.jsonl``, ``summary.json``,
+...). Reading is forgiving: a bad line, a missing summary or a recipe from a newer
+cifarctl adds a *mark* to the run instead of failing, and a folder with no metrics is
+reported in ``skipped`` with its reason. Nothing here unpickles anything (checkpoints are
+never opened) and YAML is read with ``yaml.safe_load`` only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+# Files whose presence makes a folder a run folder (rather than a folder of runs).
+RUN_FILES = ("metrics.jsonl", "summary.json", "recipe.yaml", "env.json", "log.txt", "checkpoints")
+SORT_KEYS = ("best", "final", "time")
+EXPORT_FORMATS = ("csv", "md", "json")
+# Statuses of a run that stopped for good; "running"/"interrupted"/"failed" runs are
+# listed but left out of the per-recipe means.
+FINISHED = ("completed", "diverged")
+_STAMP = re.compile(r"-\d{8}-\d{6}$")
+
+# summary.json key -> accepted spellings, first found wins.
+_ALIASES = {
+    "recipe": ("recipe", "recipe_name", "name"),
+    "model": ("model", "model_name"),
+    "params": ("params", "num_params", "n_params", "total_params"),
+    "epochs_planned": ("epochs_planned", "planned_epochs"),
+    "best_acc": ("best_test_acc", "best_acc"),
+    "best_epoch": ("best_epoch",),
+    "final_acc": ("final_test_acc", "final_acc", "last_test_acc"),
+    "total_seconds": ("total_seconds", "seconds", "wall_seconds", "elapsed_seconds"),
+    "status": ("status",),
+    "seed": ("seed",),
+}
+
+
+@dataclass
+class RunRecord:
+    """One run folder, summarised; ``marks`` lists what was missing or odd about it."""
+
+    name: str
+    path: Path
+    recipe: str
+    model: str | None = None
+    params: int | None = None
+    epochs: int = 0
+    epochs_planned: int | None = None
+    best_acc: float | None = None
+    final_acc: float | None = None
+    best_epoch: int | None = None
+    total_seconds: float | None = None
+    images_per_s: float | None = None
+    verdict: str = "-"
+    status: str = "unknown"
+    seed: int | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    marks: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        """The JSON-ready table row (no per-epoch metrics)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metrics"}
+        return d | {"path": str(self.path), "marks": list(self.marks)}
+
+
+@dataclass
+class RunGroup:
+    """Runs of one recipe (same name, model and planned epochs), usually different seeds."""
+
+    recipe: str
+    model: str | None
+    epochs: int | None
+    runs: list[RunRecord]
+    best_mean: float | None = None
+    best_std: float | None = None
+    final_mean: float | None = None
+    final_std: float | None = None
+    time_mean: float | None = None
+    time_std: float | None = None
+
+    @property
+    def n(self) -> int:
+        """How many runs the means are over."""
+        return len(self.runs)
+
+    def row(self) -> dict[str, Any]:
+        """The JSON-ready groups-table row."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
+        return d | {"n": self.n, "runs": [r.name for r in self.runs], "seeds": [r.seed for r in self.runs]}
+
+
+# ------------------------------------------------------------------------ reading
+def _is_run_folder(p: Path) -> bool:
+    return any((p / f).exists() for f in RUN_FILES)
+
+
+def _candidates(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Expand parent folders into their children; keep order, drop duplicates."""
+    out: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            skipped.append((p, "does not exist"))
+        elif not p.is_dir():
+            skipped.append((p, "not a folder"))
+        elif _is_run_folder(p):
+            out.append(p)
+        else:
+            children = sorted(c for c in p.iterdir() if not c.name.startswith("."))
+            if not any(c.is_dir() for c in children):
+                out.append(p)  # an empty folder: read it as a run, so it is skipped with a reason
+                continue
+            for c in children:
+                if c.is_dir():
+                    out.append(c)
+                else:
+                    skipped.append((c, "not a folder"))
+    return _unique(out, lambda p: p), _unique(skipped, lambda s: s[0])
+
+
+def _unique(items: list, path_of) -> list:
+    kept: dict[Path, Any] = {}
+    for item in items:
+        kept.setdefault(path_of(item).resolve(), item)
+    return list(kept.values())
+
+
+def _read_metrics(path: Path, marks: list[str]) -> list[dict[str, Any]]:
+    """Per-epoch dicts sorted by epoch; a later line for the same epoch wins (resumed runs)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        marks.append(f"metrics.jsonl unreadable ({exc.strerror or exc})")
+        return []
+    numbered = [(i, ln) for i, ln in enumerate(lines, 1) if ln.strip()]
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for k, (i, ln) in enumerate(numbered):
+        try:
+            obj = json.loads(ln)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            last = k == len(numbered) - 1
+            marks.append(f"{'truncated' if last else 'bad'} metrics line {i}")
+            continue
+        epoch = obj.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            epoch = len(by_epoch) + 1
+            obj["epoch"] = epoch
+        by_epoch[epoch] = obj
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _pick(d: dict[str, Any], key: str) -> Any:
+    for k in _ALIASES[key]:
+        if d.get(k) is not None:
+            return d[k]
+    return None
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _int(v: Any) -> int | None:
+    f = _num(v)
+    return int(f) if f is not None else None
+
+
+def _series(metrics: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    return [(m["epoch"], v) for m in metrics if (v := _num(m.get(key))) is not None]
+
+
+def _read_recipe(path: Path, marks: list[str]) -> dict[str, Any]:
+    from cifarctl.recipe import SCHEMA_VERSION
+    import yaml
+
+    if not path.is_file():
+        marks.append("no recipe.yaml")
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        marks.append("recipe.yaml unparsable")
+        return {}
+    if not isinstance(raw, dict):
+        marks.append("recipe.yaml unparsable")
+        return {}
+    version = raw.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        marks.append(f"schema newer (v{version} > v{SCHEMA_VERSION})")
+    return raw
+
+
+def _verdict_from_target(target: Any, best: float | None, params: int | None, epochs: int) -> str:
+    """PASS/FAIL from a recipe's ``target`` block, '-' when it checks nothing."""
+    if not isinstance(target, dict):
+        return "-"
+    checks = []
+    if _num(target.get("min_test_acc")) is not None:
+        checks.append(best is not None and best >= target["min_test_acc"])
+    if _num(target.get("max_epochs")) is not None:
+        checks.append(epochs <= target["max_epochs"])
+    if _num(target.get("max_params")) is not None and params is not None:
+        checks.append(params < target["max_params"])
+    if not checks:
+        return "-"
+    return "PASS" if all(checks) else "FAIL"
+
+
+def read_run(path: Path) -> RunRecord | str:
+    """Read one run folder: a ``RunRecord``, or the reason it cannot be listed."""
+    marks: list[str] = []
+    mpath = path / "metrics.jsonl"
+    metrics = _read_metrics(mpath, marks) if mpath.is_file() else []
+    summary: dict[str, Any] = {}
+    spath = path / "summary.json"
+    if spath.is_file():
+        try:
+            loaded = json.loads(spath.read_text(encoding="utf-8"))
+            summary = loaded if isinstance(loaded, dict) else {}
+            if not summary:
+                marks.append("summary.json unparsable")
+        except (ValueError, OSError, UnicodeDecodeError):
+            marks.append("summary.json unparsable")
+    else:
+        marks.append("no summary.json")
+    if not metrics:
+        if not any(path.iterdir()):
+            return "empty folder"
+        reason = "metrics.jsonl has no readable lines" if mpath.is_file() else "no metrics.jsonl"
+        if summary.get("status"):
+            reason += f" (status {summary['status']}"
+            reason += f": {summary['error']})" if summary.get("error") else ")"
+        return reason
+    recipe = _read_recipe(path / "recipe.yaml", marks)
+
+    acc = _series(metrics, "test_acc")
+    best_e, best_v = max(acc, key=lambda t: t[1]) if acc else (None, None)
+    seconds = [v for _, v in _series(metrics, "seconds")]
+    speed = [v for _, v in _series(metrics, "images_per_s")]
+    got = {k: _pick(summary, k) for k in _ALIASES}
+    if isinstance(got["recipe"], dict):  # the whole resolved recipe instead of its name
+        got["recipe"] = got["recipe"].get("name")
+    rec = RunRecord(
+        name=path.name,
+        path=path,
+        recipe=str(_first(got["recipe"], recipe.get("name"), _STAMP.sub("", path.name))),
+        model=None if (m := _first(got["model"], recipe.get("model"))) is None else str(m),
+        params=_int(got["params"]),
+        epochs=metrics[-1]["epoch"],  # the epochs logged, whatever summary.json claims
+        epochs_planned=_first(_int(got["epochs_planned"]), _int(recipe.get("epochs"))),
+        best_acc=_first(_num(got["best_acc"]), best_v),
+        best_epoch=_first(_int(got["best_epoch"]), best_e),
+        final_acc=_first(_num(got["final_acc"]), acc[-1][1] if acc else None),
+        total_seconds=_first(_num(got["total_seconds"]), sum(seconds) if seconds else None),
+        images_per_s=statistics.fmean(speed) if speed else None,
+        status=str(got["status"] or "unknown"),
+        seed=_first(_int(got["seed"]), _int(recipe.get("seed"))),
+        metrics=metrics,
+        marks=marks,
+    )
+    if rec.status not in ("completed", "unknown"):
+        marks.insert(0, rec.status)
+    if summary.get("error"):
+        marks.append(f"error: {str(summary['error']).splitlines()[0][:120]}")
+    target = summary.get("target")
+    if rec.status == "running":
+        rec.verdict = "-"
+    elif isinstance(target, dict) and isinstance(target.get("passed"), bool):
+        rec.verdict = "PASS" if target["passed"] else "FAIL"
+    elif not summary and rec.epochs_planned is not None and rec.epochs >= rec.epochs_planned:
+        rec.verdict = _verdict_from_target(recipe.get("target"), rec.best_acc, rec.params, rec.epochs)
+    return rec
+
+
+def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
+    """Read run folders, or parent folders whose direct children are run folders.
+
+    Returns ``(runs, skipped)``; ``skipped`` holds ``(path, reason)`` for every folder
+    that could not be listed (no metrics, not a folder, missing). Never raises for a bad
+    folder; duplicates (the same folder reached twice) are read once.
+    """
+    folders, skipped = _candidates(paths)
+    runs = []
+    for p in folders:
+        try:
+            rec = read_run(p)
+        except OSError as exc:  # permissions, a folder vanishing mid-read
+            rec = f"unreadable ({exc.strerror or exc})"
+        if isinstance(rec, str):
+            skipped.append((p, rec))
+        else:
+            runs.append(rec)
+    return runs, skipped
+
+
+# ---------------------------------------------------------------------- grouping
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def is_finished(run: RunRecord) -> bool:
+    """True for a run that stopped for good (completed, diverged, or all epochs logged)."""
+    if run.status in FINISHED:
+        return True
+    return run.status == "unknown" and run.epochs_planned is not None and run.epochs >= run.epochs_planned
+
+
+def group_runs(runs: list[RunRecord]) -> list[RunGroup]:
+    """Group finished runs by (recipe, model, planned epochs): mean ± sample std of each.
+
+    Running, interrupted and failed runs are left out so they do not drag the means
+    down. The standard deviation is the sample one (n - 1), 0 for a single run.
+    """
+    buckets: dict[tuple, list[RunRecord]] = {}
+    for r in runs:
+        if is_finished(r):
+            buckets.setdefault((r.recipe, r.model, r.epochs_planned), []).append(r)
+    groups = []
+    for (recipe, model, epochs), members in buckets.items():
+        g = RunGroup(recipe=recipe, model=model, epochs=epochs, runs=members)
+        g.best_mean, g.best_std = _mean_std([r.best_acc for r in members])
+        g.final_mean, g.final_std = _mean_std([r.final_acc for r in members])
+        g.time_mean, g.time_std = _mean_std([r.total_seconds for r in members])
+        groups.append(g)
+    return groups
+
+
+def sort_runs(runs: list[RunRecord], key: str = "best") -> list[RunRecord]:
+    """Best/final accuracy high to low, or time short to long; unknown values last."""
+    if key not in SORT_KEYS:
+        from cifarctl.errors import UsageError, did_you_mean
+
+        raise UsageError(f"unknown sort key {key!r}{did_you_mean(key, SORT_KEYS)}; choose one of {', '.join(SORT_KEYS)}")
+    attr, sign = {"best": ("best_acc", -1), "final": ("final_acc", -1), "time": ("total_seconds", 1)}[key]
+    return sorted(runs, key=lambda r: (getattr(r, attr) is None, sign * (getattr(r, attr) or 0)))
+
+
+# ------------------------------------------------------------------------ charts
+def metric_names(runs: list[RunRecord]) -> list[str]:
+    """Every key with a numeric value in some run's metrics (besides ``epoch``)."""
+    names: dict[str, None] = {}
+    for r in runs:
+        for m in r.metrics:
+            for k, v in m.items():
+                if k != "epoch" and _num(v) is not None:
+                    names.setdefault(k, None)
+    return list(names)
+
+
+def curves(
+    runs: list[RunRecord], groups: list[RunGroup], metric: str, by_run: bool = False
+) -> list[tuple[str, list[int], list[float]]]:
+    """``(label, epochs, values)`` per line: one per run, or the per-epoch mean of each
+    group of two runs or more (unless ``by_run``); runs outside such groups get their own."""
+    out = []
+    grouped: set[int] = set()
+    if not by_run:
+        for g in groups:
+            if g.n < 2:
+                continue
+            grouped.update(id(r) for r in g.runs)
+            per_epoch: dict[int, list[float]] = {}
+            for r in g.runs:
+                for e, v in _series(r.metrics, metric):
+                    per_epoch.setdefault(e, []).append(v)
+            if per_epoch:
+                xs = sorted(per_epoch)
+                out.append((f"{g.recipe} (mean of {g.n})", xs, [statistics.fmean(per_epoch[e]) for e in xs]))
+    for r in runs:
+        if id(r) in grouped:
+            continue
+        pts = _series(r.metrics, metric)
+        if pts:
+            out.append((r.name, [e for e, _ in pts], [v for _, v in pts]))
+    return out
+
+
+# ------------------------------------------------------------------------ export
+_COLUMNS = ("name", "recipe", "model", "seed", "params", "epochs", "epochs_planned", "best_acc",
+            "final_acc", "best_epoch", "total_seconds", "images_per_s", "verdict", "status", "marks")
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}".rstrip("0").rstrip(".")
+    if isinstance(v, list):
+        return "; ".join(map(str, v))
+    return str(v)
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def export(
+    runs: list[RunRecord], groups: list[RunGroup], fmt: str,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> str:
+    """The runs (and groups) as ``csv`` (one row per run, with its group's mean ± std),
+    ``md`` (a runs table, then a groups table) or ``json`` ({runs, groups, skipped})."""
+    if fmt == "json":
+        doc = {"runs": [r.row() for r in runs], "groups": [g.row() for g in groups],
+               "skipped": [{"path": str(p), "reason": why} for p, why in skipped or []]}
+        return json.dumps(doc, indent=2) + "\n"
+    if fmt == "csv":
+        of = {id(r): g for g in groups for r in g.runs}
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        extra = ("group_n", "group_best_mean", "group_best_std", "group_final_mean", "group_final_std")
+        w.writerow(_COLUMNS + extra)
+        for r in runs:
+            row = r.row()
+            g = of.get(id(r))
+            tail = [g.n, g.best_mean, g.best_std, g.final_mean, g.final_std] if g else [None] * len(extra)
+            w.writerow([_cell(row[c]) for c in _COLUMNS] + [_cell(v) for v in tail])
+        return buf.getvalue()
+    if fmt == "md":
+        text = _md(list(_COLUMNS), [[_cell(r.row()[c]) for c in _COLUMNS] for r in runs])
+        if groups:
+            gcols = ["recipe", "model", "epochs", "n", "best_mean", "best_std", "final_mean", "final_std"]
+            text += "\n" + _md(gcols, [[_cell(g.row()[c]) for c in gcols] for g in groups])
+        return text
+    from cifarctl.errors import UsageError, did_you_mean
+
+    raise UsageError(f"unknown export format {fmt!r}{did_you_mean(fmt, EXPORT_FORMATS)}; choose one of {', '.join(EXPORT_FORMATS)}")

@@ -1,0 +1,153 @@
+"""Training batches: the data set on the device, one permutation per epoch, batched augmentation.
+
+The whole uint8 train set lives on the training device as NCHW. Each epoch draws a
+permutation from the engine's ``torch.Generator``; batch ``i`` is ``perm[i*bs:(i+1)*bs]``
+(the last, partial batch included, except a final batch of a single image, which would
+break BatchNorm); :class:`cifarctl.augment.DeviceAugment` augments the whole batch.
+
+When a step has no batched version (``unsupported_step``) or the recipe says
+``augment_backend: albumentations``, batches come from a DataLoader over
+``AlbumentationsDataset`` with ``data.workers`` workers instead, in the same order.
+
+Replay: an epoch is fully determined by the generator state at its start (saved in
+mid-epoch checkpoints). On the device path the generator state at any step is saved
+too, so a resumed epoch continues bit for bit. The albumentations path replays the
+order of the remaining batches, but its per-image randomness restarts with the workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from cifarctl.errors import UsageError
+from cifarctl.recipe import Recipe
+
+
+def count_steps(n: int, batch_size: int) -> int:
+    """Batches per epoch: every image once, but never a final batch of one image."""
+    steps = math.ceil(n / batch_size)
+    return steps - 1 if n % batch_size == 1 and n > 1 else steps
+
+
+def _shard(perm: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's slice of the global permutation (DDP later; all of it today)."""
+    return perm if world_size == 1 else perm[rank::world_size]
+
+
+def make_normalizer(normalize, device: torch.device, steps: list | None = None):
+    """A no-op DeviceAugment: ``f(x_u8, generator=None)`` and ``f.normalize_only(x_u8)``.
+
+    An explicit ``Normalize`` step in ``steps`` wins over ``normalize``, as in training.
+    """
+    from cifarctl.augment import compile_steps
+    from cifarctl.augment_check import split_step
+
+    only = [s for s in (steps or []) if split_step(s)[0] == "Normalize"]
+    return compile_steps(only, normalize, device) or compile_steps([], normalize, device)
+
+
+class Batches:
+    """Where training batches come from; ``plan(saved)`` gives one epoch's iterator."""
+
+    def __init__(self, recipe: Recipe, arrays, device: torch.device, generator: torch.Generator,
+                 rank: int = 0, world_size: int = 1, notices: list[str] | None = None):
+        from cifarctl.augment import compile_steps, unsupported_step
+
+        d = recipe.data
+        self.device, self.generator = device, generator
+        self.rank, self.world_size = rank, world_size
+        self.batch_size = d.batch_size
+        self.n = len(arrays.train_y)
+        self.steps_per_epoch = count_steps(len(range(rank, self.n, world_size)), d.batch_size)
+        self.channels_last = device.type == "cuda" and recipe.channels_last
+        self.workers = d.workers
+        self.normalize = make_normalizer(d.normalize, device, d.augment)
+        step = unsupported_step(d.augment) if d.augment else None
+        reason = None
+        if d.augment_backend == "albumentations":
+            reason = "data.augment_backend is albumentations"
+        elif step is not None:
+            if d.augment_backend == "device":
+                raise UsageError(f"data.augment: step {step} has no batched device version; set "
+                                 "data.augment_backend to auto or albumentations")
+            reason = f"step {step} has no batched device version"
+        self.loader_mode = reason is not None
+        self.y = torch.from_numpy(np.asarray(arrays.train_y, dtype=np.int64)).to(device)
+        if self.loader_mode:
+            from cifarctl.augment import AlbumentationsDataset, build_albumentations
+
+            self.dataset = AlbumentationsDataset(arrays.train_x, arrays.train_y,
+                                                 build_albumentations(d.augment, d.normalize))
+            self.x = None
+            self.aug = None
+            if notices is not None:
+                notices.append(f"augmentation: albumentations per image in {d.workers} DataLoader "
+                               f"worker(s), not on the device ({reason})")
+        else:
+            x = np.ascontiguousarray(arrays.train_x.transpose(0, 3, 1, 2))
+            self.x = torch.from_numpy(x).to(device)
+            self.aug = compile_steps(d.augment, d.normalize, device) if d.augment else None
+
+    def plan(self, saved: dict | None = None) -> EpochPlan:
+        """This epoch's order: drawn now, or replayed from ``saved["epoch_generator"]``."""
+        g = self.generator
+        if saved:
+            current = g.get_state()
+            g.set_state(saved["epoch_generator"])
+        start_state = g.get_state()
+        perm = torch.randperm(self.n, generator=g, device=g.device)
+        loader_seed = None
+        if self.loader_mode:
+            loader_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g, device=g.device).item())
+        if saved:
+            g.set_state(current)
+        return EpochPlan(self, _shard(perm, self.rank, self.world_size).to(self.device),
+                         start_state, loader_seed)
+
+
+class EpochPlan:
+    """One epoch's batches; ``iterate(start)`` skips the first ``start`` of them."""
+
+    def __init__(self, batches: Batches, idx: torch.Tensor, start_state: torch.Tensor,
+                 loader_seed: int | None):
+        self.b, self.idx, self.start_state, self.loader_seed = batches, idx, start_state, loader_seed
+        self.steps = batches.steps_per_epoch
+
+    def _bounds(self, i: int) -> tuple[int, int]:
+        bs = self.b.batch_size
+        return i * bs, min((i + 1) * bs, len(self.idx))
+
+    def iterate(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        b = self.b
+        if b.loader_mode:
+            yield from self._loader(start)
+            return
+        for i in range(start, self.steps):
+            s, e = self._bounds(i)
+            bi = self.idx[s:e]
+            xb = b.x[bi]
+            x = b.aug(xb, b.generator) if b.aug is not None else b.normalize.normalize_only(xb)
+            if b.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, b.y[bi]
+
+    def _loader(self, start: int):
+        from cifarctl.augment import worker_init_fn
+
+        b = self.b
+        order = self.idx.cpu()
+        batches = [order[slice(*self._bounds(i))].tolist() for i in range(start, self.steps)]
+        b.dataset.reseed(self.loader_seed)  # used as is when workers == 0
+        loader = torch.utils.data.DataLoader(
+            b.dataset, batch_sampler=batches, num_workers=b.workers,
+            worker_init_fn=worker_init_fn, generator=torch.Generator().manual_seed(self.loader_seed),
+            pin_memory=b.device.type == "cuda")
+        for x, y in loader:
+            x = x.to(b.device, non_blocking=True)
+            if b.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(b.device, non_blocking=True)

@@ -1,0 +1,1 @@
+"""Terminal renderers shared by the commands (rich renderables, no torch)."""

@@ -1,0 +1,187 @@
+"""What ``cifarctl train`` shows: a consumer of the engine's event stream.
+
+On a terminal: a rich ``Progress`` with an epoch bar and a batch bar (loss, acc, lr,
+img/s, ETA) inside a ``Live``, and above it a plotext chart of accuracy and loss redrawn
+after each epoch; each finished epoch also leaves its plain line in the scrollback.
+Off a terminal: exactly one plain line per epoch, info lines, and the final lines, with
+no escape codes. The same plain lines (``epoch_line``, ``final_lines``) go to log.txt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+
+# ------------------------------------------------------------------------ plain lines
+def fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def epoch_line(ev: dict) -> str:
+    """``epoch 3/24  train loss 0.612 acc 78.9%  test loss 0.521 acc 82.3%  lr 1.2e-02  14.2s  3,510 img/s``"""
+    return (f"epoch {ev['epoch']}/{ev['epochs']}  train loss {ev['train_loss']:.3f} acc {ev['train_acc']:.1f}%"
+            f"  test loss {ev['test_loss']:.3f} acc {ev['test_acc']:.1f}%  lr {ev['lr']:.1e}"
+            f"  {ev['seconds']:.1f}s  {ev['images_per_s']:,.0f} img/s")
+
+
+def start_line(ev: dict) -> str:
+    done = f", resuming after epoch {ev['epoch']} (step {ev['resumed_step']})" if ev["resumed_step"] else ""
+    return (f"training {ev['model']} ({ev['params']:,} params) on {ev['device']}: {ev['epochs']} epochs "
+            f"of {ev['steps']} steps, {ev['train_images']:,} train / {ev['test_images']:,} test images{done}")
+
+
+def final_lines(summary: dict) -> list[str]:
+    """Best/final test accuracy, time, and the target verdict."""
+    lines = []
+    if summary.get("best_test_acc") is not None:
+        lines.append(f"best test acc {summary['best_test_acc']:.2f}% (epoch {summary['best_epoch']})  "
+                     f"final {summary['final_test_acc']:.2f}%  {summary['epochs_done']} epochs in "
+                     f"{fmt_seconds(summary.get('total_seconds') or 0)}")
+    target = summary.get("target") or {}
+    checks = target.get("checks") or []
+    if checks:
+        verdict = "PASS" if target.get("passed") else "FAIL"
+        lines.append(f"target {verdict}: " + "; ".join(
+            f"{c['text']} ({'ok' if c['passed'] else 'FAIL'})" for c in checks))
+    else:
+        lines.append("target: none set in the recipe")
+    return lines
+
+
+# ------------------------------------------------------------------------ the view
+class _Screen:
+    """The Live renderable: chart panel (once there is one) above the progress bars."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.chart: Panel | None = None
+
+    def __rich__(self):
+        return Group(self.chart, self.progress) if self.chart is not None else self.progress
+
+
+class TrainView:
+    """Consumes engine events; use as a context manager around the training loop."""
+
+    def __init__(self, console: Console | None = None, *, tty: bool | None = None,
+                 chart: bool = True, chart_height: int = 14):
+        self.console = console or Console()
+        self.tty = self.console.is_terminal if tty is None else tty
+        self.chart_on = chart
+        self.chart_height = chart_height
+        self.history: list[dict] = []
+        self.live = None
+        self.progress: Progress | None = None
+        self.epoch_task = self.batch_task = None
+
+    # -- lifecycle
+    def __enter__(self) -> TrainView:
+        if self.tty:
+            from rich.live import Live
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(bar_width=None),
+                MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=self.console, expand=True)
+            self.screen = _Screen(self.progress)
+            self.live = Live(self.screen, console=self.console, refresh_per_second=4,
+                             transient=False, redirect_stdout=False, redirect_stderr=False)
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    # -- output
+    def line(self, text: str, style: str | None = None) -> None:
+        """One plain line (above the bars on a terminal), never wrapped, no markup."""
+        self.console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
+
+    def handle(self, ev: dict) -> None:
+        kind = ev.get("type")
+        if kind == "start":
+            self._start(ev)
+        elif kind == "info":
+            self.line(ev["message"], "yellow" if ev["message"].startswith("warning") else "dim")
+        elif kind == "step":
+            self._step(ev)
+        elif kind == "epoch":
+            self._epoch(ev)
+        elif kind == "stopped":
+            self.line(f"{ev['signal']} received: stopping after step {ev['step']} and saving a checkpoint",
+                      "bold yellow")
+
+    def finish(self, summary: dict) -> None:
+        self.close()
+        for text in final_lines(summary):
+            style = None
+            if text.startswith("target PASS"):
+                style = "bold green"
+            elif text.startswith("target FAIL"):
+                style = "bold red"
+            self.line(text, style)
+
+    # -- events
+    def _start(self, ev: dict) -> None:
+        self.history = list(ev.get("history") or [])
+        self.line(start_line(ev))
+        if self.progress is not None:
+            self.epoch_task = self.progress.add_task("epochs", total=ev["epochs"], completed=ev["epoch"],
+                                                     stats="")
+            self.batch_task = self.progress.add_task(f"epoch {ev['epoch'] + 1}", total=ev["steps"], stats="")
+            self._redraw_chart()
+
+    def _step(self, ev: dict) -> None:
+        if self.progress is None:
+            return
+        stats = (f"loss {ev['loss']:.3f} acc {ev['acc']:.1f}% lr {ev['lr']:.1e} "
+                 f"{ev['images_per_s']:,.0f} img/s")
+        self.progress.update(self.batch_task, description=f"epoch {ev['epoch']}/{ev['epochs']}",
+                             completed=ev["step"], total=ev["steps"], stats=stats)
+
+    def _epoch(self, ev: dict) -> None:
+        self.history.append({k: ev[k] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")})
+        self.line(epoch_line(ev), "bold" if ev.get("best") else None)
+        if self.progress is None:
+            return
+        best = max(h["test_acc"] for h in self.history)
+        self.progress.update(self.epoch_task, completed=ev["epoch"],
+                             stats=f"test acc {ev['test_acc']:.1f}% (best {best:.1f}%)")
+        if ev["epoch"] < ev["epochs"]:
+            self.progress.reset(self.batch_task, description=f"epoch {ev['epoch'] + 1}/{ev['epochs']}",
+                                stats="")
+        self._redraw_chart()
+
+    def _redraw_chart(self) -> None:
+        if not (self.chart_on and self.history and self.live is not None):
+            return
+        from cifarctl.ui.charts import epoch_chart
+
+        width = max(40, min(self.console.width, 140) - 4)
+        text = epoch_chart(self.history, width=width, height=self.chart_height)
+        self.screen.chart = Panel(Text.from_ansi(text), title="accuracy and loss by epoch",
+                                  border_style="dim", expand=False)
+        self.live.refresh()

@@ -1,0 +1,213 @@
+"""`cifarctl compare` and `cifarctl.compare` on run folders written by hand."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cifarctl.cli import app
+from cifarctl.compare import collect_runs, export, group_runs, sort_runs
+
+runner = CliRunner()
+
+
+def make_run(
+    root: Path, folder: str, recipe: str, seed: int, accs: list[float], *, model: str = "s8_bn",
+    epochs_planned: int | None = None, status: str | None = "completed", seconds: float = 10.0,
+    schema_version: int = 1, truncate: bool = False, target: dict | None = None,
+) -> Path:
+    """A run folder like `cifarctl train` writes; ``status=None`` leaves out summary.json."""
+    d = root / folder
+    (d / "checkpoints").mkdir(parents=True)
+    (d / "checkpoints" / "last.pt").write_bytes(b"not a pickle: compare must never open this")
+    planned = epochs_planned or len(accs)
+    target = target or {"min_test_acc": 71.0, "max_params": None, "max_epochs": None}
+    (d / "recipe.yaml").write_text(yaml.safe_dump({
+        "schema_version": schema_version, "name": recipe, "model": model, "model_args": {},
+        "data": {"batch_size": 128}, "optimizer": {"name": "sgd", "lr": 0.05},
+        "scheduler": {"name": "none"}, "epochs": planned, "seed": seed, "target": target,
+    }))
+    lines = [json.dumps({
+        "epoch": e, "train_loss": 2.0 / e, "train_acc": acc - 3, "test_loss": 1.5 / e, "test_acc": acc,
+        "lr": 0.05 / e, "seconds": seconds, "images_per_s": 5000.0 / seconds,
+    }) for e, acc in enumerate(accs, 1)]
+    text = "\n".join(lines) + "\n"
+    if truncate:
+        text += '{"epoch": %d, "train_loss": 0.5, "test_a' % (len(accs) + 1)
+    (d / "metrics.jsonl").write_text(text)
+    if status is not None:
+        best = max(accs)
+        (d / "summary.json").write_text(json.dumps({
+            "recipe": recipe, "model": model, "params": 190_000, "epochs": len(accs),
+            "epochs_planned": planned, "best_test_acc": best, "best_epoch": accs.index(best) + 1,
+            "final_test_acc": accs[-1], "total_seconds": seconds * len(accs),
+            "target": {"passed": best >= target["min_test_acc"], "checks": []},
+            "status": status, "error": None,
+        }))
+    return d
+
+
+@pytest.fixture
+def runs_root(tmp_path) -> Path:
+    root = tmp_path / "runs"
+    root.mkdir()
+    # One recipe, three seeds: best 70, 72, 74 -> 72.00 ± 2.00; final 69, 71, 73.
+    make_run(root, "s8_bn-20261101-100000", "s8_bn", 1, [50, 70, 69], seconds=30)
+    make_run(root, "s8_bn-20261101-110000", "s8_bn", 2, [55, 72, 71], seconds=10)
+    make_run(root, "s8_bn-20261101-120000", "s8_bn", 3, [60, 74, 73], seconds=20)
+    make_run(root, "s6_dilated-20261101-130000", "s6_dilated", 1, [40, 60, 80, 81], model="s6", seconds=5)
+    # Broken or unfinished ones; the running/interrupted ones must not move the s8_bn means.
+    make_run(root, "s8_bn-20261102-090000", "s8_bn", 4, [30, 31], epochs_planned=3, status="running")
+    make_run(root, "s8_bn-20261102-100000", "s8_bn", 5, [20], epochs_planned=3, status="interrupted")
+    make_run(root, "s9_dilated-20261102-110000", "s9_dilated", 1, [45, 65], model="s9", truncate=True)
+    make_run(root, "s10-20261102-120000", "s10", 1, [50, 75], model="resnet_custom", status=None,
+             target={"min_test_acc": 70.0})
+    make_run(root, "future-20261102-130000", "future", 1, [33, 44], model="s9", schema_version=99)
+    (root / "empty-20261102-140000").mkdir()
+    (root / "notes.txt").write_text("a file, not a run folder")
+    return root
+
+
+def by_name(runs):
+    return {r.name: r for r in runs}
+
+
+def cli(*args: str):
+    res = runner.invoke(app, ["compare", *args])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.output
+    return res
+
+
+# ------------------------------------------------------------------------- library
+def test_group_mean_and_sample_std(runs_root):
+    runs, _ = collect_runs([runs_root])
+    groups = {g.recipe: g for g in group_runs(runs)}
+    g = groups["s8_bn"]
+    assert g.n == 3 and sorted(r.seed for r in g.runs) == [1, 2, 3]
+    assert g.best_mean == pytest.approx(72.0) and g.best_std == pytest.approx(2.0)
+    assert g.final_mean == pytest.approx(71.0) and g.final_std == pytest.approx(2.0)
+    assert g.time_mean == pytest.approx(60.0) and g.time_std == pytest.approx(30.0)
+    assert groups["s6_dilated"].n == 1 and groups["s6_dilated"].best_std == 0.0
+
+
+def test_broken_runs_are_marked_or_skipped(runs_root):
+    runs, skipped = collect_runs([runs_root])
+    r = by_name(runs)
+    assert len(runs) == 9
+    trunc = r["s9_dilated-20261102-110000"]
+    assert "truncated metrics line 3" in trunc.marks and trunc.epochs == 2 and trunc.best_acc == 65
+    nosum = r["s10-20261102-120000"]
+    assert "no summary.json" in nosum.marks
+    assert (nosum.recipe, nosum.model, nosum.best_acc, nosum.final_acc, nosum.best_epoch) == (
+        "s10", "resnet_custom", 75, 75, 2)
+    assert nosum.total_seconds == 20 and nosum.verdict == "PASS"  # derived from recipe.yaml's target
+    assert "running" in r["s8_bn-20261102-090000"].marks and r["s8_bn-20261102-090000"].verdict == "-"
+    assert "interrupted" in r["s8_bn-20261102-100000"].marks
+    future = r["future-20261102-130000"]
+    assert any(m.startswith("schema newer") for m in future.marks) and future.best_acc == 44
+    reasons = {p.name: why for p, why in skipped}
+    assert reasons == {"empty-20261102-140000": "empty folder", "notes.txt": "not a folder"}
+    assert r["s8_bn-20261101-110000"].verdict == "PASS" and r["s8_bn-20261101-100000"].verdict == "FAIL"
+    assert r["s8_bn-20261101-110000"].images_per_s == pytest.approx(500.0)
+
+
+def test_unparsable_recipe_and_metrics_without_lines(tmp_path):
+    a = make_run(tmp_path, "a", "a", 1, [10, 20])
+    (a / "recipe.yaml").write_text("name: [unclosed\n")
+    b = make_run(tmp_path, "b", "b", 1, [10])
+    (b / "metrics.jsonl").write_text("garbage\n")
+    runs, skipped = collect_runs([a, b, tmp_path / "missing"])
+    assert [r.name for r in runs] == ["a"] and "recipe.yaml unparsable" in runs[0].marks
+    assert runs[0].recipe == "a"  # from summary.json
+    reasons = dict((p.name, why) for p, why in skipped)
+    assert reasons["b"].startswith("metrics.jsonl has no readable lines")
+    assert reasons["missing"] == "does not exist"
+
+
+def test_glob_list_and_parent_give_the_same_runs(runs_root):
+    parent, skipped_parent = collect_runs([runs_root])
+    globbed, skipped_glob = collect_runs(sorted(runs_root.iterdir()))
+    assert [r.row() for r in parent] == [r.row() for r in globbed]
+    assert sorted(skipped_parent) == sorted(skipped_glob)
+    twice, _ = collect_runs([runs_root, runs_root / "s8_bn-20261101-100000", runs_root])
+    assert len(twice) == len(parent)  # de-duplicated
+
+
+def test_sort_and_export_functions(runs_root):
+    runs, skipped = collect_runs([runs_root])
+    best = sort_runs(runs, "best")
+    assert best[0].best_acc == 81 and [r.best_acc for r in best] == sorted((r.best_acc for r in runs), reverse=True)
+    doc = json.loads(export(best, group_runs(best), "json", skipped))
+    assert {"runs", "groups", "skipped"} <= set(doc) and len(doc["runs"]) == 9
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_table_groups_chart_and_skipped_off_tty(runs_root):
+    res = cli(str(runs_root))
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "\x1b" not in out
+    assert "s8_bn-20261101-110000" in out and "72.00 ± 2.00" in out and "71.00 ± 2.00" in out
+    assert "test_acc per epoch" in out and "s8_bn (mean of 3)" in out
+    assert any(ch in out for ch in "•+x*o") and "┤" in out  # plotted points and y ticks
+    assert "truncated metrics line 3" in out and "schema newer" in out
+    assert "empty-20261102-140000: empty folder" in out and "notes.txt: not a folder" in out
+
+
+def test_cli_by_run_and_other_metric(runs_root):
+    res = cli(str(runs_root), "--metric", "test_loss", "--by-run")
+    assert res.exit_code == 0, res.output
+    assert "test_loss per epoch" in res.output and "mean of" not in res.output
+    assert "s8_bn-20261101-120000" in res.output
+
+
+def test_cli_glob_and_parent_json_match(runs_root):
+    a = cli(str(runs_root), "--json")
+    b = cli(*[str(p) for p in sorted(runs_root.iterdir())], "--json")
+    assert a.exit_code == b.exit_code == 0
+    da, db = json.loads(a.output), json.loads(b.output)
+    assert da["runs"] == db["runs"] and da["groups"] == db["groups"]
+    assert len(da["skipped"]) == 2 and "\x1b" not in a.output
+
+
+def test_cli_sort_time(runs_root):
+    res = cli(str(runs_root), "--json", "--sort", "time")
+    times = [r["total_seconds"] for r in json.loads(res.output)["runs"]]
+    assert times == sorted(times) and times[0] == 10
+
+
+def test_cli_export_csv(runs_root):
+    res = cli(str(runs_root), "--export", "csv")
+    assert res.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(res.output)))
+    assert len(rows) == 9 and rows[0]["name"] == "s6_dilated-20261101-130000"
+    s8 = [r for r in rows if r["recipe"] == "s8_bn" and r["group_n"] == "3"]
+    assert len(s8) == 3 and {r["group_best_mean"] for r in s8} == {"72"}
+    assert {r["group_best_std"] for r in s8} == {"2"}
+
+
+def test_cli_export_md_and_json_to_file(runs_root, tmp_path):
+    res = cli(str(runs_root), "--export", "md")
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 0 and lines[0].startswith("| name | recipe |") and set(lines[1]) <= set("|-")
+    assert all(ln.startswith("|") and ln.endswith("|") for ln in lines if ln)
+    out = tmp_path / "cmp" / "table.json"
+    res = cli(str(runs_root), "--out", str(out))
+    assert res.exit_code == 0 and "wrote json" in res.output
+    assert len(json.loads(out.read_text())["runs"]) == 9
+
+
+def test_cli_usage_errors(runs_root, tmp_path):
+    res = cli(str(runs_root), "--metric", "test_accc")
+    assert res.exit_code == 2 and "test_acc" in res.output
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    assert cli(str(empty)).exit_code == 2
+    assert cli(str(runs_root), "--out", str(tmp_path / "t.xlsx")).exit_code == 2
+    assert cli(str(runs_root), "--sort", "speed").exit_code == 2
