@@ -69,8 +69,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
+def build_model(recipe: Recipe):
+    """The recipe's model, on the CPU (it outputs plain logits)."""
+    from cifarctl.registry import create_model
+
+    return create_model(recipe.model, **recipe.model_args)
+
+
+def build_loss(recipe: Recipe):
+    """cross_entropy (with label smoothing), or nll on the model's outputs as given."""
+    import torch.nn.functional as F
+
+    if recipe.loss.name == "cross_entropy":
+        smoothing = recipe.loss.label_smoothing
+        return lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing)
+    return F.nll_loss
+
+
+def amp_kwargs(recipe: Recipe, device: torch.device) -> dict:
+    """torch-lr-finder's mixed-precision arguments for the recipe's precision."""
+    dtype, _ = precision_for(recipe.precision, device)
+    if dtype is None:
+        return {}
+    return {"amp_backend": "torch", "amp_config": {"device_type": device.type, "dtype": dtype},
+            "grad_scaler": torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)}
+
+
+def build_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD / Adam / AdamW over ``model``'s parameters."""
     o = recipe.optimizer
+    params = model.parameters()
     try:
         if o.name == "sgd":
             return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,

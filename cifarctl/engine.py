@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -36,16 +36,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarctl import __version__
-from cifarctl.builders import (
+from cifarctl.builders import (  # noqa: F401  (build_*, amp_kwargs: public here for lr-find)
+    amp_kwargs,
+    build_loss,
+    build_model,
+    build_optimizer,
     build_scheduler,
     precision_for,
     resolve_device,
     resolve_max_lr,
     seed_everything,
 )
-from cifarctl.builders import build_optimizer as _build_optimizer
-from cifarctl.errors import EXIT_BAD_LOSS, EXIT_DIVERGED, CifarctlError
-from cifarctl.feed import Batches, count_steps, make_normalizer
+from cifarctl.errors import EXIT_BAD_LOSS, EXIT_DIVERGED, CifarctlError, UsageError
+from cifarctl.feed import Batches, count_steps  # noqa: F401  (count_steps: public here)
+from cifarctl.runs import capture_rng, restore_rng
 from cifarctl.recipe import Recipe
 
 __all__ = [
@@ -181,40 +185,6 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
 
-# ------------------------------------------------------------------------ builders
-def build_model(recipe: Recipe) -> nn.Module:
-    """The recipe's model on the CPU (plain logits out)."""
-    from cifarctl.registry import create_model
-
-    return create_model(recipe.model, **recipe.model_args)
-
-
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    return _build_optimizer(recipe, model.parameters())
-
-
-def build_loss(recipe: Recipe) -> Callable:
-    """cross_entropy (with label smoothing), or nll on the model's outputs as given."""
-    if recipe.loss.name == "cross_entropy":
-        smoothing = recipe.loss.label_smoothing
-        return lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing)
-    return F.nll_loss
-
-
-def normalizer(normalize, device: torch.device, steps: list | None = None):
-    """``f(x_u8, generator=None)`` -> normalized float32, and ``f.normalize_only``."""
-    return make_normalizer(normalize, device, steps)
-
-
-def amp_kwargs(recipe: Recipe, device: torch.device) -> dict:
-    """torch-lr-finder's mixed-precision arguments for the recipe's precision."""
-    dtype, _ = precision_for(recipe.precision, device)
-    if dtype is None:
-        return {}
-    return {"amp_backend": "torch", "amp_config": {"device_type": device.type, "dtype": dtype},
-            "grad_scaler": torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)}
-
-
 # ------------------------------------------------------------------------ prepare
 def prepare(
     recipe: Recipe,
@@ -258,7 +228,7 @@ def prepare(
     if note:
         notices.append(note)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
-    optimizer = _build_optimizer(recipe, model.parameters())
+    optimizer = build_optimizer(model, recipe)
     steps = batches.steps_per_epoch
     scheduler = build_scheduler(recipe, optimizer, steps, resolve_max_lr(recipe))
 
@@ -371,26 +341,26 @@ def _epoch(t: Trainer):
             yield _stopped(t)
             return False
     watch.flush()
-    train_seconds = prior_seconds + time.perf_counter() - t0
+    train_time = time.perf_counter() - t0
     ls, c = _reduce(torch.stack([loss_sum, correct.double()])).tolist()
     test = evaluate(t.model, t.test_x, t.test_y, normalize=t.normalize,
                     batch_size=r.data.test_batch_size, loss_name=r.loss.name,
                     autocast=t.autocast, channels_last=t.channels_last)
     if t.scheduler is not None and not t.sched_per_batch:
         if isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            t.scheduler.step(test["loss"])
+            t.scheduler.step(test["acc"] if t.scheduler.mode == "max" else test["loss"])
         else:
             t.scheduler.step()
     t.epoch = epoch
-    seconds = train_seconds + (time.perf_counter() - t0 - (train_seconds - prior_seconds))
     metrics = {"epoch": epoch, "train_loss": ls / max(seen, 1), "train_acc": 100.0 * c / max(seen, 1),
                "test_loss": test["loss"], "test_acc": test["acc"], "lr": lr,
-               "seconds": seconds, "images_per_s": seen_here / max(train_seconds - prior_seconds, 1e-9)}
+               "seconds": prior_seconds + time.perf_counter() - t0,
+               "images_per_s": seen_here / max(train_time, 1e-9)}
     t.history.append(metrics)
-    if test["acc"] > t.best_acc:
+    best = test["acc"] > t.best_acc
+    if best:
         t.best_acc, t.best_epoch = test["acc"], epoch
-    yield {"type": "epoch", "epochs": r.epochs, "best": test["acc"] >= t.best_acc
-           and t.best_epoch == epoch, **metrics}
+    yield {"type": "epoch", "epochs": r.epochs, "best": best, **metrics}
     return True
 
 
@@ -437,33 +407,6 @@ def evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, normalize
 
 
 # ------------------------------------------------------------------------ checkpoints
-def _rng_state(t: Trainer) -> dict:
-    """Every RNG state, as tensors/lists/ints only (loads with weights_only=True)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "state": [int(v) for v in internal],
-                   "gauss": None if gauss is None else float(gauss)},
-        "generator": t.generator.get_state(),
-    }
-
-
-def _set_rng_state(t: Trainer, rng: dict) -> None:
-    torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    n = rng["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached_gaussian"]))
-    p = rng["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    t.generator.set_state(rng["generator"])
-
-
 def state_dict(t: Trainer) -> dict:
     """The checkpoint of ``t`` (see :mod:`cifarctl.runs` for the format)."""
     r = t.recipe
@@ -476,7 +419,7 @@ def state_dict(t: Trainer) -> dict:
         "optimizer": t.optimizer.state_dict(),
         "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
         "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else None,
-        "rng": _rng_state(t),
+        "rng": capture_rng(t.generator),
         "epoch": t.epoch, "step": t.step, "progress": progress,
         "best": {"acc": t.best_acc, "epoch": t.best_epoch},
         "history": [dict(h) for h in t.history],
@@ -495,10 +438,34 @@ def load_state_dict(t: Trainer, ckpt: dict) -> None:
         t.scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler") is not None and t.scaler.is_enabled():
         t.scaler.load_state_dict(ckpt["scaler"])
-    _set_rng_state(t, ckpt["rng"])
+    restore_rng(ckpt["rng"], t.generator)
     t.epoch, t.step = int(ckpt["epoch"]), int(ckpt["step"])
     t.progress = ckpt.get("progress")
     t.best_acc = float(ckpt["best"]["acc"])
     t.best_epoch = int(ckpt["best"]["epoch"])
     t.history = [dict(h) for h in ckpt.get("history", [])]
+
+
+def rebuild_scheduler(t: Trainer) -> None:
+    """A fresh schedule from the (changed, ``--force``) recipe, advanced to where ``t`` is.
+
+    Used instead of the checkpoint's scheduler state when the recipe changed on resume
+    (e.g. more epochs: OneCycle's total_steps grows). ReduceLROnPlateau keeps its state.
+    """
+    sch = torch.optim.lr_scheduler
+    if isinstance(t.scheduler, sch.ReduceLROnPlateau):
+        return
+    if not isinstance(t.scheduler, sch.OneCycleLR):
+        for g in t.optimizer.param_groups:
+            g["lr"] = g["initial_lr"] = t.recipe.optimizer.lr
+    t.scheduler = build_scheduler(t.recipe, t.optimizer, t.steps_per_epoch, resolve_max_lr(t.recipe))
+    if t.scheduler is None:
+        return
+    n = t.step if t.sched_per_batch else t.epoch
+    if t.sched_per_batch and n >= t.scheduler.total_steps:
+        raise UsageError(f"the new schedule has {t.scheduler.total_steps} steps but the run already did {n}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+        for _ in range(n):
+            t.scheduler.step()
 

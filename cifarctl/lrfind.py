@@ -109,7 +109,8 @@ def valley_index(losses: list[float] | np.ndarray) -> int:
 
 
 def suggest(
-    lrs: list[float], smoothed: list[float], num_iter: int, start_lr: float, end_lr: float
+    lrs: list[float], smoothed: list[float], num_iter: int, start_lr: float, end_lr: float,
+    diverged: bool = False,
 ) -> tuple[dict[str, float | None], list[str]]:
     """The three suggestions from a sweep, and a note for each one that is unavailable.
 
@@ -132,14 +133,17 @@ def suggest(
     else:
         notes.append(f"steepest gradient unavailable: it needs >= {STEEP_MIN_POINTS} points, got {n}.")
 
-    # fastai's window; on a sweep too short for it, the whole sweep.
+    # fastai's window (skip the first tenth and the last 5 points); on a sweep too short
+    # for it, every point (but a diverged last one).
     lo, hi = num_iter // 10, n - 5
-    if hi - lo >= 3:
+    if hi - lo >= 5:
         w_lrs, w_loss = lrs_a[lo:hi], loss_a[lo:hi]
     else:
-        w_lrs, w_loss = lrs_a, loss_a
+        keep = n - 1 if diverged and n > 3 else n
+        w_lrs, w_loss = lrs_a[:keep], loss_a[:keep]
         if n >= 3:
-            notes.append(f"short sweep ({n} points): valley and minimum/10 use every point.")
+            notes.append(f"short sweep ({n} points): valley and minimum/10 use all of it and are "
+                         "rough; use >= 17 steps (100 is the default).")
     if len(w_loss) >= 3:
         out["valley"] = float(w_lrs[valley_index(w_loss)])
         out["min_div_10"] = float(w_lrs[int(w_loss.argmin())]) / 10
@@ -174,7 +178,7 @@ def analyse(
     end_lr: float, step_mode: str = "exp", diverged: bool = False, prefer: str = "valley",
 ) -> LRFindResult:
     """Build an :class:`LRFindResult` (suggestions, recommendation, notes) from a sweep."""
-    suggestions, notes = suggest(lrs, smoothed, num_iter, start_lr, end_lr)
+    suggestions, notes = suggest(lrs, smoothed, num_iter, start_lr, end_lr, diverged)
     if diverged and lrs:
         notes.insert(0, f"The loss diverged at lr {lrs[-1]:.2e} after {len(lrs)} of {num_iter} "
                         "iterations; the suggestions use the points before it.")
@@ -193,27 +197,19 @@ class _NonFinite(Exception):
     """A step's loss was NaN or inf: stop the sweep (torch-lr-finder would not)."""
 
 
-class DeviceBatches:
-    """Shuffled (inputs, labels) batches from uint8 NCHW images on the device.
+class _Passes:
+    """Each ``iter()`` is one shuffled pass of the engine's batches (:class:`cifarctl.feed.Batches`):
+    uint8 images on the device, augmented in batches; torch-lr-finder's
+    ``TrainDataLoaderIter`` starts a new pass when one ends."""
 
-    One iteration is one pass (full batches only); torch-lr-finder's
-    ``TrainDataLoaderIter`` starts a new pass when one ends.
-    """
-
-    def __init__(self, x, y, batch_size: int, augment: Callable, generator):
-        self.x, self.y, self.augment, self.generator = x, y, augment, generator
-        self.batch_size = max(1, min(batch_size, len(x)))
+    def __init__(self, batches):
+        self.batches = batches
 
     def __len__(self) -> int:
-        return len(self.x) // self.batch_size
+        return self.batches.steps_per_epoch
 
     def __iter__(self):
-        import torch
-
-        perm = torch.randperm(len(self.x), device=self.x.device, generator=self.generator)
-        for i in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = perm[i : i + self.batch_size]
-            yield self.augment(self.x[idx], self.generator), self.y[idx]
+        return self.batches.plan().iterate()
 
 
 def _finder_class():
@@ -283,7 +279,7 @@ def run_lr_find(
     import torch
 
     from cifarctl import engine
-    from cifarctl.augment import compile_steps
+    from cifarctl.feed import Batches
 
     if not (start_lr > 0 and end_lr > start_lr):
         raise UsageError(f"need 0 < start_lr < end_lr (got {start_lr:g} and {end_lr:g})")
@@ -295,22 +291,21 @@ def run_lr_find(
     dev = engine.resolve_device(device)
 
     if data is None:
-        from cifarctl.data import load_cifar
+        from cifarctl.data import load_cifar, resolve_source
 
-        data = load_cifar(data_source or recipe.data.source, train_subset=recipe.data.train_subset,
-                          test_subset=recipe.data.test_subset, seed=recipe.seed, progress=False)
-    x = torch.from_numpy(np.ascontiguousarray(data.train_x)).to(dev).permute(0, 3, 1, 2).contiguous()
-    y = torch.from_numpy(np.asarray(data.train_y)).long().to(dev)
-    aug = compile_steps(recipe.data.augment, recipe.data.normalize, dev)
-    if aug is None:  # steps only albumentations can run: sweep on normalized images
-        aug = engine.normalizer(recipe.data.normalize, dev)
+        data = load_cifar(resolve_source(data_source or recipe.data.source), progress=False,
+                          train_subset=recipe.data.train_subset, test_subset=recipe.data.test_subset,
+                          seed=recipe.seed)
     gen = torch.Generator(device=dev).manual_seed(recipe.seed)
+    batches = Batches(recipe, data, dev, gen)
 
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if dev.type == "cuda" else None
     if model is None:
         torch.manual_seed(recipe.seed)
         model = engine.build_model(recipe).to(dev)
+        if batches.channels_last:
+            model = model.to(memory_format=torch.channels_last)
     was_training = model.training
     opt = engine.build_optimizer(model, recipe)
     criterion = engine.build_loss(recipe)
@@ -320,7 +315,7 @@ def run_lr_find(
 
     finder = _finder_class()(model, opt, criterion, device=dev, **engine.amp_kwargs(recipe, dev))
     finder.raw, finder.progress, finder.total = [], progress, num_iter
-    loader = TrainDataLoaderIter(DeviceBatches(x, y, recipe.data.batch_size, aug, gen))
+    loader = TrainDataLoaderIter(_Passes(batches))
     saved = tlf.tqdm, getattr(tlf, "print", None)
     tlf.tqdm = lambda it, *a, **k: it       # its own bar: we report through `progress`
     tlf.print = lambda *a, **k: None         # "See the graph with {finder_name}.plot()"
@@ -354,7 +349,7 @@ def run_lr_find(
     result.settings = {
         "recipe": recipe.name, "model": recipe.model, "optimizer": recipe.optimizer.name,
         "weight_decay": recipe.optimizer.weight_decay, "batch_size": recipe.data.batch_size,
-        "loss": recipe.loss.name, "data": data.source, "train_images": int(len(x)),
+        "loss": recipe.loss.name, "data": data.source, "train_images": int(batches.n),
         "device": str(dev), "smooth_f": SMOOTH_F, "diverge_th": DIVERGE_TH,
     }
     return result
@@ -421,12 +416,15 @@ def write_lr_find(result: LRFindResult, out_dir: str | os.PathLike) -> tuple[Pat
             star = " (recommended)" if k == result.recommended_by else ""
             ax.axvline(v, color=colors[k], ls="-" if star else "--", lw=2 if star else 1,
                        label=f"{LABELS[k]} {v:.2e}{star}")
-    finite = [v for v in result.smoothed_loss if math.isfinite(v)]
+    finite = [v for v in result.loss + result.smoothed_loss if math.isfinite(v)]
     if finite:  # keep a diverged tail from flattening the interesting part
-        lo, hi = min(finite), min(max(finite), 3 * finite[0] if finite[0] > 0 else max(finite))
+        first = next((v for v in result.smoothed_loss if math.isfinite(v)), finite[0])
+        lo, hi = min(finite), max(finite)
+        if first > 0:
+            hi = min(hi, 2 * first)
         pad = 0.05 * (hi - lo or 1)
         ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xscale("log" if result.step_mode == "exp" else "linear")
+    ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
     title = f"LR range test: {result.settings.get('model', '')}"

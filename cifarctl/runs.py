@@ -213,6 +213,45 @@ def write_curves(path: Path, history: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------ checkpoints
+def capture_rng(generator=None) -> dict:
+    """Every RNG state as tensors, lists and numbers only (loads with weights_only=True)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "state": [int(v) for v in internal],
+                   "gauss": None if gauss is None else float(gauss)},
+        "generator": generator.get_state() if generator is not None else None,
+    }
+
+
+def restore_rng(rng: dict, generator=None) -> None:
+    """Undo :func:`capture_rng`."""
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    n = rng["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    p = rng["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if generator is not None and rng.get("generator") is not None:
+        generator.set_state(rng["generator"])
+
+
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """torch.save to a temp file in the same folder, fsync, os.replace, fsync the folder."""
     import torch

@@ -26,3 +26,48 @@ def jpeg_archive(data_cache_dir) -> Path:
     if not SHARED_ARCHIVE.is_file():
         pytest.skip(f"shared CIFAR-10 copy not found at {SHARED_ARCHIVE}")
     return SHARED_ARCHIVE
+
+
+# ------------------------------------------------------------------------------------
+# train / eval / resume fixtures (tests/test_train.py, test_eval.py, test_resume.py)
+# ------------------------------------------------------------------------------------
+import sys  # noqa: E402
+
+# `python -m cifarctl`, with the train/eval commands registered even before
+# cifarctl/cli/__init__.py imports them.
+CLI_CODE = ("import cifarctl.cli.train_cmd, cifarctl.cli.eval_cmd; "
+            "from cifarctl.cli import main; main()")
+CLI = [sys.executable, "-c", CLI_CODE]
+
+# A few seconds of CPU training: s8_bn, 256 synthetic train / 64 test images, 4 steps/epoch.
+TINY = ["--set", "data.source=synthetic:256:64", "--set", "data.batch_size=64",
+        "--set", "epochs=2", "--set", "data.test_batch_size=32"]
+
+
+@pytest.fixture
+def cli():
+    """Invoke the Typer app in-process: ``cli("train", "s8_bn", ...) -> Result``."""
+    from typer.testing import CliRunner
+
+    import cifarctl.cli.eval_cmd  # noqa: F401  (registers `eval`)
+    import cifarctl.cli.train_cmd  # noqa: F401  (registers `train`)
+    from cifarctl.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def runs_dir(tmp_path) -> Path:
+    return tmp_path / "runs"
+
+
+def only_run(runs: Path) -> Path:
+    """The single run folder under ``runs``."""
+    found = [p for p in runs.iterdir() if p.is_dir()]
+    assert len(found) == 1, found
+    return found[0]

@@ -12,6 +12,8 @@ from cifarctl.cli import models_cmd  # noqa: F401,E402
 from cifarctl.cli import recipes_cmd  # noqa: F401,E402
 from cifarctl.cli import data_cmd  # noqa: F401,E402
 from cifarctl.cli import compare_cmd  # noqa: F401,E402
+from cifarctl.cli import lrfind_cmd  # noqa: F401,E402
+from cifarctl.cli import misclassified_cmd  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

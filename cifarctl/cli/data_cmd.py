@@ -86,7 +86,8 @@ def data(
     for c in loaded.classes:
         counts.add_row(c, f"{summary['counts']['train'][c]:,}", f"{summary['counts']['test'][c]:,}")
     counts.add_section()
-    counts.add_row("[bold]total[/]", f"[bold]{summary['train']:,}[/]", f"[bold]{summary['test']:,}[/]")
+    counts.add_row("[bold]total[/]", f"[bold]{summary['train']:,}[/]",
+                   f"[bold]{summary['test']:,}[/]")
     console.print(counts)
 
     if summary["train_stats"]:

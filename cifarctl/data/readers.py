@@ -83,7 +83,8 @@ def _unpickle(blob: bytes, where: str) -> dict:
     except Exception as e:  # noqa: BLE001 - any failure means "not a CIFAR batch"
         raise DataError(f"{where}: not a CIFAR-10 python batch ({e}); {LAYOUT_HELP}") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{where}: not a CIFAR-10 python batch (a {type(obj).__name__}, not a dict)")
+        raise DataError(f"{where}: not a CIFAR-10 python batch (a {type(obj).__name__}, "
+                        f"not a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
@@ -355,7 +356,8 @@ def read_archive(path: Path, progress: Progress | None = None) -> Decoded:
         x = decoder.finish()
     except tarfile.ReadError as e:
         if seen:
-            raise DataError(f"{path}: archive is truncated ({e}); copy or download it again") from None
+            raise DataError(f"{path}: archive is truncated ({e}); copy or download it "
+                            f"again") from None
         raise DataError(f"{path}: not a folder or a readable tar archive: {LAYOUT_HELP}") from None
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as e:
         raise DataError(f"{path}: archive is truncated or corrupt ({e}); copy or download it "

@@ -101,7 +101,8 @@ def load_cifar(
         data.test_x, data.test_y = _subset(data.test_x, data.test_y, test_subset,
                                            data.num_classes, seed, "test")
     if train_subset is not None or test_subset is not None:
-        data.source += f" [subset: {len(data.train_y)} train / {len(data.test_y)} test, seed {seed}]"
+        data.source += (f" [subset: {len(data.train_y)} train / {len(data.test_y)} test, "
+                        f"seed {seed}]")
     return data
 
 
@@ -164,9 +165,9 @@ def official_cifar10(cache_dir: Path) -> Path:
         os.replace(tmp / readers.BATCHES_DIR, cache_dir / readers.BATCHES_DIR)
     except OSError:  # URLError, timeouts, refused connections, disk full
         raise DataError(
-            f"cannot download CIFAR-10 (no network?): put {CIFAR10_ARCHIVE} or an image folder "
-            f"at {cache_dir / CIFAR10_ARCHIVE} (or a cifar-10-batches-py folder in {cache_dir}), "
-            f"or pass --data PATH / set CIFARCTL_DATA") from None
+            f"cannot download CIFAR-10 (no network?): put {CIFAR10_ARCHIVE} in {cache_dir}, or "
+            f"pass --data PATH / set CIFARCTL_DATA=PATH to that archive, a cifar-10-batches-py "
+            f"folder, or an image folder/archive with train/<class>/ and test/<class>/") from None
     except RuntimeError as e:  # torchvision: "File not found or corrupted." (md5 mismatch)
         raise DataError(f"the downloaded {CIFAR10_ARCHIVE} failed its md5 check ({e}): try "
                         f"again, or put a good copy at {cache_dir / CIFAR10_ARCHIVE}") from None
@@ -176,9 +177,17 @@ def official_cifar10(cache_dir: Path) -> Path:
 
 
 def _download_and_extract(url: str, folder: Path, filename: str, md5: str) -> None:
+    import socket
+
     from torchvision.datasets.utils import download_and_extract_archive
 
-    download_and_extract_archive(url, folder, filename=filename, md5=md5)
+    # urllib waits forever by default where a firewall drops packets: fail after 60 s idle
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(60)
+    try:
+        download_and_extract_archive(url, folder, filename=filename, md5=md5)
+    finally:
+        socket.setdefaulttimeout(old)
 
 
 # ---------------------------------------------------------------- synthetic

@@ -1,0 +1,74 @@
+"""`cifarctl misclassified`: the test images a trained model gets most wrong."""
+
+from __future__ import annotations
+
+import json as _json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cifarctl.cli.app import app, console
+
+
+class SortBy(str, Enum):
+    confidence = "confidence"
+    loss = "loss"
+
+
+class Which(str, Enum):
+    best = "best"
+    last = "last"
+
+
+@app.command("misclassified")
+def misclassified(
+    target: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT",
+                                          help="A run folder or a checkpoint file (.pt).")],
+    n: Annotated[int, typer.Option("--n", min=1, help="How many images to show.")] = 25,
+    sort: Annotated[SortBy, typer.Option("--sort", help="Wrongest first by predicted-class confidence or by loss.")] = SortBy.confidence,
+    true: Annotated[Optional[str], typer.Option("--true", help="Only images of this true class.")] = None,
+    pred: Annotated[Optional[str], typer.Option("--pred", help="Only images predicted as this class.")] = None,
+    gradcam: Annotated[bool, typer.Option("--gradcam", help="Overlay Grad-CAM maps of the predicted class.")] = False,
+    layer: Annotated[Optional[str], typer.Option("--layer", help="Grad-CAM layer (a name from `cifarctl summary`); default: the last conv with a spatial output.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="PNG path [default: RUN_DIR/misclassified.png].")] = None,
+    which: Annotated[Which, typer.Option("--which", help="Checkpoint of a run folder.")] = Which.best,
+    data: Annotated[Optional[str], typer.Option("--data", help="Data source [default: the one the run used].")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    json: Annotated[bool, typer.Option("--json", help="Print the picked images as JSON only.")] = False,
+) -> None:
+    """Show the wrongest test predictions as a captioned gallery (PNG + terminal).
+
+    Each image is captioned with its true label, the predicted label and the model's
+    confidence. With --gradcam, a heat map of where the model looked for the predicted
+    class is drawn beside each image.
+    """
+    from cifarctl.misclassified import find_misclassified, render_gallery, write_grid
+
+    if layer is not None and not gradcam:
+        gradcam = True  # --layer only makes sense with Grad-CAM
+    result = find_misclassified(target, n=n, sort=sort.value, true=true, pred=pred, gradcam=gradcam,
+                                layer=layer, which=which.value, data_source=data, device=device)
+    if out is None:
+        folder = result.run_dir or result.checkpoint.parent
+        out = folder / ("misclassified_gradcam.png" if gradcam else "misclassified.png")
+    png = write_grid(result, out)
+
+    if json:
+        print(_json.dumps(result.to_dict(), indent=2))
+        return
+    acc = 100.0 * (result.total - result.total_wrong) / max(result.total, 1)
+    filters = ", ".join(f for f in (f"true {true}" if true else "", f"pred {pred}" if pred else "") if f)
+    console.print(f"{result.checkpoint}: {result.total_wrong} of {result.total} test images wrong "
+                  f"({acc:.2f}% accuracy); {result.wrong} match{' (' + filters + ')' if filters else ''}, "
+                  f"showing {len(result.items)} by {result.sort}"
+                  + (f"; Grad-CAM on {result.layer}" if result.layer else ""), highlight=False, soft_wrap=True)
+    if console.is_terminal:
+        if result.items:
+            console.print(render_gallery(result))
+    else:
+        for m in result.items:
+            print(f"{m.index:6d}  true {m.true:<10}  pred {m.pred:<10}  {100 * m.confidence:6.2f}%  "
+                  f"loss {m.loss:.3f}")
+    console.print(f"wrote {png}", highlight=False, soft_wrap=True)

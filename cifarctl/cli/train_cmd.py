@@ -1,0 +1,51 @@
+"""``cifarctl train``: a thin wrapper over :func:`cifarctl.train.run_training`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from cifarctl.cli.app import app, console, state
+
+
+@app.command("train")
+def train(
+    recipe: Annotated[Optional[str], typer.Argument(
+        help="A bundled recipe name (`cifarctl recipes`) or a recipe .yaml path; optional with --resume.",
+        show_default=False)] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="Override a recipe key (repeatable), e.g. --set epochs=2 --set data.batch_size=256.")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        "--data", metavar="PATH", help="Data source: a CIFAR-10 folder/archive, 'cifar10' or 'synthetic'.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    runs_dir: Annotated[str, typer.Option("--runs-dir", metavar="DIR", help="Where run folders go.")] = "runs",
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="Run folder name (default: <recipe>-<YYYYmmdd-HHMMSS>).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Override the recipe's seed.")] = None,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", metavar="RUN_DIR", help="Continue a run from its checkpoints/last.pt, in the same folder.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With --resume: accept a recipe that differs from the run's.")] = False,
+) -> None:
+    """Train a recipe: one line per epoch (a live dashboard on a terminal), a run folder with
+    metrics, checkpoints and curves, and a PASS/FAIL verdict against the recipe's target.
+
+    Exit codes: 0 completed (even when the target is missed: the verdict is printed),
+    2 bad recipe/option, 3 diverged (NaN/inf loss), 4 negative loss, 130 SIGINT / 143
+    SIGTERM (last.pt saved: continue with --resume), 1 any other failure.
+    """
+    from cifarctl.train import TrainingFailed, run_training
+    from cifarctl.ui.train_view import TrainView
+
+    try:
+        with TrainView(console) as view:
+            run_training(recipe, overrides=set_ or [], data=data, device=device, runs_dir=runs_dir,
+                         name=name, seed=seed, resume=resume, force=force, view=view,
+                         argv=list(sys.argv), progress=True)
+    except TrainingFailed as exc:
+        if state.get("debug") and exc.__cause__ is not None:
+            raise exc.__cause__
+        raise

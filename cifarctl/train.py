@@ -1,0 +1,298 @@
+"""Training orchestration: recipe -> run folder -> engine -> view -> summary.
+
+``run_training(...)`` is what ``cifarctl train`` calls; it works from Python too (pass
+``view=None`` for no output). It returns the final summary dict, or raises:
+
+- :class:`~cifarctl.errors.UsageError` (exit 2) for a bad recipe/option/checkpoint,
+  before any folder is created (a refused resume creates nothing either);
+- :class:`~cifarctl.engine.DivergedError` (exit 3), status "diverged";
+- :class:`~cifarctl.engine.NegativeLossError` (exit 4), status "failed";
+- :class:`TrainingInterrupted` (exit 130 for SIGINT, 143 for SIGTERM), status
+  "interrupted", after saving ``last.pt`` with the mid-epoch state;
+- :class:`TrainingFailed` (exit 1) for anything else, status "failed", traceback in log.txt.
+
+A completed run returns normally (exit 0) whether or not it met the recipe's target:
+the verdict is in the summary and printed.
+"""
+
+from __future__ import annotations
+
+import copy
+import signal
+import threading
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cifarctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CifarctlError, UsageError
+
+EXIT_FOR_SIGNAL = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}
+
+
+class TrainingInterrupted(CifarctlError):
+    """SIGINT/SIGTERM: the run saved its state and stopped (exit 130/143)."""
+
+    def __init__(self, message: str, signal_name: str):
+        super().__init__(message, EXIT_FOR_SIGNAL.get(signal_name, EXIT_INTERRUPTED))
+        self.signal_name = signal_name
+
+
+class TrainingFailed(CifarctlError):
+    """An unexpected error during training (exit 1); the traceback is in log.txt."""
+
+
+# ------------------------------------------------------------------------ verdict
+def target_verdict(recipe, params: int | None, best_acc: float | None) -> dict:
+    """The recipe's target checked: best test acc, params, planned epochs."""
+    t = recipe.target
+    checks = []
+    if t.min_test_acc is not None:
+        ok = best_acc is not None and best_acc >= t.min_test_acc
+        shown = "n/a" if best_acc is None else f"{best_acc:.2f}%"
+        checks.append({"name": "min_test_acc", "target": t.min_test_acc, "value": best_acc, "passed": ok,
+                       "text": f"best test acc {shown} {'>=' if ok else '<'} {t.min_test_acc:.2f}%"})
+    if t.max_params is not None and params is not None:
+        ok = params <= t.max_params
+        checks.append({"name": "max_params", "target": t.max_params, "value": params, "passed": ok,
+                       "text": f"params {params:,} {'<=' if ok else '>'} {t.max_params:,}"})
+    if t.max_epochs is not None:
+        ok = recipe.epochs <= t.max_epochs
+        checks.append({"name": "max_epochs", "target": t.max_epochs, "value": recipe.epochs, "passed": ok,
+                       "text": f"epochs {recipe.epochs} {'<=' if ok else '>'} {t.max_epochs}"})
+    return {"passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: str | None = None) -> dict:
+    r, h = trainer.recipe, trainer.history
+    best = trainer.best_acc if trainer.best_epoch else None
+    partial = (trainer.progress or {}).get("train_seconds", 0.0)
+    return {
+        "recipe": r.name, "model": r.model, "params": trainer.params, "seed": r.seed,
+        "status": status, "error": error,
+        "epochs_done": trainer.epoch, "epochs_planned": r.epochs, "steps": trainer.step,
+        "best_test_acc": best, "best_epoch": trainer.best_epoch or None,
+        "final_test_acc": h[-1]["test_acc"] if h else None,
+        "final_test_loss": h[-1]["test_loss"] if h else None,
+        "images_per_s": h[-1]["images_per_s"] if h else None,
+        "total_seconds": sum(x["seconds"] for x in h) + partial,
+        "target": target_verdict(r, trainer.params, best),
+        "device": str(trainer.device), "data": trainer.data_source, "run_dir": str(run_dir),
+        "started": started, "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+# ------------------------------------------------------------------------ recipe
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
+def recipe_differences(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for every resolved key that differs, ignoring data.source."""
+    a, b = _flat(old), _flat(new)
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if k == "data.source":
+            continue
+        if a.get(k, "<unset>") != b.get(k, "<unset>"):
+            diffs.append(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}")
+    return diffs
+
+
+def _source_spec(data: str | None) -> str | None:
+    if data is None:
+        return None
+    p = Path(data).expanduser()
+    return str(p.resolve()) if p.exists() else data
+
+
+def _with_source(recipe, source: str | None):
+    if source is None:
+        return recipe
+    from cifarctl.recipe import validate_dict
+
+    raw = recipe.to_dict()
+    raw["data"]["source"] = source
+    return validate_dict(raw, f"recipe {recipe.name} (with --data)")
+
+
+def _resolve_recipe(recipe_ref, overrides, seed, data, resume, force):
+    """(recipe, checkpoint or None, checkpoint path or None, run dir or None)."""
+    from cifarctl.recipe import apply_overrides, load_recipe, validate_dict
+    from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of
+
+    overrides = list(overrides or ())
+    if seed is not None:
+        overrides.append(f"seed={int(seed)}")
+    ckpt = ckpt_path = run_dir = None
+    if resume is not None:
+        ckpt_path = find_checkpoint(resume, "last")
+        run_dir = run_dir_of(ckpt_path) or Path(resume)
+        if not Path(run_dir).is_dir():
+            raise UsageError(f"--resume {resume}: expected a run folder (runs/<recipe>-<time>)")
+        ckpt = load_checkpoint(ckpt_path)
+    if recipe_ref is not None:
+        recipe = load_recipe(recipe_ref, overrides)
+    elif ckpt is not None:
+        raw = apply_overrides(copy.deepcopy(ckpt["recipe"]), overrides)
+        recipe = validate_dict(raw, f"{ckpt_path} (stored recipe)")
+    else:
+        raise UsageError("give a recipe (a bundled name or a .yaml path; `cifarctl recipes` lists them) "
+                         "or --resume RUN_DIR")
+    recipe = _with_source(recipe, _source_spec(data))
+    if ckpt is not None:
+        diffs = recipe_differences(ckpt["recipe"], recipe.to_dict())
+        if diffs and not force:
+            shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+            raise UsageError(f"{run_dir}: the recipe differs from the run's ({shown}): resume with the "
+                             "same recipe and --set options, or pass --force")
+        if int(ckpt["epoch"]) >= recipe.epochs and not ckpt.get("progress"):
+            raise UsageError(f"{run_dir} already finished its {recipe.epochs} epochs: nothing to resume "
+                             "(to train longer: --set epochs=N --force)")
+    return recipe, ckpt, ckpt_path, run_dir
+
+
+# ------------------------------------------------------------------------ signals
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask the trainer to stop after its current step; a second one aborts."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame):
+        if self.trainer.stop_requested:
+            raise KeyboardInterrupt
+        self.trainer.stop_requested = signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+
+
+# ------------------------------------------------------------------------ the run
+def run_training(
+    recipe: str | None = None,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    data: str | None = None,
+    device: str = "auto",
+    runs_dir: str | Path = "runs",
+    name: str | None = None,
+    seed: int | None = None,
+    resume: str | Path | None = None,
+    force: bool = False,
+    view=None,
+    argv: list[str] | None = None,
+    progress: bool = False,
+) -> dict:
+    """Train a recipe (or resume a run) into a run folder; see the module docstring."""
+    from cifarctl import engine, runs
+    from cifarctl.builders import check_runnable, resolve_device
+    from cifarctl.ui.train_view import epoch_line, final_lines, start_line
+
+    recipe_obj, ckpt, ckpt_path, run_dir = _resolve_recipe(recipe, overrides, seed, data, resume, force)
+    check_runnable(recipe_obj)
+    dev = resolve_device(device)
+    source = recipe_obj.data.source or (ckpt or {}).get("data_source")
+    trainer = engine.prepare(recipe_obj, data_source=source, device=dev, progress=progress)
+    if ckpt is not None:
+        try:
+            engine.load_state_dict(trainer, ckpt)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UsageError(f"{ckpt_path}: cannot restore it into recipe {recipe_obj.name!r} "
+                             f"({str(exc).splitlines()[0]})") from None
+        if recipe_differences(ckpt["recipe"], recipe_obj.to_dict()):  # --force: new schedule
+            engine.rebuild_scheduler(trainer)
+        del ckpt["model"], ckpt["optimizer"]
+
+    run_dir = Path(run_dir) if run_dir is not None else runs.create_run_dir(runs_dir, recipe_obj.name, name)
+    files = runs.RunFiles(run_dir)
+    import torch
+
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+    runs.write_env(run_dir, runs.environment(str(dev), device_name, argv))
+    runs.write_atomic(run_dir / "recipe.yaml", recipe_obj.to_yaml())
+    old = runs.read_json(run_dir / "summary.json") if ckpt is not None else None
+    started = (old or {}).get("started") or datetime.now().astimezone().isoformat(timespec="seconds")
+    if ckpt is not None:
+        files.truncate_metrics(trainer.epoch)
+        files.log(f"resumed from {ckpt_path} at epoch {trainer.epoch}, step {trainer.step}")
+    if view is not None:
+        view.handle({"type": "info", "message": f"run folder {run_dir}"})
+
+    def summary(status: str, error: str | None = None) -> dict:
+        s = make_summary(trainer, status=status, run_dir=run_dir, started=started, error=error)
+        files.summary(s)
+        return s
+
+    summary("running")
+    events = engine.train_epochs(trainer)
+    try:
+        with _StopOnSignal(trainer):
+            for ev in events:
+                if view is not None:
+                    view.handle(ev)
+                kind = ev["type"]
+                if kind == "start":
+                    files.log(start_line(ev))
+                elif kind == "info":
+                    files.log(ev["message"])
+                elif kind == "epoch":
+                    files.metrics({k: ev[k] for k in ("epoch", "train_loss", "train_acc", "test_loss",
+                                                      "test_acc", "lr", "seconds", "images_per_s")})
+                    files.log(epoch_line(ev))
+                    state = engine.state_dict(trainer)
+                    runs.save_checkpoint(state, files.last)
+                    if ev["best"]:
+                        runs.save_checkpoint(state, files.best)
+                    files.curves(trainer.history)
+                    summary("running")
+                elif kind == "stopped":
+                    runs.save_checkpoint(engine.state_dict(trainer), files.last)
+                    where = (f"epoch {trainer.epoch + 1}, step {ev['step_in_epoch']}/{trainer.steps_per_epoch}"
+                             if trainer.progress else f"the end of epoch {trainer.epoch}")
+                    msg = (f"interrupted by {ev['signal']} at {where}: saved {files.last}; continue with "
+                           f"`cifarctl train --resume {run_dir}`")
+                    files.log(msg)
+                    summary("interrupted", msg)
+                    raise TrainingInterrupted(msg, ev["signal"])
+    except TrainingInterrupted:
+        raise
+    except engine.DivergedError as exc:
+        kept = f" (last good checkpoint: {files.last})" if files.last.exists() else ""
+        files.log(f"error: {exc}{kept}")
+        summary("diverged", str(exc))
+        raise
+    except KeyboardInterrupt:
+        files.log("interrupted (second signal): stopped without saving the current epoch")
+        summary("interrupted", "interrupted (second signal)")
+        raise
+    except CifarctlError as exc:
+        files.log(f"error: {exc}")
+        summary("failed", str(exc))
+        raise
+    except Exception as exc:
+        files.log("".join(traceback.format_exception(exc)).rstrip())
+        message = f"training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        summary("failed", message)
+        raise TrainingFailed(f"{message} (traceback in {run_dir / 'log.txt'})") from exc
+    finally:
+        events.close()
+    final = summary("completed")
+    for line in final_lines(final):
+        files.log(line)
+    if view is not None:
+        view.finish(final)
+    return final

@@ -1,0 +1,276 @@
+"""cifarctl train: run folders, plain output, guards, exit codes, every bundled recipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CLI, SHARED_ARCHIVE, TINY, only_run
+
+RUN_FILES = ("recipe.yaml", "env.json", "metrics.jsonl", "summary.json", "log.txt",
+             "checkpoints/last.pt", "checkpoints/best.pt", "curves.png")
+
+
+def epoch_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("epoch ")]
+
+
+def assert_complete(run: Path, epochs: int) -> dict:
+    for name in RUN_FILES:
+        assert (run / name).is_file(), f"{name} missing in {run}"
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
+                            "seconds", "images_per_s"}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_done"] == epochs
+    assert summary["final_test_acc"] == rows[-1]["test_acc"]
+    assert summary["best_test_acc"] == max(r["test_acc"] for r in rows)
+    assert isinstance(summary["target"]["passed"], bool)
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return summary
+
+
+# ------------------------------------------------------------------------ happy path
+def test_train_off_tty_one_line_per_epoch(cli, runs_dir):
+    res = cli("train", "s8_bn", *TINY, "--runs-dir", runs_dir)
+    assert res.exit_code == 0, res.output
+    assert "\x1b" not in res.output
+    lines = epoch_lines(res.output)
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2  train loss ")
+    assert "img/s" in lines[0] and "test loss" in lines[0]
+    assert "target FAIL" in res.output  # 2 epochs on noise: the verdict is printed, exit 0
+    run = only_run(runs_dir)
+    assert run.name.startswith("s8_bn-")
+    summary = assert_complete(run, 2)
+    assert summary["target"]["passed"] is False
+    assert summary["params"] == 43266 and summary["model"] == "s8_bn"
+    log = (run / "log.txt").read_text()
+    assert epoch_lines(log) == lines  # the same plain lines go to log.txt
+    env = json.loads((run / "env.json").read_text())
+    assert {"python", "torch", "cifarctl", "device", "command", "hostname", "started"} <= set(env)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["format"] == "cifarctl-checkpoint" and ckpt["epoch"] == 2 and ckpt["step"] == 8
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    assert ckpt["recipe"]["epochs"] == 2 and ckpt["model_name"] == "s8_bn"
+
+
+def test_same_seed_same_weights_and_metrics(tmp_path):
+    from cifarctl.train import run_training
+
+    def run(name):
+        s = run_training("s8_bn", overrides=TINY[1::2], runs_dir=tmp_path, name=name, device="cpu")
+        ck = torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)
+        rows = [json.loads(ln) for ln in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return s, ck, [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+
+    s1, c1, m1 = run("a")
+    s2, c2, m2 = run("b")
+    assert m1 == m2
+    assert all(torch.equal(c1["model"][k], c2["model"][k]) for k in c1["model"])
+    s3 = run_training("s8_bn", overrides=TINY[1::2], runs_dir=tmp_path, name="c", seed=7, device="cpu")
+    assert s3["seed"] == 7 and s3["final_test_acc"] is not None
+
+
+@pytest.mark.parametrize("scheduler,optimizer", [
+    ("{name: step, step_size: 1, gamma: 0.5}", "{name: sgd, lr: 0.05}"),
+    ("{name: multistep, milestones: [1], gamma: 0.1}", "{name: adam, lr: 0.001}"),
+    ("{name: cosine}", "{name: adamw, lr: 0.001}"),
+    ("{name: plateau, patience: 0}", "{name: sgd, lr: 0.05, nesterov: true}"),
+    ("{name: none}", "{name: sgd, lr: 0.01, momentum: 0}"),
+])
+def test_schedulers_and_optimizers(tmp_path, scheduler, optimizer):
+    from cifarctl.train import run_training
+
+    s = run_training("s8_bn", overrides=[*TINY[1::2], f"scheduler={scheduler}", f"optimizer={optimizer}",
+                                         "data.source=synthetic:128:32"],
+                     runs_dir=tmp_path, device="cpu")
+    assert s["status"] == "completed" and s["epochs_done"] == 2
+    rows = [json.loads(ln) for ln in (Path(s["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    if scheduler.startswith("{name: step"):
+        assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] / 2)
+
+
+def test_final_batch_of_one_is_dropped(tmp_path):
+    from cifarctl.engine import count_steps
+    from cifarctl.train import run_training
+
+    assert count_steps(129, 64) == 2 and count_steps(130, 64) == 3 and count_steps(128, 64) == 2
+    s = run_training("s8_bn", overrides=["data.source=synthetic:129:20", "data.batch_size=64", "epochs=1",
+                                         "data.augment=[]"], runs_dir=tmp_path, device="cpu")
+    assert s["status"] == "completed" and s["steps"] == 2
+
+
+def test_albumentations_fallback_with_workers(cli, runs_dir):
+    res = cli("train", "s8_bn", *TINY, "--set", "epochs=1", "--set", "data.augment_backend=albumentations",
+              "--set", "data.workers=2", "--runs-dir", runs_dir)
+    assert res.exit_code == 0, res.output
+    assert "augmentation: albumentations per image in 2 DataLoader worker(s)" in res.output
+    assert "data.augment_backend is albumentations" in res.output
+    assert_complete(only_run(runs_dir), 1)
+
+
+def test_run_dirs_never_collide(tmp_path):
+    from cifarctl.runs import create_run_dir
+
+    made, barrier = [], threading.Barrier(8)
+
+    def make():
+        barrier.wait()
+        made.append(create_run_dir(tmp_path, "r"))
+
+    threads = [threading.Thread(target=make) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(made)) == 8 and all(p.is_dir() for p in made)
+    assert create_run_dir(tmp_path, "r", name="mine").name == "mine"
+    assert create_run_dir(tmp_path, "r", name="mine").name == "mine-2"
+
+
+# ------------------------------------------------------------------------ refusals
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "optimizer.lr=-1"], "optimizer.lr"),
+    (["--set", "data.batchsize=3"], "unknown key"),
+    (["--set", "scheduler.max_lr=auto"], "--set scheduler.max_lr=0.01"),
+    (["--device", "tpu"], "--device"),
+    (["--set", "model=nope"], "unknown model"),
+])
+def test_bad_input_exits_2_and_creates_nothing(cli, runs_dir, args, needle):
+    res = cli("train", "s8_bn", *TINY, *args, "--runs-dir", runs_dir)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_max_lr_auto_recipe_is_refused(cli, runs_dir):
+    res = cli("train", "s10_resnet_custom", "--runs-dir", runs_dir)
+    assert res.exit_code == 2
+    assert "max_lr: auto needs the LR range test" in res.output
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+# ------------------------------------------------------------------------ guards
+def test_nan_guard_exit_3_keeps_last_good_checkpoint(cli, runs_dir, monkeypatch):
+    monkeypatch.setenv("CIFARCTL_TEST_NAN_AT_STEP", "6")  # epoch 2, step 2
+    res = cli("train", "s8_bn", *TINY, "--runs-dir", runs_dir)
+    assert res.exit_code == 3, res.output
+    assert "diverged at step 6 (loss=nan)" in res.output and "lower the learning rate" in res.output
+    run = only_run(runs_dir)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "diverged at step 6" in summary["error"]
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_huge_lr_diverges(cli, runs_dir):
+    res = cli("train", "s8_bn", *TINY, "--set", "scheduler={name: none}", "--set", "optimizer.lr=1e12",
+              "--set", "model_args.dropout=0", "--runs-dir", runs_dir)
+    assert res.exit_code == 3, res.output
+    assert "diverged at step" in res.output
+
+
+def test_negative_loss_exit_4(cli, runs_dir):
+    res = cli("train", "s8_bn", *TINY, "--set", "loss={name: nll}", "--set", "epochs=3", "--runs-dir", runs_dir)
+    assert res.exit_code == 4, res.output
+    assert "loss is negative" in res.output
+    assert "'nll' expects log-probabilities but the model outputs logits" in res.output
+    assert "use loss: {name: cross_entropy}" in res.output
+    summary = json.loads((only_run(runs_dir) / "summary.json").read_text())
+    assert summary["status"] == "failed" and "loss is negative" in summary["error"]
+
+
+def test_unexpected_failure_exit_1_traceback_in_log(cli, runs_dir, monkeypatch):
+    from cifarctl import runs
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runs, "write_curves", broken)
+    res = cli("train", "s8_bn", *TINY, "--set", "epochs=1", "--runs-dir", runs_dir)
+    assert res.exit_code == 1
+    assert "training failed: OSError" in res.output
+    run = only_run(runs_dir)
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+    assert "Traceback (most recent call last)" in (run / "log.txt").read_text()
+
+
+def test_param_budget_warning(cli, runs_dir):
+    res = cli("train", "s8_bn", *TINY, "--set", "epochs=1", "--set", "target.max_params=1000",
+              "--runs-dir", runs_dir)
+    assert res.exit_code == 0
+    assert "warning: s8_bn has 43,266 params, over target.max_params 1,000" in res.output
+    assert "params 43,266 > 1,000 (FAIL)" in res.output
+
+
+# ------------------------------------------------------------------------ terminal UI
+def test_progress_ui_on_a_pseudo_terminal(tmp_path):
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: a 100x40 terminal
+        os.environ.update({"COLUMNS": "100", "LINES": "40", "TERM": "xterm-256color"})
+        os.environ.pop("NO_COLOR", None)
+        os.execv(sys.executable, [*CLI, "train", "s8_bn", *TINY, "--runs-dir", str(tmp_path)])
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    out = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 120)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    assert "\x1b[" in text            # a live display, not plain lines
+    assert "━" in text                # rich progress bars
+    assert "epoch 2/2" in text
+    assert "accuracy and loss by epoch" in text and "┌" in text  # the plotext chart panel
+
+
+# ------------------------------------------------------------------------ every bundled recipe
+def _bundled():
+    from cifarctl.recipe import bundled_recipes
+
+    return sorted(bundled_recipes())
+
+
+@pytest.mark.parametrize("name", _bundled())
+def test_bundled_recipe_one_epoch_on_jpeg_copy(name, jpeg_archive, tmp_path):
+    from cifarctl.recipe import load_recipe
+
+    recipe = load_recipe(name)
+    sets = [f"data.source={jpeg_archive}", "epochs=1", "data.train_subset=200", "data.test_subset=100",
+            f"data.batch_size={min(recipe.data.batch_size, 100)}", "data.workers=0"]
+    if getattr(recipe.scheduler, "max_lr", None) == "auto":
+        sets.append("scheduler.max_lr=0.01")
+    args = [a for s in sets for a in ("--set", s)]
+    proc = subprocess.run([*CLI, "train", name, *args, "--runs-dir", str(tmp_path), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "\x1b" not in proc.stdout and len(epoch_lines(proc.stdout)) == 1
+    summary = assert_complete(only_run(tmp_path), 1)
+    assert summary["model"] == recipe.model
+
+
+def test_shared_archive_path_matches_conftest():
+    assert SHARED_ARCHIVE == Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.xz"
