@@ -6,8 +6,10 @@ cost does not depend on content) and end with the same normalized float32 batch:
 * device: the data set as uint8 NCHW on --device, batches indexed from a permutation and
   augmented by ``cifarctl.augment.compile_steps(...)`` (the engine's path);
 * albumentations: ``AlbumentationsDataset`` in a DataLoader (batch collation included) with
-  0 workers and with --workers workers (persistent; the best of --repeat epochs, so worker
-  start-up is not counted against albumentations).
+  0 workers and with --workers workers (persistent, started before timing).
+
+The three paths run interleaved, --repeat epochs each; the best epoch is reported (and the
+median): other work on a shared machine slows whichever path it happens to overlap.
 
 Steps: s10 = PadIfNeeded 40 (reflect_101) + RandomCrop 32 + HorizontalFlip + CoarseDropout 8x8
 mean + Normalize; s9 = HorizontalFlip + Affine (shift 0.1, scale 0.9-1.1, rotate 15, mean fill)
@@ -53,6 +55,9 @@ STEPS = {
 }
 
 
+epoch_info: dict = {}
+
+
 def sync(device) -> None:
     import torch
 
@@ -60,46 +65,49 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_device(steps, images, batch: int, device, repeat: int) -> list[float]:
-    """Seconds per epoch (one per repeat) of index + DeviceAugment over the whole data set."""
+def device_epoch(steps, images, batch: int, device):
+    """A function timing one epoch of index + DeviceAugment over the whole data set."""
     import torch
 
     from cifarctl.augment import compile_steps
 
     aug = compile_steps(steps, None, device)
     assert aug is not None, "every benchmark step has a device version"
+    epoch_info["device_augment_cpu_threads"] = aug.cpu_threads
     data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
     g = torch.Generator(device=device).manual_seed(0)
     n = len(data)
     aug(data[:batch], g)  # warm-up (CUDA context, allocator)
-    times = []
-    for _ in range(repeat):
+
+    def epoch() -> float:
         sync(device)
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=g, device=device)
         for s in range(0, n, batch):
             out = aug(data[perm[s:s + batch]], g)
         sync(device)
-        times.append(time.perf_counter() - t0)
         assert out.dtype == torch.float32
-    return times
+        return time.perf_counter() - t0
+    return epoch
 
 
-def bench_albumentations(steps, images, batch: int, workers: int, repeat: int) -> list[float]:
-    """Seconds per epoch of a DataLoader over AlbumentationsDataset (persistent workers)."""
+def albumentations_epoch(steps, images, batch: int, workers: int):
+    """A function timing one epoch of a DataLoader over AlbumentationsDataset."""
     import numpy as np
 
     from cifarctl.augment import make_albumentations_loader
 
     loader = make_albumentations_loader(images, np.zeros(len(images), dtype=np.int64), steps, None,
                                         batch_size=batch, workers=workers, seed=0)
-    times = []
-    for _ in range(repeat):
+    if workers:
+        next(iter(loader))  # start the (persistent) workers outside the timing
+
+    def epoch() -> float:
         t0 = time.perf_counter()
-        for x, _ in loader:
+        for _ in loader:
             pass
-        times.append(time.perf_counter() - t0)
-    return times
+        return time.perf_counter() - t0
+    return epoch
 
 
 def machine(device) -> dict:
@@ -116,6 +124,7 @@ def machine(device) -> dict:
         "platform": platform.platform(), "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "albumentations": albumentations.__version__, "device": str(device), "device_name": name,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "date": date.today().isoformat(),
     }
 
@@ -144,12 +153,16 @@ def main() -> None:
     rows = []
     for name in args.steps:
         steps = STEPS[name]
-        runs = {
-            f"device ({device.type}, batched)": bench_device(steps, images, args.batch, device, args.repeat),
-            "albumentations, 0 workers": bench_albumentations(steps, images, args.batch, 0, args.repeat),
-            f"albumentations, {args.workers} workers": bench_albumentations(
-                steps, images, args.batch, args.workers, max(2, args.repeat)),
+        epochs = {
+            f"device ({device.type}, batched)": device_epoch(steps, images, args.batch, device),
+            "albumentations, 0 workers": albumentations_epoch(steps, images, args.batch, 0),
+            f"albumentations, {args.workers} workers": albumentations_epoch(
+                steps, images, args.batch, args.workers),
         }
+        runs = {path: [] for path in epochs}
+        for _ in range(args.repeat):  # interleaved, so a noisy moment hits every path alike
+            for path, epoch in epochs.items():
+                runs[path].append(epoch())
         best_alb = max(args.n / min(t) for k, t in runs.items() if k.startswith("albumentations"))
         for path, times in runs.items():
             ips = args.n / min(times)
@@ -161,7 +174,9 @@ def main() -> None:
 
     print(f"\nAugmentation throughput, {args.n} images, batch {args.batch}, "
           f"{info['device_name']} ({info['cpu_count']} CPUs, torch {info['torch']}, "
-          f"{info['torch_threads']} threads)\n")
+          f"{info['torch_threads']} threads; DeviceAugment on the CPU uses "
+          f"{epoch_info.get('device_augment_cpu_threads')}; load average before "
+          f"{', '.join(f'{v:.1f}' for v in info['load_average'] or ())})\n")
     print("| steps | path | img/s (best) | img/s (median) | vs best albumentations |")
     print("|---|---|---:|---:|---:|")
     for r in rows:
@@ -170,7 +185,7 @@ def main() -> None:
     if args.json:
         out = {"benchmark": "augment", "machine": info, "config": {k: v for k, v in vars(args).items()
                                                                      if k != "json"},
-               "steps": {k: STEPS[k] for k in args.steps}, "results": rows}
+               "steps": {k: STEPS[k] for k in args.steps}, "results": rows, **epoch_info}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 

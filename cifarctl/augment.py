@@ -20,8 +20,9 @@ then runs :func:`build_albumentations` per image in DataLoader workers
 
 from __future__ import annotations
 
+import functools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,15 +58,17 @@ def _fill_tensor(fill: Any, like: torch.Tensor, rounding: bool) -> torch.Tensor:
     vals = _fill_values(fill, like.shape[1])
     if not like.is_floating_point():
         vals = [min(255, max(0, round(v) if rounding else int(v))) for v in vals]
-    return torch.tensor(vals, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+    return _constant(tuple(vals), like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(vals: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # Cached: a fresh host-to-device copy per batch would stall a CUDA stream.
+    return torch.tensor(vals, dtype=dtype, device=device).view(1, -1, 1, 1)
 
 
 def _rand(n: int, g, device, *shape: int) -> torch.Tensor:
     return torch.rand(n, *shape, generator=g, device=device)
-
-
-def _uniform(n: int, lo: float, hi: float, g, device) -> torch.Tensor:
-    return _rand(n, g, device).mul_(hi - lo).add_(lo)
 
 
 def _randint(n: int, lo: int, hi: int, g, device, *shape: int) -> torch.Tensor:
@@ -109,8 +112,15 @@ class _Pad:
     position: str
     mode: str
     fill: Any
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def maps(self, b, h, w, g, dev):
+        key = (h, w, dev)  # the same for every batch: build it once
+        if key not in self._cache:
+            self._cache[key] = self._maps(h, w, dev)
+        return self._cache[key]
+
+    def _maps(self, h, w, dev):
         def split(cur, want):
             if want is None or cur >= want:
                 return 0, 0
@@ -204,9 +214,8 @@ class _Geometry:
 
 
 def _blend(x: torch.Tensor, hole: torch.Tensor, value: torch.Tensor) -> None:
-    """In place: x = value where hole else x. uint8 wraps around, so (x - v) * keep + v is exact."""
-    keep = (~hole).to(x.dtype)
-    x.sub_(value).mul_(keep).add_(value)
+    """In place: x = value where hole (0/1, x's dtype) else x; uint8 wraps, so this is exact."""
+    x.sub_(value).mul_(1 - hole).add_(value)
 
 
 @dataclass
@@ -236,14 +245,16 @@ class _Cutout:
         if self.holes[0] != self.holes[1]:
             on = on & (torch.arange(k, device=dev) < _randint(b, self.holes[0], k, g, dev, 1))
         ah, aw = torch.arange(h, device=dev), torch.arange(w, device=dev)
-        rows = (ah >= y0.unsqueeze(2)) & (ah < (y0 + hh).unsqueeze(2)) & on.unsqueeze(2)  # (b, k, h)
-        cols = (aw >= x0.unsqueeze(2)) & (aw < (x0 + ww).unsqueeze(2))  # (b, k, w)
+        # 0/1 in x's dtype: multiplying is much faster than bool ops + any() on the CPU.
+        rows = ((ah >= y0.unsqueeze(2)) & (ah < (y0 + hh).unsqueeze(2)) & on.unsqueeze(2)).to(x.dtype)
+        cols = ((aw >= x0.unsqueeze(2)) & (aw < (x0 + ww).unsqueeze(2))).to(x.dtype)  # (b, k, w)
         if self.fill == "random_uniform":  # one colour per hole, later holes on top
             for i in range(k):
                 colour = torch.randint(0, 256, (b, c, 1, 1), generator=g, device=dev).to(x.dtype)
-                _blend(x, (rows[:, i, :, None] & cols[:, i, None, :]).unsqueeze(1), colour)
+                _blend(x, (rows[:, i, :, None] * cols[:, i, None, :]).unsqueeze(1), colour)
             return x, True
-        hole = (rows.unsqueeze(3) & cols.unsqueeze(2)).any(1).unsqueeze(1)  # (b, 1, h, w)
+        hole = rows.unsqueeze(3) * cols.unsqueeze(2)  # (b, k, h, w)
+        hole = hole[:, :1] if k == 1 else hole.amax(1, keepdim=True)
         if self.fill == "random":
             value = torch.randint(0, 256, (b, c, h, w), generator=g, device=dev).to(x.dtype)
         else:
@@ -277,32 +288,45 @@ class _Affine:
     mode: str
     fill: Any
     p: float
+    subset: bool | None = None  # warp only the selected images; None: on the CPU only
 
-    def _scale(self, b, rng, g, dev):
-        lo, hi = float(rng[0]), float(rng[1])
-        if not self.balanced:
-            return _uniform(b, lo, hi, g, dev)
-        if lo < 1 < hi:  # pick the lower or the upper interval with equal odds
-            low, high = _uniform(b, lo, 1.0, g, dev), _uniform(b, 1.0, hi, g, dev)
-            return torch.where(_rand(b, g, dev) < 0.5, low, high)
-        if lo < 1 or hi > 1:
-            return _uniform(b, min(lo, 1.0), max(hi, 1.0), g, dev)
-        return torch.ones(b, device=dev)
+    def _bounds(self, dev) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low/high of the 7 uniform draws: tx, ty, shear x, shear y, scale x, scale y, rotate."""
+        t = self.translate_px or self.translate_percent
+        px = 1 if self.translate_px is not None else 0  # whole pixels: randint(lo, hi) inclusive
+        lo = [float(t["x"][0]), float(t["y"][0]), *(float(self.shear[k][0]) for k in "xy"),
+              *(float(self.scale[k][0]) for k in "xy"), float(self.rotate[0])]
+        hi = [float(t["x"][1]) + px, float(t["y"][1]) + px, *(float(self.shear[k][1]) for k in "xy"),
+              *(float(self.scale[k][1]) for k in "xy"), float(self.rotate[1])]
+        lo_t = _constant(tuple(lo), torch.float32, dev).view(1, 7)
+        return lo_t, _constant(tuple(hi), torch.float32, dev).view(1, 7) - lo_t
 
     def _theta(self, b, h, w, g, dev) -> torch.Tensor:
         """(b, 2, 3) sampling matrices in grid_sample coordinates, as albumentations samples."""
+        u = _rand(b, g, dev, 9)  # one draw for all parameters (few kernels on a GPU)
+        lo, span = self._bounds(dev)
+        v = torch.addcmul(lo, u[:, :7], span)
         if self.translate_px is not None:
-            tx = _randint(b, int(self.translate_px["x"][0]), int(self.translate_px["x"][1]), g, dev).float()
-            ty = _randint(b, int(self.translate_px["y"][0]), int(self.translate_px["y"][1]), g, dev).float()
+            t = self.translate_px
+            tx = v[:, 0].floor().clamp_(max=float(t["x"][1]))  # u < 1, but float rounding
+            ty = v[:, 1].floor().clamp_(max=float(t["y"][1]))
         else:  # int(uniform * size): truncated to whole pixels
-            tx = (_uniform(b, *self.translate_percent["x"], g, dev) * w).trunc()
-            ty = (_uniform(b, *self.translate_percent["y"], g, dev) * h).trunc()
-        shx = torch.tan(torch.deg2rad(-_uniform(b, *self.shear["x"], g, dev)))
-        shy = torch.tan(torch.deg2rad(-_uniform(b, *self.shear["y"], g, dev)))
-        sx = self._scale(b, self.scale["x"], g, dev)
-        sy = sx if self.keep_ratio else self._scale(b, self.scale["y"], g, dev)
-        rad = torch.deg2rad(_uniform(b, *self.rotate, g, dev))
-        cos, sin = torch.cos(rad), torch.sin(rad)
+            tx, ty = (v[:, 0] * w).trunc(), (v[:, 1] * h).trunc()
+        sx, sy = v[:, 4], v[:, 5]
+        if self.balanced:  # below or above 1 with equal odds, when the range spans 1
+            pick = []
+            for i, key in ((4, "x"), (5, "y")):
+                a, z = float(self.scale[key][0]), float(self.scale[key][1])
+                if a < 1 < z:
+                    pick.append(torch.where(u[:, i + 3] < 0.5, a + u[:, i] * (1 - a), 1 + u[:, i] * (z - 1)))
+                else:
+                    pick.append(v[:, i] if a < 1 or z > 1 else torch.ones_like(v[:, i]))
+            sx, sy = pick
+        if self.keep_ratio:
+            sy = sx
+        ang = torch.deg2rad(v[:, [2, 3, 6]])
+        shx, shy = torch.tan(-ang[:, 0]), torch.tan(-ang[:, 1])  # albumentations negates shear
+        cos, sin = torch.cos(ang[:, 2]), torch.sin(ang[:, 2])
         # Forward map about the image centre: L = Shear @ Rotate @ Scale, then translate.
         r00, r01, r10, r11 = cos * sx, sin * sy, -sin * sx, cos * sy
         a, bb, c, d = r00 + shx * r10, r01 + shx * r11, shy * r00 + r10, shy * r01 + r11
@@ -319,7 +343,8 @@ class _Affine:
         dev = x.device
         theta = self._theta(b, h, w, g, dev)
         sel = _rand(b, g, dev) < self.p
-        if dev.type == "cpu":  # warp only the selected images (nonzero would sync a GPU)
+        subset = dev.type == "cpu" if self.subset is None else self.subset
+        if subset:  # warp only the selected images (nonzero would sync a GPU: warp all there)
             idx = sel.nonzero().squeeze(1)
             if idx.numel() == 0:
                 return x, owned
@@ -342,7 +367,7 @@ class _Affine:
             warped = warped.add_(0.5).clamp_(0, 255).to(torch.int32).to(x.dtype)
         else:
             warped = warped.to(x.dtype)
-        if dev.type == "cpu":  # out[i] = warped[rank(i)] if selected: one index_select
+        if subset:  # out[i] = warped[rank(i)] if selected: one index_select
             pick = torch.arange(b, device=dev)
             pick[idx] = torch.arange(b, b + idx.numel(), device=dev)
             return torch.cat([x, warped]).index_select(0, pick), True
@@ -416,10 +441,13 @@ class DeviceAugment:
     """
 
     def __init__(self, ops: list, mean, std, max_pixel_value: float = 255.0, device="cpu",
-                 names: tuple[str, ...] = ()):
+                 names: tuple[str, ...] = (), cpu_threads: int | None = 1):
         self.ops = ops
         self.device = torch.device(device)
         self.names = names
+        # On the CPU these ops are too small to gain from more threads, and an OpenMP team
+        # with one thread descheduled (a busy machine) runs ~10x slower: use one thread.
+        self.cpu_threads = cpu_threads if self.device.type == "cpu" else None
         m = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         s = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.scale = 1.0 / (s * max_pixel_value)
@@ -442,12 +470,19 @@ class DeviceAugment:
         return self._nchw(x).float().mul_(self.scale).add_(self.bias)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = self._nchw(x)
-        owned = False
-        for op in self.ops:
-            x, owned = op(x, generator, owned)
-        x = x if x.dtype == torch.float32 and owned else x.float()
-        return x.mul_(self.scale).add_(self.bias)
+        threads = torch.get_num_threads()
+        if self.cpu_threads and threads > self.cpu_threads:
+            torch.set_num_threads(self.cpu_threads)
+        try:
+            x = self._nchw(x)
+            owned = False
+            for op in self.ops:
+                x, owned = op(x, generator, owned)
+            x = x if x.dtype == torch.float32 and owned else x.float()
+            return x.mul_(self.scale).add_(self.bias)
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
 
 def compile_steps(steps: list[dict], normalize: Any = None, device: str | torch.device = "cpu"

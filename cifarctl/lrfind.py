@@ -142,8 +142,9 @@ def suggest(
         keep = n - 1 if diverged and n > 3 else n
         w_lrs, w_loss = lrs_a[:keep], loss_a[:keep]
         if n >= 3:
-            notes.append(f"short sweep ({n} points): valley and minimum/10 use all of it and are "
-                         "rough; use >= 17 steps (100 is the default).")
+            fix = ("lower start_lr or end_lr" if diverged and n < num_iter
+                   else "use >= 17 steps (100 is the default)")
+            notes.append(f"short sweep ({n} points): valley and minimum/10 use all of it and are rough; {fix}.")
     if len(w_loss) >= 3:
         out["valley"] = float(w_lrs[valley_index(w_loss)])
         out["min_div_10"] = float(w_lrs[int(w_loss.argmin())]) / 10
@@ -165,6 +166,8 @@ def suggest(
 
 def recommend(suggestions: dict[str, float | None], prefer: str = "valley") -> tuple[float | None, str | None, str]:
     """(lr, which, reason): ``prefer`` when available, else the next in PREFERENCE."""
+    if prefer not in SUGGESTIONS:
+        raise UsageError(f"unknown suggestion {prefer!r}: expected one of {', '.join(SUGGESTIONS)}")
     order = (prefer,) + tuple(k for k in PREFERENCE if k != prefer)
     for k in order:
         if suggestions.get(k) is not None:
@@ -180,8 +183,8 @@ def analyse(
     """Build an :class:`LRFindResult` (suggestions, recommendation, notes) from a sweep."""
     suggestions, notes = suggest(lrs, smoothed, num_iter, start_lr, end_lr, diverged)
     if diverged and lrs:
-        notes.insert(0, f"The loss diverged at lr {lrs[-1]:.2e} after {len(lrs)} of {num_iter} "
-                        "iterations; the suggestions use the points before it.")
+        notes.insert(0, f"The loss diverged near lr {lrs[-1]:.2e}: stopped after {len(lrs)} of "
+                        f"{num_iter} steps; the suggestions use the points before it.")
     elif diverged:
         notes.insert(0, "The loss was not finite from the first step: lower start_lr.")
     rec, which, reason = recommend(suggestions, prefer)
@@ -255,7 +258,7 @@ def run_lr_find(
     recipe,
     *,
     data_source: str | None = None,
-    device: str = "auto",
+    device: str | Any = "auto",
     optimizer: str | None = None,
     weight_decay: float | None = None,
     batch_size: int | None = None,
@@ -288,7 +291,7 @@ def run_lr_find(
     if step_mode not in ("exp", "linear"):
         raise UsageError(f"step_mode must be 'exp' or 'linear' (got {step_mode!r})")
     recipe = _override(recipe, optimizer, weight_decay, batch_size)
-    dev = engine.resolve_device(device)
+    dev = device if isinstance(device, torch.device) else engine.resolve_device(device)
 
     if data is None:
         from cifarctl.data import load_cifar, resolve_source
@@ -355,7 +358,7 @@ def run_lr_find(
     return result
 
 
-def resolve_max_lr(recipe, *, model=None, data=None, data_source: str | None = None, device: str = "auto",
+def resolve_max_lr(recipe, *, model=None, data=None, data_source: str | None = None, device: str | Any = "auto",
                    progress: Progress | None = None) -> tuple[float, LRFindResult | None]:
     """The OneCycle peak lr of ``recipe``: ``(max_lr, None)`` when it is a number; for
     ``scheduler.max_lr: auto``, ``(recommended, result)`` from a range test run with the

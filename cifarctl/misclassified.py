@@ -89,7 +89,7 @@ def load_model_and_test_data(target: str | os.PathLike, *, which: str = "best",
     import torch
 
     from cifarctl.builders import resolve_device
-    from cifarctl.data import load_cifar
+    from cifarctl.data import load_cifar, resolve_source
     from cifarctl.feed import make_normalizer
     from cifarctl.registry import create_model
     from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of
@@ -108,9 +108,10 @@ def load_model_and_test_data(target: str | os.PathLike, *, which: str = "best",
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: weights do not fit {ckpt['model_name']} ({first})") from None
     model.to(dev).eval()
-    source = data_source or ckpt.get("data_source") or data.get("source")
-    arrays = load_cifar(source, progress=False, test_subset=data.get("test_subset"),
-                        seed=int(recipe.get("seed", 0)))
+    # the same data as `cifarctl eval` (cifarctl.evaluate): source, subsets and seed of the run
+    source = resolve_source(data_source or data.get("source") or ckpt.get("data_source"))
+    arrays = load_cifar(source, progress=False, train_subset=data.get("train_subset"),
+                        test_subset=data.get("test_subset"), seed=int(recipe.get("seed", 0)))
     classes = list(ckpt.get("classes") or arrays.classes)
     normalize = make_normalizer(ckpt.get("normalize") or data.get("normalize"), dev, data.get("augment"))
     test_x = torch.from_numpy(np.ascontiguousarray(arrays.test_x.transpose(0, 3, 1, 2))).to(dev)

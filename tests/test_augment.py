@@ -152,13 +152,36 @@ def test_deterministic_steps_match_albumentations_exactly(border_mode):
     np.testing.assert_array_equal(pixels(dev), pixels(alb))
 
 
-def test_affine_with_fixed_parameters_matches_cv2():
+FIXED_AFFINES = {
+    "affine": {"Affine": {"rotate": [-20, -20], "scale": {"x": [0.8, 0.8], "y": [1.1, 1.1]},
+                          "translate_percent": {"x": [0.1, 0.1], "y": [-0.05, -0.05]},
+                          "shear": {"x": [8, 8], "y": [-4, -4]}, "fill": "mean", "p": 1.0}},
+    "affine_px_replicate": {"Affine": {"rotate": [30, 30], "scale": [0.9, 0.9], "translate_px": [-3, -3],
+                                       "border_mode": 1, "p": 1.0}},
+    "ssr_reflect": {"ShiftScaleRotate": {"shift_limit": [0.08, 0.08], "scale_limit": [0.2, 0.2],
+                                         "rotate_limit": [-45, -45], "border_mode": 2, "p": 1.0}},
+}
+
+
+@pytest.mark.parametrize("name", list(FIXED_AFFINES))
+def test_affine_with_fixed_parameters_matches_cv2(name):
     imgs = images(32)
-    steps = [{"Affine": {"rotate": [-20, -20], "scale": {"x": [0.8, 0.8], "y": [1.1, 1.1]},
-                         "translate_percent": {"x": [0.1, 0.1], "y": [-0.05, -0.05]},
-                         "shear": {"x": [8, 8], "y": [-4, -4]}, "fill": "mean", "p": 1.0}}]
+    steps = [FIXED_AFFINES[name]]
     diff = np.abs(pixels(run_device(steps, imgs)) - pixels(run_albumentations(steps, imgs)))
     assert diff.max() <= 1 and diff.mean() < 0.01  # cv2 interpolates in fixed point
+
+
+def test_affine_gpu_strategy_equals_cpu_strategy():
+    """CUDA warps every image and keeps the selected ones (no sync); the CPU warps only those."""
+    aug = compile_steps(EXAMPLE, None, "cpu")
+    x = torch.from_numpy(images(64)).permute(0, 3, 1, 2).contiguous()
+    affine = next(op for op in aug.ops if type(op).__name__ == "_Affine")
+    outs = []
+    for subset in (True, False):
+        affine.subset = subset
+        outs.append(aug(x, torch.Generator().manual_seed(3)))
+    affine.subset = None
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
 
 
 def test_flip_fraction_matches_p():
@@ -234,6 +257,18 @@ def test_affine_fraction_and_border_fill():
         fill = (px == MEAN_RGB).all(-1)
         border = fill[:, [0, -1], :].any(axis=(1, 2)) | fill[:, :, [0, -1]].any(axis=(1, 2))
         assert border[changed].mean() > 0.9 and not fill[~changed].any()
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_affine_scale_sampling_matches(balanced):
+    """On a flat image only zooming out (scale < 1) changes pixels (fill at the border)."""
+    imgs = np.full((1500, 32, 32, 3), 200, np.uint8)
+    steps = [{"Affine": {"scale": [0.5, 2.0], "balanced_scale": balanced, "keep_ratio": True,
+                         "fill": 0, "p": 1.0}}]
+    want = 0.5 if balanced else 1 / 3
+    for out in (run_device(steps, imgs), run_albumentations(steps, imgs)):
+        shrunk = (pixels(out) != 200).any(axis=(1, 2, 3))
+        assert abs(shrunk.mean() - want) < 0.05
 
 
 @pytest.mark.parametrize("steps", [S10, S9], ids=["s10", "s9"])

@@ -142,10 +142,10 @@ def lr_find(
     optimizer: Annotated[Optional[OptimizerName], typer.Option("--optimizer", help="Override the recipe's optimizer.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0, help="Override the weight decay.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Override the batch size.")] = None,
-    start_lr: Annotated[Optional[float], typer.Option("--start-lr", help="First lr [default: recipe's scheduler.lr_find, else 1e-7].")] = None,
-    end_lr: Annotated[Optional[float], typer.Option("--end-lr", help="Last lr [default: recipe's, else 10].")] = None,
-    num_iter: Annotated[Optional[int], typer.Option("--num-iter", min=2, help="Steps of the sweep [default: recipe's, else 100].")] = None,
-    step_mode: Annotated[Optional[StepMode], typer.Option("--step-mode", help="lr growth [default: recipe's, else exp].")] = None,
+    start_lr: Annotated[Optional[float], typer.Option("--start-lr", help="First lr (default: the recipe's scheduler.lr_find, else 1e-7).")] = None,
+    end_lr: Annotated[Optional[float], typer.Option("--end-lr", help="Last lr (default: the recipe's, else 10).")] = None,
+    num_iter: Annotated[Optional[int], typer.Option("--num-iter", min=2, help="Steps of the sweep (default: the recipe's, else 100).")] = None,
+    step_mode: Annotated[Optional[StepMode], typer.Option("--step-mode", help="lr growth (default: the recipe's, else exp).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     runs_dir: Annotated[str, typer.Option("--runs-dir", help="Results go to RUNS_DIR/lr-find/<name>-<time>/.")] = "runs",
     json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
@@ -153,9 +153,9 @@ def lr_find(
 ) -> None:
     """Run the LR range test: raise the lr step by step, chart the loss, suggest an lr.
 
-    Suggestions: valley (recommended), steepest gradient and minimum/10. The model and
-    its optimizer are only borrowed: nothing is trained. Writes lr_find.json and
-    lr_find.png to a new folder under RUNS_DIR/lr-find/.
+    Suggests: valley (recommended), steepest gradient, minimum/10.
+    Nothing is trained: the model and optimizer are restored afterwards.
+    Writes lr_find.json and lr_find.png to RUNS_DIR/lr-find/NAME-TIME/.
     """
     from cifarctl.lrfind import make_out_dir, run_lr_find, write_lr_find
 

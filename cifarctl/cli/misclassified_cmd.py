@@ -32,17 +32,16 @@ def misclassified(
     pred: Annotated[Optional[str], typer.Option("--pred", help="Only images predicted as this class.")] = None,
     gradcam: Annotated[bool, typer.Option("--gradcam", help="Overlay Grad-CAM maps of the predicted class.")] = False,
     layer: Annotated[Optional[str], typer.Option("--layer", help="Grad-CAM layer (a name from `cifarctl summary`); default: the last conv with a spatial output.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="PNG path [default: RUN_DIR/misclassified.png].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="PNG path (default: misclassified.png in the run folder).")] = None,
     which: Annotated[Which, typer.Option("--which", help="Checkpoint of a run folder.")] = Which.best,
-    data: Annotated[Optional[str], typer.Option("--data", help="Data source [default: the one the run used].")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Data source (default: the one the run used).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     json: Annotated[bool, typer.Option("--json", help="Print the picked images as JSON only.")] = False,
 ) -> None:
     """Show the wrongest test predictions as a captioned gallery (PNG + terminal).
 
-    Each image is captioned with its true label, the predicted label and the model's
-    confidence. With --gradcam, a heat map of where the model looked for the predicted
-    class is drawn beside each image.
+    Captions: true label, predicted label, the model's confidence.
+    --gradcam draws beside each image where the model looked (Grad-CAM).
     """
     from cifarctl.misclassified import find_misclassified, render_gallery, write_grid
 

@@ -52,7 +52,8 @@ def final_lines(summary: dict) -> list[str]:
     lines = []
     if summary.get("best_test_acc") is not None:
         lines.append(f"best test acc {summary['best_test_acc']:.2f}% (epoch {summary['best_epoch']})  "
-                     f"final {summary['final_test_acc']:.2f}%  {summary['epochs_done']} epochs in "
+                     f"final {summary['final_test_acc']:.2f}%  {summary['epochs_done']} "
+                     f"epoch{'s' if summary['epochs_done'] != 1 else ''} in "
                      f"{fmt_seconds(summary.get('total_seconds') or 0)}")
     target = summary.get("target") or {}
     checks = target.get("checks") or []
@@ -93,19 +94,22 @@ class TrainView:
 
     # -- lifecycle
     def __enter__(self) -> TrainView:
-        if self.tty:
-            from rich.live import Live
-
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(bar_width=None),
-                MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=self.console, expand=True)
-            self.screen = _Screen(self.progress)
-            self.live = Live(self.screen, console=self.console, refresh_per_second=4,
-                             transient=False, redirect_stdout=False, redirect_stderr=False)
-            self.live.start()
         return self
+
+    def _open(self) -> None:
+        """Start the live display (on the "start" event: after data loading, which may
+        show its own progress bar, and rich allows one live display at a time)."""
+        from rich.live import Live
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(bar_width=None),
+            MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=self.console, expand=True)
+        self.screen = _Screen(self.progress)
+        self.live = Live(self.screen, console=self.console, refresh_per_second=4,
+                         transient=False, redirect_stdout=False, redirect_stderr=False)
+        self.live.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
@@ -148,7 +152,8 @@ class TrainView:
     def _start(self, ev: dict) -> None:
         self.history = list(ev.get("history") or [])
         self.line(start_line(ev))
-        if self.progress is not None:
+        if self.tty and self.live is None:
+            self._open()
             self.epoch_task = self.progress.add_task("epochs", total=ev["epochs"], completed=ev["epoch"],
                                                      stats="")
             self.batch_task = self.progress.add_task(f"epoch {ev['epoch'] + 1}", total=ev["steps"], stats="")
@@ -180,8 +185,11 @@ class TrainView:
             return
         from cifarctl.ui.charts import epoch_chart
 
+        room = self.console.height - 9  # keep the bars and the scrollback line on screen
+        if room < 8:
+            return
         width = max(40, min(self.console.width, 140) - 4)
-        text = epoch_chart(self.history, width=width, height=self.chart_height)
+        text = epoch_chart(self.history, width=width, height=min(self.chart_height, room))
         self.screen.chart = Panel(Text.from_ansi(text), title="accuracy and loss by epoch",
                                   border_style="dim", expand=False)
         self.live.refresh()

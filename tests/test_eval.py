@@ -1,0 +1,97 @@
+"""cifarctl eval: reproduces the run's last test accuracy, tables, eval.json, options."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    import cifarctl.cli.train_cmd  # noqa: F401
+    from cifarctl.cli import app
+
+    runs = tmp_path_factory.mktemp("eval-runs")
+    res = CliRunner().invoke(app, ["train", "s8_bn", *TINY, "--runs-dir", str(runs), "--name", "r"])
+    assert res.exit_code == 0, res.output
+    return runs / "r"
+
+
+def last_metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_eval_equals_last_epoch_test_acc(cli, run):
+    res = cli("eval", run, "--json")
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    last = last_metrics(run)
+    assert result["accuracy"] == last["test_acc"]
+    assert result["loss"] == pytest.approx(last["test_loss"], rel=1e-6)
+    assert result["images"] == 64 and result["split"] == "test" and result["epoch"] == 2
+    assert json.loads((run / "eval.json").read_text())["accuracy"] == result["accuracy"]
+    m = result["confusion"]
+    assert len(m) == 10 and sum(map(sum, m)) == 64
+    assert sum(m[i][i] for i in range(10)) == round(result["accuracy"] * 64 / 100)
+    assert [c["class"] for c in result["per_class"]] == result["classes"]
+    assert len(result["most_confused"]) <= 5
+    counts = [c["count"] for c in result["most_confused"]]
+    assert counts == sorted(counts, reverse=True)
+
+
+def test_eval_tables_off_tty(cli, run):
+    res = cli("eval", run)
+    assert res.exit_code == 0, res.output
+    assert "\x1b" not in res.output
+    for needle in ("accuracy", "per-class accuracy", "confusion matrix", "most confused", "airplane",
+                   "eval.json"):
+        assert needle in res.output
+
+
+def test_eval_options(cli, run):
+    best = json.loads(cli("eval", run, "--which", "best", "--json").stdout)
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert best["accuracy"] == max(r["test_acc"] for r in rows)
+    flip = json.loads(cli("eval", run, "--tta", "flip", "--json").stdout)
+    assert flip["tta"] == "flip" and 0 <= flip["accuracy"] <= 100
+    train = json.loads(cli("eval", run, "--split", "train", "--json").stdout)
+    assert train["split"] == "train" and train["images"] == 256
+    other = json.loads(cli("eval", run, "--data", "synthetic:100:50", "--json").stdout)
+    assert other["images"] == 50 and other["data"] == "synthetic:100:50"
+    res = cli("eval", run, "--tta", "five-crop")
+    assert res.exit_code == 2 and "--tta" in res.output
+    res = cli("eval", run, "--which", "first")
+    assert res.exit_code == 2
+
+
+def test_eval_loose_checkpoint_writes_beside_it(cli, run, tmp_path):
+    loose = tmp_path / "model.pt"
+    shutil.copy(run / "checkpoints" / "last.pt", loose)
+    res = cli("eval", loose, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["accuracy"] == last_metrics(run)["test_acc"]
+    assert (tmp_path / "eval.json").is_file()
+
+
+def test_eval_missing_target(cli, tmp_path):
+    res = cli("eval", tmp_path / "nothing")
+    assert res.exit_code == 2 and "no such run folder or checkpoint" in res.output
+    tmp_path.joinpath("empty").mkdir()
+    res = cli("eval", tmp_path / "empty")
+    assert res.exit_code == 2 and "no checkpoints/last.pt" in res.output
+
+
+def test_eval_on_jpeg_copy_matches_metrics(cli, jpeg_archive, tmp_path):
+    res = cli("train", "s8_bn", "--set", f"data.source={jpeg_archive}", "--set", "epochs=1",
+              "--set", "data.train_subset=200", "--set", "data.test_subset=200", "--set", "data.batch_size=50",
+              "--runs-dir", tmp_path, "--name", "jpeg")
+    assert res.exit_code == 0, res.output
+    result = json.loads(cli("eval", tmp_path / "jpeg", "--json").stdout)
+    assert result["images"] == 200
+    assert result["accuracy"] == last_metrics(tmp_path / "jpeg")["test_acc"]

@@ -1,0 +1,252 @@
+"""Checkpoints and resume: bitwise-equal weights after an interruption, signals, atomic saves."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CLI, TINY, only_run
+
+STOP = "CIFARCTL_TEST_STOP_AT_STEP"
+
+
+def weights(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def metrics(run: Path) -> list[dict]:
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 2-epoch run (4 steps per epoch) of the TINY recipe."""
+    from typer.testing import CliRunner
+
+    import cifarctl.cli.train_cmd  # noqa: F401
+    from cifarctl.cli import app
+
+    runs = tmp_path_factory.mktemp("reference")
+    res = CliRunner().invoke(app, ["train", "s8_bn", *TINY, "--runs-dir", str(runs), "--name", "ref"])
+    assert res.exit_code == 0, res.output
+    return runs / "ref"
+
+
+# ------------------------------------------------------------------------ resume equivalence
+@pytest.mark.parametrize("stop_at", [2, 4, 6], ids=["mid-epoch-1", "between-epochs", "mid-epoch-2"])
+def test_interrupted_then_resumed_equals_uninterrupted(cli, runs_dir, monkeypatch, reference, stop_at):
+    monkeypatch.setenv(STOP, str(stop_at))
+    res = cli("train", "s8_bn", *TINY, "--runs-dir", runs_dir)
+    assert res.exit_code == 130, res.output
+    assert "interrupted by SIGINT" in res.output and "--resume" in res.output
+    run = only_run(runs_dir)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == stop_at
+    assert (ckpt["progress"] is None) == (stop_at % 4 == 0)
+    if ckpt["progress"]:
+        assert ckpt["progress"]["step_in_epoch"] == stop_at % 4
+
+    monkeypatch.delenv(STOP)
+    res = cli("train", "--resume", run)  # the recipe comes from the checkpoint
+    assert res.exit_code == 0, res.output
+    assert only_run(runs_dir) == run  # appended to the same folder
+    ref, got = weights(reference), weights(run)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    assert metrics(run) == metrics(reference)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_done"] == 2
+    env = json.loads((run / "env.json").read_text())
+    assert len(env["resumes"]) == 1
+
+
+def test_resume_with_the_recipe_argument_and_different_recipe(cli, runs_dir, monkeypatch):
+    monkeypatch.setenv(STOP, "4")
+    assert cli("train", "s8_bn", *TINY, "--runs-dir", runs_dir).exit_code == 130
+    monkeypatch.delenv(STOP)
+    run = only_run(runs_dir)
+    res = cli("train", "s8_bn", *TINY, "--set", "epochs=3", "--resume", run)
+    assert res.exit_code == 2
+    assert "the recipe differs from the run's (epochs: 2 -> 3)" in res.output and "--force" in res.output
+    # data.source is the one key that may differ
+    res = cli("train", "s8_bn", *TINY, "--resume", run, "--data", "synthetic:256:64")
+    assert res.exit_code == 0, res.output
+    res = cli("train", "s8_bn", *TINY, "--resume", run)
+    assert res.exit_code == 2 and "already finished its 2 epochs" in res.output
+    res = cli("train", "s8_bn", *TINY, "--set", "epochs=3", "--resume", run, "--force")
+    assert res.exit_code == 0, res.output
+    assert [m["epoch"] for m in metrics(run)] == [1, 2, 3]
+
+
+def test_resume_of_a_missing_or_broken_run(cli, tmp_path):
+    res = cli("train", "--resume", tmp_path / "nope")
+    assert res.exit_code == 2 and "no such run folder" in res.output
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"")
+    res = cli("train", "--resume", tmp_path / "run")
+    assert res.exit_code == 2 and "last.pt: not a readable checkpoint (empty file" in res.output
+
+
+# ------------------------------------------------------------------------ real signals
+def _start(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*CLI, "train", "s8_bn", "--set", "data.source=synthetic:640:32", "--set", "data.batch_size=32",
+         "--set", "epochs=2", "--runs-dir", str(tmp_path), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_training(proc: subprocess.Popen) -> str:
+    seen = ""
+    while True:
+        line = proc.stdout.readline()
+        assert line, f"process ended early: {seen}"
+        seen += line
+        if line.startswith("training s8_bn"):
+            return seen
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_mid_epoch_and_exits(tmp_path, sig, code):
+    proc = _start(tmp_path)
+    _wait_for_training(proc)
+    time.sleep(1.5)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == code, out
+    run = only_run(tmp_path)
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] >= 1
+    name = signal.Signals(sig).name
+    assert f"{name} received" in out and f"interrupted by {name}" in out
+    if sig == signal.SIGINT:
+        done = subprocess.run([*CLI, "train", "--resume", str(run)], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+# ------------------------------------------------------------------------ atomic checkpoints
+def test_kill_9_during_save_leaves_a_loadable_last_pt(tmp_path):
+    from cifarctl.runs import load_checkpoint
+
+    env = dict(os.environ, CIFARCTL_TEST_SLOW_SAVE="2")
+    proc = subprocess.Popen([*CLI, "train", "s8_bn", *TINY, "--runs-dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 120
+        last = None
+        while time.time() < deadline:  # wait for epoch 1's last.pt, then for epoch 2's temp file
+            runs = list(tmp_path.iterdir()) if tmp_path.exists() else []
+            if runs:
+                last = runs[0] / "checkpoints" / "last.pt"
+                if last.exists() and any(p.name.startswith(".last.pt.tmp")
+                                         for p in last.parent.iterdir()):
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("never saw the second save")
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] == 1
+
+
+def test_save_is_atomic_when_replace_fails(tmp_path, monkeypatch):
+    from cifarctl import runs
+
+    path = tmp_path / "last.pt"
+    runs.save_checkpoint({"format": "cifarctl-checkpoint", "version": 1, "model": {}, "recipe": {},
+                          "model_name": "x", "epoch": 1}, path)
+
+    def boom(*a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runs.os, "replace", boom)
+    with pytest.raises(OSError):
+        runs.save_checkpoint({"format": "cifarctl-checkpoint", "version": 1, "model": {}, "recipe": {},
+                              "model_name": "x", "epoch": 2}, path)
+    monkeypatch.undo()
+    assert runs.load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+# ------------------------------------------------------------------------ unreadable checkpoints
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def _good(tmp_path: Path) -> Path:
+    from cifarctl import runs
+
+    path = tmp_path / "good.pt"
+    runs.save_checkpoint({"format": "cifarctl-checkpoint", "version": 1, "model": {"w": torch.ones(64, 64)},
+                          "recipe": {}, "model_name": "x", "epoch": 1}, path)
+    return path
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ("empty", "empty file: 0 bytes"),
+    ("truncated", "truncated or corrupted"),
+    ("bitflip", "truncated or corrupted"),
+    ("tensor", "not a cifarctl checkpoint"),
+    ("evil", "refused by weights_only loading"),
+    ("text", "truncated or corrupted"),
+])
+def test_load_checkpoint_errors_are_one_line(tmp_path, damage, needle, cli):
+    from cifarctl.errors import CheckpointError
+    from cifarctl.runs import load_checkpoint
+
+    good = _good(tmp_path)
+    bad = tmp_path / "last.pt"
+    data = good.read_bytes()
+    if damage == "empty":
+        bad.write_bytes(b"")
+    elif damage == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "bitflip":
+        flipped = bytearray(data)
+        for i in range(len(flipped) // 4, len(flipped), 97):
+            flipped[i] ^= 0xFF
+        bad.write_bytes(bytes(flipped))
+    elif damage == "tensor":
+        torch.save(torch.ones(3), bad)
+    elif damage == "evil":
+        torch.save({"format": "cifarctl-checkpoint", "payload": _Evil()}, bad)
+    else:
+        bad.write_text("hello")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(bad)
+    msg = str(info.value)
+    assert msg.startswith(f"{bad}: ") and needle in msg and "\n" not in msg
+    assert info.value.exit_code == 2
+    res = cli("eval", bad)
+    assert res.exit_code == 2 and needle in res.output
+    assert "pwned" not in res.output
+    assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1
+
+
+def test_checkpoint_holds_everything_for_resume(reference):
+    from cifarctl.runs import load_checkpoint
+
+    ckpt = load_checkpoint(reference / "checkpoints" / "last.pt")
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step", "best", "recipe",
+            "model_name", "model_args", "classes", "normalize", "cifarctl_version"} <= set(ckpt)
+    assert {"torch", "cuda", "numpy", "python", "generator"} <= set(ckpt["rng"])
+    assert ckpt["best"]["epoch"] in (1, 2) and ckpt["classes"][0] == "airplane"
+    assert pickle.dumps(ckpt["rng"]["python"])  # plain data
