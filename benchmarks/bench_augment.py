@@ -4,11 +4,13 @@ Both run the same recipe steps on the same synthetic uint8 CIFAR-sized images (a
 cost does not depend on content) and end with the same normalized float32 batch:
 
 * device: the data set as uint8 NCHW on --device, batches indexed from a permutation and
-  augmented by ``cifarctl.augment.compile_steps(...)`` (the engine's path);
+  augmented by ``cifarctl.augment.compile_steps(...)`` (the engine's path). On the CPU one
+  row per --device-threads: DeviceAugment runs with 1 intra-op thread by default (robust
+  when the machine is busy), torch's count is faster on an idle machine;
 * albumentations: ``AlbumentationsDataset`` in a DataLoader (batch collation included) with
   0 workers and with --workers workers (persistent, started before timing).
 
-The three paths run interleaved, --repeat epochs each; the best epoch is reported (and the
+The paths run interleaved, --repeat epochs each; the best epoch is reported (and the
 median): other work on a shared machine slows whichever path it happens to overlap.
 
 Steps: s10 = PadIfNeeded 40 (reflect_101) + RandomCrop 32 + HorizontalFlip + CoarseDropout 8x8
@@ -55,9 +57,6 @@ STEPS = {
 }
 
 
-epoch_info: dict = {}
-
-
 def sync(device) -> None:
     import torch
 
@@ -65,15 +64,14 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def device_epoch(steps, images, batch: int, device):
+def device_epoch(steps, images, batch: int, device, cpu_threads: int | None = None):
     """A function timing one epoch of index + DeviceAugment over the whole data set."""
     import torch
 
     from cifarctl.augment import compile_steps
 
-    aug = compile_steps(steps, None, device)
+    aug = compile_steps(steps, None, device, cpu_threads=cpu_threads)
     assert aug is not None, "every benchmark step has a device version"
-    epoch_info["device_augment_cpu_threads"] = aug.cpu_threads
     data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
     g = torch.Generator(device=device).manual_seed(0)
     n = len(data)
@@ -84,7 +82,7 @@ def device_epoch(steps, images, batch: int, device):
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=g, device=device)
         for s in range(0, n, batch):
-            out = aug(data[perm[s:s + batch]], g)
+            out = aug(data, g, index=perm[s:s + batch])  # = aug(data[perm[...]], g)
         sync(device)
         assert out.dtype == torch.float32
         return time.perf_counter() - t0
@@ -139,6 +137,9 @@ def main() -> None:
                     help="DataLoader workers of the second albumentations row")
     ap.add_argument("--repeat", type=int, default=3, help="epochs per measurement (best is reported)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--device-threads", type=int, nargs="+", default=None,
+                    help="CPU threads of DeviceAugment, one row each (default: 1, which the "
+                         "engine uses, and torch's thread count)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
 
@@ -147,14 +148,22 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device_threads is None:
+        args.device_threads = sorted({1, torch.get_num_threads()})
     device = torch.device(args.device)
     images = np.random.default_rng(0).integers(0, 256, (args.n, 32, 32, 3), dtype=np.uint8)
     info = machine(device)
     rows = []
     for name in args.steps:
         steps = STEPS[name]
-        epochs = {
-            f"device ({device.type}, batched)": device_epoch(steps, images, args.batch, device),
+        epochs = {}
+        if device.type == "cpu":
+            for n in args.device_threads:
+                epochs[f"device (cpu, batched, {n} thread{'s' if n > 1 else ''})"] = device_epoch(
+                    steps, images, args.batch, device, n)
+        else:
+            epochs[f"device ({device.type}, batched)"] = device_epoch(steps, images, args.batch, device)
+        epochs |= {
             "albumentations, 0 workers": albumentations_epoch(steps, images, args.batch, 0),
             f"albumentations, {args.workers} workers": albumentations_epoch(
                 steps, images, args.batch, args.workers),
@@ -174,8 +183,7 @@ def main() -> None:
 
     print(f"\nAugmentation throughput, {args.n} images, batch {args.batch}, "
           f"{info['device_name']} ({info['cpu_count']} CPUs, torch {info['torch']}, "
-          f"{info['torch_threads']} threads; DeviceAugment on the CPU uses "
-          f"{epoch_info.get('device_augment_cpu_threads')}; load average before "
+          f"{info['torch_threads']} threads; load average before "
           f"{', '.join(f'{v:.1f}' for v in info['load_average'] or ())})\n")
     print("| steps | path | img/s (best) | img/s (median) | vs best albumentations |")
     print("|---|---|---:|---:|---:|")
@@ -185,7 +193,7 @@ def main() -> None:
     if args.json:
         out = {"benchmark": "augment", "machine": info, "config": {k: v for k, v in vars(args).items()
                                                                      if k != "json"},
-               "steps": {k: STEPS[k] for k in args.steps}, "results": rows, **epoch_info}
+               "steps": {k: STEPS[k] for k in args.steps}, "results": rows}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 

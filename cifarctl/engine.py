@@ -8,7 +8,9 @@ scheduler, loss, precision); ``train_epochs(trainer)`` is a generator of events:
   display points (every step on CPU, every ``display_every`` steps on CUDA), running
   epoch averages as floats;
 - ``{"type": "epoch", "epoch", "epochs", "train_loss", "train_acc", "test_loss",
-  "test_acc", "lr", "seconds", "images_per_s"}`` after each epoch's test evaluation;
+  "test_acc", "lr", "seconds", "train_seconds", "images_per_s", "best"}`` after each
+  epoch's test evaluation (``seconds`` includes it, ``train_seconds`` does not; ``lr`` is
+  the last step's; ``images_per_s`` is training throughput);
 - ``{"type": "stopped", "signal", "epoch", "step"}`` when ``trainer.stop_requested`` was set
   (by a signal handler): the generator returns after the current step.
 
@@ -49,8 +51,8 @@ from cifarctl.builders import (  # noqa: F401  (build_*, amp_kwargs: public here
 )
 from cifarctl.errors import EXIT_BAD_LOSS, EXIT_DIVERGED, CifarctlError, UsageError
 from cifarctl.feed import Batches, count_steps  # noqa: F401  (count_steps: public here)
-from cifarctl.runs import capture_rng, restore_rng
 from cifarctl.recipe import Recipe
+from cifarctl.runs import capture_rng, restore_rng
 
 __all__ = [
     "DivergedError", "NegativeLossError", "Trainer", "count_steps", "evaluate", "load_state_dict",
@@ -60,7 +62,6 @@ __all__ = [
 # Test hooks (see tests/test_resume.py): deterministic stand-ins for a signal or a NaN.
 ENV_STOP_AT = "CIFARCTL_TEST_STOP_AT_STEP"
 ENV_NAN_AT = "CIFARCTL_TEST_NAN_AT_STEP"
-
 
 
 # ------------------------------------------------------------------------ guards
@@ -131,6 +132,7 @@ class LossWatch:
             step, self.pending = self.pending, None
             self._judge(float(self.buf.item()), step)
 
+
 @dataclass
 class Trainer:
     """Everything one training run holds; ``train_epochs`` advances it."""
@@ -197,7 +199,11 @@ def prepare(
     rank: int = 0,
     world_size: int = 1,
 ) -> Trainer:
-    """Seed, load the data onto the device, build model/optimizer/scheduler/loss/precision."""
+    """Seed, load the data onto the device, build model/optimizer/scheduler/loss/precision.
+
+    ``data_source`` overrides ``recipe.data.source`` (else ``$CIFARCTL_DATA``, else
+    cifar10); ``seed`` overrides ``recipe.seed``. Raises UsageError for ``max_lr: auto``.
+    """
     from cifarctl.data import load_cifar, resolve_source
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -355,6 +361,7 @@ def _epoch(t: Trainer):
     metrics = {"epoch": epoch, "train_loss": ls / max(seen, 1), "train_acc": 100.0 * c / max(seen, 1),
                "test_loss": test["loss"], "test_acc": test["acc"], "lr": lr,
                "seconds": prior_seconds + time.perf_counter() - t0,
+               "train_seconds": prior_seconds + train_time,
                "images_per_s": seen_here / max(train_time, 1e-9)}
     t.history.append(metrics)
     best = test["acc"] > t.best_acc
@@ -410,9 +417,6 @@ def evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, normalize
 def state_dict(t: Trainer) -> dict:
     """The checkpoint of ``t`` (see :mod:`cifarctl.runs` for the format)."""
     r = t.recipe
-    progress = None
-    if t.progress:
-        progress = dict(t.progress)
     return {
         "format": "cifarctl-checkpoint", "version": 1,
         "model": t.raw_model.state_dict(),
@@ -420,7 +424,7 @@ def state_dict(t: Trainer) -> dict:
         "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
         "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else None,
         "rng": capture_rng(t.generator),
-        "epoch": t.epoch, "step": t.step, "progress": progress,
+        "epoch": t.epoch, "step": t.step, "progress": dict(t.progress) if t.progress else None,
         "best": {"acc": t.best_acc, "epoch": t.best_epoch},
         "history": [dict(h) for h in t.history],
         "recipe": r.to_dict(), "model_name": r.model, "model_args": dict(r.model_args),
@@ -430,11 +434,14 @@ def state_dict(t: Trainer) -> dict:
     }
 
 
-def load_state_dict(t: Trainer, ckpt: dict) -> None:
-    """Restore model, optimizer, scheduler, scaler, RNGs and counters from a checkpoint."""
+def load_state_dict(t: Trainer, ckpt: dict, *, scheduler: bool = True) -> None:
+    """Restore model, optimizer, scheduler, scaler, RNGs and counters from a checkpoint.
+
+    ``scheduler=False`` leaves the schedule alone (see :func:`rebuild_scheduler`).
+    """
     t.raw_model.load_state_dict(ckpt["model"])
     t.optimizer.load_state_dict(ckpt["optimizer"])
-    if t.scheduler is not None and ckpt.get("scheduler") is not None:
+    if scheduler and t.scheduler is not None and ckpt.get("scheduler") is not None:
         t.scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler") is not None and t.scaler.is_enabled():
         t.scaler.load_state_dict(ckpt["scaler"])
@@ -450,16 +457,13 @@ def rebuild_scheduler(t: Trainer) -> None:
     """A fresh schedule from the (changed, ``--force``) recipe, advanced to where ``t`` is.
 
     Used instead of the checkpoint's scheduler state when the recipe changed on resume
-    (e.g. more epochs: OneCycle's total_steps grows). ReduceLROnPlateau keeps its state.
+    (e.g. more epochs: OneCycle's total_steps grows). ReduceLROnPlateau starts afresh.
     """
-    sch = torch.optim.lr_scheduler
-    if isinstance(t.scheduler, sch.ReduceLROnPlateau):
-        return
-    if not isinstance(t.scheduler, sch.OneCycleLR):
+    if t.recipe.scheduler.name != "onecycle":  # the others start from the optimizer's lr
         for g in t.optimizer.param_groups:
             g["lr"] = g["initial_lr"] = t.recipe.optimizer.lr
     t.scheduler = build_scheduler(t.recipe, t.optimizer, t.steps_per_epoch, resolve_max_lr(t.recipe))
-    if t.scheduler is None:
+    if t.scheduler is None or isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         return
     n = t.step if t.sched_per_batch else t.epoch
     if t.sched_per_batch and n >= t.scheduler.total_steps:

@@ -4,7 +4,8 @@ A run folder ``runs/<recipe>-<YYYYmmdd-HHMMSS>/`` holds::
 
     recipe.yaml      the resolved recipe
     env.json         versions, device, git revision, command line, host, start time
-    metrics.jsonl    one JSON object per epoch (flushed and fsynced line by line)
+    metrics.jsonl    one JSON object per epoch (flushed and fsynced line by line): epoch,
+                     train_loss/acc, test_loss/acc, lr, seconds, train_seconds, images_per_s
     summary.json     status, best/final accuracy, target verdict (atomic, every epoch)
     log.txt          the plain per-epoch lines (and a traceback if the run failed)
     curves.png       loss and accuracy by epoch (atomic, every epoch)

@@ -208,13 +208,14 @@ def run_training(
     source = recipe_obj.data.source or (ckpt or {}).get("data_source")
     trainer = engine.prepare(recipe_obj, data_source=source, device=dev, progress=progress)
     if ckpt is not None:
+        changed = bool(recipe_differences(ckpt["recipe"], recipe_obj.to_dict()))  # only with --force
         try:
-            engine.load_state_dict(trainer, ckpt)
+            engine.load_state_dict(trainer, ckpt, scheduler=not changed)
+            if changed:  # a new schedule (e.g. more epochs), advanced to where the run is
+                engine.rebuild_scheduler(trainer)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise UsageError(f"{ckpt_path}: cannot restore it into recipe {recipe_obj.name!r} "
                              f"({str(exc).splitlines()[0]})") from None
-        if recipe_differences(ckpt["recipe"], recipe_obj.to_dict()):  # --force: new schedule
-            engine.rebuild_scheduler(trainer)
         del ckpt["model"], ckpt["optimizer"]
 
     run_dir = Path(run_dir) if run_dir is not None else runs.create_run_dir(runs_dir, recipe_obj.name, name)
@@ -251,7 +252,8 @@ def run_training(
                     files.log(ev["message"])
                 elif kind == "epoch":
                     files.metrics({k: ev[k] for k in ("epoch", "train_loss", "train_acc", "test_loss",
-                                                      "test_acc", "lr", "seconds", "images_per_s")})
+                                                      "test_acc", "lr", "seconds", "train_seconds",
+                                                      "images_per_s")})
                     files.log(epoch_line(ev))
                     state = engine.state_dict(trainer)
                     runs.save_checkpoint(state, files.last)

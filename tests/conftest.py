@@ -33,11 +33,7 @@ def jpeg_archive(data_cache_dir) -> Path:
 # ------------------------------------------------------------------------------------
 import sys  # noqa: E402
 
-# `python -m cifarctl`, with the train/eval commands registered even before
-# cifarctl/cli/__init__.py imports them.
-CLI_CODE = ("import cifarctl.cli.train_cmd, cifarctl.cli.eval_cmd; "
-            "from cifarctl.cli import main; main()")
-CLI = [sys.executable, "-c", CLI_CODE]
+CLI = [sys.executable, "-m", "cifarctl"]
 
 # A few seconds of CPU training: s8_bn, 256 synthetic train / 64 test images, 4 steps/epoch.
 TINY = ["--set", "data.source=synthetic:256:64", "--set", "data.batch_size=64",
@@ -49,8 +45,6 @@ def cli():
     """Invoke the Typer app in-process: ``cli("train", "s8_bn", ...) -> Result``."""
     from typer.testing import CliRunner
 
-    import cifarctl.cli.eval_cmd  # noqa: F401  (registers `eval`)
-    import cifarctl.cli.train_cmd  # noqa: F401  (registers `train`)
     from cifarctl.cli import app
 
     runner = CliRunner()

@@ -247,6 +247,17 @@ def test_cutout_random_fill_and_hole_count():
     assert (px < 200).any()  # random values, not a constant colour
 
 
+def test_cutout_random_uniform_fills_each_hole_with_one_colour():
+    imgs = images(300, lo=200)
+    steps = [{"CoarseDropout": {"num_holes_range": [1, 1], "hole_height_range": [8, 8],
+                                "hole_width_range": [8, 8], "fill": "random_uniform", "p": 1.0}}]
+    px = pixels(run_device(steps, imgs))
+    for i in range(0, 300, 7):
+        changed = (px[i] != imgs[i]).any(-1)
+        colours = np.unique(px[i][changed], axis=0)
+        assert 56 <= changed.sum() <= 64 and len(colours) == 1
+
+
 def test_affine_fraction_and_border_fill():
     imgs = images(2000, lo=200)
     steps = [EXAMPLE[3]]
@@ -291,6 +302,9 @@ def test_same_seed_same_batches():
     c = aug(x, torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(x, before)  # the data set is never modified in place
+    idx = torch.tensor([3, 1, 200])
+    assert torch.equal(aug(x, torch.Generator().manual_seed(5), index=idx),
+                       aug(x[idx], torch.Generator().manual_seed(5)))
 
 
 def test_normalize_only_and_nhwc_input():

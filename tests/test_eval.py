@@ -14,7 +14,6 @@ from conftest import TINY
 def run(tmp_path_factory) -> Path:
     from typer.testing import CliRunner
 
-    import cifarctl.cli.train_cmd  # noqa: F401
     from cifarctl.cli import app
 
     runs = tmp_path_factory.mktemp("eval-runs")

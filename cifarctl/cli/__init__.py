@@ -11,9 +11,11 @@ from cifarctl.cli.app import app
 from cifarctl.cli import models_cmd  # noqa: F401,E402
 from cifarctl.cli import recipes_cmd  # noqa: F401,E402
 from cifarctl.cli import data_cmd  # noqa: F401,E402
-from cifarctl.cli import compare_cmd  # noqa: F401,E402
 from cifarctl.cli import lrfind_cmd  # noqa: F401,E402
+from cifarctl.cli import train_cmd  # noqa: F401,E402
+from cifarctl.cli import eval_cmd  # noqa: F401,E402
 from cifarctl.cli import misclassified_cmd  # noqa: F401,E402
+from cifarctl.cli import compare_cmd  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 
