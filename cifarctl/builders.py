@@ -14,9 +14,9 @@ import torch
 from cifarctl.errors import UsageError
 from cifarctl.recipe import Recipe
 
-LR_AUTO_UNAVAILABLE = (
-    "scheduler.max_lr: auto needs the LR range test (cifarctl lr-find), not available in "
-    "this version: set a number, e.g. --set scheduler.max_lr=0.01"
+LR_AUTO_UNRESOLVED = (
+    "scheduler.max_lr: auto is resolved by the LR range test before the scheduler is built "
+    "(engine.prepare does it; from Python: cifarctl.lrfind.resolve_max_lr)"
 )
 
 
@@ -112,22 +112,28 @@ def build_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
 def resolve_max_lr(recipe: Recipe, range_test=None) -> float | None:
     """The OneCycle peak learning rate; the single place where ``max_lr: auto`` is resolved.
 
-    ``range_test`` is reserved for the LR range test (a callable returning the suggested
-    lr): until it ships, ``auto`` is a UsageError with the fix.
+    ``range_test`` is the LR range test (a callable returning the suggested lr), run for
+    ``auto``; without it ``auto`` is a UsageError.
     """
     s = recipe.scheduler
     if s.name != "onecycle":
         return None
     if s.max_lr == "auto":
         if range_test is None:
-            raise UsageError(LR_AUTO_UNAVAILABLE)
+            raise UsageError(LR_AUTO_UNRESOLVED)
         return float(range_test())
     return float(s.max_lr)
 
 
+def is_max_lr_auto(recipe: Recipe) -> bool:
+    """True when the recipe's OneCycle peak lr is ``auto`` (the LR range test picks it)."""
+    return recipe.scheduler.name == "onecycle" and recipe.scheduler.max_lr == "auto"
+
+
 def check_runnable(recipe: Recipe) -> None:
     """Cheap checks done before any data is loaded or folder created."""
-    resolve_max_lr(recipe)
+    if not is_max_lr_auto(recipe):
+        resolve_max_lr(recipe)
 
 
 def build_scheduler(recipe: Recipe, optimizer, steps_per_epoch: int, max_lr: float | None):

@@ -218,7 +218,7 @@ def _verdict_from_target(target: Any, best: float | None, params: int | None, ep
     if _num(target.get("max_epochs")) is not None:
         checks.append(epochs <= target["max_epochs"])
     if _num(target.get("max_params")) is not None and params is not None:
-        checks.append(params < target["max_params"])
+        checks.append(params <= target["max_params"])  # as train judges it
     if not checks:
         return "-"
     return "PASS" if all(checks) else "FAIL"

@@ -168,6 +168,7 @@ class Trainer:
     stop_requested: str | None = None  # "SIGINT"/"SIGTERM": stop after the current step
     stop_at: int | None = None
     nan_at: int | None = None
+    lr_find: Any = None         # the LRFindResult when max_lr was "auto"
 
     @property
     def sched_per_batch(self) -> bool:
@@ -198,11 +199,14 @@ def prepare(
     progress: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    lr_find_progress: Callable | None = None,
 ) -> Trainer:
     """Seed, load the data onto the device, build model/optimizer/scheduler/loss/precision.
 
     ``data_source`` overrides ``recipe.data.source`` (else ``$CIFARCTL_DATA``, else
-    cifar10); ``seed`` overrides ``recipe.seed``. Raises UsageError for ``max_lr: auto``.
+    cifar10); ``seed`` overrides ``recipe.seed``. ``max_lr: auto`` runs the LR range test
+    on the loaded data first (``lr_find_progress(i, n, lr, loss)`` after each of its steps):
+    ``trainer.recipe`` then holds the chosen number and ``trainer.lr_find`` the sweep.
     """
     from cifarctl.data import load_cifar, resolve_source
 
@@ -217,6 +221,7 @@ def prepare(
     d = recipe.data
     arrays = load_cifar(source, cache_dir=cache_dir, progress=progress,
                         train_subset=d.train_subset, test_subset=d.test_subset, seed=seed)
+    recipe, lr_find = _resolve_auto_max_lr(recipe, arrays, dev, lr_find_progress, notices)
 
     model = build_model(recipe).to(dev)
     if dev.type == "cuda" and recipe.channels_last:
@@ -258,8 +263,31 @@ def prepare(
         classes=list(arrays.classes), data_source=source, generator=generator, params=params,
         steps_per_epoch=steps, rank=rank, world_size=world_size,
         display_every=1 if dev.type == "cpu" else 10, notices=notices,
-        stop_at=_env_int(ENV_STOP_AT), nan_at=_env_int(ENV_NAN_AT),
+        stop_at=_env_int(ENV_STOP_AT), nan_at=_env_int(ENV_NAN_AT), lr_find=lr_find,
     )
+
+
+def _resolve_auto_max_lr(recipe: Recipe, arrays, dev: torch.device, progress, notices: list[str]):
+    """(recipe with a numeric max_lr, LRFindResult or None): runs the range test for ``auto``.
+
+    The test builds its own model and restores every RNG it touches, so training then
+    starts exactly as if the chosen number had been written in the recipe.
+    """
+    from cifarctl.builders import is_max_lr_auto
+
+    if not is_max_lr_auto(recipe):
+        return recipe, None
+    from cifarctl.lrfind import resolve_max_lr as range_test
+    from cifarctl.recipe import validate_dict
+
+    max_lr, result = range_test(recipe, data=arrays, device=dev, progress=progress)
+    raw = recipe.to_dict()
+    raw["scheduler"]["max_lr"] = float(max_lr)
+    resolved = validate_dict(raw, f"recipe {recipe.name} (max_lr from the LR range test)")
+    notices.append(f"max_lr auto: the LR range test ({result.settings.get('train_images', '?')} images, "
+                   f"{len(result.lr)} steps, {result.seconds:.1f}s) chose {max_lr:.3g} "
+                   f"({result.recommended_by}); it is saved in recipe.yaml")
+    return resolved, result
 
 
 # ------------------------------------------------------------------------ training

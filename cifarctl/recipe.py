@@ -361,13 +361,10 @@ def _semantic_problems(recipe: Recipe) -> list[str]:
     problems = []
     if not is_model(recipe.model):
         problems.append(f"model: unknown model {recipe.model!r}{did_you_mean(recipe.model, list_models())}")
-    try:
-        from cifarctl.augment import check_steps
-    except ImportError:  # pragma: no cover - augment module always ships
-        check_steps = None
-    if check_steps is not None:
-        for where, message in check_steps(recipe.data.augment):
-            problems.append(f"data.augment{where}: {message}")
+    from cifarctl.augment_check import check_steps  # no torch: validation stays fast
+
+    for where, message in check_steps(recipe.data.augment):
+        problems.append(f"data.augment{where}: {message}")
     sub = recipe.data.train_subset
     if sub is not None and recipe.data.batch_size > sub:
         problems.append(

@@ -146,6 +146,7 @@ def _resolve_recipe(recipe_ref, overrides, seed, data, resume, force):
                          "or --resume RUN_DIR")
     recipe = _with_source(recipe, _source_spec(data))
     if ckpt is not None:
+        recipe = _keep_resolved_max_lr(recipe, ckpt["recipe"])
         diffs = recipe_differences(ckpt["recipe"], recipe.to_dict())
         if diffs and not force:
             shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
@@ -155,6 +156,41 @@ def _resolve_recipe(recipe_ref, overrides, seed, data, resume, force):
             raise UsageError(f"{run_dir} already finished its {recipe.epochs} epochs: nothing to resume "
                              "(to train longer: --set epochs=N --force)")
     return recipe, ckpt, ckpt_path, run_dir
+
+
+def _keep_resolved_max_lr(recipe, stored: dict):
+    """On resume, ``max_lr: auto`` means the number the run's range test chose."""
+    from cifarctl.builders import is_max_lr_auto
+    from cifarctl.recipe import validate_dict
+
+    chosen = (stored.get("scheduler") or {}).get("max_lr")
+    if not is_max_lr_auto(recipe) or not isinstance(chosen, (int, float)):
+        return recipe
+    raw = recipe.to_dict()
+    raw["scheduler"]["max_lr"] = float(chosen)
+    return validate_dict(raw, f"recipe {recipe.name} (max_lr of the resumed run)")
+
+
+def _lr_find_bar(enabled: bool):
+    """A rich progress bar for the LR range test on a terminal, else nothing."""
+    import sys
+    from contextlib import contextmanager, nullcontext
+
+    if not (enabled and sys.stderr.isatty()):
+        return nullcontext(None)
+
+    @contextmanager
+    def bar():
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("LR range test for max_lr: auto"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}  lr {task.fields[lr]:.2e}"),
+                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
+            task = prog.add_task("lr", total=None, lr=0.0)
+            yield lambda i, n, lr, loss: prog.update(task, completed=i, total=n, lr=lr)
+
+    return bar()
 
 
 # ------------------------------------------------------------------------ signals
@@ -206,7 +242,10 @@ def run_training(
     check_runnable(recipe_obj)
     dev = resolve_device(device)
     source = recipe_obj.data.source or (ckpt or {}).get("data_source")
-    trainer = engine.prepare(recipe_obj, data_source=source, device=dev, progress=progress)
+    with _lr_find_bar(progress) as lr_bar:
+        trainer = engine.prepare(recipe_obj, data_source=source, device=dev, progress=progress,
+                                 lr_find_progress=lr_bar)
+    recipe_obj = trainer.recipe  # max_lr: auto is now the range test's number
     if ckpt is not None:
         changed = bool(recipe_differences(ckpt["recipe"], recipe_obj.to_dict()))  # only with --force
         try:
@@ -225,6 +264,10 @@ def run_training(
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
     runs.write_env(run_dir, runs.environment(str(dev), device_name, argv))
     runs.write_atomic(run_dir / "recipe.yaml", recipe_obj.to_yaml())
+    if trainer.lr_find is not None:
+        from cifarctl.lrfind import write_lr_find
+
+        write_lr_find(trainer.lr_find, run_dir)
     old = runs.read_json(run_dir / "summary.json") if ckpt is not None else None
     started = (old or {}).get("started") or datetime.now().astimezone().isoformat(timespec="seconds")
     if ckpt is not None:

@@ -139,7 +139,6 @@ def test_run_dirs_never_collide(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--set", "optimizer.lr=-1"], "optimizer.lr"),
     (["--set", "data.batchsize=3"], "unknown key"),
-    (["--set", "scheduler.max_lr=auto"], "--set scheduler.max_lr=0.01"),
     (["--device", "tpu"], "--device"),
     (["--set", "model=nope"], "unknown model"),
 ])
@@ -150,11 +149,26 @@ def test_bad_input_exits_2_and_creates_nothing(cli, runs_dir, args, needle):
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
-def test_max_lr_auto_recipe_is_refused(cli, runs_dir):
-    res = cli("train", "s10_resnet_custom", "--runs-dir", runs_dir)
-    assert res.exit_code == 2
-    assert "max_lr: auto needs the LR range test" in res.output
-    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+def test_max_lr_auto_runs_the_range_test_and_resume_keeps_its_choice(cli, runs_dir):
+    import yaml
+
+    auto = ["--set", "scheduler.max_lr=auto", "--set", "scheduler.lr_find.num_iter=8"]
+    res = cli("train", "s8_bn", *TINY, *auto, "--runs-dir", runs_dir, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    run = only_run(runs_dir)
+    chosen = yaml.safe_load((run / "recipe.yaml").read_text())["scheduler"]["max_lr"]
+    assert isinstance(chosen, float) and chosen > 0
+    found = json.loads((run / "lr_find.json").read_text())
+    assert found["recommended"] == pytest.approx(chosen)
+    assert (run / "lr_find.png").stat().st_size > 0
+    assert f"chose {chosen:.3g}" in (run / "log.txt").read_text()
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["recipe"]["scheduler"]["max_lr"] == chosen
+    # the same recipe (still saying auto) resumes with the run's number, no second test
+    res = cli("train", "s8_bn", *TINY, *auto, "--set", "epochs=3", "--force", "--resume", run)
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["scheduler"]["max_lr"] == chosen
+    assert (run / "log.txt").read_text().count("chose") == 1
 
 
 # ------------------------------------------------------------------------ guards
