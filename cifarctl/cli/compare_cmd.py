@@ -114,7 +114,7 @@ def _chart(lines: list[tuple[str, list[int], list[float]]], metric: str):
     return Group(Text.from_ansi(text, no_wrap=True), legend)
 
 
-@app.command("compare")
+@app.command("compare", short_help="Compare runs: accuracy, time, target verdict, curves.")
 def compare(
     run_dirs: Annotated[
         Optional[list[Path]],

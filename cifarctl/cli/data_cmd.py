@@ -46,7 +46,7 @@ def sample_indices(labels, num_classes: int, n: int) -> list[int]:
     return out
 
 
-@app.command("data")
+@app.command("data", short_help="Images per class, channel statistics and samples.")
 def data(
     source: Annotated[
         Optional[str],

@@ -10,7 +10,7 @@ import typer
 from cifarctl.cli.app import app, console
 
 
-@app.command("eval")
+@app.command("eval", short_help="Accuracy, per-class table, confusion matrix of a run.")
 def eval_(
     target: Annotated[str, typer.Argument(
         metavar="RUN_DIR|CHECKPOINT", help="A run folder (uses checkpoints/<which>.pt) or a .pt file.",

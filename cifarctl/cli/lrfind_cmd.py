@@ -134,7 +134,7 @@ def suggestions_table(result):
     return table
 
 
-@app.command("lr-find")
+@app.command("lr-find", short_help="LR range test: chart the loss, suggest a max_lr.")
 def lr_find(
     target: Annotated[str, typer.Argument(metavar="MODEL|RECIPE",
                                           help="A model name (its default recipe) or a recipe name/YAML path.")],

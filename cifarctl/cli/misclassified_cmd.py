@@ -22,7 +22,7 @@ class Which(str, Enum):
     last = "last"
 
 
-@app.command("misclassified")
+@app.command("misclassified", short_help="The wrongest test predictions, with Grad-CAM.")
 def misclassified(
     target: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT",
                                           help="A run folder or a checkpoint file (.pt).")],

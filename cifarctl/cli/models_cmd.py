@@ -70,7 +70,7 @@ def parse_input_size(text: str) -> tuple[int, ...]:
     return size
 
 
-@app.command("models")
+@app.command("models", short_help="List the registered models with their parameter counts.")
 def models(
     pattern: Annotated[
         str, typer.Argument(help="Shell-style pattern on model names, e.g. 's8*'.")
@@ -97,7 +97,7 @@ def models(
     console.print(table)
 
 
-@app.command("summary")
+@app.command("summary", short_help="Layer table: shapes, params, receptive field and jump.")
 def summary(
     target: Annotated[
         str, typer.Argument(help="A model name (`cifarctl models`), or a recipe name or YAML path.")

@@ -21,7 +21,7 @@ def _target_text(t) -> str:
     return ", ".join(parts) or "-"
 
 
-@app.command("recipes")
+@app.command("recipes", short_help="List the bundled recipes, or validate and show one.")
 def recipes(
     recipe: Annotated[
         Optional[str],

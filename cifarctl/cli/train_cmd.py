@@ -10,7 +10,7 @@ import typer
 from cifarctl.cli.app import app, console, state
 
 
-@app.command("train")
+@app.command("train", short_help="Train a recipe into a run folder (or --resume one).")
 def train(
     recipe: Annotated[Optional[str], typer.Argument(
         help="A bundled recipe name (`cifarctl recipes`) or a recipe .yaml path; optional with --resume.",
