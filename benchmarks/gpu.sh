@@ -31,7 +31,8 @@ mkdir -p "$RESULTS"
 [ -f "$ARCHIVE" ] || { echo "error: $ARCHIVE not found: copy ../shared/data/cifar10-jpeg.tar.xz there" >&2; exit 2; }
 
 if [ "$SCALE" = tiny ]; then
-  N_AUG=2000; SUBSET=(--set data.train_subset=512 --set data.test_subset=200 --set epochs=1); EPOCH_ARGS=(--subset 512)
+  N_AUG=2000; SUBSET=(--set data.train_subset=1024 --set data.test_subset=200 --set epochs=1); EPOCH_ARGS=(--subset 1024)
+  LR_FIND_ITERS=${LR_FIND_ITERS:-10}
 else
   N_AUG=50000; SUBSET=(); EPOCH_ARGS=()
 fi
@@ -46,6 +47,40 @@ python3 benchmarks/bench_augment.py --device "$DEVICE" --n "$N_AUG" --steps s9 -
 echo "== epoch time: cifarctl engine vs the seed-style loop"
 python3 benchmarks/bench_epoch.py --device "$DEVICE" --data "$ARCHIVE" "${EPOCH_ARGS[@]}" --json "$RESULTS/epoch-$TAG.json"
 
+echo "== profile: where a step's time goes"
+python3 benchmarks/profile_engine.py --device "$DEVICE" --data "$ARCHIVE" "${EPOCH_ARGS[@]}" --steps 20 \
+  --json "$RESULTS/profile-$TAG.json" > /dev/null
+
 echo "== reproduction of every recipe"
 python3 benchmarks/reproduce.py --data "$ARCHIVE" --device "$DEVICE" --seeds $SEEDS --recipes $RECIPES \
-  --tag "$TAG" --out "$RESULTS" "${SUBSET[@]}"
+  --tag "$TAG" --out "$RESULTS" "${SUBSET[@]}" ${LR_FIND_ITERS:+--lr-find-iters $LR_FIND_ITERS}
+
+echo "== speedrun (airbench94 style): 5 seeds, when time allows"
+# Starts only while less than SPEEDRUN_START_BEFORE_S seconds of this script have passed
+# (a run: ~4 s of training plus start-up, data load and the per-epoch flip+translate TTA).
+# Accuracy: final_test_acc (with TTA) in reproduce-speedrun-$TAG.*; training time without
+# the evaluations: speedrun-train-seconds-$TAG.json (sums of metrics.jsonl's train_seconds).
+SPEEDRUN_SEEDS=${SPEEDRUN_SEEDS:-"1 2 3 4 5"}
+if [ "$SECONDS" -lt "${SPEEDRUN_START_BEFORE_S:-480}" ]; then
+  SPEEDRUN_SET=(); [ "$SCALE" = tiny ] && SPEEDRUN_SET=(--set data.batch_size=256)
+  SPEEDRUN_RUNS=$(mktemp -d /tmp/cifarctl-speedrun-XXXXXX)
+  python3 benchmarks/reproduce.py --data "$ARCHIVE" --device "$DEVICE" --seeds $SPEEDRUN_SEEDS --recipes speedrun \
+    --tag "speedrun-$TAG" --out "$RESULTS" --runs-dir "$SPEEDRUN_RUNS" "${SUBSET[@]}" "${SPEEDRUN_SET[@]}"
+  python3 - "$SPEEDRUN_RUNS" "$RESULTS/speedrun-train-seconds-$TAG.json" <<'PY'
+import json, statistics, sys
+from pathlib import Path
+runs = {}
+for m in sorted(Path(sys.argv[1]).glob("speedrun-seed*/metrics.jsonl")):
+    rows = [json.loads(line) for line in m.read_text().splitlines() if line.strip()]
+    runs[m.parent.name] = {"epochs": len(rows), "train_seconds": sum(r["train_seconds"] for r in rows),
+                           "final_test_acc": rows[-1]["test_acc"] if rows else None}
+secs = [r["train_seconds"] for r in runs.values()]
+accs = [r["final_test_acc"] for r in runs.values() if r["final_test_acc"] is not None]
+out = {"runs": runs, "train_seconds_mean": statistics.fmean(secs) if secs else None,
+       "final_test_acc_mean": statistics.fmean(accs) if accs else None}
+Path(sys.argv[2]).write_text(json.dumps(out, indent=2))
+print(f"speedrun: {len(runs)} runs, mean {out['final_test_acc_mean']}% in {out['train_seconds_mean']} s of training")
+PY
+else
+  echo "skipped: ${SECONDS}s of the 10 minutes already passed (SPEEDRUN_START_BEFORE_S=${SPEEDRUN_START_BEFORE_S:-480})"
+fi

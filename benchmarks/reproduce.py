@@ -25,6 +25,8 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from cifarctl.recipe import load_recipe  # noqa: E402
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -51,6 +53,8 @@ def run_one(recipe: str, seed: int, args, runs_dir: Path) -> dict:
         cmd += ["--data", args.data]
     for s in args.set or []:
         cmd += ["--set", s]
+    if args.lr_find_iters and getattr(load_recipe(recipe).scheduler, "max_lr", None) == "auto":
+        cmd += ["--set", f"scheduler.lr_find.num_iter={args.lr_find_iters}"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -72,10 +76,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default=platform.node())
     ap.add_argument("--runs-dir", default=None)
+    ap.add_argument("--lr-find-iters", type=int, default=None,
+                    help="steps of the LR range test for max_lr: auto recipes (tiny CPU runs)")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(ROOT))
-    from cifarctl.recipe import bundled_recipes, load_recipe
+    from cifarctl.recipe import bundled_recipes
 
     recipes = args.recipes or sorted(bundled_recipes())
     runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="cifarctl-repro-"))
@@ -88,8 +93,9 @@ def main() -> None:
 
     rows = []
     for recipe in recipes:
-        r = load_recipe(recipe)
+        r = load_recipe(recipe, args.set or [])
         rs = [x for x in results if x["recipe"] == recipe and x["summary"]]
+        walls = [x["wall_s"] for x in rs]
         best = [x["summary"].get("best_test_acc", float("nan")) for x in rs]
         final = [x["summary"].get("final_test_acc", float("nan")) for x in rs]
         secs = [x["summary"].get("total_seconds", float("nan")) for x in rs]
@@ -99,7 +105,7 @@ def main() -> None:
             "recipe": recipe, "runs": len(rs), "epochs": r.epochs, "target": target,
             "best_mean": mean_std(best)[0], "best_std": mean_std(best)[1],
             "final_mean": mean_std(final)[0], "final_std": mean_std(final)[1],
-            "seconds_mean": mean_std(secs)[0], "verdict": "PASS" if ok else ("FAIL" if ok is False else "-"),
+            "seconds_mean": mean_std(secs)[0], "wall_mean": mean_std(walls)[0], "verdict": "PASS" if ok else ("FAIL" if ok is False else "-"),
         })
 
     meta = {
@@ -115,13 +121,14 @@ def main() -> None:
         "",
         f"torch {meta['torch']}, data: {meta['data']}, seeds {args.seeds}, overrides {args.set or 'none'}",
         "",
-        "| recipe | runs | epochs | target % | best % (mean ± std) | final % (mean ± std) | train time s | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| recipe | runs | epochs | target % | best % (mean ± std) | final % (mean ± std) | train time s | wall s | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for x in rows:
         lines.append(
             f"| {x['recipe']} | {x['runs']} | {x['epochs']} | {x['target']} | {x['best_mean']:.2f} ± {x['best_std']:.2f} "
-            f"| {x['final_mean']:.2f} ± {x['final_std']:.2f} | {x['seconds_mean']:.1f} | {x['verdict']} |"
+            f"| {x['final_mean']:.2f} ± {x['final_std']:.2f} | {x['seconds_mean']:.1f} | {x['wall_mean']:.1f} "
+            f"| {x['verdict']} |"
         )
     (out / f"reproduce-{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -98,7 +98,7 @@ def amp_kwargs(recipe: Recipe, device: torch.device) -> dict:
 def build_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
     """SGD / Adam / AdamW over ``model``'s parameters."""
     o = recipe.optimizer
-    params = model.parameters()
+    params = param_groups(model, o)
     try:
         if o.name == "sgd":
             return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
@@ -107,6 +107,36 @@ def build_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
         return cls(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
     except ValueError as exc:  # e.g. nesterov without momentum
         raise UsageError(f"optimizer: {exc}") from None
+
+
+def param_groups(model, o) -> list:
+    """``model``'s parameters: one group, or (SGD ``norm_lr_scale`` != 1) the normalization
+    layers' parameters in a second group with lr x scale and weight_decay / scale.
+
+    The second group carries ``lr_scale`` so schedulers that set absolute lrs (OneCycle,
+    a rebuilt schedule) can scale it too.
+    """
+    from torch import nn
+
+    scale = getattr(o, "norm_lr_scale", 1.0)
+    if scale == 1.0:
+        return list(model.parameters())
+    norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
+    rest = [p for p in model.parameters() if id(p) not in norm_ids]
+    norm = [p for p in model.parameters() if id(p) in norm_ids]
+    groups = [{"params": rest}] if rest else []
+    if norm:
+        groups.append({"params": norm, "lr": o.lr * scale, "weight_decay": o.weight_decay / scale,
+                       "lr_scale": scale})
+    return groups
+
+
+def group_lrs(optimizer, lr: float) -> float | list[float]:
+    """``lr`` for every group (a plain float when no group has an ``lr_scale``)."""
+    if not any("lr_scale" in g for g in optimizer.param_groups):
+        return lr
+    return [lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
 
 
 def resolve_max_lr(recipe: Recipe, range_test=None) -> float | None:
@@ -137,15 +167,24 @@ def check_runnable(recipe: Recipe) -> None:
 
 
 def build_scheduler(recipe: Recipe, optimizer, steps_per_epoch: int, max_lr: float | None):
-    """OneCycle is stepped per batch; step/multistep/cosine/plateau per epoch."""
+    """OneCycle and linear_warmup_decay are stepped per batch; step/multistep/cosine/plateau per epoch."""
     s = recipe.scheduler
     sch = torch.optim.lr_scheduler
     if s.name == "onecycle":
         o = recipe.optimizer
         # SGD without momentum has nothing to cycle (torch would silently add momentum)
         cycle = not (o.name == "sgd" and o.momentum == 0)
+        total = recipe.epochs * steps_per_epoch
+        ends = [0.0, float(s.pct_start * total) - 1]  # torch's phase ends, as it computes them
+        ends += [float(2 * s.pct_start * total) - 2, total - 1.0] if s.three_phase else [total - 1.0]
+        if any(b == a for a, b in zip(ends, ends[1:])):
+            # torch divides by zero when a phase ends where the previous one does
+            raise UsageError(
+                f"scheduler.pct_start: {s.pct_start} of {total} OneCycle steps ({recipe.epochs} x "
+                f"{steps_per_epoch} per epoch) gives a phase of zero steps; change pct_start "
+                f"(e.g. {s.pct_start + 0.05:.2f}) or train on more data or epochs")
         return sch.OneCycleLR(
-            optimizer, max_lr=max_lr, total_steps=recipe.epochs * steps_per_epoch,
+            optimizer, max_lr=group_lrs(optimizer, max_lr), total_steps=recipe.epochs * steps_per_epoch,
             pct_start=s.pct_start, div_factor=s.div_factor, final_div_factor=s.final_div_factor,
             anneal_strategy=s.anneal_strategy, three_phase=s.three_phase, cycle_momentum=cycle)
     if s.name == "step":
@@ -154,6 +193,11 @@ def build_scheduler(recipe: Recipe, optimizer, steps_per_epoch: int, max_lr: flo
         return sch.MultiStepLR(optimizer, milestones=list(s.milestones), gamma=s.gamma)
     if s.name == "cosine":
         return sch.CosineAnnealingLR(optimizer, T_max=s.t_max or recipe.epochs, eta_min=s.eta_min)
+    if s.name == "linear_warmup_decay":  # per batch, from each group's lr
+        from cifarctl.schedules import LinearWarmupDecay
+
+        return LinearWarmupDecay(optimizer, recipe.epochs * steps_per_epoch, warmup_pct=s.warmup_pct,
+                                 start_factor=s.start_factor, end_factor=s.end_factor)
     if s.name == "plateau":
         return sch.ReduceLROnPlateau(optimizer, mode=s.mode, factor=s.factor, patience=s.patience,
                                      threshold=s.threshold, min_lr=s.min_lr)

@@ -140,6 +140,7 @@ def test_run_dirs_never_collide(tmp_path):
     (["--set", "optimizer.lr=-1"], "optimizer.lr"),
     (["--set", "data.batchsize=3"], "unknown key"),
     (["--device", "tpu"], "--device"),
+    (["--set", "scheduler.pct_start=0.125"], "gives a phase of zero steps"),  # 1 of 8 steps: torch / 0
     (["--set", "model=nope"], "unknown model"),
 ])
 def test_bad_input_exits_2_and_creates_nothing(cli, runs_dir, args, needle):

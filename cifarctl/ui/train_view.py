@@ -43,8 +43,8 @@ def epoch_line(ev: dict) -> str:
 
 def start_line(ev: dict) -> str:
     done = f", resuming after epoch {ev['epoch']} (step {ev['resumed_step']})" if ev["resumed_step"] else ""
-    return (f"training {ev['model']} ({ev['params']:,} params) on {ev['device']}: {ev['epochs']} epochs "
-            f"of {ev['steps']} steps, {ev['train_images']:,} train / {ev['test_images']:,} test images{done}")
+    return (f"training {ev['model']} ({ev['params']:,} params) on {ev['device']}: {ev['epochs']} "
+            f"epoch{'s' if ev['epochs'] != 1 else ''} of {ev['steps']} steps, {ev['train_images']:,} train / {ev['test_images']:,} test images{done}")
 
 
 def final_lines(summary: dict) -> list[str]:
