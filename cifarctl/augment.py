@@ -529,6 +529,31 @@ class AlbumentationsDataset(torch.utils.data.Dataset):
         img = self.transform(image=self.images[i])["image"]
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), int(self.labels[i])
 
+    def __getitems__(self, indices):
+        """A batch (DataLoader with a batch sampler); a :class:`SeededBatch` reseeds first."""
+        seed = getattr(indices, "seed", None)
+        if seed is not None:
+            self.reseed(seed)
+        return [self[i] for i in indices]
+
+
+class SeededBatch(list):
+    """One batch's indices and the seed of its augmentation, so that its random draws depend
+    neither on which worker makes it nor on what that worker made before: a run resumed in
+    the middle of an epoch gets the same images as one that was never stopped."""
+
+    def __init__(self, indices, seed: int):
+        super().__init__(indices)
+        self.seed = int(seed)
+
+    def __reduce__(self):  # through the workers' queues
+        return (SeededBatch, (list(self), self.seed))
+
+
+def batch_seed(epoch_seed: int, batch: int) -> int:
+    """The augmentation seed of batch ``batch`` of an epoch whose loader seed is ``epoch_seed``."""
+    return int(np.random.SeedSequence([int(epoch_seed), int(batch)]).generate_state(1)[0])
+
 
 def worker_init_fn(worker_id: int) -> None:
     """DataLoader worker seeding: numpy, random and the dataset's Compose from torch's seed."""

@@ -112,7 +112,9 @@ def _candidates(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
         if not p.exists():
             skipped.append((p, "does not exist"))
         elif not p.is_dir():
-            skipped.append((p, "not a folder"))
+            checkpoint = p.suffix in (".pt", ".pth")
+            skipped.append((p, "a checkpoint file, not a run folder (compare reads the run folder that "
+                               "holds it, never a checkpoint)" if checkpoint else "not a folder"))
         elif _is_run_folder(p):
             out.append(p)
         else:

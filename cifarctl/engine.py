@@ -17,8 +17,11 @@ scheduler, loss, precision); ``train_epochs(trainer)`` is a generator of events:
 Nothing here prints or writes files; checkpoints are ``state_dict``/``load_state_dict``
 (the files are :mod:`cifarctl.runs`). Accuracies are in percent. Steps are 1-based.
 
-DDP later: ``rank``/``world_size`` pick each rank's slice of the global permutation
-(``_shard``) and every metric goes through ``_reduce``; both are identities today.
+Data-parallel under torchrun (``world_size`` > 1, see :mod:`cifarctl.distributed`): each
+rank trains on its slice of every global batch (``feed._shard``) through DDP, metrics go
+through ``_reduce`` (a sum over ranks), the test split is evaluated in shares
+(``_test_metrics``), and the ranks agree on stops and losses at the same steps. With one
+process all of this is the identity and the arithmetic is unchanged.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarctl import __version__
+from cifarctl import __version__, distributed
 from cifarctl.builders import (  # noqa: F401  (build_*, amp_kwargs: public here for lr-find)
     amp_kwargs,
     build_loss,
@@ -49,19 +52,25 @@ from cifarctl.builders import (  # noqa: F401  (build_*, amp_kwargs: public here
     resolve_max_lr,
     seed_everything,
 )
-from cifarctl.errors import EXIT_BAD_LOSS, EXIT_DIVERGED, CifarctlError, UsageError
+from cifarctl.errors import EXIT_BAD_LOSS, EXIT_DIVERGED, CifarctlError, RecipeError, UsageError
 from cifarctl.feed import Batches, count_steps  # noqa: F401  (count_steps: public here)
+from cifarctl.lookahead import build_lookahead
+from cifarctl.model_hooks import init_from_data, start_epoch
 from cifarctl.recipe import Recipe
 from cifarctl.runs import capture_rng, restore_rng
+from cifarctl.schedules import LinearWarmupDecay
+from cifarctl.tta import tta_forward
 
 __all__ = [
     "DivergedError", "NegativeLossError", "Trainer", "count_steps", "evaluate", "load_state_dict",
     "prepare", "resolve_device", "resolve_max_lr", "state_dict", "train_epochs",
 ]
 
-# Test hooks (see tests/test_resume.py): deterministic stand-ins for a signal or a NaN.
+# Test hooks (see tests/test_resume.py): deterministic stand-ins for a signal or a NaN,
+# and a real SIGKILL sent to ourselves just before a given step (tests/test_reliability.py).
 ENV_STOP_AT = "CIFARCTL_TEST_STOP_AT_STEP"
 ENV_NAN_AT = "CIFARCTL_TEST_NAN_AT_STEP"
+ENV_KILL_AT = "CIFARCTL_TEST_KILL_AT_STEP"
 
 
 # ------------------------------------------------------------------------ guards
@@ -169,10 +178,11 @@ class Trainer:
     stop_at: int | None = None
     nan_at: int | None = None
     lr_find: Any = None         # the LRFindResult when max_lr was "auto"
+    lookahead: Any = None       # cifarctl.lookahead.Lookahead when the recipe has one
 
     @property
     def sched_per_batch(self) -> bool:
-        return isinstance(self.scheduler, torch.optim.lr_scheduler.OneCycleLR)
+        return isinstance(self.scheduler, (torch.optim.lr_scheduler.OneCycleLR, LinearWarmupDecay))
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -219,9 +229,15 @@ def prepare(
 
     source = resolve_source(data_source or recipe.data.source)
     d = recipe.data
-    arrays = load_cifar(source, cache_dir=cache_dir, progress=progress,
-                        train_subset=d.train_subset, test_subset=d.test_subset, seed=seed)
+    with distributed.main_first(world_size):  # rank 0 decodes and caches, the others read the cache
+        arrays = load_cifar(source, cache_dir=cache_dir, progress=progress,
+                            train_subset=d.train_subset, test_subset=d.test_subset, seed=seed)
+    if d.batch_size > len(arrays.train_y):  # would silently train on smaller batches
+        raise RecipeError(recipe.origin, [f"data.batch_size: {d.batch_size} is larger than the "
+                                          f"{len(arrays.train_y)} train images of {source}"])
     recipe, lr_find = _resolve_auto_max_lr(recipe, arrays, dev, lr_find_progress, notices)
+    if world_size > 1 and lr_find is not None:  # every rank ran the range test: rank 0's choice
+        recipe = distributed.broadcast_object(recipe)
 
     model = build_model(recipe).to(dev)
     if dev.type == "cuda" and recipe.channels_last:
@@ -234,6 +250,11 @@ def prepare(
     generator = torch.Generator(device=dev)
     generator.manual_seed(seed)
     batches = Batches(recipe, arrays, dev, generator, rank, world_size, notices)
+    init_from_data(raw_model, arrays.train_x if batches.x is None else batches.x,
+                   batches.normalize.normalize_only, dev)  # model.data_init; a resume then loads over it
+    if world_size > 1:  # DDP starts every rank from rank 0's weights; raw_model is what is saved
+        model, raw_model = distributed.wrap_model(raw_model, dev, recipe.sync_bn, batches.batch_size, notices)
+        model = torch.compile(model) if recipe.compile else model
 
     amp_dtype, note = precision_for(recipe.precision, dev)
     if note:
@@ -242,6 +263,7 @@ def prepare(
     optimizer = build_optimizer(model, recipe)
     steps = batches.steps_per_epoch
     scheduler = build_scheduler(recipe, optimizer, steps, resolve_max_lr(recipe))
+    lookahead = build_lookahead(recipe, raw_model, recipe.epochs * steps)
 
     loss_fn = build_loss(recipe)
 
@@ -263,7 +285,7 @@ def prepare(
         classes=list(arrays.classes), data_source=source, generator=generator, params=params,
         steps_per_epoch=steps, rank=rank, world_size=world_size,
         display_every=1 if dev.type == "cpu" else 10, notices=notices,
-        stop_at=_env_int(ENV_STOP_AT), nan_at=_env_int(ENV_NAN_AT), lr_find=lr_find,
+        stop_at=_env_int(ENV_STOP_AT), nan_at=_env_int(ENV_NAN_AT), lr_find=lr_find, lookahead=lookahead,
     )
 
 
@@ -291,9 +313,9 @@ def _resolve_auto_max_lr(recipe: Recipe, arrays, dev: torch.device, progress, no
 
 
 # ------------------------------------------------------------------------ training
-def _reduce(t: torch.Tensor) -> torch.Tensor:
+def _reduce(t: torch.Tensor, world_size: int = 1) -> torch.Tensor:
     """Sum a metric tensor over ranks (DDP: all_reduce SUM); the identity on one process."""
-    return t
+    return distributed.all_reduce_sum(t) if world_size > 1 else t
 
 
 def train_epochs(t: Trainer) -> Iterator[dict]:
@@ -307,6 +329,8 @@ def train_epochs(t: Trainer) -> Iterator[dict]:
         yield {"type": "info", "message": message}
     t.notices = []
     while t.epoch < r.epochs:
+        if t.world_size > 1:  # a signal may have reached one rank during the evaluation
+            distributed.agree_stop(t)
         if t.stop_requested:
             yield _stopped(t)
             return
@@ -327,24 +351,30 @@ def _epoch(t: Trainer):
     saved = t.progress
     start = saved["step_in_epoch"] if saved else 0
     plan = t.batches.plan(saved)  # draws (or replays) this epoch's permutation
-    loss_sum = torch.tensor(saved["loss_sum"] if saved else 0.0, dtype=torch.float64, device=dev)
-    correct = torch.tensor(saved["correct"] if saved else 0, dtype=torch.int64, device=dev)
-    seen = saved["seen"] if saved else 0
+    mine = saved if t.rank == 0 else None  # saved sums are over all ranks: rank 0 carries them
+    loss_sum = torch.tensor(mine["loss_sum"] if mine else 0.0, dtype=torch.float64, device=dev)
+    correct = torch.tensor(mine["correct"] if mine else 0, dtype=torch.int64, device=dev)
+    seen = mine["seen"] if mine else 0
     prior_seconds = saved["train_seconds"] if saved else 0.0
     t.progress = None
     watch = LossWatch(dev, r.loss.name)
+    start_epoch(t.raw_model, t.epoch)
     t.model.train()
     t0 = time.perf_counter()
     seen_here = 0
     lr = t.lr
+    kill_at = os.environ.get(ENV_KILL_AT)
     for i, (x, y) in enumerate(plan.iterate(start), start=start):
+        if kill_at and int(kill_at) == t.step + 1:
+            os.kill(os.getpid(), 9)  # SIGKILL: nothing gets to run after this
         lr = t.lr
         with t.autocast():
             out = t.model(x)
             loss = t.loss_fn(out, y)
         if t.nan_at == t.step + 1:
             loss = loss * float("nan")
-        watch.check(loss, t.step + 1)  # raises DivergedError / NegativeLossError
+        # raises DivergedError / NegativeLossError (under DDP on the mean over ranks: all stop)
+        watch.check(loss if t.world_size == 1 else distributed.mean_over_ranks(loss), t.step + 1)
         t.optimizer.zero_grad(set_to_none=True)
         t.scaler.scale(loss).backward()
         t.scaler.step(t.optimizer)
@@ -352,6 +382,8 @@ def _epoch(t: Trainer):
         if t.sched_per_batch:
             t.scheduler.step()
         t.step += 1
+        if t.lookahead is not None:
+            t.lookahead.after_step(t.step)
         n = y.shape[0]
         loss_sum += loss.detach().double() * n
         correct += (out.detach().argmax(1) == y).sum()
@@ -360,43 +392,56 @@ def _epoch(t: Trainer):
         if t.stop_at is not None and t.step == t.stop_at:
             t.stop_requested = t.stop_requested or "SIGINT"
         last = i + 1 == plan.steps
-        if t.stop_requested or last or (i + 1) % t.display_every == 0:
+        display = last or (i + 1) % t.display_every == 0
+        # DDP: ranks agree on a stop at display points only, so they all stop at the same step
+        stop = t.stop_requested if t.world_size == 1 else display and distributed.agree_stop(t)
+        if stop or display:
             watch.flush()
-            ls, c = _reduce(torch.stack([loss_sum, correct.double()])).tolist()
+            sums = torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(seen)])
+            ls, c, s = _reduce(sums, t.world_size).tolist()
             elapsed = time.perf_counter() - t0
             yield {"type": "step", "epoch": epoch, "epochs": r.epochs, "step": i + 1,
-                   "steps": plan.steps, "loss": ls / max(seen, 1), "acc": 100.0 * c / max(seen, 1),
-                   "lr": lr, "images_per_s": seen_here / elapsed if elapsed > 0 else 0.0}
-        if t.stop_requested and not last:
-            t.progress = {"step_in_epoch": i + 1, "loss_sum": float(loss_sum.item()),
-                          "correct": int(correct.item()), "seen": seen,
+                   "steps": plan.steps, "loss": ls / max(s, 1), "acc": 100.0 * c / max(s, 1),
+                   "lr": lr, "images_per_s": seen_here * t.world_size / elapsed if elapsed > 0 else 0.0}
+        if stop and not last:
+            t.progress = {"step_in_epoch": i + 1, "loss_sum": ls,
+                          "correct": int(c), "seen": int(s),
                           "train_seconds": prior_seconds + time.perf_counter() - t0,
                           "epoch_generator": plan.start_state}
             yield _stopped(t)
             return False
     watch.flush()
     train_time = time.perf_counter() - t0
-    ls, c = _reduce(torch.stack([loss_sum, correct.double()])).tolist()
-    test = evaluate(t.model, t.test_x, t.test_y, normalize=t.normalize,
-                    batch_size=r.data.test_batch_size, loss_name=r.loss.name,
-                    autocast=t.autocast, channels_last=t.channels_last)
+    ls, c, s = _reduce(torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(seen)]),
+                       t.world_size).tolist()
+    test = _test_metrics(t)
     if t.scheduler is not None and not t.sched_per_batch:
         if isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             t.scheduler.step(test["acc"] if t.scheduler.mode == "max" else test["loss"])
         else:
             t.scheduler.step()
     t.epoch = epoch
-    metrics = {"epoch": epoch, "train_loss": ls / max(seen, 1), "train_acc": 100.0 * c / max(seen, 1),
+    metrics = {"epoch": epoch, "train_loss": ls / max(s, 1), "train_acc": 100.0 * c / max(s, 1),
                "test_loss": test["loss"], "test_acc": test["acc"], "lr": lr,
                "seconds": prior_seconds + time.perf_counter() - t0,
                "train_seconds": prior_seconds + train_time,
-               "images_per_s": seen_here / max(train_time, 1e-9)}
+               "images_per_s": seen_here * t.world_size / max(train_time, 1e-9)}
     t.history.append(metrics)
     best = test["acc"] > t.best_acc
     if best:
         t.best_acc, t.best_epoch = test["acc"], epoch
     yield {"type": "epoch", "epochs": r.epochs, "best": best, **metrics}
     return True
+
+
+def _test_metrics(t: Trainer) -> dict:
+    """The epoch's test loss and accuracy over the whole test split (DDP: in shares, summed)."""
+    r = t.recipe
+    kw = dict(normalize=t.normalize, batch_size=r.data.test_batch_size, loss_name=r.loss.name,
+              autocast=t.autocast, channels_last=t.channels_last, tta=r.eval_tta)
+    if t.world_size == 1:
+        return evaluate(t.model, t.test_x, t.test_y, **kw)
+    return distributed.evaluate_shares(evaluate, t, **kw)
 
 
 # ------------------------------------------------------------------------ evaluation
@@ -413,7 +458,7 @@ def evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, normalize
              channels_last: bool = False, tta: str = "none") -> dict:
     """Loss, accuracy (%) and predictions on uint8 NCHW images, in eval mode, no grad.
 
-    ``tta="flip"`` averages the outputs of the images and their mirror images.
+    ``tta``: ``none``, ``flip`` or ``flip_translate`` (see :mod:`cifarctl.tta`).
     The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
@@ -426,9 +471,7 @@ def evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, normalize
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast():
-                out = model(xb)
-                if tta == "flip":
-                    out = (out + model(xb.flip(3))) / 2
+                out = tta_forward(model, xb, tta)
             out = out.float()
             yb = y[s:s + batch_size]
             loss_sum += eval_loss(out, yb, loss_name).double()
@@ -451,8 +494,10 @@ def state_dict(t: Trainer) -> dict:
         "optimizer": t.optimizer.state_dict(),
         "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
         "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else None,
+        "lookahead": t.lookahead.state_dict() if t.lookahead is not None else None,
         "rng": capture_rng(t.generator),
         "epoch": t.epoch, "step": t.step, "progress": dict(t.progress) if t.progress else None,
+        "world_size": t.world_size,
         "best": {"acc": t.best_acc, "epoch": t.best_epoch},
         "history": [dict(h) for h in t.history],
         "recipe": r.to_dict(), "model_name": r.model, "model_args": dict(r.model_args),
@@ -473,6 +518,10 @@ def load_state_dict(t: Trainer, ckpt: dict, *, scheduler: bool = True) -> None:
         t.scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler") is not None and t.scaler.is_enabled():
         t.scaler.load_state_dict(ckpt["scaler"])
+    if t.lookahead is not None and ckpt.get("lookahead") is not None:
+        t.lookahead.load_state_dict(ckpt["lookahead"])
+    elif t.lookahead is not None:  # lookahead added with --force: it starts from the loaded weights
+        t.lookahead.reset()
     restore_rng(ckpt["rng"], t.generator)
     t.epoch, t.step = int(ckpt["epoch"]), int(ckpt["step"])
     t.progress = ckpt.get("progress")
@@ -489,8 +538,10 @@ def rebuild_scheduler(t: Trainer) -> None:
     """
     if t.recipe.scheduler.name != "onecycle":  # the others start from the optimizer's lr
         for g in t.optimizer.param_groups:
-            g["lr"] = g["initial_lr"] = t.recipe.optimizer.lr
+            g["lr"] = g["initial_lr"] = t.recipe.optimizer.lr * g.get("lr_scale", 1.0)
     t.scheduler = build_scheduler(t.recipe, t.optimizer, t.steps_per_epoch, resolve_max_lr(t.recipe))
+    if t.lookahead is not None:
+        t.lookahead.total_steps = t.recipe.epochs * t.steps_per_epoch
     if t.scheduler is None or isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         return
     n = t.step if t.sched_per_batch else t.epoch

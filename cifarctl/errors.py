@@ -53,6 +53,17 @@ class CheckpointError(UsageError):
     """A checkpoint or run folder cannot be read."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint holds objects that weights-only loading refuses (possibly malicious)."""
+
+
+class WriteError(CifarctlError, OSError):
+    """A file could not be written (disk full, size limit, permissions); exit code 1.
+
+    Also an ``OSError``, so code that handles failed writes as such keeps working.
+    """
+
+
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The choices closest to ``name`` (case-insensitive), best first."""
     choices = list(choices)

@@ -16,7 +16,7 @@ from pathlib import Path
 from cifarctl.errors import UsageError
 
 SPLITS = ("test", "train")
-TTA = ("none", "flip")
+TTA = ("none", "flip", "flip_translate")  # cifarctl.tta.TTA_MODES (not imported: no torch at import)
 
 
 def confusion_matrix(y, pred, num_classes: int) -> list[list[int]]:
@@ -45,13 +45,16 @@ def evaluate_checkpoint(
     *,
     data: str | None = None,
     split: str = "test",
-    tta: str = "none",
+    tta: str | None = None,
     which: str = "last",
     device: str = "auto",
     write: bool = True,
     progress: bool = False,
 ) -> dict:
-    """Evaluate ``target`` (a run folder or a checkpoint) and return the eval.json dict."""
+    """Evaluate ``target`` (a run folder or a checkpoint) and return the eval.json dict.
+
+    ``tta=None`` uses the stored recipe's ``eval_tta``, as its per-epoch test accuracy did.
+    """
     import torch
 
     from cifarctl.builders import precision_for, resolve_device
@@ -63,11 +66,12 @@ def evaluate_checkpoint(
 
     if split not in SPLITS:
         raise UsageError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
-    if tta not in TTA:
+    if tta is not None and tta not in TTA:
         raise UsageError(f"--tta {tta!r}: expected one of {', '.join(TTA)}")
     path = find_checkpoint(target, which)
     ckpt = load_checkpoint(path)
     recipe = validate_dict(ckpt["recipe"], f"{path} (stored recipe)")
+    tta = recipe.eval_tta if tta is None else tta
     dev = resolve_device(device)
     model = build_model(validate_dict({**ckpt["recipe"], "model": ckpt["model_name"],
                                        "model_args": ckpt.get("model_args") or {}}, str(path)))

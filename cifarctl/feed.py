@@ -9,10 +9,16 @@ When a step has no batched version (``unsupported_step``) or the recipe says
 ``augment_backend: albumentations``, batches come from a DataLoader over
 ``AlbumentationsDataset`` with ``data.workers`` workers instead, in the same order.
 
+Data-parallel (``world_size`` > 1): every rank draws the same permutation and takes
+``batch_size / world_size`` images of each global batch (``_shard``); augmentation draws
+come from a per-rank generator reseeded at every step, so runs are deterministic for a
+given number of processes.
+
 Replay: an epoch is fully determined by the generator state at its start (saved in
 mid-epoch checkpoints). On the device path the generator state at any step is saved
-too, so a resumed epoch continues bit for bit. The albumentations path replays the
-order of the remaining batches, but its per-image randomness restarts with the workers.
+too, so a resumed epoch continues bit for bit. The albumentations path reseeds every
+batch from the epoch's loader seed and the batch number (``SeededBatch``), whichever
+worker makes it, so a resumed epoch continues bit for bit there too.
 """
 
 from __future__ import annotations
@@ -27,15 +33,35 @@ from cifarctl.errors import UsageError
 from cifarctl.recipe import Recipe
 
 
-def count_steps(n: int, batch_size: int) -> int:
-    """Batches per epoch: every image once, but never a final batch of one image."""
-    steps = math.ceil(n / batch_size)
-    return steps - 1 if n % batch_size == 1 and n > 1 else steps
+def count_steps(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Batches per epoch: every image once, but never a final batch of one image.
+
+    Data-parallel (``world_size`` > 1): the final batch is cut to a multiple of
+    ``world_size`` so every rank gets as many images, and dropped when that leaves a rank
+    fewer than 2 (BatchNorm needs 2).
+    """
+    if world_size == 1:
+        steps = math.ceil(n / batch_size)
+        return steps - 1 if n % batch_size == 1 and n > 1 else steps
+    full, rest = divmod(n, batch_size)
+    rest -= rest % world_size
+    return full + (1 if rest >= 2 * world_size else 0)
 
 
-def _shard(perm: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """This rank's slice of the global permutation (DDP later; all of it today)."""
-    return perm if world_size == 1 else perm[rank::world_size]
+def images_used(n: int, batch_size: int, world_size: int = 1) -> int:
+    """How many images of the epoch's permutation the :func:`count_steps` batches take."""
+    used = min(n, count_steps(n, batch_size, world_size) * batch_size)
+    return used - used % world_size
+
+
+def _shard(perm: torch.Tensor, rank: int, world_size: int, used: int) -> torch.Tensor:
+    """This rank's slice of the global permutation: every ``world_size``-th of the images used.
+
+    With ``batch_size / world_size`` images per rank and step, rank r's batch i is
+    ``perm[i*batch_size : (i+1)*batch_size][r::world_size]``: the ranks together take
+    exactly the single-process batch i.
+    """
+    return perm if world_size == 1 else perm[:used][rank::world_size]
 
 
 def make_normalizer(normalize, device: torch.device, steps: list | None = None):
@@ -60,9 +86,20 @@ class Batches:
         d = recipe.data
         self.device, self.generator = device, generator
         self.rank, self.world_size = rank, world_size
-        self.batch_size = d.batch_size
+        if d.batch_size % world_size:
+            raise UsageError(f"data.batch_size {d.batch_size} does not split over {world_size} processes: "
+                             f"each takes batch_size / {world_size} images of every batch; use a multiple "
+                             f"of {world_size}")
+        self.batch_size = d.batch_size // world_size  # per rank
         self.n = len(arrays.train_y)
-        self.steps_per_epoch = count_steps(len(range(rank, self.n, world_size)), d.batch_size)
+        self.steps_per_epoch = count_steps(self.n, d.batch_size, world_size)
+        self.used = images_used(self.n, d.batch_size, world_size)
+        if self.steps_per_epoch == 0:
+            raise UsageError(f"{self.n} train images make no batch of at least 2 images per process "
+                             f"for {world_size} processes")
+        # Data-parallel: augmentation randomness of its own per rank, reseeded every step
+        # from the epoch's draw (EpochPlan.aug_seed), so the shared generator stays in step.
+        self.aug_generator = generator if world_size == 1 else torch.Generator(device=device)
         self.channels_last = device.type == "cuda" and recipe.channels_last
         self.workers = d.workers
         self.normalize = make_normalizer(d.normalize, device, d.augment)
@@ -100,13 +137,19 @@ class Batches:
             g.set_state(saved["epoch_generator"])
         start_state = g.get_state()
         perm = torch.randperm(self.n, generator=g, device=g.device)
-        loader_seed = None
+        loader_seed = aug_seed = None
         if self.loader_mode:
             loader_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g, device=g.device).item())
+            if self.world_size > 1:
+                loader_seed = (loader_seed + 7919 * self.rank) % (2**31 - 1)
+        elif self.world_size > 1 and self.aug is not None:
+            aug_seed = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
         if saved:
             g.set_state(current)
-        return EpochPlan(self, _shard(perm, self.rank, self.world_size).to(self.device),
+        plan = EpochPlan(self, _shard(perm, self.rank, self.world_size, self.used).to(self.device),
                          start_state, loader_seed)
+        plan.aug_seed = aug_seed
+        return plan
 
 
 class EpochPlan:
@@ -116,6 +159,7 @@ class EpochPlan:
                  loader_seed: int | None):
         self.b, self.idx, self.start_state, self.loader_seed = batches, idx, start_state, loader_seed
         self.steps = batches.steps_per_epoch
+        self.aug_seed: int | None = None  # data-parallel: seeds the rank's augmentation per step
 
     def _bounds(self, i: int) -> tuple[int, int]:
         bs = self.b.batch_size
@@ -130,17 +174,20 @@ class EpochPlan:
             s, e = self._bounds(i)
             bi = self.idx[s:e]
             xb = b.x[bi]
-            x = b.aug(xb, b.generator) if b.aug is not None else b.normalize.normalize_only(xb)
+            if self.aug_seed is not None:
+                b.aug_generator.manual_seed(self.aug_seed + i * b.world_size + b.rank)
+            x = b.aug(xb, b.aug_generator) if b.aug is not None else b.normalize.normalize_only(xb)
             if b.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, b.y[bi]
 
     def _loader(self, start: int):
-        from cifarctl.augment import worker_init_fn
+        from cifarctl.augment import SeededBatch, batch_seed, worker_init_fn
 
         b = self.b
         order = self.idx.cpu()
-        batches = [order[slice(*self._bounds(i))].tolist() for i in range(start, self.steps)]
+        batches = [SeededBatch(order[slice(*self._bounds(i))].tolist(), batch_seed(self.loader_seed, i))
+                   for i in range(start, self.steps)]
         b.dataset.reseed(self.loader_seed)  # used as is when workers == 0
         loader = torch.utils.data.DataLoader(
             b.dataset, batch_sampler=batches, num_workers=b.workers,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from cifarctl.errors import RecipeError, UsageError, did_you_mean
 
@@ -72,6 +72,12 @@ class SGD(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
+    norm_lr_scale: float = Field(
+        1.0, gt=0,
+        description="Multiplies the learning rate of normalization-layer parameters (BatchNorm/"
+        "GroupNorm/LayerNorm weights and biases) and divides their weight_decay, so their decay "
+        "per step is unchanged (airbench's bias_scaler); 1 = one parameter group.",
+    )
 
 
 class Adam(_Strict):
@@ -151,8 +157,18 @@ class NoScheduler(_Strict):
     name: Literal["none"]
 
 
+class LinearWarmupDecay(_Strict):
+    """airbench94's schedule, stepped per batch; the peak is ``optimizer.lr``."""
+
+    name: Literal["linear_warmup_decay"]
+    warmup_pct: float = Field(0.23, ge=0, lt=1, description="Fraction of all steps spent warming up.")
+    start_factor: float = Field(0.2, gt=0, description="lr at the first step = start_factor x optimizer.lr.")
+    end_factor: float = Field(0.07, ge=0, description="lr at the last step = end_factor x optimizer.lr.")
+
+
 Scheduler = Annotated[
-    Union[OneCycle, Step, MultiStep, Cosine, Plateau, NoScheduler], Field(discriminator="name")
+    Union[OneCycle, Step, MultiStep, Cosine, Plateau, NoScheduler, LinearWarmupDecay],
+    Field(discriminator="name"),
 ]
 
 
@@ -167,6 +183,16 @@ class NLL(_Strict):
 
 
 Loss = Annotated[Union[CrossEntropy, NLL], Field(discriminator="name")]
+
+
+class Lookahead(_Strict):
+    """airbench94's lookahead: every ``every_steps`` steps, slow <- lerp(slow, weights, 1 - d)
+    and weights <- slow, with d = decay ** every_steps * (step / total_steps) ** ramp_power;
+    after the last step the weights become the slow ones. Checkpoints hold the slow copy."""
+
+    every_steps: int = Field(5, gt=0, description="Optimizer steps between two syncs.")
+    decay: float = Field(0.95, ge=0, lt=1, description="Decay per step (a sync uses decay ** every_steps).")
+    ramp_power: float = Field(3.0, ge=0, description="d grows as (step / total_steps) ** ramp_power.")
 
 
 class Target(_Strict):
@@ -195,7 +221,25 @@ class Recipe(_Strict):
     channels_last: bool = Field(True, description="Use channels_last memory format on CUDA.")
     compile: bool = Field(False, description="torch.compile the model.")
     sync_bn: bool = Field(False, description="Synchronise BatchNorm across ranks under torchrun.")
+    lookahead: Lookahead | None = Field(None, description="Lookahead averaging of the weights (airbench94); "
+                                        "null = off.")
+    eval_tta: Literal["none", "flip", "flip_translate"] = Field(
+        "none", description="Test-time augmentation of the per-epoch test accuracy and of `cifarctl "
+        "eval`: none; flip (mean with the mirror image); flip_translate (airbench94: mirror x "
+        "{as is, 1 px up-left, 1 px down-right}, weighted 1/2, 1/4, 1/4).")
     target: Target = Field(default_factory=Target)
+
+    _origin: str = PrivateAttr("")  # set by validate_dict: the file (and --set options) it came from
+
+    @property
+    def origin(self) -> str:
+        """Where the recipe was read from, for errors found later (e.g. once the data is loaded)."""
+        return self._origin or f"recipe {self.name}"
+
+    def __eq__(self, other: object) -> bool:  # the same values, wherever they were read from
+        if not isinstance(other, Recipe):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -390,19 +434,33 @@ def validate_dict(raw: Any, source: str) -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
-        problems = _format_errors(err, raw)
-        # Also report semantic problems we can still see (e.g. an unknown model).
-        model = raw.get("model")
-        if isinstance(model, str):
-            from cifarctl.registry import is_model, list_models
-
-            if not is_model(model):
-                problems.append(f"model: unknown model {model!r}{did_you_mean(model, list_models())}")
-        raise RecipeError(source, problems) from None
+        # Also report the semantic problems we can still see (every error at once).
+        raise RecipeError(source, _format_errors(err, raw) + _raw_semantic_problems(raw)) from None
     problems = _semantic_problems(recipe)
     if problems:
         raise RecipeError(source, problems)
+    recipe._origin = source
     return recipe
+
+
+def _raw_semantic_problems(raw: dict[str, Any]) -> list[str]:
+    """:func:`_semantic_problems` on a mapping that failed validation: model, augmentations
+    and batch size, where they are of the right type to be checked."""
+    from cifarctl.augment_check import check_steps
+    from cifarctl.registry import is_model, list_models
+
+    problems = []
+    model = raw.get("model")
+    if isinstance(model, str) and not is_model(model):
+        problems.append(f"model: unknown model {model!r}{did_you_mean(model, list_models())}")
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    augment = data.get("augment")
+    if isinstance(augment, list):
+        problems += [f"data.augment{where}: {message}" for where, message in check_steps(augment)]
+    batch, sub = data.get("batch_size"), data.get("train_subset")
+    if isinstance(batch, int) and isinstance(sub, int) and 0 < sub < batch:
+        problems.append(f"data.batch_size: {batch} is larger than data.train_subset ({sub})")
+    return problems
 
 
 def read_yaml(path: Path) -> Any:

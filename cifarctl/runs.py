@@ -12,12 +12,17 @@ A run folder ``runs/<recipe>-<YYYYmmdd-HHMMSS>/`` holds::
     checkpoints/last.pt, checkpoints/best.pt
 
 Every file that is rewritten is written to a temp file in the same folder, fsynced and
-``os.replace``d, so a crash leaves either the old or the new file, never half of one.
-Checkpoints are only ever read with ``torch.load(weights_only=True)``.
+``os.replace``d, so a crash leaves either the old or the new file, never half of one (a
+killed process may leave a ``.<name>.tmp-<pid>`` file: the next run in the folder removes
+it). A file that cannot be written (disk full) is a :class:`~cifarctl.errors.WriteError`
+naming it. Checkpoints are only ever read with ``torch.load(weights_only=True)``, after
+checking the zip checksums, so a damaged file is an error rather than wrong weights.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import platform
@@ -25,12 +30,13 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cifarctl import __version__
-from cifarctl.errors import CheckpointError, UsageError
+from cifarctl.errors import CheckpointError, UnsafeCheckpointError, UsageError, WriteError
 
 CHECKPOINT_FORMAT = "cifarctl-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -79,19 +85,51 @@ def _temp_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a fsynced temp file in the same folder."""
-    path = Path(path)
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def write_error(path: Path, exc: OSError, after: str = "") -> WriteError:
+    """One line naming the file that could not be written, and why."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _FULL:
+        reason += ": the disk is full or the file is over a size limit"
+    return WriteError(f"cannot write {path} ({reason}){after}")
+
+
+def _write_file(path: Path, data) -> None:
+    """Write ``data`` (bytes-like) to ``path``, fsync it, atomically replace ``path`` with it."""
     tmp = _temp_for(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        slow = os.environ.get(ENV_SLOW_SAVE) if path.suffix == ".pt" else None
+        if slow:
+            time.sleep(float(slow))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a fsynced temp file in the same folder; the old
+    file stays as it was when that fails (:class:`WriteError`)."""
+    path = Path(path)
+    try:
+        _write_file(path, data.encode() if isinstance(data, str) else data)
+    except OSError as exc:
+        raise write_error(path, exc, f"; the previous {path.name} is intact") from None
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete the temp files a killed process left in ``folder`` (never complete files)."""
+    for p in Path(folder).glob(".*.tmp-*"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -149,15 +187,26 @@ class RunFiles:
         self.ckpt_dir.mkdir(exist_ok=True)
         self.last = self.ckpt_dir / "last.pt"
         self.best = self.ckpt_dir / "best.pt"
+        for folder in (self.dir, self.ckpt_dir):  # left by a process killed while saving
+            remove_stale_temps(folder)
 
     def _append(self, name: str, line: str) -> None:
-        with open(self.dir / name, "a", encoding="utf-8") as f:
-            f.write(line.rstrip("\n") + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        path = self.dir / name
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line.rstrip("\n") + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise write_error(path, exc) from None
 
     def log(self, line: str) -> None:
-        self._append("log.txt", line)
+        """Append to log.txt; best effort (the same lines go to the terminal), so that the
+        error of a run that stops because the disk is full is still the one reported."""
+        try:
+            self._append("log.txt", line)
+        except WriteError:
+            pass
 
     def metrics(self, row: dict) -> None:
         self._append("metrics.jsonl", json.dumps(row))
@@ -179,7 +228,12 @@ class RunFiles:
             write_atomic(path, "".join(k + "\n" for k in kept))
 
     def summary(self, summary: dict) -> None:
-        write_json(self.dir / "summary.json", summary)
+        try:
+            write_json(self.dir / "summary.json", summary)
+        except WriteError:
+            if summary.get("status") in ("running", "completed"):
+                raise
+            # on the way out after an error: that error is the one to report
 
     def curves(self, history: list[dict]) -> None:
         write_curves(self.dir / "curves.png", history)
@@ -202,15 +256,9 @@ def write_curves(path: Path, history: list[dict]) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = _temp_for(Path(path))
-    try:
-        with open(tmp, "wb") as f:
-            fig.savefig(f, format="png")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    write_atomic(path, buf.getbuffer())
 
 
 # ------------------------------------------------------------------------ checkpoints
@@ -254,23 +302,24 @@ def restore_rng(rng: dict, generator=None) -> None:
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same folder, fsync, os.replace, fsync the folder."""
+    """torch.save to a temp file in the same folder, fsync, os.replace, fsync the folder.
+
+    Serialized in memory first, so that a full disk is an ``OSError`` we can name (torch's
+    own file writer reports it as an opaque RuntimeError); raises :class:`WriteError`,
+    with the previous checkpoint at ``path`` untouched.
+    """
     import torch
 
     path = Path(path)
-    tmp = _temp_for(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        slow = os.environ.get(ENV_SLOW_SAVE)
-        if slow:
-            time.sleep(float(slow))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+        _write_file(path, buf.getbuffer())
+    except OSError as exc:
+        run = path.parent.parent if path.parent.name == "checkpoints" else None
+        then = f"continue with `cifarctl train --resume {run}`" if run else "save again"
+        raise write_error(path, exc, f"; the previous {path.name} is intact: free some space, then "
+                                     f"{then}") from None
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:
@@ -292,14 +341,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path}: not a readable checkpoint (empty file: 0 bytes)")
+    _check_zip(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip, pickle and unpickling errors of every kind
         if "Weights only load failed" in str(exc):
-            what = "refused by weights_only loading: it holds objects other than tensors and plain data"
-        else:
-            what = f"truncated or corrupted: {_first_line(exc)}"
-        raise CheckpointError(f"{path}: not a readable checkpoint ({what})") from None
+            raise UnsafeCheckpointError(
+                f"{path}: not a readable checkpoint (refused by weights_only loading: it holds objects "
+                "other than tensors and plain data; it was not written by cifarctl and may be "
+                "malicious)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: "
+                              f"{_first_line(exc)})") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a cifarctl checkpoint (a torch file without the "
                               f"{CHECKPOINT_FORMAT!r} format marker)")
@@ -311,6 +363,42 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
     return obj
+
+
+def _check_zip(path: Path) -> None:
+    """torch does not check the CRC-32 of zip members: a flipped bit in a tensor loads as a
+    wrong weight. Check them all (about 1 GB/s) before loading."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy format, or not a checkpoint: torch.load says which
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: "
+                              f"{_first_line(exc)})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupted: checksum mismatch in {bad}, "
+                              "the file changed after it was written)")
+
+
+def resume_checkpoint(run_dir_or_file: str | os.PathLike) -> tuple[Path, dict, str | None]:
+    """``(path, checkpoint, note)`` for ``--resume``: ``checkpoints/last.pt``, or, when that
+    file is damaged (not when it is refused as unsafe), an intact ``best.pt``, whose epochs
+    after it are then trained again; ``note`` says so."""
+    path = find_checkpoint(run_dir_or_file, "last")
+    try:
+        return path, load_checkpoint(path), None
+    except UnsafeCheckpointError:
+        raise
+    except CheckpointError as exc:
+        best = path.with_name("best.pt")
+        if path.name != "last.pt" or not best.is_file():
+            raise
+        try:
+            ckpt = load_checkpoint(best)
+        except CheckpointError:
+            raise exc from None
+        return best, ckpt, f"{exc}; resuming from {best} (epoch {ckpt['epoch']}) instead"
 
 
 def find_checkpoint(run_dir_or_file: str | os.PathLike, which: str = "last") -> Path:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import signal
 import threading
+import time
 import traceback
 from datetime import datetime
 from pathlib import Path
@@ -77,7 +78,8 @@ def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: st
         "images_per_s": h[-1]["images_per_s"] if h else None,
         "total_seconds": sum(x["seconds"] for x in h) + partial,
         "target": target_verdict(r, trainer.params, best),
-        "device": str(trainer.device), "data": trainer.data_source, "run_dir": str(run_dir),
+        "device": str(trainer.device), "world_size": trainer.world_size,
+        "data": trainer.data_source, "run_dir": str(run_dir),
         "started": started, "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 
@@ -92,9 +94,25 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): d}
 
 
+def _with_defaults(raw: dict) -> dict:
+    """A stored recipe dict with every schema default filled in (as stored if it no longer validates)."""
+    from pydantic import ValidationError
+
+    from cifarctl.recipe import Recipe
+
+    try:
+        return Recipe.model_validate(raw).to_dict()
+    except ValidationError:
+        return raw
+
+
 def recipe_differences(old: dict, new: dict) -> list[str]:
-    """``key: old -> new`` for every resolved key that differs, ignoring data.source."""
-    a, b = _flat(old), _flat(new)
+    """``key: old -> new`` for every resolved key that differs, ignoring data.source.
+
+    ``old`` is completed with today's schema defaults first, so a key added to the schema
+    after the run started (at its default) is not a difference.
+    """
+    a, b = _flat(_with_defaults(old)), _flat(new)
     diffs = []
     for k in sorted(set(a) | set(b)):
         if k == "data.source":
@@ -118,24 +136,25 @@ def _with_source(recipe, source: str | None):
 
     raw = recipe.to_dict()
     raw["data"]["source"] = source
-    return validate_dict(raw, f"recipe {recipe.name} (with --data)")
+    return validate_dict(raw, f"{recipe.origin} (with --data)")
 
 
 def _resolve_recipe(recipe_ref, overrides, seed, data, resume, force):
     """(recipe, checkpoint or None, checkpoint path or None, run dir or None)."""
     from cifarctl.recipe import apply_overrides, load_recipe, validate_dict
-    from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of
+    from cifarctl.runs import resume_checkpoint, run_dir_of
 
     overrides = list(overrides or ())
     if seed is not None:
         overrides.append(f"seed={int(seed)}")
     ckpt = ckpt_path = run_dir = None
     if resume is not None:
-        ckpt_path = find_checkpoint(resume, "last")
+        # last.pt, or best.pt when last.pt is damaged (ckpt["resume_note"] then says so)
+        ckpt_path, ckpt, note = resume_checkpoint(resume)
         run_dir = run_dir_of(ckpt_path) or Path(resume)
         if not Path(run_dir).is_dir():
             raise UsageError(f"--resume {resume}: expected a run folder (runs/<recipe>-<time>)")
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt["resume_note"] = note
     if recipe_ref is not None:
         recipe = load_recipe(recipe_ref, overrides)
     elif ckpt is not None:
@@ -200,11 +219,17 @@ class _StopOnSignal:
     def __init__(self, trainer):
         self.trainer = trainer
         self.old: dict[int, Any] = {}
+        self.first = 0.0
+
+    GRACE = 2.0  # seconds: under torchrun, Ctrl-C reaches a worker from the terminal and again from torchrun
 
     def _handler(self, signum, frame):
         if self.trainer.stop_requested:
+            if self.trainer.world_size > 1 and time.monotonic() - self.first < self.GRACE:
+                return
             raise KeyboardInterrupt
         self.trainer.stop_requested = signal.Signals(signum).name
+        self.first = time.monotonic()
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -234,20 +259,23 @@ def run_training(
     progress: bool = False,
 ) -> dict:
     """Train a recipe (or resume a run) into a run folder; see the module docstring."""
-    from cifarctl import engine, runs
+    from cifarctl import distributed, engine, runs
     from cifarctl.builders import check_runnable, resolve_device
     from cifarctl.ui.train_view import epoch_line, final_lines, start_line
 
     recipe_obj, ckpt, ckpt_path, run_dir = _resolve_recipe(recipe, overrides, seed, data, resume, force)
     check_runnable(recipe_obj)
     dev = resolve_device(device)
+    ranks = distributed.current()  # under torchrun: this process's rank; only rank 0 writes and prints
+    dev, view, progress = ranks.device(dev), view if ranks.main else None, progress and ranks.main
     source = recipe_obj.data.source or (ckpt or {}).get("data_source")
     with _lr_find_bar(progress) as lr_bar:
         trainer = engine.prepare(recipe_obj, data_source=source, device=dev, progress=progress,
-                                 lr_find_progress=lr_bar)
+                                 lr_find_progress=lr_bar, rank=ranks.rank, world_size=ranks.world_size)
     recipe_obj = trainer.recipe  # max_lr: auto is now the range test's number
     if ckpt is not None:
         changed = bool(recipe_differences(ckpt["recipe"], recipe_obj.to_dict()))  # only with --force
+        distributed.check_resume(ckpt, trainer, ckpt_path)
         try:
             engine.load_state_dict(trainer, ckpt, scheduler=not changed)
             if changed:  # a new schedule (e.g. more epochs), advanced to where the run is
@@ -257,14 +285,19 @@ def run_training(
                              f"({str(exc).splitlines()[0]})") from None
         del ckpt["model"], ckpt["optimizer"]
 
-    run_dir = Path(run_dir) if run_dir is not None else runs.create_run_dir(runs_dir, recipe_obj.name, name)
-    files = runs.RunFiles(run_dir)
+    if run_dir is None:
+        run_dir = distributed.on_main(lambda: runs.create_run_dir(runs_dir, recipe_obj.name, name), ranks)
+    run_dir = Path(run_dir)
+    files = runs.RunFiles(run_dir) if ranks.main else distributed.SilentFiles(run_dir)
+    save = runs.save_checkpoint if ranks.main else lambda state, path: None
     import torch
 
-    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
-    runs.write_env(run_dir, runs.environment(str(dev), device_name, argv))
-    runs.write_atomic(run_dir / "recipe.yaml", recipe_obj.to_yaml())
-    if trainer.lr_find is not None:
+    if ranks.main:
+        device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+        env = runs.environment(str(dev), device_name, argv)
+        runs.write_env(run_dir, {**env, "world_size": ranks.world_size})
+        runs.write_atomic(run_dir / "recipe.yaml", recipe_obj.to_yaml())
+    if trainer.lr_find is not None and ranks.main:
         from cifarctl.lrfind import write_lr_find
 
         write_lr_find(trainer.lr_find, run_dir)
@@ -273,6 +306,8 @@ def run_training(
     if ckpt is not None:
         files.truncate_metrics(trainer.epoch)
         files.log(f"resumed from {ckpt_path} at epoch {trainer.epoch}, step {trainer.step}")
+        if ckpt.get("resume_note"):  # last.pt was damaged: shown and logged with the notices
+            trainer.notices.append(f"warning: {ckpt['resume_note']}")
     if view is not None:
         view.handle({"type": "info", "message": f"run folder {run_dir}"})
 
@@ -299,13 +334,13 @@ def run_training(
                                                       "images_per_s")})
                     files.log(epoch_line(ev))
                     state = engine.state_dict(trainer)
-                    runs.save_checkpoint(state, files.last)
-                    if ev["best"]:
-                        runs.save_checkpoint(state, files.best)
+                    if ev["best"]:  # best.pt first: a kill between the two saves leaves last.pt
+                        save(state, files.best)  # behind (resume redoes the epoch), never best.pt stale
+                    save(state, files.last)
                     files.curves(trainer.history)
                     summary("running")
                 elif kind == "stopped":
-                    runs.save_checkpoint(engine.state_dict(trainer), files.last)
+                    save(engine.state_dict(trainer), files.last)
                     where = (f"epoch {trainer.epoch + 1}, step {ev['step_in_epoch']}/{trainer.steps_per_epoch}"
                              if trainer.progress else f"the end of epoch {trainer.epoch}")
                     msg = (f"interrupted by {ev['signal']} at {where}: saved {files.last}; continue with "

@@ -34,7 +34,10 @@ class _Group(TyperGroup):
         except CifarctlError as exc:
             if state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+            from rich.markup import escape  # messages hold brackets: "num_holes_range: [min, max]"
+
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True,
+                              markup=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if state["debug"]:

@@ -18,7 +18,9 @@ def eval_(
     data: Annotated[Optional[str], typer.Option(
         "--data", metavar="PATH", help="Data source instead of the one the run used.")] = None,
     split: Annotated[str, typer.Option("--split", help="test or train.")] = "test",
-    tta: Annotated[str, typer.Option("--tta", help="none, or flip (average with mirrored images).")] = "none",
+    tta: Annotated[Optional[str], typer.Option(
+        "--tta", help="none, flip (mean with the mirror image) or flip_translate (airbench's 6 views); "
+        "default: the recipe's eval_tta.", show_default=False)] = None,
     which: Annotated[str, typer.Option("--which", help="best or last checkpoint of a run folder.")] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="Print eval.json to stdout instead of tables.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",

@@ -12,6 +12,7 @@ from cifarctl.cli.app import app, console, state
 
 @app.command("train", short_help="Train a recipe into a run folder (or --resume one).")
 def train(
+    ctx: typer.Context,
     recipe: Annotated[Optional[str], typer.Argument(
         help="A bundled recipe name (`cifarctl recipes`) or a recipe .yaml path; optional with --resume.",
         show_default=False)] = None,
@@ -29,23 +30,40 @@ def train(
         "--resume", metavar="RUN_DIR", help="Continue a run from its checkpoints/last.pt, in the same folder.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="With --resume: accept a recipe that differs from the run's.")] = False,
+    nproc: Annotated[Optional[int], typer.Option(
+        "--nproc", min=1, metavar="N",
+        help="Data-parallel on N processes (one per GPU; gloo on CPU): re-runs this command under "
+        "torchrun, like `torchrun --nproc_per_node N -m cifarctl train ...`.")] = None,
 ) -> None:
     """Train a recipe: one line per epoch (a live dashboard on a terminal), a run folder with
     metrics, checkpoints and curves, and a PASS/FAIL verdict against the recipe's target.
 
     Exit codes: 0 completed (even when the target is missed: the verdict is printed),
     2 bad recipe/option, 3 diverged (NaN/inf loss), 4 negative loss, 130 SIGINT / 143
-    SIGTERM (last.pt saved: continue with --resume), 1 any other failure.
+    SIGTERM (last.pt saved: continue with --resume), 1 any other failure; with --nproc,
+    rank 0's code (torchrun's 1 when rank 0 could not leave one).
     """
+    if nproc is not None and nproc > 1:
+        from cifarctl.distributed import command_args, launch
+
+        raise typer.Exit(launch(nproc, command_args(ctx)))
+    from contextlib import nullcontext
+
+    from cifarctl.distributed import env_rank, process_group, record_exit
+    from cifarctl.errors import CifarctlError
     from cifarctl.train import TrainingFailed, run_training
     from cifarctl.ui.train_view import TrainView
 
+    main = env_rank() == 0  # under torchrun only rank 0 prints, errors included
     try:
-        with TrainView(console) as view:
+        with process_group(device), (TrainView(console) if main else nullcontext()) as view:
             run_training(recipe, overrides=set_ or [], data=data, device=device, runs_dir=runs_dir,
                          name=name, seed=seed, resume=resume, force=force, view=view,
                          argv=list(sys.argv), progress=True)
-    except TrainingFailed as exc:
-        if state.get("debug") and exc.__cause__ is not None:
+    except CifarctlError as exc:
+        if not main:
+            raise typer.Exit(exc.exit_code) from None
+        record_exit(exc.exit_code)  # for --nproc: torchrun itself exits 1
+        if isinstance(exc, TrainingFailed) and state.get("debug") and exc.__cause__ is not None:
             raise exc.__cause__
         raise

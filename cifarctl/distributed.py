@@ -1,0 +1,449 @@
+"""Data-parallel training under torchrun: process group, ranks, reductions, the launcher.
+
+``torchrun --nproc_per_node N -m cifarctl train RECIPE`` (or ``cifarctl train --nproc N``,
+which re-launches itself that way) runs N copies of the same command. Each one:
+
+- joins the process group from torchrun's environment (``RANK``, ``WORLD_SIZE``,
+  ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): gloo on CPU, nccl on CUDA with
+  ``cuda:LOCAL_RANK`` as its device (:func:`process_group`);
+- draws the same permutation (same seed) and trains on its slice of every global batch
+  (``data.batch_size / N`` images, see :mod:`cifarctl.feed`) through
+  ``DistributedDataParallel``, with BatchNorm synchronised when the recipe says
+  ``sync_bn: true`` (:func:`wrap_model`);
+- sums metrics over ranks (:func:`all_reduce_sum`), evaluates its contiguous share of the
+  test split (:func:`shard_range`), agrees with the others on stop requests and losses
+  (:func:`agree_stop`, :func:`mean_over_ranks`), so every rank leaves the loop at the same
+  step with the same error or signal.
+
+Only rank 0 creates and writes the run folder and prints; :class:`SilentFiles` is what the
+other ranks write to. The checkpoint holds the unwrapped model, so its keys are those of a
+single-process run. A plain run (no torchrun, or ``WORLD_SIZE=1``) touches none of this.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from cifarctl.errors import EXIT_FAILURE, CifarctlError, UsageError
+
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+ENV_EXIT_FILE = "CIFARCTL_EXIT_FILE"  # set by launch(): where rank 0 writes its exit code
+SIGNALS = ("SIGINT", "SIGTERM")  # stop requests, by priority (an all_reduce MAX picks one)
+
+
+# ------------------------------------------------------------------------ ranks
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands: rank 0 of 1 outside torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def device(self, dev):
+        """The device of this rank: ``cuda:LOCAL_RANK`` for CUDA, ``dev`` otherwise."""
+        if self.active and dev.type == "cuda":
+            return torch.device("cuda", self.local_rank)
+        return dev
+
+
+def launched() -> bool:
+    """Started by torchrun with more than one process (``WORLD_SIZE`` > 1)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def env_rank() -> int:
+    """``RANK`` from torchrun's environment (0 outside it), before any process group."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def current() -> Ranks:
+    """The ranks of the initialised process group, or ``Ranks()`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Ranks()
+
+
+@contextmanager
+def process_group(device: str = "auto") -> Iterator[Ranks]:
+    """Join torchrun's process group for the duration of the block (nothing outside torchrun).
+
+    gloo when ``device`` resolves to the CPU, nccl (with ``cuda:LOCAL_RANK`` set as the
+    current device) for CUDA. On a normal exit or an error that every rank raised together
+    (any :class:`~cifarctl.errors.CifarctlError` but exit code 1: usage errors, divergence,
+    signals), the ranks wait for each other before leaving, so rank 0 finishes writing the
+    run folder before torchrun sees a rank exit; then the group is destroyed.
+    """
+    if not launched() or dist.is_initialized():
+        yield current()
+        return
+    missing = [v for v in TORCHRUN_ENV if not os.environ.get(v)]
+    if missing:
+        raise UsageError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start it with torchrun "
+                         "or `cifarctl train --nproc N`")
+    from cifarctl.builders import resolve_device
+
+    local = int(os.environ["LOCAL_RANK"])
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise UsageError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA device(s): "
+                             "use at most one process per GPU")
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+    else:
+        dist.init_process_group("gloo")
+    agreed = failed = False
+    try:
+        yield current()
+        agreed = True
+    except CifarctlError as exc:
+        agreed, failed = exc.exit_code != EXIT_FAILURE, True
+        raise
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            if agreed:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+            if failed:
+                _exit_quietly()
+
+
+def _exit_quietly() -> None:
+    """Ignore SIGTERM from here on: when a rank exits with an error, torchrun terminates the
+    others, and rank 0 has already written everything (it is on its way out)."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def record_exit(code: int) -> None:
+    """Rank 0 leaves its exit code where :func:`launch` finds it (torchrun itself says 1)."""
+    path = os.environ.get(ENV_EXIT_FILE)
+    if path and env_rank() == 0:
+        try:
+            Path(path).write_text(str(int(code)))
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------------ model
+def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
+    """(DistributedDataParallel model to train, the unwrapped model to save).
+
+    ``sync_bn`` converts every BatchNorm to one whose batch statistics span all ranks:
+    torch's ``SyncBatchNorm`` on CUDA, :class:`CPUSyncBatchNorm` on the CPU (torch's runs
+    on GPUs only). The state_dict keys stay those of the plain model.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if sync_bn:
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            model = convert_cpu_sync_bn(model)
+    ids = [device.index] if device.type == "cuda" else None
+    notices.append(f"data-parallel: {current().world_size} processes ({'nccl' if ids else 'gloo'}), "
+                   f"{per_rank} images each per step, BatchNorm {'synchronised' if sync_bn else 'per process'}")
+    return DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None), model
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient is summed over ranks too (every rank used the sum)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm with batch statistics over every rank, through gloo on the CPU.
+
+    Training mode sums (sum, sum of squares, count) over ranks with a differentiable
+    all_reduce, like ``torch.nn.SyncBatchNorm`` (which runs on GPUs only); eval mode and a
+    process without a group are plain BatchNorm.
+    """
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+
+    def forward(self, x):
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xf = x.float()
+        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([x.numel() / c])])
+        total = _AllReduceSum.apply(local)
+        count = total[-1]
+        mean = total[:c] / count
+        var = (total[c:2 * c] / count - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                unbiased = var.detach() * count / (count - 1).clamp_min(1)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def convert_cpu_sync_bn(module):
+    """``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` for :class:`CPUSyncBatchNorm`."""
+    out = module
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+            module, (CPUSyncBatchNorm, nn.SyncBatchNorm)):
+        out = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                               module.track_running_stats)
+        if module.affine:
+            out.weight, out.bias = module.weight, module.bias
+        out.running_mean, out.running_var = module.running_mean, module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.training = module.training
+    for name, child in module.named_children():
+        out.add_module(name, convert_cpu_sync_bn(child))
+    return out
+
+
+def evaluate_shares(evaluate, t, **kwargs) -> dict:
+    """Test loss and accuracy of the whole split, each rank evaluating its contiguous share.
+
+    Every rank first takes rank 0's buffers, so the numbers are those of the checkpoint's
+    model (``cifarctl eval`` agrees). The unwrapped model is called, not DDP's forward:
+    the shares may differ by a batch, and DDP's forward runs collectives.
+    """
+    broadcast_buffers(t.raw_model)
+    lo, hi = shard_range(len(t.test_y), t.rank, t.world_size)
+    y = t.test_y[lo:hi]
+    part = evaluate(t.raw_model, t.test_x[lo:hi], y, **kwargs)
+    sums = torch.tensor([part["loss"] * max(len(y), 1), float((part["preds"] == y).sum()), float(len(y))],
+                        dtype=torch.float64, device=t.device)
+    loss_sum, correct, n = all_reduce_sum(sums).tolist()
+    return {"loss": loss_sum / max(n, 1), "acc": 100.0 * correct / max(n, 1), "n": int(n)}
+
+
+def broadcast_buffers(model) -> None:
+    """Every rank takes rank 0's buffers (BatchNorm running statistics), as in the checkpoint."""
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
+
+
+# ------------------------------------------------------------------------ agreement
+def all_reduce_sum(t):
+    """The sum of ``t`` over ranks (a new tensor; ``t`` is left alone)."""
+    out = t.clone()
+    dist.all_reduce(out)
+    return out
+
+
+def mean_over_ranks(loss):
+    """The mean over ranks of a scalar loss, detached: what every rank's guard judges, so a
+    NaN on one rank stops them all at the same step."""
+    return all_reduce_sum(loss.detach().float()) / dist.get_world_size()
+
+
+def agree_stop(trainer) -> str | None:
+    """The stop request of any rank (SIGTERM over SIGINT), now set on every rank."""
+    mine = trainer.stop_requested
+    code = SIGNALS.index(mine) + 1 if mine in SIGNALS else (1 if mine else 0)
+    flag = torch.tensor([code], dtype=torch.int32, device=trainer.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    agreed = int(flag.item())
+    trainer.stop_requested = SIGNALS[agreed - 1] if agreed else None
+    return trainer.stop_requested
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (picklable objects)."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_main(fn, ranks: Ranks):
+    """``fn()`` run on rank 0 and its result given to every rank; an error is raised on all."""
+    if not ranks.active:
+        return fn()
+    if ranks.main:
+        try:
+            result = fn()
+        except Exception as exc:
+            broadcast_object((None, (str(exc), getattr(exc, "exit_code", EXIT_FAILURE))))
+            raise
+        return broadcast_object((result, None))[0]
+    result, error = broadcast_object(None)
+    if error is not None:
+        raise CifarctlError(*error)
+    return result
+
+
+@contextmanager
+def main_first(world_size: int) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. decodes and caches the data), then the others."""
+    if world_size <= 1:
+        yield
+        return
+    if dist.get_rank() != 0:
+        dist.barrier()
+        yield
+        return
+    try:
+        yield
+    finally:
+        dist.barrier()
+
+
+def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """This rank's contiguous share of ``n`` items: sizes differ by at most one, all covered once."""
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def check_resume(ckpt: dict, trainer, ckpt_path) -> None:
+    """Refuse a resume whose step count no longer fits the number of processes.
+
+    The final batch of an epoch depends on the number of processes (see
+    :func:`cifarctl.feed.count_steps`): a run stopped mid-epoch continues with the same
+    number; at an epoch boundary any number whose steps per epoch match will do.
+    """
+    saved = int(ckpt.get("world_size", 1))
+    if saved == trainer.world_size:
+        return
+    how = f"resume it with {saved} process(es)" + (f" (--nproc {saved})" if saved > 1 else " (no torchrun)")
+    if ckpt.get("progress"):
+        raise UsageError(f"{ckpt_path} was saved mid-epoch by {saved} process(es) and this run has "
+                         f"{trainer.world_size}: {how}")
+    epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+    if step != epoch * trainer.steps_per_epoch:
+        raise UsageError(f"{ckpt_path}: {saved} process(es) did {step} steps in {epoch} epoch(s) but "
+                         f"{trainer.world_size} take {trainer.steps_per_epoch} per epoch: {how}")
+
+
+class SilentFiles:
+    """What ranks other than 0 write the run folder's files to: nothing."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir)
+        self.ckpt_dir = self.dir / "checkpoints"
+        self.last = self.ckpt_dir / "last.pt"
+        self.best = self.ckpt_dir / "best.pt"
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+# ------------------------------------------------------------------------ launcher
+def command_args(ctx) -> list[str]:
+    """The ``cifarctl`` arguments that repeat the click command ``ctx``, without ``--nproc``.
+
+    Built from the parsed parameters (not ``sys.argv``), so it works from ``CliRunner``
+    too; global flags of the parent (``--debug``) come first.
+    """
+    args: list[str] = []
+    parent = ctx.parent
+    if parent is not None:
+        for p in parent.command.params:
+            if getattr(p, "is_flag", False) and not p.is_eager and parent.params.get(p.name) is True:
+                args.append(p.opts[0])
+    args.append(ctx.info_name)
+    for p in ctx.command.params:
+        value = ctx.params.get(p.name)
+        if p.name == "nproc" or value is None:
+            continue
+        if p.param_type_name == "argument":
+            args.extend(str(v) for v in (value if p.multiple or p.nargs != 1 else [value]))
+        elif p.is_flag:
+            if value:
+                args.append(p.opts[0])
+        elif p.multiple:
+            for v in value:
+                args += [p.opts[0], str(v)]
+        else:
+            args += [p.opts[0], str(value)]
+    return args
+
+
+def launch_command(nproc: int, args: list[str]) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N -m cifarctl ARGS``.
+
+    ``--standalone`` picks a free local port, so parallel launches do not collide.
+    """
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "cifarctl", *args]
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run ``cifarctl ARGS`` on ``nproc`` processes under torchrun; its exit code.
+
+    torchrun runs in its own session and SIGINT/SIGTERM reach it once, from here: it
+    passes them on to the workers, which save and stop together. ``OMP_NUM_THREADS``
+    defaults to the CPU cores divided by ``nproc``. torchrun exits 1 when a worker
+    exits non-zero; rank 0's own exit code (2, 3, 4, 130, 143, ...) is returned instead
+    when it left one (:func:`record_exit`).
+    """
+    import tempfile
+
+    if launched():
+        raise UsageError("--nproc inside torchrun: the processes are already launched")
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    fd, exit_file = tempfile.mkstemp(prefix="cifarctl-exit-")
+    os.close(fd)
+    env[ENV_EXIT_FILE] = exit_file
+    old = {}
+    try:
+        proc = subprocess.Popen(launch_command(nproc, args), env=env, start_new_session=True)
+        forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        code = proc.wait()
+        recorded = Path(exit_file).read_text().strip()
+        return int(recorded) if code != 0 and recorded.isdigit() else code
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        Path(exit_file).unlink(missing_ok=True)

@@ -1,0 +1,246 @@
+"""Data-parallel training on CPU: gloo, 2 processes, tiny synthetic data (cifarctl.distributed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CLI, only_run
+from test_train import assert_complete, epoch_lines
+
+from cifarctl import distributed
+from cifarctl.feed import Batches, count_steps, images_used
+
+# 250 train images: batches of 64, 64, 64, 58 (29 per rank); 61 test images: shares of 31 and 30.
+UNEVEN = ["--set", "data.source=synthetic:250:61", "--set", "data.batch_size=64", "--set", "epochs=2",
+          "--set", "data.test_batch_size=16"]
+# Without augmentation or dropout and with synchronised BatchNorm, 2 processes compute what one does.
+EXACT = [*UNEVEN, "--set", "data.augment=[]", "--set", "model_args.dropout=0", "--set", "sync_bn=true"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "cifarctl"]
+TIMEOUT = 120  # a hang (ranks disagreeing on a collective) fails instead of blocking the suite
+
+
+def run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=full, timeout=TIMEOUT)
+
+
+def weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------ units
+@pytest.mark.parametrize("n,world_size", [(61, 2), (64, 2), (10, 3), (7, 4), (3, 4), (1000, 1)])
+def test_test_split_shares_cover_every_image_once(n, world_size):
+    shares = [distributed.shard_range(n, r, world_size) for r in range(world_size)]
+    covered = [i for lo, hi in shares for i in range(lo, hi)]
+    assert covered == list(range(n))
+    sizes = [hi - lo for lo, hi in shares]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("n,batch,world_size,steps,used", [
+    (250, 64, 1, 4, 250), (257, 64, 1, 4, 256),    # one process: only a final batch of 1 is dropped
+    (250, 64, 2, 4, 250), (251, 64, 2, 4, 250),    # the final batch is cut to a multiple of 2
+    (258, 64, 2, 4, 256), (259, 64, 4, 4, 256),    # ... and dropped when a rank would get < 2 images
+    (256, 64, 4, 4, 256), (100, 10, 4, 10, 100),
+])
+def test_steps_and_images_per_epoch(n, batch, world_size, steps, used):
+    assert count_steps(n, batch, world_size) == steps
+    assert images_used(n, batch, world_size) == used
+
+
+def _batches(recipe, arrays, rank, world_size):
+    g = torch.Generator().manual_seed(recipe.seed)
+    return Batches(recipe, arrays, torch.device("cpu"), g, rank, world_size)
+
+
+def test_ranks_split_each_global_batch_of_the_same_permutation():
+    from cifarctl.data.sources import synthetic
+    from cifarctl.recipe import load_recipe
+
+    recipe = load_recipe("s8_bn", ["data.batch_size=64"])
+    arrays = synthetic(251, 10)
+    arrays.train_y[:] = range(251)  # labels as image ids
+    single = _batches(recipe, arrays, 0, 1)
+    one = [y.tolist() for _, y in single.plan().iterate()]
+    plans = [_batches(recipe, arrays, r, 2).plan() for r in range(2)]
+    per_rank = [[y.tolist() for _, y in p.iterate()] for p in plans]
+    assert len(per_rank[0]) == len(per_rank[1]) == len(one) == 4
+    for i, full in enumerate(one):
+        a, b = per_rank[0][i], per_rank[1][i]
+        assert len(a) == len(b) >= 2
+        assert sorted(a + b) == sorted(full[:len(a) + len(b)])  # batch i of one process, split
+    everything = [i for r in per_rank for batch in r for i in batch]
+    assert len(everything) == len(set(everything)) == 250  # one of 251 left out (odd final batch)
+    x0, x1 = (next(p.iterate())[0] for p in plans)
+    assert x0.shape == x1.shape == (32, 3, 32, 32)
+
+
+def test_batch_size_must_split_over_the_processes():
+    from cifarctl.data.sources import synthetic
+    from cifarctl.errors import UsageError
+    from cifarctl.recipe import load_recipe
+
+    recipe = load_recipe("s8_bn", ["data.batch_size=63"])
+    with pytest.raises(UsageError, match="does not split over 2 processes"):
+        _batches(recipe, synthetic(100, 10), 0, 2)
+
+
+def test_nproc_relaunches_the_same_command_under_torchrun(cli, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(distributed, "launch", lambda n, args: calls.append((n, args)) or 143)
+    res = cli("train", "s8_bn", "--set", "epochs=1", "--set", "seed=3", "--nproc", "2",
+              "--runs-dir", tmp_path, "--force")
+    assert res.exit_code == 143  # the launcher's exit code
+    assert calls == [(2, ["train", "s8_bn", "--set", "epochs=1", "--set", "seed=3", "--device", "auto",
+                          "--runs-dir", str(tmp_path), "--force"])]
+    cmd = distributed.launch_command(2, ["train", "s8_bn"])
+    assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                       "-m", "cifarctl", "train", "s8_bn"]
+    assert not list(tmp_path.iterdir())  # nothing trained in this process
+
+
+def test_resume_refuses_another_world_size_mid_epoch():
+    from types import SimpleNamespace
+
+    from cifarctl.errors import UsageError
+
+    t = SimpleNamespace(world_size=1, steps_per_epoch=4)
+    distributed.check_resume({"world_size": 2, "progress": None, "epoch": 1, "step": 4}, t, "last.pt")
+    with pytest.raises(UsageError, match="mid-epoch by 2 process"):
+        distributed.check_resume({"world_size": 2, "progress": {"step_in_epoch": 1}, "epoch": 1, "step": 5},
+                                 t, "last.pt")
+    with pytest.raises(UsageError, match="take 4 per epoch"):
+        distributed.check_resume({"world_size": 2, "progress": None, "epoch": 1, "step": 3}, t, "last.pt")
+
+
+def _sync_bn_worker(rank: int, init: str, x: torch.Tensor, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        bn = distributed.convert_cpu_sync_bn(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))[0]
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+        part = x[rank * 5:(rank + 1) * 5].clone().requires_grad_(True)
+        y = bn(part)
+        (y * torch.arange(y.numel()).view_as(y).sin()).sum().backward()
+        torch.save({"y": y.detach(), "grad": part.grad, "w": bn.weight.grad, "mean": bn.running_mean,
+                    "var": bn.running_var}, f"{out_dir}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cpu_sync_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path):
+    x = torch.randn(10, 3, 4, 4) * 3 + 1
+    torch.multiprocessing.spawn(_sync_bn_worker, args=(f"file://{tmp_path}/store", x, str(tmp_path)),
+                                nprocs=2, join=True)
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    xr = x.clone().requires_grad_(True)
+    y = bn(xr)
+    weight = torch.arange(5 * 3 * 16).sin()  # as each rank weighted its own 5 images' outputs
+    (y.view(2, -1) * weight).sum().backward()
+    got = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(2)]
+    close = dict(atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.cat([g["y"] for g in got]), y.detach(), **close)
+    torch.testing.assert_close(torch.cat([g["grad"] for g in got]), xr.grad, **close)
+    torch.testing.assert_close(got[0]["w"] + got[1]["w"], bn.weight.grad, **close)
+    for g in got:
+        torch.testing.assert_close(g["mean"], bn.running_mean, **close)
+        torch.testing.assert_close(g["var"], bn.running_var, **close)
+
+
+# ------------------------------------------------------------------------ 2 processes, end to end
+def test_nproc_2_writes_one_complete_run_evaluated_on_the_whole_test_split(tmp_path):
+    runs = tmp_path / "runs"
+    res = run([*CLI, "train", "s8_bn", *UNEVEN, "--nproc", "2", "--runs-dir", runs])
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_dir = only_run(runs)
+    summary = assert_complete(run_dir, epochs=2)
+    assert summary["world_size"] == 2
+    assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
+    assert [ln.split()[1] for ln in epoch_lines(res.stdout)] == ["1/2", "2/2"]  # printed once, by rank 0
+    assert res.stdout.count("run folder") == 1 and res.stdout.count("\ntarget ") == 1
+    assert "250 train / 61 test images" in res.stdout and "data-parallel: 2 processes (gloo)" in res.stdout
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["world_size"] == 2 and ckpt["step"] == 8
+    assert not any(k.startswith("module.") for k in ckpt["model"])  # the keys of a single-process run
+
+    res = run([*CLI, "eval", run_dir, "--json"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    ev = json.loads(res.stdout)
+    assert ev["images"] == 61
+    last = rows(run_dir)[-1]
+    assert ev["accuracy"] == pytest.approx(last["test_acc"], abs=1e-9)
+    assert ev["loss"] == pytest.approx(last["test_loss"], rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def ddp_exact(tmp_path_factory) -> Path:
+    """An uninterrupted torchrun run of EXACT on 2 processes."""
+    runs = tmp_path_factory.mktemp("ddp-exact")
+    res = run([*TORCHRUN, "train", "s8_bn", *EXACT, "--runs-dir", runs, "--name", "ref"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    return runs / "ref"
+
+
+def test_torchrun_with_sync_bn_matches_one_process(ddp_exact, cli, tmp_path):
+    res = cli("train", "s8_bn", *EXACT, "--runs-dir", tmp_path, "--name", "one")
+    assert res.exit_code == 0, res.output
+    one = tmp_path / "one"
+    a, b = weights(ddp_exact), weights(one)
+    assert a.keys() == b.keys()
+    for k in a:  # the same batches and statistics: equal up to float summation order
+        torch.testing.assert_close(a[k].double(), b[k].double(), atol=2e-3, rtol=1e-2, msg=k)
+    for x, y in zip(rows(ddp_exact), rows(one)):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-2)
+        assert x["test_loss"] == pytest.approx(y["test_loss"], rel=1e-2)
+
+
+def test_torchrun_interrupted_mid_epoch_then_resumed_equals_uninterrupted(ddp_exact, tmp_path):
+    runs = tmp_path / "runs"
+    res = run([*TORCHRUN, "train", "s8_bn", *EXACT, "--runs-dir", runs],
+              CIFARCTL_TEST_STOP_AT_STEP="6")
+    assert res.returncode != 0
+    assert res.stderr.count("interrupted by SIGINT at epoch 2, step 2/4") == 1  # rank 0's error line only
+    run_dir = only_run(runs)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 6 and ckpt["progress"]["step_in_epoch"] == 2 and ckpt["world_size"] == 2
+
+    res = run([*TORCHRUN, "train", "--resume", run_dir])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert only_run(runs) == run_dir
+    ref, got = weights(ddp_exact), weights(run_dir)
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    drop = ("seconds", "train_seconds", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows(run_dir)] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in rows(ddp_exact)]
+
+
+def test_nan_on_every_rank_stops_all_with_exit_3(tmp_path):
+    runs = tmp_path / "runs"
+    res = run([*CLI, "train", "s8_bn", *UNEVEN, "--nproc", "2", "--runs-dir", runs],
+              CIFARCTL_TEST_NAN_AT_STEP="3")
+    assert res.returncode == 3, res.stdout + res.stderr  # rank 0's code, not torchrun's 1
+    assert res.stderr.count("error: diverged at step 3") == 1
+    summary = json.loads((only_run(runs) / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["epochs_done"] == 0
