@@ -181,21 +181,23 @@ def main() -> None:
                          "vs_best_albumentations": round(ips / best_alb, 2)})
             print(f"{name:4} {path:32} {ips:10.0f} img/s", file=sys.stderr, flush=True)
 
-    print(f"\nAugmentation throughput, {args.n} images, batch {args.batch}, "
-          f"{info['device_name']} ({info['cpu_count']} CPUs, torch {info['torch']}, "
-          f"{info['torch_threads']} threads; load average before "
-          f"{', '.join(f'{v:.1f}' for v in info['load_average'] or ())})\n")
-    print("| steps | path | img/s (best) | img/s (median) | vs best albumentations |")
-    print("|---|---|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['steps']} | {r['path']} | {r['images_per_s']:,} | {r['median_images_per_s']:,} "
-              f"| {r['vs_best_albumentations']:.1f}x |")
+    lines = [f"Augmentation throughput, {args.n} images, batch {args.batch}, "
+             f"{info['device_name']} ({info['cpu_count']} CPUs, torch {info['torch']}, "
+             f"{info['torch_threads']} threads; load average before "
+             f"{', '.join(f'{v:.1f}' for v in info['load_average'] or ())})", "",
+             "| steps | path | img/s (best) | img/s (median) | vs best albumentations |",
+             "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['steps']} | {r['path']} | {r['images_per_s']:,} | {r['median_images_per_s']:,} "
+              f"| {r['vs_best_albumentations']:.1f}x |" for r in rows]
+    md = "\n".join(lines) + "\n"
+    print("\n" + md, end="")
     if args.json:
         out = {"benchmark": "augment", "machine": info, "config": {k: v for k, v in vars(args).items()
                                                                      if k != "json"},
                "steps": {k: STEPS[k] for k in args.steps}, "results": rows}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        Path(args.json).with_suffix(".md").write_text(md)
 
 
 if __name__ == "__main__":

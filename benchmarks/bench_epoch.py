@@ -106,8 +106,8 @@ def main() -> None:
 
     arrays = load_cifar(args.data, train_subset=args.subset, test_subset=100, progress=False)
     results = []
-    print("| recipe | baseline img/s | cifarctl img/s | speed-up |")
-    print("|---|---:|---:|---:|")
+    lines = ["| recipe | baseline img/s | cifarctl img/s | speed-up |", "|---|---:|---:|---:|"]
+    print("\n".join(lines))
     for name in args.recipes:
         recipe = load_recipe(name, ["scheduler={name: none}"])
         secs, n = baseline_epoch(recipe, arrays, args.device, args.workers)
@@ -116,13 +116,19 @@ def main() -> None:
         row = {"recipe": name, "baseline_s": secs, "baseline_images": n, "baseline_img_s": b_ips,
                "cifarctl_s": c_secs, "cifarctl_img_s": c_ips, "speedup": c_ips / b_ips}
         results.append(row)
-        print(f"| {name} | {b_ips:,.0f} | {c_ips:,.0f} | {c_ips / b_ips:.1f}x |", flush=True)
+        lines.append(f"| {name} | {b_ips:,.0f} | {c_ips:,.0f} | {c_ips / b_ips:.1f}x |")
+        print(lines[-1], flush=True)
     meta = {"date": date.today().isoformat(), "machine": platform.node(), "device": args.device,
             "device_name": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor(),
             "torch": torch.__version__, "cpu_count": os.cpu_count(), "data": args.data,
             "subset": args.subset, "workers": args.workers}
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        head = (f"Epoch time, {meta['device_name'] or meta['device']} ({meta['device']}, "
+                f"{meta['cpu_count']} CPUs, torch {meta['torch']}), data {meta['data']}, "
+                f"{meta['subset'] or 'all'} train images, baseline with {meta['workers']} "
+                f"DataLoader workers, {meta['date']}")
+        Path(args.json).with_suffix(".md").write_text(head + "\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from datetime import date
+from pathlib import Path
 
 
 def measure(argv: list[str], runs: int) -> list[float]:
@@ -39,25 +41,29 @@ def main() -> None:
         "python -c pass (interpreter floor)": [sys.executable, "-c", "pass"],
     }
     results = {}
-    print(f"| command | median s | min s | max s |  ({args.runs} runs)")
-    print("|---|---:|---:|---:|")
+    lines = [f"| command | median s | min s | max s |  ({args.runs} runs)", "|---|---:|---:|---:|"]
+    print("\n".join(lines))
     for label, argv in cases.items():
         if argv is None:
             continue
         measure(argv, 2)  # warm the page cache
         t = measure(argv, args.runs)
         results[label] = {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "runs": args.runs}
-        print(f"| `{label}` | {statistics.median(t):.3f} | {min(t):.3f} | {max(t):.3f} |")
+        lines.append(f"| `{label}` | {statistics.median(t):.3f} | {min(t):.3f} | {max(t):.3f} |")
+        print(lines[-1])
     if args.json:
         meta = {
             "date": date.today().isoformat(),
             "machine": platform.node(),
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "cpu_count": __import__("os").cpu_count(),
+            "cpu_count": os.cpu_count(),
         }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=2)
+        head = (f"Start-up, {meta['platform']} ({meta['cpu_count']} CPUs, Python {meta['python']}), "
+                f"{meta['date']}; load average after {os.getloadavg()[0]:.1f}")
+        Path(args.json).with_suffix(".md").write_text(head + "\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

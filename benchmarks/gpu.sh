@@ -39,13 +39,14 @@ fi
 
 echo "== data: decode once (cache in $CIFARCTL_DATA_DIR)"
 python3 -m cifarctl data "$ARCHIVE" --json > "$RESULTS/data-$TAG.json" || exit 1
+python3 benchmarks/bench_data.py --data "$ARCHIVE" --reloads 3 --json "$RESULTS/data-load-$TAG.json"
 
 echo "== augmentation throughput"
 python3 benchmarks/bench_augment.py --device "$DEVICE" --n "$N_AUG" --steps s10 --json "$RESULTS/augment-s10-$TAG.json"
 python3 benchmarks/bench_augment.py --device "$DEVICE" --n "$N_AUG" --steps s9 --json "$RESULTS/augment-s9-$TAG.json"
 
 echo "== epoch time: cifarctl engine vs the seed-style loop"
-python3 benchmarks/bench_epoch.py --device "$DEVICE" --data "$ARCHIVE" "${EPOCH_ARGS[@]}" --json "$RESULTS/epoch-$TAG.json"
+python3 benchmarks/bench_epoch.py --device "$DEVICE" --data "$ARCHIVE" --recipes $RECIPES "${EPOCH_ARGS[@]}" --json "$RESULTS/epoch-$TAG.json"
 
 echo "== profile: where a step's time goes"
 python3 benchmarks/profile_engine.py --device "$DEVICE" --data "$ARCHIVE" "${EPOCH_ARGS[@]}" --steps 20 \

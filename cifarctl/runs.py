@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarctl import __version__
+from cifarctl.fsutil import fsync_dir
 from cifarctl.errors import CheckpointError, UnsafeCheckpointError, UsageError, WriteError
 
 CHECKPOINT_FORMAT = "cifarctl-checkpoint"
@@ -68,19 +69,6 @@ def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | No
     raise UsageError(f"cannot create a run folder under {parent}: {base} .. {base}-9999 all exist")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _temp_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
@@ -110,7 +98,7 @@ def _write_file(path: Path, data) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:

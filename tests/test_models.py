@@ -227,6 +227,12 @@ def test_cli_models_table(cli):
     assert "resnet_custom" in res.output and "6,573,130" in res.output
     res = cli("models", "s8*", "--json")
     assert [r["name"] for r in json.loads(res.output)] == ["s8_bn", "s8_gn", "s8_ln"]
+    res = cli("models", "speedrun", "--json")  # a plain word matches inside a name
+    assert [r["name"] for r in json.loads(res.output)] == ["speedrun_net"]
+    res = cli("models", "s8", "--json")  # a glob is anchored, a word is not
+    assert [r["name"] for r in json.loads(res.output)] == ["s8_bn", "s8_gn", "s8_ln"]
+    res = cli("models", "nothing_like_it")
+    assert res.exit_code == 2 and "no model matches 'nothing_like_it'" in res.output
 
 
 def test_cli_summary_json(cli):

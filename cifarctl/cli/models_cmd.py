@@ -21,6 +21,8 @@ def model_rows(pattern: str = "*") -> list[dict[str, Any]]:
 
     from cifarctl.registry import create_model, get_entry, list_models
 
+    if not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"  # a plain word matches anywhere in the name
     rows = []
     for name in list_models(pattern):
         entry = get_entry(name)
@@ -73,7 +75,8 @@ def parse_input_size(text: str) -> tuple[int, ...]:
 @app.command("models", short_help="List the registered models with their parameter counts.")
 def models(
     pattern: Annotated[
-        str, typer.Argument(help="Shell-style pattern on model names, e.g. 's8*'.")
+        str, typer.Argument(help="Shell-style pattern on model names, e.g. 's8*'; a plain "
+                            "word matches anywhere in a name.")
     ] = "*",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

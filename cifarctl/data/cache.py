@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cifarctl.fsutil import fsync_dir
+
 log = logging.getLogger("cifarctl.data")
 
 CACHE_VERSION = 1         # bump when the array layout or the readers' output changes
@@ -105,7 +107,7 @@ def save(path: Path, arrays: dict[str, np.ndarray], classes: list[str], descript
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return True
     except OSError as e:
         log.warning("warning: cannot write the data cache %s (%s); set CIFARCTL_DATA_DIR to a "
@@ -124,16 +126,3 @@ def _remove_stale_temps(folder: Path) -> None:
                 p.unlink()
         except OSError:
             pass
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
