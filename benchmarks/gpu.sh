@@ -9,6 +9,8 @@
 #
 # A CPU dry run with a tiny setting checks the script itself:
 #   DEVICE=cpu SCALE=tiny bash benchmarks/gpu.sh
+# PARTS picks sections (default all): data augment epoch profile reproduce speedrun, e.g.
+#   PARTS="reproduce speedrun" bash benchmarks/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,8 @@ TAG=${TAG:-$(python3 -c 'import torch; print(torch.cuda.get_device_name(0).split
 ARCHIVE=${ARCHIVE:-.data/cifar10-jpeg.tar.xz}
 RESULTS=${RESULTS:-benchmarks/results}
 RECIPES=${RECIPES:-"s10_resnet_custom s8_bn s8_gn s8_ln s6_dilated s9_dilated"}
+PARTS=${PARTS:-"data augment epoch profile reproduce speedrun"}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
 export CIFARCTL_DATA_DIR=${CIFARCTL_DATA_DIR:-/tmp/cifarctl-cache}
 
@@ -32,37 +36,40 @@ mkdir -p "$RESULTS"
 
 if [ "$SCALE" = tiny ]; then
   N_AUG=2000; SUBSET=(--set data.train_subset=1024 --set data.test_subset=200 --set epochs=1); EPOCH_ARGS=(--subset 1024)
+  PROFILE_STEPS=3
   LR_FIND_ITERS=${LR_FIND_ITERS:-10}
 else
-  N_AUG=50000; SUBSET=(); EPOCH_ARGS=()
+  N_AUG=50000; SUBSET=(); EPOCH_ARGS=(); PROFILE_STEPS=20
 fi
 
 echo "== data: decode once (cache in $CIFARCTL_DATA_DIR)"
 python3 -m cifarctl data "$ARCHIVE" --json > "$RESULTS/data-$TAG.json" || exit 1
-python3 benchmarks/bench_data.py --data "$ARCHIVE" --reloads 3 --json "$RESULTS/data-load-$TAG.json"
+part data && python3 benchmarks/bench_data.py --data "$ARCHIVE" --reloads 3 --json "$RESULTS/data-load-$TAG.json"
 
-echo "== augmentation throughput"
-python3 benchmarks/bench_augment.py --device "$DEVICE" --n "$N_AUG" --steps s10 --json "$RESULTS/augment-s10-$TAG.json"
-python3 benchmarks/bench_augment.py --device "$DEVICE" --n "$N_AUG" --steps s9 --json "$RESULTS/augment-s9-$TAG.json"
+if part augment; then
+  echo "== augmentation throughput"
+  python3 benchmarks/bench_augment.py --device "$DEVICE" --n "$N_AUG" --steps s10 --json "$RESULTS/augment-s10-$TAG.json"
+  python3 benchmarks/bench_augment.py --device "$DEVICE" --n "$N_AUG" --steps s9 --json "$RESULTS/augment-s9-$TAG.json"
+fi
 
-echo "== epoch time: cifarctl engine vs the seed-style loop"
+part epoch && echo "== epoch time: cifarctl engine vs the seed-style loop" &&
 python3 benchmarks/bench_epoch.py --device "$DEVICE" --data "$ARCHIVE" --recipes $RECIPES "${EPOCH_ARGS[@]}" --json "$RESULTS/epoch-$TAG.json"
 
-echo "== profile: where a step's time goes"
-python3 benchmarks/profile_engine.py --device "$DEVICE" --data "$ARCHIVE" "${EPOCH_ARGS[@]}" --steps 20 \
+part profile && echo "== profile: where a step's time goes" &&
+python3 benchmarks/profile_engine.py --device "$DEVICE" --data "$ARCHIVE" "${EPOCH_ARGS[@]}" --steps "$PROFILE_STEPS" \
   --json "$RESULTS/profile-$TAG.json" > /dev/null
 
-echo "== reproduction of every recipe"
-python3 benchmarks/reproduce.py --data "$ARCHIVE" --device "$DEVICE" --seeds $SEEDS --recipes $RECIPES \
-  --tag "$TAG" --out "$RESULTS" "${SUBSET[@]}" ${LR_FIND_ITERS:+--lr-find-iters $LR_FIND_ITERS}
-
 echo "== speedrun (airbench94 style): 5 seeds, when time allows"
-# Starts only while less than SPEEDRUN_START_BEFORE_S seconds of this script have passed
+# Runs before the reproduction (short, and the reproduction may not finish in one call:
+# it writes its tables after every run). Starts only while less than
+# SPEEDRUN_START_BEFORE_S seconds of this script have passed
 # (a run: ~4 s of training plus start-up, data load and the per-epoch flip+translate TTA).
 # Accuracy: final_test_acc (with TTA) in reproduce-speedrun-$TAG.*; training time without
 # the evaluations: speedrun-train-seconds-$TAG.json (sums of metrics.jsonl's train_seconds).
 SPEEDRUN_SEEDS=${SPEEDRUN_SEEDS:-"1 2 3 4 5"}
-if [ "$SECONDS" -lt "${SPEEDRUN_START_BEFORE_S:-480}" ]; then
+if ! part speedrun; then
+  :
+elif [ "$SECONDS" -lt "${SPEEDRUN_START_BEFORE_S:-480}" ]; then
   SPEEDRUN_SET=(); [ "$SCALE" = tiny ] && SPEEDRUN_SET=(--set data.batch_size=256)
   SPEEDRUN_RUNS=$(mktemp -d /tmp/cifarctl-speedrun-XXXXXX)
   python3 benchmarks/reproduce.py --data "$ARCHIVE" --device "$DEVICE" --seeds $SPEEDRUN_SEEDS --recipes speedrun \
@@ -85,3 +92,7 @@ PY
 else
   echo "skipped: ${SECONDS}s of the 10 minutes already passed (SPEEDRUN_START_BEFORE_S=${SPEEDRUN_START_BEFORE_S:-480})"
 fi
+
+part reproduce && echo "== reproduction of every recipe" &&
+python3 benchmarks/reproduce.py --data "$ARCHIVE" --device "$DEVICE" --seeds $SEEDS --recipes $RECIPES \
+  --tag "$TAG" --out "$RESULTS" "${SUBSET[@]}" ${LR_FIND_ITERS:+--lr-find-iters $LR_FIND_ITERS}

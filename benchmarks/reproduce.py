@@ -66,41 +66,20 @@ def run_one(recipe: str, seed: int, args, runs_dir: Path) -> dict:
     return {"recipe": recipe, "seed": seed, "exit_code": proc.returncode, "wall_s": wall, "summary": summary}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipes", nargs="*", default=None, help="default: every bundled recipe")
-    ap.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--set", action="append", help="override passed to every run")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--tag", default=platform.node())
-    ap.add_argument("--runs-dir", default=None)
-    ap.add_argument("--lr-find-iters", type=int, default=None,
-                    help="steps of the LR range test for max_lr: auto recipes (tiny CPU runs)")
-    args = ap.parse_args()
-
-    from cifarctl.recipe import bundled_recipes
-
-    recipes = args.recipes or sorted(bundled_recipes())
-    runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="cifarctl-repro-"))
-    import torch
-
-    results = []
-    for recipe in recipes:
-        for seed in args.seeds:
-            results.append(run_one(recipe, seed, args, runs_dir))
-
+def write_tables(results: list[dict], recipes: list[str], args, torch_version: str) -> list[str]:
+    """Write reproduce-<tag>.json/.md from the runs so far; return the markdown lines."""
     rows = []
     for recipe in recipes:
         r = load_recipe(recipe, args.set or [])
         rs = [x for x in results if x["recipe"] == recipe and x["summary"]]
+        if not rs:
+            continue
         walls = [x["wall_s"] for x in rs]
         best = [x["summary"].get("best_test_acc", float("nan")) for x in rs]
         final = [x["summary"].get("final_test_acc", float("nan")) for x in rs]
         secs = [x["summary"].get("total_seconds", float("nan")) for x in rs]
         target = r.target.min_test_acc
-        ok = bool(rs) and all(b >= target for b in best) if target is not None else None
+        ok = all(b >= target for b in best) if target is not None else None
         rows.append({
             "recipe": recipe, "runs": len(rs), "epochs": r.epochs, "target": target,
             "best_mean": mean_std(best)[0], "best_std": mean_std(best)[1],
@@ -110,7 +89,7 @@ def main() -> None:
 
     meta = {
         "date": date.today().isoformat(), "machine": platform.node(), "tag": args.tag,
-        "device": device_name(args.device), "torch": torch.__version__, "python": platform.python_version(),
+        "device": device_name(args.device), "torch": torch_version, "python": platform.python_version(),
         "data": args.data or "default source", "overrides": args.set or [], "seeds": args.seeds,
     }
     out = Path(args.out)
@@ -131,6 +110,34 @@ def main() -> None:
             f"| {x['verdict']} |"
         )
     (out / f"reproduce-{args.tag}.md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", nargs="*", default=None, help="default: every bundled recipe")
+    ap.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--set", action="append", help="override passed to every run")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--tag", default=platform.node())
+    ap.add_argument("--runs-dir", default=None)
+    ap.add_argument("--lr-find-iters", type=int, default=None,
+                    help="steps of the LR range test for max_lr: auto recipes (tiny CPU runs)")
+    args = ap.parse_args()
+
+    from cifarctl.recipe import bundled_recipes
+
+    recipes = args.recipes or sorted(bundled_recipes())
+    runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="cifarctl-repro-"))
+    import torch
+
+    results, lines = [], []
+    for recipe in recipes:
+        for seed in args.seeds:
+            results.append(run_one(recipe, seed, args, runs_dir))
+            lines = write_tables(results, recipes, args, torch.__version__)  # a killed call keeps these
     print("\n".join(lines))
 
 
