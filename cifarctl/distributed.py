@@ -176,7 +176,12 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     ids = [device.index] if device.type == "cuda" else None
     notices.append(f"data-parallel: {current().world_size} processes ({'nccl' if ids else 'gloo'}), "
                    f"{per_rank} images each per step, BatchNorm {'synchronised' if sync_bn else 'per process'}")
-    return DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None), model
+    # A model that freezes parameters during the run (speedrun_net's whitening bias) leaves
+    # them without gradients: DDP must detect that rather than wait for their reduction.
+    unused = bool(getattr(model, "changes_trainable_params", False))
+    ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None,
+                                  find_unused_parameters=unused)
+    return ddp, model
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -244,3 +244,15 @@ def test_nan_on_every_rank_stops_all_with_exit_3(tmp_path):
     assert res.stderr.count("error: diverged at step 3") == 1
     summary = json.loads((only_run(runs) / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["epochs_done"] == 0
+
+
+def test_speedrun_whose_whitening_bias_freezes_mid_run_trains_on_2_processes(tmp_path):
+    """speedrun_net stops training a parameter after `whiten_bias_epochs`: DDP must cope."""
+    runs = tmp_path / "runs"
+    res = run([*CLI, "train", "speedrun", "--set", "data.source=synthetic:256:40", "--set", "data.batch_size=64",
+               "--set", "epochs=2", "--set", "model_args.whiten_bias_epochs=1", "--set", "data.test_batch_size=20",
+               "--set", "model_args.widths=[16,32,32]", "--nproc", "2", "--runs-dir", runs, "--device", "cpu"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_dir = only_run(runs)
+    assert_complete(run_dir, epochs=2)
+    assert [ln.split()[1] for ln in epoch_lines(res.stdout)] == ["1/2", "2/2"]
