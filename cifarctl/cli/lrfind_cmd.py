@@ -149,7 +149,9 @@ def lr_find(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     runs_dir: Annotated[str, typer.Option("--runs-dir", help="Results go to RUNS_DIR/lr-find/<name>-<time>/.")] = "runs",
     json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key, e.g. --set data.train_subset=5000 (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="Override a recipe key (repeatable), e.g. --set data.train_subset=5000.")] = None,
 ) -> None:
     """Run the LR range test: raise the lr step by step, chart the loss, suggest an lr.
 

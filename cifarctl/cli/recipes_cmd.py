@@ -29,7 +29,8 @@ def recipes(
     ] = None,
     set_: Annotated[
         Optional[list[str]],
-        typer.Option("--set", help="Override a key, e.g. --set data.batch_size=256 (repeatable)."),
+        typer.Option("--set", metavar="KEY=VALUE",
+                     help="Override a key (repeatable), e.g. --set data.batch_size=256."),
     ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
