@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from cifarctl.errors import EXIT_FAILURE, CifarctlError, UsageError
+from cifarctl.model_hooks import changes_trainable
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 ENV_EXIT_FILE = "CIFARCTL_EXIT_FILE"  # set by launch(): where rank 0 writes its exit code
@@ -178,9 +179,8 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
                    f"{per_rank} images each per step, BatchNorm {'synchronised' if sync_bn else 'per process'}")
     # A model that freezes parameters during the run (speedrun_net's whitening bias) leaves
     # them without gradients: DDP must detect that rather than wait for their reduction.
-    unused = bool(getattr(model, "changes_trainable_params", False))
     ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None,
-                                  find_unused_parameters=unused)
+                                  find_unused_parameters=changes_trainable(model))
     return ddp, model
 
 

@@ -177,6 +177,7 @@ class Trainer:
     stop_requested: str | None = None  # "SIGINT"/"SIGTERM": stop after the current step
     stop_at: int | None = None
     nan_at: int | None = None
+    kill_at: int | None = None
     lr_find: Any = None         # the LRFindResult when max_lr was "auto"
     lookahead: Any = None       # cifarctl.lookahead.Lookahead when the recipe has one
 
@@ -244,8 +245,6 @@ def prepare(
         model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     raw_model = model
-    if recipe.compile:
-        model = torch.compile(model)
 
     generator = torch.Generator(device=dev)
     generator.manual_seed(seed)
@@ -254,7 +253,8 @@ def prepare(
                    batches.normalize.normalize_only, dev)  # model.data_init; a resume then loads over it
     if world_size > 1:  # DDP starts every rank from rank 0's weights; raw_model is what is saved
         model, raw_model = distributed.wrap_model(raw_model, dev, recipe.sync_bn, batches.batch_size, notices)
-        model = torch.compile(model) if recipe.compile else model
+    if recipe.compile:
+        model = torch.compile(model)
 
     amp_dtype, note = precision_for(recipe.precision, dev)
     if note:
@@ -285,7 +285,8 @@ def prepare(
         classes=list(arrays.classes), data_source=source, generator=generator, params=params,
         steps_per_epoch=steps, rank=rank, world_size=world_size,
         display_every=1 if dev.type == "cpu" else 10, notices=notices,
-        stop_at=_env_int(ENV_STOP_AT), nan_at=_env_int(ENV_NAN_AT), lr_find=lr_find, lookahead=lookahead,
+        stop_at=_env_int(ENV_STOP_AT), nan_at=_env_int(ENV_NAN_AT), kill_at=_env_int(ENV_KILL_AT),
+        lr_find=lr_find, lookahead=lookahead,
     )
 
 
@@ -363,9 +364,8 @@ def _epoch(t: Trainer):
     t0 = time.perf_counter()
     seen_here = 0
     lr = t.lr
-    kill_at = os.environ.get(ENV_KILL_AT)
     for i, (x, y) in enumerate(plan.iterate(start), start=start):
-        if kill_at and int(kill_at) == t.step + 1:
+        if t.kill_at == t.step + 1:
             os.kill(os.getpid(), 9)  # SIGKILL: nothing gets to run after this
         lr = t.lr
         with t.autocast():

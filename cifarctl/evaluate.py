@@ -16,7 +16,6 @@ from pathlib import Path
 from cifarctl.errors import UsageError
 
 SPLITS = ("test", "train")
-TTA = ("none", "flip", "flip_translate")  # cifarctl.tta.TTA_MODES (not imported: no torch at import)
 
 
 def confusion_matrix(y, pred, num_classes: int) -> list[list[int]]:
@@ -61,13 +60,13 @@ def evaluate_checkpoint(
     from cifarctl.data import load_cifar, resolve_source
     from cifarctl.engine import build_model, evaluate
     from cifarctl.feed import make_normalizer
-    from cifarctl.recipe import validate_dict
+    from cifarctl.recipe import TTA_MODES, validate_dict
     from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of, write_json
 
     if split not in SPLITS:
         raise UsageError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
-    if tta is not None and tta not in TTA:
-        raise UsageError(f"--tta {tta!r}: expected one of {', '.join(TTA)}")
+    if tta is not None and tta not in TTA_MODES:
+        raise UsageError(f"--tta {tta!r}: expected one of {', '.join(TTA_MODES)}")
     path = find_checkpoint(target, which)
     ckpt = load_checkpoint(path)
     recipe = validate_dict(ckpt["recipe"], f"{path} (stored recipe)")

@@ -146,20 +146,18 @@ class Batches:
             aug_seed = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
         if saved:
             g.set_state(current)
-        plan = EpochPlan(self, _shard(perm, self.rank, self.world_size, self.used).to(self.device),
-                         start_state, loader_seed)
-        plan.aug_seed = aug_seed
-        return plan
+        return EpochPlan(self, _shard(perm, self.rank, self.world_size, self.used).to(self.device),
+                         start_state, loader_seed, aug_seed)
 
 
 class EpochPlan:
     """One epoch's batches; ``iterate(start)`` skips the first ``start`` of them."""
 
     def __init__(self, batches: Batches, idx: torch.Tensor, start_state: torch.Tensor,
-                 loader_seed: int | None):
+                 loader_seed: int | None, aug_seed: int | None = None):
         self.b, self.idx, self.start_state, self.loader_seed = batches, idx, start_state, loader_seed
+        self.aug_seed = aug_seed  # data-parallel: seeds the rank's augmentation per step
         self.steps = batches.steps_per_epoch
-        self.aug_seed: int | None = None  # data-parallel: seeds the rank's augmentation per step
 
     def _bounds(self, i: int) -> tuple[int, int]:
         bs = self.b.batch_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 
@@ -18,3 +19,16 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_temps(folder: Path, pattern: str, older_than_s: float = 0.0) -> None:
+    """Delete the temp files matching ``pattern`` that a killed writer left in ``folder``
+    (best effort); only those last modified over ``older_than_s`` seconds ago, when a live
+    process may still be writing one."""
+    now = time.time()
+    for p in Path(folder).glob(pattern):
+        try:
+            if now - p.stat().st_mtime >= older_than_s:
+                p.unlink()
+        except OSError:
+            pass

@@ -6,7 +6,9 @@
   ``DATA_INIT_IMAGES`` train images taken at an even stride (no random numbers are drawn,
   and a class-sorted data set still gives every class). A resumed run skips nothing
   here: the checkpoint's weights replace whatever this set.
-- ``model.start_epoch(epoch)``: before each epoch (0-based), also on resume.
+- ``model.start_epoch(epoch)``: before each epoch (0-based), also on resume. It may
+  freeze or unfreeze parameters (``requires_grad``), so a model with this hook is trained
+  under DistributedDataParallel with ``find_unused_parameters`` (:func:`changes_trainable`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def init_from_data(model: nn.Module, images, normalize: Callable, device: torch.
         picked = torch.from_numpy(np.ascontiguousarray(picked.transpose(0, 3, 1, 2)))
     hook(normalize(picked.to(device)))
     return True
+
+
+def changes_trainable(model: nn.Module) -> bool:
+    """Whether the set of parameters that get gradients may change during the run."""
+    return callable(getattr(model, "start_epoch", None))
 
 
 def start_epoch(model: nn.Module, epoch: int) -> None:

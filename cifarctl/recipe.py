@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from cifarctl.errors import RecipeError, UsageError, did_you_mean
 
+TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentations: cifarctl.tta
+
 SCHEMA_VERSION = 1
 
 # Per-channel statistics of the CIFAR-10 train split (the original data set).
@@ -223,7 +225,7 @@ class Recipe(_Strict):
     sync_bn: bool = Field(False, description="Synchronise BatchNorm across ranks under torchrun.")
     lookahead: Lookahead | None = Field(None, description="Lookahead averaging of the weights (airbench94); "
                                         "null = off.")
-    eval_tta: Literal["none", "flip", "flip_translate"] = Field(
+    eval_tta: Literal[TTA_MODES] = Field(
         "none", description="Test-time augmentation of the per-epoch test accuracy and of `cifarctl "
         "eval`: none; flip (mean with the mirror image); flip_translate (airbench94: mirror x "
         "{as is, 1 px up-left, 1 px down-right}, weighted 1/2, 1/4, 1/4).")

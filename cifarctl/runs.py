@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from cifarctl import __version__
-from cifarctl.fsutil import fsync_dir
 from cifarctl.errors import CheckpointError, UnsafeCheckpointError, UsageError, WriteError
+from cifarctl.fsutil import fsync_dir, remove_temps
 
 CHECKPOINT_FORMAT = "cifarctl-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -111,15 +111,6 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
         raise write_error(path, exc, f"; the previous {path.name} is intact") from None
 
 
-def remove_stale_temps(folder: Path) -> None:
-    """Delete the temp files a killed process left in ``folder`` (never complete files)."""
-    for p in Path(folder).glob(".*.tmp-*"):
-        try:
-            p.unlink()
-        except OSError:
-            pass
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -176,7 +167,7 @@ class RunFiles:
         self.last = self.ckpt_dir / "last.pt"
         self.best = self.ckpt_dir / "best.pt"
         for folder in (self.dir, self.ckpt_dir):  # left by a process killed while saving
-            remove_stale_temps(folder)
+            remove_temps(folder, ".*.tmp-*")
 
     def _append(self, name: str, line: str) -> None:
         path = self.dir / name

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-TTA_MODES = ("none", "flip", "flip_translate")
+from cifarctl.recipe import TTA_MODES
 
 
 def _mirror(model, x: torch.Tensor) -> torch.Tensor:
@@ -24,7 +24,7 @@ def tta_forward(model, x: torch.Tensor, mode: str = "none") -> torch.Tensor:
     if mode == "none":
         return model(x)
     if mode == "flip":
-        return (model(x) + model(x.flip(3))) / 2
+        return _mirror(model, x)
     if mode == "flip_translate":
         plain = _mirror(model, x)
         h, w = x.shape[-2:]

@@ -14,12 +14,11 @@ import logging
 import os
 import re
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from cifarctl.fsutil import fsync_dir
+from cifarctl.fsutil import fsync_dir, remove_temps
 
 log = logging.getLogger("cifarctl.data")
 
@@ -97,7 +96,7 @@ def save(path: Path, arrays: dict[str, np.ndarray], classes: list[str], descript
     tmp = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(folder)
+        remove_temps(folder, ".tmp-*", older_than_s=_STALE_TEMP_S)  # the cache may be shared
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache may be shared
         with os.fdopen(fd, "wb") as f:
@@ -116,13 +115,3 @@ def save(path: Path, arrays: dict[str, np.ndarray], classes: list[str], descript
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-
-
-def _remove_stale_temps(folder: Path) -> None:
-    now = time.time()
-    for p in folder.glob(".tmp-*"):
-        try:
-            if now - p.stat().st_mtime > _STALE_TEMP_S:
-                p.unlink()
-        except OSError:
-            pass

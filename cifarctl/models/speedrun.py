@@ -44,10 +44,6 @@ class _ConvGroup(nn.Module):
 class SpeedrunNet(nn.Module):
     """airbench94's network; ``whiten`` is set from data by ``data_init``."""
 
-    # start_epoch() freezes a parameter mid-run: DistributedDataParallel must then look
-    # for parameters without a gradient (find_unused_parameters) instead of waiting on them.
-    changes_trainable_params = True
-
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), whiten_kernel: int = 2,
                  bn_momentum: float = 0.6, freeze_bn_scale: bool = True, whiten_bias_epochs: int = 3):
         super().__init__()
