@@ -1,4 +1,4 @@
-"""Shared test settings and fixtures."""
+"""Shared test settings and fixtures (plain helpers live in ``helpers.py``)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import SHARED_ARCHIVE
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.xz"
 
 
 @pytest.fixture(scope="session")
@@ -26,18 +25,6 @@ def jpeg_archive(data_cache_dir) -> Path:
     if not SHARED_ARCHIVE.is_file():
         pytest.skip(f"shared CIFAR-10 copy not found at {SHARED_ARCHIVE}")
     return SHARED_ARCHIVE
-
-
-# ------------------------------------------------------------------------------------
-# train / eval / resume fixtures (tests/test_train.py, test_eval.py, test_resume.py)
-# ------------------------------------------------------------------------------------
-import sys  # noqa: E402
-
-CLI = [sys.executable, "-m", "cifarctl"]
-
-# A few seconds of CPU training: s8_bn, 256 synthetic train / 64 test images, 4 steps/epoch.
-TINY = ["--set", "data.source=synthetic:256:64", "--set", "data.batch_size=64",
-        "--set", "epochs=2", "--set", "data.test_batch_size=32"]
 
 
 @pytest.fixture
@@ -58,10 +45,3 @@ def cli():
 @pytest.fixture
 def runs_dir(tmp_path) -> Path:
     return tmp_path / "runs"
-
-
-def only_run(runs: Path) -> Path:
-    """The single run folder under ``runs``."""
-    found = [p for p in runs.iterdir() if p.is_dir()]
-    assert len(found) == 1, found
-    return found[0]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import cifarctl
+import pytest
 
 
 def run(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -59,6 +60,7 @@ def test_completion_is_available():
     assert "--install-completion" in res.stdout
 
 
+@pytest.mark.slow
 def test_bundled_recipes_after_non_editable_install(tmp_path):
     """Build a wheel and check the recipes are inside it (what a non-editable install gets)."""
     import zipfile

@@ -19,10 +19,7 @@ from cifarctl import CLASSES
 from cifarctl.data import CifarArrays, channel_stats, load_cifar, readers, sources
 from cifarctl.errors import DataError
 
-try:
-    from _shared import shared_archive
-except ImportError:  # tests/ became a package
-    from tests._shared import shared_archive
+from helpers import shared_archive
 
 
 # ---------------------------------------------------------------- fixture writers
@@ -397,6 +394,7 @@ def jpeg_data(jpeg_cache) -> CifarArrays:
     return load_cifar(archive, cache_dir=jpeg_cache, progress=False)
 
 
+@pytest.mark.slow
 def test_shared_jpeg_archive(jpeg_data):
     assert jpeg_data.train_x.shape == (50000, 32, 32, 3)
     assert jpeg_data.test_x.shape == (10000, 32, 32, 3)
@@ -408,6 +406,7 @@ def test_shared_jpeg_archive(jpeg_data):
     np.testing.assert_allclose(stats["std"], (0.2452, 0.2428, 0.2606), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_shared_jpeg_archive_reload_is_cached(jpeg_data, jpeg_cache):
     again = load_cifar(shared_archive(), cache_dir=jpeg_cache, progress=False)
     assert again.cached and again.classes == jpeg_data.classes

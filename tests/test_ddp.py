@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLI, only_run
-from test_train import assert_complete, epoch_lines
+from helpers import CLI, assert_complete, epoch_lines, only_run
 
 from cifarctl import distributed
 from cifarctl.feed import Batches, count_steps, images_used
@@ -144,6 +143,7 @@ def _sync_bn_worker(rank: int, init: str, x: torch.Tensor, out_dir: str) -> None
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_cpu_sync_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path):
     x = torch.randn(10, 3, 4, 4) * 3 + 1
     torch.multiprocessing.spawn(_sync_bn_worker, args=(f"file://{tmp_path}/store", x, str(tmp_path)),
@@ -168,6 +168,7 @@ def test_cpu_sync_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path):
 
 
 # ------------------------------------------------------------------------ 2 processes, end to end
+@pytest.mark.slow
 def test_nproc_2_writes_one_complete_run_evaluated_on_the_whole_test_split(tmp_path):
     runs = tmp_path / "runs"
     res = run([*CLI, "train", "s8_bn", *UNEVEN, "--nproc", "2", "--runs-dir", runs])
@@ -201,6 +202,7 @@ def ddp_exact(tmp_path_factory) -> Path:
     return runs / "ref"
 
 
+@pytest.mark.slow
 def test_torchrun_with_sync_bn_matches_one_process(ddp_exact, cli, tmp_path):
     res = cli("train", "s8_bn", *EXACT, "--runs-dir", tmp_path, "--name", "one")
     assert res.exit_code == 0, res.output
@@ -214,6 +216,7 @@ def test_torchrun_with_sync_bn_matches_one_process(ddp_exact, cli, tmp_path):
         assert x["test_loss"] == pytest.approx(y["test_loss"], rel=1e-2)
 
 
+@pytest.mark.slow
 def test_torchrun_interrupted_mid_epoch_then_resumed_equals_uninterrupted(ddp_exact, tmp_path):
     runs = tmp_path / "runs"
     res = run([*TORCHRUN, "train", "s8_bn", *EXACT, "--runs-dir", runs],
@@ -236,6 +239,7 @@ def test_torchrun_interrupted_mid_epoch_then_resumed_equals_uninterrupted(ddp_ex
            [{k: v for k, v in r.items() if k not in drop} for r in rows(ddp_exact)]
 
 
+@pytest.mark.slow
 def test_nan_on_every_rank_stops_all_with_exit_3(tmp_path):
     runs = tmp_path / "runs"
     res = run([*CLI, "train", "s8_bn", *UNEVEN, "--nproc", "2", "--runs-dir", runs],
@@ -246,6 +250,7 @@ def test_nan_on_every_rank_stops_all_with_exit_3(tmp_path):
     assert summary["status"] == "diverged" and summary["epochs_done"] == 0
 
 
+@pytest.mark.slow
 def test_speedrun_whose_whitening_bias_freezes_mid_run_trains_on_2_processes(tmp_path):
     """speedrun_net stops training a parameter after `whiten_bias_epochs`: DDP must cope."""
     runs = tmp_path / "runs"

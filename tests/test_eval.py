@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from helpers import TINY
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,7 @@ def test_eval_missing_target(cli, tmp_path):
     assert res.exit_code == 2 and "no checkpoints/last.pt" in res.output
 
 
+@pytest.mark.slow
 def test_eval_on_jpeg_copy_matches_metrics(cli, jpeg_archive, tmp_path):
     res = cli("train", "s8_bn", "--set", f"data.source={jpeg_archive}", "--set", "epochs=1",
               "--set", "data.train_subset=200", "--set", "data.test_subset=200", "--set", "data.batch_size=50",

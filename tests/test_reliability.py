@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLI, TINY
+from helpers import CLI, TINY
 from PIL import Image
 
 from cifarctl import CLASSES
@@ -140,6 +140,7 @@ def assert_equals_reference(run: Path, ref: Path) -> None:
 
 
 # ------------------------------------------------------------------------ 1. kill -9
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2], ids=["device-0-workers", "albumentations-2-workers"])
 def test_01_kill_9_between_epochs_and_mid_epoch_then_resume_is_bitwise_equal(tmp_path, reference, workers):
     from cifarctl.runs import load_checkpoint
@@ -167,6 +168,7 @@ def test_01_kill_9_between_epochs_and_mid_epoch_then_resume_is_bitwise_equal(tmp
 
 
 # ------------------------------------------------------------------------ 2. kill -9 during a save
+@pytest.mark.slow
 def test_02_kill_9_during_a_slow_checkpoint_save_every_checkpoint_loads_and_resume_continues(tmp_path, reference):
     from cifarctl.runs import load_checkpoint
 

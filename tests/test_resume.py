@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLI, TINY, only_run
+from helpers import CLI, TINY, only_run
 
 STOP = "CIFARCTL_TEST_STOP_AT_STEP"
 
@@ -136,6 +136,7 @@ def test_signal_saves_mid_epoch_and_exits(tmp_path, sig, code, cli):
 
 
 # ------------------------------------------------------------------------ atomic checkpoints
+@pytest.mark.slow
 def test_kill_9_during_save_leaves_a_loadable_last_pt(tmp_path):
     from cifarctl.runs import load_checkpoint
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLI, TINY, only_run
+from helpers import CLI, TINY, only_run
 from torch import nn
 
 STOP = "CIFARCTL_TEST_STOP_AT_STEP"

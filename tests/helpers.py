@@ -1,0 +1,56 @@
+"""What several test modules share: the command line, tiny training settings, run-folder checks.
+
+Imported as ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``); fixtures
+stay in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+# The shared JPEG copy of CIFAR-10: ../shared/data beside the repo.
+SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.xz"
+
+CLI = [sys.executable, "-m", "cifarctl"]
+
+# A few seconds of CPU training: s8_bn, 256 synthetic train / 64 test images, 4 steps/epoch.
+TINY = ["--set", "data.source=synthetic:256:64", "--set", "data.batch_size=64",
+        "--set", "epochs=2", "--set", "data.test_batch_size=32"]
+
+RUN_FILES = ("recipe.yaml", "env.json", "metrics.jsonl", "summary.json", "log.txt",
+             "checkpoints/last.pt", "checkpoints/best.pt", "curves.png")
+
+
+def shared_archive() -> Path | None:
+    """The shared archive's path, or None where it is absent (tests then skip)."""
+    return SHARED_ARCHIVE if SHARED_ARCHIVE.is_file() else None
+
+
+def only_run(runs: Path) -> Path:
+    """The single run folder under ``runs``."""
+    found = [p for p in runs.iterdir() if p.is_dir()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def epoch_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("epoch ")]
+
+
+def assert_complete(run: Path, epochs: int) -> dict:
+    """Every file of a completed run folder is there and agrees with metrics.jsonl."""
+    for name in RUN_FILES:
+        assert (run / name).is_file(), f"{name} missing in {run}"
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
+                            "seconds", "train_seconds", "images_per_s"}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_done"] == epochs
+    assert summary["final_test_acc"] == rows[-1]["test_acc"]
+    assert summary["best_test_acc"] == max(r["test_acc"] for r in rows)
+    assert isinstance(summary["target"]["passed"], bool)
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return summary
