@@ -90,7 +90,7 @@ def _one(recipe_name: str, config: str, steps: int, warmup: int) -> dict:
     with torch.no_grad():
         fn(x)
     first_eval = time.perf_counter() - t0
-    return {"recipe": recipe_name, "config": config, "batch": bs, "threads": torch.get_num_threads(),
+    return {"recipe": recipe_name, "config": config, "batch": bs, "steps": steps, "threads": torch.get_num_threads(),
             "first_step_s": first, "first_eval_s": first_eval, "step_ms": per_step * 1000,
             "img_s": bs / per_step, "loss_finite": finite,
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
@@ -107,7 +107,8 @@ def _baseline(recipe_name: str, data: str, steps: int, workers: int) -> dict:
     arrays = load_cifar(data, train_subset=steps * recipe.data.batch_size, test_subset=100, progress=False)
     secs, n = baseline_epoch(recipe, arrays, "cpu", workers)
     return {"recipe": recipe_name, "config": f"seed_loop_{workers}_workers", "batch": recipe.data.batch_size,
-            "step_ms": secs / (n / recipe.data.batch_size) * 1000, "img_s": n / secs}
+            "steps": n // recipe.data.batch_size, "step_ms": secs / (n / recipe.data.batch_size) * 1000,
+            "img_s": n / secs}
 
 
 def _spawn(args: list[str]) -> dict:
@@ -137,7 +138,7 @@ def _procs() -> dict[int, tuple[int, bytes]]:
 def _others() -> list[int]:
     """Python processes outside this benchmark's own tree (other jobs sharing the cores)."""
     procs = _procs()
-    mine = {os.getpid(), os.getppid()}
+    mine = {os.getpid()}
     grew = True
     while grew:  # descendants of this process
         grew = False
@@ -196,21 +197,22 @@ class _Paused:
 def _markdown(rows: list[dict], meta: dict) -> str:
     head = (f"# CPU training-step speed ({meta['device_name']}, {meta['cpu_count']} CPUs, "
             f"torch {meta['torch']}, {meta['cpu_capability']}, {meta['date']})\n\n"
-            f"{meta['steps']} timed steps per row after warm-up, one fresh process per row, "
+            "`steps` timed steps per row after warm-up, one fresh process per row, "
             "the recipe's batch size; `vs eager` compares with the eager row of the same recipe, "
             "`vs seed loop` with the seed-style loop (albumentations in DataLoader workers, fp32) "
             "on the real images. `compile s` = first training step + first evaluation forward "
             "(two graphs); `pays off after` = compile s / time saved per step.\n\n")
-    out = ["| recipe | config | batch | step ms | img/s | vs eager | vs seed loop | compile s | pays off after |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| recipe | config | batch | steps | step ms | img/s | vs eager | vs seed loop | compile s | pays off after |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['recipe']} | {r['config']} | | | | | | | failed: {r['error']} |")
+            out.append(f"| {r['recipe']} | {r['config']} | | | | | | | | failed: {r['error']} |")
             continue
         comp = r.get("compile_s")
         pay = r.get("pays_off_after_steps")
-        out.append(f"| {r['recipe']} | {r['config']} | {r['batch']} | {r['step_ms']:.1f} | {r['img_s']:,.0f} | "
-                   f"{r.get('vs_eager', float('nan')):.2f}x | {r.get('vs_seed_loop', float('nan')):.2f}x | "
+        ratio = {k: "—" if r.get(k) is None else f"{r[k]:.2f}x" for k in ("vs_eager", "vs_seed_loop")}
+        out.append(f"| {r['recipe']} | {r['config']} | {r['batch']} | {r.get('steps', '?')} | {r['step_ms']:.1f} | {r['img_s']:,.0f} | "
+                   f"{ratio['vs_eager']} | {ratio['vs_seed_loop']} | "
                    f"{'' if comp is None else f'{comp:.1f}'} | "
                    f"{'' if pay is None else ('never' if pay < 0 else f'{pay:,.0f} steps')} |")
     return head + "\n".join(out) + "\n"
@@ -244,6 +246,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--workers", type=int, nargs="*", default=[2], help="baseline DataLoader workers")
     ap.add_argument("--json", help="write JSON here and a markdown table beside it")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the other recipes' rows already in --json (measure some recipes again)")
     ap.add_argument("--pause-others", action="store_true",
                     help="SIGSTOP other python processes while one recipe is measured (SIGCONT after): "
                          "a long background training run keeps its state, the numbers stay honest")
@@ -264,6 +268,8 @@ def main() -> None:
     import torch
 
     rows: list[dict] = []
+    if args.append and args.json and Path(args.json).exists():
+        rows = [r for r in json.loads(Path(args.json).read_text())["results"] if r["recipe"] not in args.recipes]
     meta = {"date": date.today().isoformat(), "machine": platform.node(), "device": "cpu",
             "device_name": platform.processor() or platform.machine(), "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -287,6 +293,8 @@ def main() -> None:
                 r["vs_eager"] = eager["step_ms"] / r["step_ms"]
             if seed:
                 r["vs_seed_loop"] = seed["step_ms"] / r["step_ms"]
+            else:
+                r.pop("vs_seed_loop", None)
             if CONFIGS[r["config"]][0] and eager:
                 r["compile_s"] = r["first_step_s"] + r["first_eval_s"] - 2 * eager["step_ms"] / 1000
                 saved = (eager["step_ms"] - r["step_ms"]) / 1000
@@ -294,7 +302,7 @@ def main() -> None:
         for r in base:
             if "error" not in r and eager:
                 r["vs_eager"] = eager["step_ms"] / r["step_ms"]
-                r["vs_seed_loop"] = seed["step_ms"] / r["step_ms"] if seed else float("nan")
+                r["vs_seed_loop"] = seed["step_ms"] / r["step_ms"] if seed else None
         rows.extend(base + mine)
         flush()
     print(_markdown(rows, meta))

@@ -9,6 +9,12 @@ Each run is a real `cifarctl train` (subprocess); its summary.json gives best an
 test accuracy, epochs and training time. Results go to `<out>/reproduce-<tag>.json` and
 `.md`, tagged with machine, device, torch version, data source and date. A recipe whose
 runs all meet its target prints PASS.
+
+Runs trained elsewhere (long background runs, resumable) are tabulated with
+  python benchmarks/reproduce.py --from-runs RUN_DIR... --tag cpu [--copy-runs]
+one row per run folder (finished or not, said in the row); --copy-runs also copies each
+run's metrics.jsonl, summary.json, recipe.yaml, env.json and curves.png (never checkpoints)
+to `<out>/runs/<run>/`, so `cifarctl compare benchmarks/results/runs/*` shows them.
 """
 
 from __future__ import annotations
@@ -113,6 +119,73 @@ def write_tables(results: list[dict], recipes: list[str], args, torch_version: s
     return lines
 
 
+JPEG_COPY = "cifar10-jpeg.tar.xz"
+
+
+def run_row(run_dir: Path) -> dict:
+    """One finished (or unfinished) run folder as a reproduction row."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").exists() else {}
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    recipe = load_recipe(str(run_dir / "recipe.yaml"))
+    target = recipe.target.min_test_acc
+    reached = next((e["epoch"] for e in epochs if target is not None and e["test_acc"] >= target), None)
+    best = summary.get("best_test_acc")
+    done, planned = summary.get("epochs_done"), summary.get("epochs_planned")
+    if summary.get("status") != "completed":
+        verdict = f"not finished ({summary.get('status')}, {done}/{planned} epochs)"
+    elif target is None:
+        verdict = "-"
+    else:
+        verdict = "PASS" if best is not None and best >= target else "FAIL"
+    ips = sorted(e["images_per_s"] for e in epochs if e.get("images_per_s"))
+    data = summary.get("data") or ""
+    return {
+        "run": run_dir.name, "recipe": summary.get("recipe"), "seed": summary.get("seed"),
+        "epochs_done": done, "epochs_planned": planned, "best_test_acc": best,
+        "best_epoch": summary.get("best_epoch"), "final_test_acc": summary.get("final_test_acc"),
+        "seed_figure": target, "first_epoch_at_target": reached, "verdict": verdict,
+        "train_seconds": sum(e.get("train_seconds", e.get("seconds", 0.0)) for e in epochs),
+        "total_seconds": summary.get("total_seconds"),
+        "median_img_s": ips[len(ips) // 2] if ips else None,
+        "device": summary.get("device"), "machine": env.get("hostname"), "torch": env.get("torch"),
+        "data": "JPEG copy" if data.endswith(JPEG_COPY) else data, "status": summary.get("status"),
+    }
+
+
+def from_runs(args) -> None:
+    import shutil
+
+    rows = [run_row(Path(d)) for d in args.from_runs]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": date.today().isoformat(), "tag": args.tag, "note": args.note}
+    (out / f"reproduce-{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [
+        f"# Reproduction runs ({args.tag}), tabulated {meta['date']}", "",
+        *([args.note, ""] if args.note else []),
+        "| run | recipe | seed | epochs | best % (epoch) | final % | seed's figure % | target first met | "
+        "verdict | train s | img/s (median) | device | machine | torch | data |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---|---|",
+    ]
+    for r in rows:
+        met = f"epoch {r['first_epoch_at_target']}" if r["first_epoch_at_target"] else "never"
+        lines.append(
+            f"| {r['run']} | {r['recipe']} | {r['seed']} | {r['epochs_done']}/{r['epochs_planned']} "
+            f"| {r['best_test_acc']:.2f} ({r['best_epoch']}) | {r['final_test_acc']:.2f} | {r['seed_figure']} | {met} "
+            f"| {r['verdict']} | {r['train_seconds']:,.0f} | {r['median_img_s'] or float('nan'):,.0f} | {r['device']} "
+            f"| {r['machine']} | {r['torch']} | {r['data']} |")
+    (out / f"reproduce-{args.tag}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if args.copy_runs:
+        for d in map(Path, args.from_runs):
+            dest = out / "runs" / d.name
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in ("metrics.jsonl", "summary.json", "recipe.yaml", "env.json", "log.txt", "curves.png"):
+                if (d / f).exists():
+                    shutil.copy2(d / f, dest / f)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", nargs="*", default=None, help="default: every bundled recipe")
@@ -125,7 +198,15 @@ def main() -> None:
     ap.add_argument("--runs-dir", default=None)
     ap.add_argument("--lr-find-iters", type=int, default=None,
                     help="steps of the LR range test for max_lr: auto recipes (tiny CPU runs)")
+    ap.add_argument("--from-runs", nargs="+", metavar="RUN_DIR",
+                    help="tabulate existing run folders instead of training")
+    ap.add_argument("--copy-runs", action="store_true",
+                    help="with --from-runs: copy each run's metrics/summary/recipe (no checkpoints) to <out>/runs/")
+    ap.add_argument("--note", default="", help="a line under the table's title (e.g. how the runs shared the machine)")
     args = ap.parse_args()
+    if args.from_runs:
+        from_runs(args)
+        return
 
     from cifarctl.recipe import bundled_recipes
 
