@@ -4,7 +4,7 @@ Both run the same recipe steps on the same synthetic uint8 CIFAR-sized images (a
 cost does not depend on content) and end with the same normalized float32 batch:
 
 * device: the data set as uint8 NCHW on --device, batches indexed from a permutation and
-  augmented by ``cifarctl.augment.compile_steps(...)`` (the engine's path). On the CPU one
+  augmented by ``cifarctl.augment.device.compile_steps(...)`` (the engine's path). On the CPU one
   row per --device-threads: DeviceAugment runs with 1 intra-op thread by default (robust
   when the machine is busy), torch's count is faster on an idle machine;
 * albumentations: ``AlbumentationsDataset`` in a DataLoader (batch collation included) with
@@ -68,7 +68,7 @@ def device_epoch(steps, images, batch: int, device, cpu_threads: int | None = No
     """A function timing one epoch of index + DeviceAugment over the whole data set."""
     import torch
 
-    from cifarctl.augment import compile_steps
+    from cifarctl.augment.device import compile_steps
 
     aug = compile_steps(steps, None, device, cpu_threads=cpu_threads)
     assert aug is not None, "every benchmark step has a device version"
@@ -93,7 +93,7 @@ def albumentations_epoch(steps, images, batch: int, workers: int):
     """A function timing one epoch of a DataLoader over AlbumentationsDataset."""
     import numpy as np
 
-    from cifarctl.augment import make_albumentations_loader
+    from cifarctl.augment.per_image import make_albumentations_loader
 
     loader = make_albumentations_loader(images, np.zeros(len(images), dtype=np.int64), steps, None,
                                         batch_size=batch, workers=workers, seed=0)

@@ -36,7 +36,7 @@ def baseline_epoch(recipe, arrays, device: str, workers: int) -> tuple[float, in
     import torch
     from torch.utils.data import DataLoader
 
-    from cifarctl.augment import AlbumentationsDataset, build_albumentations
+    from cifarctl.augment.per_image import AlbumentationsDataset, build_albumentations
     from cifarctl.registry import create_model
 
     compose = build_albumentations(recipe.data.augment, recipe.data.normalize)

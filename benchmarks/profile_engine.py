@@ -4,7 +4,7 @@ Usage:
   python benchmarks/profile_engine.py --data ../shared/data/cifar10-jpeg.tar.xz \
       [--recipes s8_bn s10_resnet_custom] [--steps 20] [--subset 2048] [--device cpu|cuda] [--json OUT]
 
-For each recipe it builds the real engine (`cifarctl.engine.prepare`: device-resident data,
+For each recipe it builds the real engine (`cifarctl.training.engine.prepare`: device-resident data,
 the recipe's compiled augmentation, model, optimizer, precision) and times the phases of
 `--steps` training steps separately (synchronising the device between phases, so the
 split is exact but the total is a little slower than the engine's overlapped loop). Then
@@ -37,7 +37,7 @@ def profile_recipe(name: str, data: str, device: str, steps: int, subset: int | 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from cifarctl import engine
+    from cifarctl.training import engine
     from cifarctl.recipe import load_recipe
 
     sets = ["data.workers=0"]

@@ -17,15 +17,12 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from cifarctl import CIFAR_MEAN, CIFAR_STD
 from cifarctl.errors import RecipeError, UsageError, did_you_mean
 
-TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentations: cifarctl.tta
+TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentations: cifarctl.training.evaluation
 
 SCHEMA_VERSION = 1
-
-# Per-channel statistics of the CIFAR-10 train split (the original data set).
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 class _Strict(BaseModel):
@@ -407,7 +404,7 @@ def _semantic_problems(recipe: Recipe) -> list[str]:
     problems = []
     if not is_model(recipe.model):
         problems.append(f"model: unknown model {recipe.model!r}{did_you_mean(recipe.model, list_models())}")
-    from cifarctl.augment_check import check_steps  # no torch: validation stays fast
+    from cifarctl.augment.spec import check_steps  # no torch: validation stays fast
 
     for where, message in check_steps(recipe.data.augment):
         problems.append(f"data.augment{where}: {message}")
@@ -448,7 +445,7 @@ def validate_dict(raw: Any, source: str) -> Recipe:
 def _raw_semantic_problems(raw: dict[str, Any]) -> list[str]:
     """:func:`_semantic_problems` on a mapping that failed validation: model, augmentations
     and batch size, where they are of the right type to be checked."""
-    from cifarctl.augment_check import check_steps
+    from cifarctl.augment.spec import check_steps
     from cifarctl.registry import is_model, list_models
 
     problems = []

@@ -13,11 +13,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
-from cifarctl.augment import (  # noqa: E402
-    AlbumentationsDataset, build_albumentations, compile_steps, make_albumentations_loader,
-    unsupported_step,
+from cifarctl.augment.device import compile_steps, unsupported_step  # noqa: E402
+from cifarctl.augment.per_image import (  # noqa: E402
+    AlbumentationsDataset, build_albumentations, make_albumentations_loader,
 )
-from cifarctl.augment_check import check_steps, mean_fill  # noqa: E402
+from cifarctl.augment.spec import check_steps, mean_fill  # noqa: E402
 
 # Any albumentations warning is a silent fallback: fail the test.
 pytestmark = pytest.mark.filterwarnings("error::UserWarning", "error::DeprecationWarning:albumentations.*")
@@ -126,7 +126,7 @@ def test_check_accepts_shift_scale_rotate_and_noops():
 
 
 def test_check_module_does_not_import_torch():
-    code = "import sys, cifarctl.augment_check as c; assert c.check_steps([]) == []; assert 'torch' not in sys.modules"
+    code = "import sys, cifarctl.augment.spec as c; assert c.check_steps([]) == []; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

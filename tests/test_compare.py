@@ -1,4 +1,4 @@
-"""`cifarctl compare` and `cifarctl.compare` on run folders written by hand."""
+"""`cifarctl compare` and `cifarctl.analysis.compare` on run folders written by hand."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cifarctl.cli import app
-from cifarctl.compare import collect_runs, export, group_runs, sort_runs
+from cifarctl.analysis.compare import collect_runs, export, group_runs, sort_runs
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""Data-parallel training on CPU: gloo, 2 processes, tiny synthetic data (cifarctl.distributed)."""
+"""Data-parallel training on CPU: gloo, 2 processes, tiny synthetic data (cifarctl.training.distributed)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from helpers import CLI, assert_complete, epoch_lines, only_run
 
-from cifarctl import distributed
-from cifarctl.feed import Batches, count_steps, images_used
+from cifarctl.training import distributed
+from cifarctl.training.batches import Batches, count_steps, images_used
 
 # 250 train images: batches of 64, 64, 64, 58 (29 per rank); 61 test images: shares of 31 and 30.
 UNEVEN = ["--set", "data.source=synthetic:250:61", "--set", "data.batch_size=64", "--set", "epochs=2",

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cifarctl.errors import CifarctlError, UsageError
-from cifarctl.lrfind import (
+from cifarctl.training.lrfind import (
     analyse,
     make_out_dir,
     resolve_max_lr,
@@ -107,7 +107,7 @@ def test_bad_arguments_are_usage_errors():
 # ------------------------------------------------------------------ the real sweep
 def test_sweep_restores_the_model_and_writes_files(tmp_path, data_cache_dir):
     recipe = load_recipe("s8_bn", TINY)
-    from cifarctl.engine import build_model
+    from cifarctl.training.builders import build_model
 
     torch.manual_seed(0)
     model = build_model(recipe)

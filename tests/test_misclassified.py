@@ -11,8 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cifarctl.errors import UsageError
-from cifarctl.gradcam import default_layer, gradcam, jet, overlay
-from cifarctl.misclassified import find_misclassified, grid_shape, grid_size, write_grid
+from cifarctl.analysis.gradcam import default_layer, gradcam, jet, overlay
+from cifarctl.analysis.misclassified import find_misclassified, grid_shape, grid_size, write_grid
 from cifarctl.registry import create_model
 
 
@@ -73,7 +73,7 @@ def test_picks_are_misclassified_with_the_stated_confidence(run_dir):
     conf = [m.confidence for m in r.items]
     assert conf == sorted(conf, reverse=True)
     # the same predictions as `cifarctl eval`
-    from cifarctl.evaluate import evaluate_checkpoint
+    from cifarctl.analysis.evaluate import evaluate_checkpoint
 
     ev = evaluate_checkpoint(run_dir, which="best", device="cpu", write=False)
     assert ev["images"] == r.total
@@ -103,7 +103,7 @@ def test_png_grid_geometry(run_dir, tmp_path):
         assert im.size == grid_size(7, with_cam=False)
         px = np.asarray(im)
     # the first tile is the first image upscaled x4 (nearest)
-    from cifarctl.misclassified import MARGIN, SCALE
+    from cifarctl.analysis.misclassified import MARGIN, SCALE
 
     tile = px[MARGIN:MARGIN + 32 * SCALE, MARGIN:MARGIN + 32 * SCALE]
     assert np.array_equal(tile[::SCALE, ::SCALE], r.images[0])

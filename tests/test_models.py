@@ -12,7 +12,7 @@ from torch import nn
 
 from cifarctl.errors import UsageError
 from cifarctl.registry import create_model, list_models, register_model, resolve_name
-from cifarctl.summary import summarize
+from cifarctl.analysis.layers import summarize
 
 
 def n_params(model: nn.Module) -> int:

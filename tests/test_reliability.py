@@ -102,7 +102,7 @@ def temp_files(run: Path) -> list[Path]:
 
 
 def train_in_process(runs_dir: Path, *sets: str, name: str | None = None, resume: Path | None = None) -> dict:
-    from cifarctl.train import run_training
+    from cifarctl.training.run import run_training
 
     if resume is not None:
         return run_training(resume=resume, device="cpu")
@@ -255,7 +255,7 @@ def test_03_sigterm_and_ctrl_c_save_exit_143_130_and_resume_bitwise(tmp_path, re
 # ------------------------------------------------------------------------ 4. disk full
 def test_04_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, reference, monkeypatch):
     from cifarctl.runs import load_checkpoint
-    from cifarctl.train import TrainingInterrupted
+    from cifarctl.training.run import TrainingInterrupted
 
     runs = tmp_path / "runs"
     monkeypatch.setenv("CIFARCTL_TEST_STOP_AT_STEP", "4")  # epoch 1, saved: last.pt is ~390 kB
@@ -387,7 +387,7 @@ def test_06_damaged_checkpoint_is_one_line_naming_the_file_for_every_command(tmp
 
 
 def test_06_resume_falls_back_to_an_intact_best_pt_and_says_so(tmp_path, reference, cli, monkeypatch):
-    from cifarctl.train import TrainingInterrupted
+    from cifarctl.training.run import TrainingInterrupted
 
     runs = tmp_path / "runs"
     monkeypatch.setenv("CIFARCTL_TEST_STOP_AT_STEP", "6")  # mid-epoch 2: last.pt is newer than best.pt

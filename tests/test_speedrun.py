@@ -64,8 +64,8 @@ def test_start_epoch_freezes_the_whitening_bias_and_bn_scales_are_frozen():
 
 
 def test_prepare_calls_data_init_on_strided_normalized_train_images():
-    from cifarctl import engine
-    from cifarctl.builders import build_model, seed_everything
+    from cifarctl.training import engine
+    from cifarctl.training.builders import build_model, seed_everything
     from cifarctl.recipe import load_recipe
 
     recipe = load_recipe("speedrun", ["data.source=synthetic:256:64", "data.batch_size=64",
@@ -79,7 +79,7 @@ def test_prepare_calls_data_init_on_strided_normalized_train_images():
 
 
 def test_models_without_data_init_are_left_alone():
-    from cifarctl.model_hooks import init_from_data, start_epoch
+    from cifarctl.training.model_hooks import init_from_data, start_epoch
 
     m = nn.Linear(3, 2)
     before = m.weight.clone()
@@ -91,7 +91,7 @@ def test_models_without_data_init_are_left_alone():
 def test_init_from_data_takes_an_even_stride_of_at_most_max_images():
     import numpy as np
 
-    from cifarctl.model_hooks import init_from_data
+    from cifarctl.training.model_hooks import init_from_data
 
     seen = []
 
@@ -123,7 +123,7 @@ def test_speedrun_recipe_follows_airbench94():
 
 
 def test_norm_lr_scale_puts_norm_parameters_in_a_second_group():
-    from cifarctl.builders import build_optimizer, build_scheduler
+    from cifarctl.training.builders import build_optimizer, build_scheduler
     from cifarctl.recipe import load_recipe
     from cifarctl.registry import create_model
 
@@ -149,7 +149,7 @@ def test_norm_lr_scale_puts_norm_parameters_in_a_second_group():
 
 
 def test_linear_warmup_decay_equals_airbench94s_lambda():
-    from cifarctl.schedules import LinearWarmupDecay
+    from cifarctl.training.schedules import LinearWarmupDecay
 
     total = 476  # airbench94: ceil(48 steps x 9.9 epochs)
 
@@ -177,7 +177,7 @@ def test_linear_warmup_decay_equals_airbench94s_lambda():
 
 # ------------------------------------------------------------------------ lookahead
 def test_lookahead_equals_airbench94s():
-    from cifarctl.lookahead import Lookahead
+    from cifarctl.training.lookahead import Lookahead
 
     torch.manual_seed(0)
     ours = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
@@ -291,7 +291,7 @@ def test_lookahead_state_round_trips_and_resume_is_exact(cli, runs_dir, monkeypa
 
 
 def test_the_engine_freezes_the_whitening_bias_after_whiten_bias_epochs():
-    from cifarctl import engine
+    from cifarctl.training import engine
     from cifarctl.recipe import load_recipe
 
     sets = [s for s in SMALL if s != "--set"] + ["lookahead=null", "data.test_batch_size=64"]
@@ -319,7 +319,7 @@ class _Recorder(nn.Module):
 
 
 def test_flip_translate_sees_six_views_with_the_right_shapes():
-    from cifarctl.tta import tta_forward
+    from cifarctl.training.evaluation import tta_forward
 
     x = torch.randn(5, 3, 32, 32)
     m = _Recorder()
@@ -337,7 +337,7 @@ def test_flip_translate_sees_six_views_with_the_right_shapes():
 
 
 def test_tta_equals_plain_eval_for_an_invariant_model_on_flat_images():
-    from cifarctl.engine import evaluate
+    from cifarctl.training.evaluation import evaluate
 
     torch.manual_seed(0)
     colors = torch.randint(0, 256, (40, 3, 1, 1), dtype=torch.uint8)

@@ -39,7 +39,7 @@ def test_train_off_tty_one_line_per_epoch(cli, runs_dir):
 
 
 def test_same_seed_same_weights_and_metrics(tmp_path):
-    from cifarctl.train import run_training
+    from cifarctl.training.run import run_training
 
     def run(name):
         s = run_training("s8_bn", overrides=TINY[1::2], runs_dir=tmp_path, name=name, device="cpu")
@@ -63,7 +63,7 @@ def test_same_seed_same_weights_and_metrics(tmp_path):
     ("{name: none}", "{name: sgd, lr: 0.01, momentum: 0}"),
 ])
 def test_schedulers_and_optimizers(tmp_path, scheduler, optimizer):
-    from cifarctl.train import run_training
+    from cifarctl.training.run import run_training
 
     s = run_training("s8_bn", overrides=[*TINY[1::2], f"scheduler={scheduler}", f"optimizer={optimizer}",
                                          "data.source=synthetic:128:32"],
@@ -75,8 +75,8 @@ def test_schedulers_and_optimizers(tmp_path, scheduler, optimizer):
 
 
 def test_final_batch_of_one_is_dropped(tmp_path):
-    from cifarctl.engine import count_steps
-    from cifarctl.train import run_training
+    from cifarctl.training.batches import count_steps
+    from cifarctl.training.run import run_training
 
     assert count_steps(129, 64) == 2 and count_steps(130, 64) == 3 and count_steps(128, 64) == 2
     s = run_training("s8_bn", overrides=["data.source=synthetic:129:20", "data.batch_size=64", "epochs=1",
@@ -271,7 +271,7 @@ def test_bundled_recipe_one_epoch_on_synthetic_data(name, tmp_path):
     """Every bundled recipe, as it is (model, optimizer, schedule, augmentation), for one
     epoch of a few batches of synthetic images: never skipped, a few seconds each."""
     from cifarctl.recipe import load_recipe
-    from cifarctl.train import run_training
+    from cifarctl.training.run import run_training
 
     recipe = load_recipe(name)
     sets = ["data.source=synthetic:96:32", "epochs=1", f"data.batch_size={min(recipe.data.batch_size, 32)}",

@@ -135,7 +135,7 @@ def compare(
     json: Annotated[bool, typer.Option("--json", help="Print runs, groups and skipped folders as JSON only.")] = False,
 ) -> None:
     """Compare training runs: accuracy, time, target verdict; mean ± std over seeds; a metric chart."""
-    from cifarctl.compare import collect_runs, export as export_runs, group_runs, metric_names, sort_runs
+    from cifarctl.analysis.compare import collect_runs, export as export_runs, group_runs, metric_names, sort_runs
     from cifarctl.errors import UsageError, did_you_mean
 
     fmt = export.value if export is not None else None
@@ -209,7 +209,7 @@ def _render(runs, groups, skipped, metric: str, by_run: bool) -> None:
     from rich.measure import Measurement
     from rich.text import Text
 
-    from cifarctl.compare import curves
+    from cifarctl.analysis.compare import curves
 
     table = _runs_table(runs, with_recipe=True)
     too_wide = Measurement.get(console, console.options.update(width=240), table).maximum > console.width

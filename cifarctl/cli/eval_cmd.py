@@ -30,7 +30,7 @@ def eval_(
     Without --data, --split, --tta it reproduces the last epoch's test accuracy of
     metrics.jsonl exactly (same data, batch size and precision).
     """
-    from cifarctl.evaluate import evaluate_checkpoint
+    from cifarctl.analysis.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(target, data=data, split=split, tta=tta, which=which, device=device)
     if as_json:

@@ -67,7 +67,7 @@ def chart(result, width: int = 80, height: int = 18, colorless: bool = False) ->
     """
     import plotext as plt
 
-    from cifarctl.lrfind import LABELS, SUGGESTIONS
+    from cifarctl.training.lrfind import LABELS, SUGGESTIONS
 
     pts = [(math.log10(lr), v) for lr, v in zip(result.lr, result.smoothed_loss) if math.isfinite(v)]
     if len(pts) < 2:
@@ -99,7 +99,7 @@ def chart(result, width: int = 80, height: int = 18, colorless: bool = False) ->
 
 def chart_key(result) -> str:
     """Rich markup naming the chart's vertical lines, in their colours."""
-    from cifarctl.lrfind import LABELS, SUGGESTIONS
+    from cifarctl.training.lrfind import LABELS, SUGGESTIONS
 
     parts = []
     for k in SUGGESTIONS:
@@ -114,7 +114,7 @@ def suggestions_table(result):
     """A rich table: each suggestion, its lr, its rule, and which one is recommended."""
     from rich.table import Table
 
-    from cifarctl.lrfind import LABELS, SUGGESTIONS
+    from cifarctl.training.lrfind import LABELS, SUGGESTIONS
 
     rules = {
         "valley": "halfway down the longest descent",
@@ -159,7 +159,7 @@ def lr_find(
     Nothing is trained: the model and optimizer are restored afterwards.
     Writes lr_find.json and lr_find.png to RUNS_DIR/lr-find/NAME-TIME/.
     """
-    from cifarctl.lrfind import make_out_dir, run_lr_find, write_lr_find
+    from cifarctl.training.lrfind import make_out_dir, run_lr_find, write_lr_find
 
     recipe = resolve_recipe(target, list(set_ or ()))
     sweep = sweep_settings(recipe, start_lr, end_lr, num_iter,

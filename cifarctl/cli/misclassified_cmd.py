@@ -43,7 +43,7 @@ def misclassified(
     Captions: true label, predicted label, the model's confidence.
     --gradcam draws beside each image where the model looked (Grad-CAM).
     """
-    from cifarctl.misclassified import find_misclassified, render_gallery, write_grid
+    from cifarctl.analysis.misclassified import find_misclassified, render_gallery, write_grid
 
     if layer is not None and not gradcam:
         gradcam = True  # --layer only makes sense with Grad-CAM

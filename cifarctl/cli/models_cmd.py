@@ -118,7 +118,7 @@ def summary(
     name, model_args, recipe = resolve_target(target)
 
     from cifarctl.registry import create_model
-    from cifarctl.summary import render_summary, summarize
+    from cifarctl.analysis.layers import render_summary, summarize
 
     model = create_model(name, **model_args)
     try:

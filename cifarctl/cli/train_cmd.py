@@ -1,4 +1,4 @@
-"""``cifarctl train``: a thin wrapper over :func:`cifarctl.train.run_training`."""
+"""``cifarctl train``: a thin wrapper over :func:`cifarctl.training.run.run_training`."""
 
 from __future__ import annotations
 
@@ -44,14 +44,14 @@ def train(
     rank 0's code (torchrun's 1 when rank 0 could not leave one).
     """
     if nproc is not None and nproc > 1:
-        from cifarctl.distributed import command_args, launch
+        from cifarctl.training.distributed import command_args, launch
 
         raise typer.Exit(launch(nproc, command_args(ctx)))
     from contextlib import nullcontext
 
-    from cifarctl.distributed import env_rank, process_group, record_exit
+    from cifarctl.training.distributed import env_rank, process_group, record_exit
     from cifarctl.errors import CifarctlError
-    from cifarctl.train import TrainingFailed, run_training
+    from cifarctl.training.run import TrainingFailed, run_training
     from cifarctl.ui.train_view import TrainView
 
     main = env_rank() == 0  # under torchrun only rank 0 prints, errors included

@@ -5,7 +5,7 @@ eigenvectors of the patch covariance, scaled by 1/sqrt(eigenvalue), and their
 negatives) and then frozen; three conv groups (conv -> maxpool -> BN -> GELU -> conv ->
 BN -> GELU) of widths 64/256/256 with BatchNorm scales frozen at 1; maxpool 3; a linear
 head scaled by 1/9. Two hooks the engine calls when a model has them
-(:mod:`cifarctl.model_hooks`): ``data_init(images)`` with normalized training images
+(:mod:`cifarctl.training.model_hooks`): ``data_init(images)`` with normalized training images
 before the first step of a fresh run, and ``start_epoch(epoch)`` before each epoch (the
 whitening bias trains only during the first ``whiten_bias_epochs``).
 """

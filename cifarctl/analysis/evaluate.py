@@ -56,10 +56,11 @@ def evaluate_checkpoint(
     """
     import torch
 
-    from cifarctl.builders import precision_for, resolve_device
+    from cifarctl.training.builders import precision_for, resolve_device
     from cifarctl.data import load_cifar, resolve_source
-    from cifarctl.engine import build_model, evaluate
-    from cifarctl.feed import make_normalizer
+    from cifarctl.augment.device import make_normalizer
+    from cifarctl.training.builders import build_model
+    from cifarctl.training.evaluation import evaluate
     from cifarctl.recipe import TTA_MODES, validate_dict
     from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of, write_json
 

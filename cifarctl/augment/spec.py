@@ -8,7 +8,9 @@ warning raised while building a transform into a problem.
 
 This module never imports torch itself (albumentations 2.0.8 imports it on its own import,
 through ``albumentations.pytorch``); albumentations is imported only when there are steps.
-The batched device version of the same steps is in :mod:`cifarctl.augment`.
+It is the augmentation half of the recipe schema (``cifarctl.recipe`` validates with it), so
+it stands in the base layer with ``recipe.py``. The steps run as batched tensor ops in
+:mod:`cifarctl.augment.device`, or per image in :mod:`cifarctl.augment.per_image`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,10 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from cifarctl import CIFAR_MEAN, CIFAR_STD
 from cifarctl.errors import did_you_mean
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-# Per-channel statistics of the CIFAR-10 train split (cifarctl.recipe.CIFAR_MEAN/STD).
-DEFAULT_MEAN = (0.4914, 0.4822, 0.4465)
-DEFAULT_STD = (0.2470, 0.2435, 0.2616)
 
 # Steps both backends skip: the engine already feeds the model a float CHW tensor.
 NOOP_STEPS = frozenset({"ToTensorV2", "ToFloat"})
@@ -74,7 +73,7 @@ _REMOVED_ANY = {
 _HARMLESS_WARNINGS = (r"ShiftScaleRotate is a special case of Affine",)
 
 
-def _albumentations():
+def import_albumentations():
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations as A
 
@@ -83,7 +82,7 @@ def _albumentations():
 
 def transform_names() -> list[str]:
     """Names of the albumentations transforms a recipe step may use."""
-    A = _albumentations()
+    A = import_albumentations()
     names = []
     for name in dir(A):
         obj = getattr(A, name)
@@ -96,9 +95,9 @@ def transform_names() -> list[str]:
 def mean_std(normalize: Any = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) in [0, 1] from a recipe ``Normalize``, a mapping, or None (CIFAR-10)."""
     if normalize is None:
-        return DEFAULT_MEAN, DEFAULT_STD
+        return CIFAR_MEAN, CIFAR_STD
     if isinstance(normalize, dict):
-        return tuple(normalize.get("mean", DEFAULT_MEAN)), tuple(normalize.get("std", DEFAULT_STD))
+        return tuple(normalize.get("mean", CIFAR_MEAN)), tuple(normalize.get("std", CIFAR_STD))
     return tuple(normalize.mean), tuple(normalize.std)
 
 
@@ -149,7 +148,7 @@ def removed_arg(name: str, arg: str) -> str | None:
 
 def make_transform(name: str, args: dict[str, Any], strict_warnings: bool = True):
     """Instantiate ``A.<name>(**args)``; with ``strict_warnings`` any warning is an error."""
-    A = _albumentations()
+    A = import_albumentations()
     cls = getattr(A, name)
     with warnings.catch_warnings():
         warnings.simplefilter("error" if strict_warnings else "default")
@@ -232,7 +231,7 @@ def check_steps(steps: list[dict]) -> list[tuple[str, str]]:
                                              "(masks, boxes or callables)"))
             continue
         where = f"{at}.{name}"
-        cls = getattr(_albumentations(), name)
+        cls = getattr(import_albumentations(), name)
         allowed = accepted_args(cls)
         bad = False
         for arg in args:
@@ -260,34 +259,6 @@ def check_steps(steps: list[dict]) -> list[tuple[str, str]]:
             bad = True
         if bad:
             continue
-        for suffix, message in _instantiation_problems(name, resolve_args(args, DEFAULT_MEAN)):
+        for suffix, message in _instantiation_problems(name, resolve_args(args, CIFAR_MEAN)):
             problems.append((where + suffix, message))
     return problems
-
-
-def build_albumentations(steps: list[dict], normalize: Any = None, seed: int | None = None):
-    """The per-image pipeline: ``A.Compose`` of the steps, then ``A.Normalize``.
-
-    ``fill: mean`` is the mean colour of ``normalize``; ToTensorV2/ToFloat are skipped; an
-    explicit ``Normalize`` step (last) replaces ``normalize``. The result maps a uint8 HWC
-    image to a normalized float32 HWC image. ``seed`` seeds the Compose's own generators
-    (albumentations 2 ignores the global numpy/random seeds). Raises ValueError listing
-    the problems of invalid steps.
-    """
-    A = _albumentations()
-    problems = check_steps(steps)
-    if problems:
-        raise ValueError("; ".join(f"data.augment{w}: {m}" for w, m in problems))
-    mean, std = mean_std(normalize)
-    transforms, final = [], None
-    for step in steps:
-        name, args = split_step(step)
-        if name in NOOP_STEPS:
-            continue
-        t = make_transform(name, resolve_args(args, mean))
-        if name == "Normalize":
-            final = t
-        else:
-            transforms.append(t)
-    transforms.append(final or A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
-    return A.Compose(transforms, seed=seed)

@@ -3,11 +3,11 @@
 The whole uint8 train set lives on the training device as NCHW. Each epoch draws a
 permutation from the engine's ``torch.Generator``; batch ``i`` is ``perm[i*bs:(i+1)*bs]``
 (the last, partial batch included, except a final batch of a single image, which would
-break BatchNorm); :class:`cifarctl.augment.DeviceAugment` augments the whole batch.
+break BatchNorm); :class:`cifarctl.augment.device.DeviceAugment` augments the whole batch.
 
 When a step has no batched version (``unsupported_step``) or the recipe says
 ``augment_backend: albumentations``, batches come from a DataLoader over
-``AlbumentationsDataset`` with ``data.workers`` workers instead, in the same order.
+``cifarctl.augment.per_image.AlbumentationsDataset`` with ``data.workers`` workers instead, in the same order.
 
 Data-parallel (``world_size`` > 1): every rank draws the same permutation and takes
 ``batch_size / world_size`` images of each global batch (``_shard``); augmentation draws
@@ -64,24 +64,12 @@ def _shard(perm: torch.Tensor, rank: int, world_size: int, used: int) -> torch.T
     return perm if world_size == 1 else perm[:used][rank::world_size]
 
 
-def make_normalizer(normalize, device: torch.device, steps: list | None = None):
-    """A no-op DeviceAugment: ``f(x_u8, generator=None)`` and ``f.normalize_only(x_u8)``.
-
-    An explicit ``Normalize`` step in ``steps`` wins over ``normalize``, as in training.
-    """
-    from cifarctl.augment import compile_steps
-    from cifarctl.augment_check import split_step
-
-    only = [s for s in (steps or []) if split_step(s)[0] == "Normalize"]
-    return compile_steps(only, normalize, device) or compile_steps([], normalize, device)
-
-
 class Batches:
     """Where training batches come from; ``plan(saved)`` gives one epoch's iterator."""
 
     def __init__(self, recipe: Recipe, arrays, device: torch.device, generator: torch.Generator,
                  rank: int = 0, world_size: int = 1, notices: list[str] | None = None):
-        from cifarctl.augment import compile_steps, unsupported_step
+        from cifarctl.augment.device import compile_steps, make_normalizer, unsupported_step
 
         d = recipe.data
         self.device, self.generator = device, generator
@@ -115,7 +103,7 @@ class Batches:
         self.loader_mode = reason is not None
         self.y = torch.from_numpy(np.asarray(arrays.train_y, dtype=np.int64)).to(device)
         if self.loader_mode:
-            from cifarctl.augment import AlbumentationsDataset, build_albumentations
+            from cifarctl.augment.per_image import AlbumentationsDataset, build_albumentations
 
             self.dataset = AlbumentationsDataset(arrays.train_x, arrays.train_y,
                                                  build_albumentations(d.augment, d.normalize))
@@ -180,7 +168,7 @@ class EpochPlan:
             yield x, b.y[bi]
 
     def _loader(self, start: int):
-        from cifarctl.augment import SeededBatch, batch_seed, worker_init_fn
+        from cifarctl.augment.per_image import SeededBatch, batch_seed, worker_init_fn
 
         b = self.b
         order = self.idx.cpu()

@@ -1,6 +1,6 @@
 """Recipe -> torch objects: device, precision, seeds, optimizer, scheduler, max_lr.
 
-Used by :mod:`cifarctl.engine` (training) and :mod:`cifarctl.evaluate` (device and
+Used by :mod:`cifarctl.training.engine` (training) and :mod:`cifarctl.analysis.evaluate` (device and
 precision), so both make the same choices.
 """
 
@@ -16,7 +16,7 @@ from cifarctl.recipe import Recipe
 
 LR_AUTO_UNRESOLVED = (
     "scheduler.max_lr: auto is resolved by the LR range test before the scheduler is built "
-    "(engine.prepare does it; from Python: cifarctl.lrfind.resolve_max_lr)"
+    "(engine.prepare does it; from Python: cifarctl.training.lrfind.resolve_max_lr)"
 )
 
 
@@ -194,7 +194,7 @@ def build_scheduler(recipe: Recipe, optimizer, steps_per_epoch: int, max_lr: flo
     if s.name == "cosine":
         return sch.CosineAnnealingLR(optimizer, T_max=s.t_max or recipe.epochs, eta_min=s.eta_min)
     if s.name == "linear_warmup_decay":  # per batch, from each group's lr
-        from cifarctl.schedules import LinearWarmupDecay
+        from cifarctl.training.schedules import LinearWarmupDecay
 
         return LinearWarmupDecay(optimizer, recipe.epochs * steps_per_epoch, warmup_pct=s.warmup_pct,
                                  start_factor=s.start_factor, end_factor=s.end_factor)

@@ -7,7 +7,7 @@ which re-launches itself that way) runs N copies of the same command. Each one:
   ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): gloo on CPU, nccl on CUDA with
   ``cuda:LOCAL_RANK`` as its device (:func:`process_group`);
 - draws the same permutation (same seed) and trains on its slice of every global batch
-  (``data.batch_size / N`` images, see :mod:`cifarctl.feed`) through
+  (``data.batch_size / N`` images, see :mod:`cifarctl.training.batches`) through
   ``DistributedDataParallel``, with BatchNorm synchronised when the recipe says
   ``sync_bn: true`` (:func:`wrap_model`);
 - sums metrics over ranks (:func:`all_reduce_sum`), evaluates its contiguous share of the
@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from cifarctl.errors import EXIT_FAILURE, CifarctlError, UsageError
-from cifarctl.model_hooks import changes_trainable
+from cifarctl.training.model_hooks import changes_trainable
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 ENV_EXIT_FILE = "CIFARCTL_EXIT_FILE"  # set by launch(): where rank 0 writes its exit code
@@ -108,7 +108,7 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
     if missing:
         raise UsageError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start it with torchrun "
                          "or `cifarctl train --nproc N`")
-    from cifarctl.builders import resolve_device
+    from cifarctl.training.builders import resolve_device
 
     local = int(os.environ["LOCAL_RANK"])
     dev = resolve_device(device)
@@ -353,7 +353,7 @@ def check_resume(ckpt: dict, trainer, ckpt_path) -> None:
     """Refuse a resume whose step count no longer fits the number of processes.
 
     The final batch of an epoch depends on the number of processes (see
-    :func:`cifarctl.feed.count_steps`): a run stopped mid-epoch continues with the same
+    :func:`cifarctl.training.batches.count_steps`): a run stopped mid-epoch continues with the same
     number; at an epoch boundary any number whose steps per epoch match will do.
     """
     saved = int(ckpt.get("world_size", 1))

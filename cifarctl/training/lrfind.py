@@ -201,7 +201,7 @@ class _NonFinite(Exception):
 
 
 class _Passes:
-    """Each ``iter()`` is one shuffled pass of the engine's batches (:class:`cifarctl.feed.Batches`):
+    """Each ``iter()`` is one shuffled pass of the engine's batches (:class:`cifarctl.training.batches.Batches`):
     uint8 images on the device, augmented in batches; torch-lr-finder's
     ``TrainDataLoaderIter`` starts a new pass when one ends."""
 
@@ -281,8 +281,8 @@ def run_lr_find(
     """
     import torch
 
-    from cifarctl import engine
-    from cifarctl.feed import Batches
+    from cifarctl.training.batches import Batches
+    from cifarctl.training.builders import amp_kwargs, build_loss, build_model, build_optimizer, resolve_device
 
     if not (start_lr > 0 and end_lr > start_lr):
         raise UsageError(f"need 0 < start_lr < end_lr (got {start_lr:g} and {end_lr:g})")
@@ -291,7 +291,7 @@ def run_lr_find(
     if step_mode not in ("exp", "linear"):
         raise UsageError(f"step_mode must be 'exp' or 'linear' (got {step_mode!r})")
     recipe = _override(recipe, optimizer, weight_decay, batch_size)
-    dev = device if isinstance(device, torch.device) else engine.resolve_device(device)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
 
     if data is None:
         from cifarctl.data import load_cifar, resolve_source
@@ -306,17 +306,17 @@ def run_lr_find(
     cuda_rng = torch.cuda.get_rng_state_all() if dev.type == "cuda" else None
     if model is None:
         torch.manual_seed(recipe.seed)
-        model = engine.build_model(recipe).to(dev)
+        model = build_model(recipe).to(dev)
         if batches.channels_last:
             model = model.to(memory_format=torch.channels_last)
     was_training = model.training
-    opt = engine.build_optimizer(model, recipe)
-    criterion = engine.build_loss(recipe)
+    opt = build_optimizer(model, recipe)
+    criterion = build_loss(recipe)
 
     import torch_lr_finder.lr_finder as tlf
     from torch_lr_finder import TrainDataLoaderIter
 
-    finder = _finder_class()(model, opt, criterion, device=dev, **engine.amp_kwargs(recipe, dev))
+    finder = _finder_class()(model, opt, criterion, device=dev, **amp_kwargs(recipe, dev))
     finder.raw, finder.progress, finder.total = [], progress, num_iter
     loader = TrainDataLoaderIter(_Passes(batches))
     saved = tlf.tqdm, getattr(tlf, "print", None)

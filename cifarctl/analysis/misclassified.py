@@ -5,7 +5,7 @@
 checkpoint), keeps the wrong predictions (optionally only those of one true or predicted
 class) and sorts them by the confidence of the predicted class or by loss, highest first.
 With ``gradcam=True`` each picked image also gets a Grad-CAM map of its predicted class
-(:mod:`cifarctl.gradcam`). ``write_grid`` draws the PNG: one tile per image, upscaled x4
+(:mod:`cifarctl.analysis.gradcam`). ``write_grid`` draws the PNG: one tile per image, upscaled x4
 (nearest), with the Grad-CAM overlay beside it, and a caption of true label, predicted
 label and confidence.
 """
@@ -88,9 +88,9 @@ def load_model_and_test_data(target: str | os.PathLike, *, which: str = "best",
     normalize (uint8 NCHW -> float), test_x (uint8 NCHW on device), test_y, device, loss_name}."""
     import torch
 
-    from cifarctl.builders import resolve_device
+    from cifarctl.training.builders import resolve_device
     from cifarctl.data import load_cifar, resolve_source
-    from cifarctl.feed import make_normalizer
+    from cifarctl.augment.device import make_normalizer
     from cifarctl.registry import create_model
     from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of
 
@@ -108,7 +108,7 @@ def load_model_and_test_data(target: str | os.PathLike, *, which: str = "best",
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: weights do not fit {ckpt['model_name']} ({first})") from None
     model.to(dev).eval()
-    # the same data as `cifarctl eval` (cifarctl.evaluate): source, subsets and seed of the run
+    # the same data as `cifarctl eval` (cifarctl.analysis.evaluate): source, subsets and seed of the run
     source = resolve_source(data_source or data.get("source") or ckpt.get("data_source"))
     arrays = load_cifar(source, progress=False, train_subset=data.get("train_subset"),
                         test_subset=data.get("test_subset"), seed=int(recipe.get("seed", 0)))
@@ -156,7 +156,7 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
     classes, model = ld["classes"], ld["model"]
     ti, pi = class_index(true, classes, "--true"), class_index(pred, classes, "--pred")
     if layer is not None:
-        from cifarctl.gradcam import get_layer
+        from cifarctl.analysis.gradcam import get_layer
 
         get_layer(model, layer)  # unknown names fail before the predictions
     probs, losses = predict(model, ld["test_x"], ld["test_y"], ld["normalize"], loss_name=ld["loss_name"])
@@ -178,8 +178,8 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
     images = ld["test_x"][picked.to(ld["test_x"].device)].permute(0, 2, 3, 1).cpu().numpy()
     cams, used = None, None
     if gradcam and items:
-        from cifarctl.gradcam import default_layer
-        from cifarctl.gradcam import gradcam as grad_cam
+        from cifarctl.analysis.gradcam import default_layer
+        from cifarctl.analysis.gradcam import gradcam as grad_cam
 
         used = layer or default_layer(model)
         x = ld["normalize"](ld["test_x"][picked.to(ld["test_x"].device)])
@@ -219,7 +219,7 @@ def write_grid(result: Misclassified, path: str | os.PathLike, cols: int | None 
     """Draw the gallery as a PNG (white background, black captions); returns the path."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from cifarctl.gradcam import overlay
+    from cifarctl.analysis.gradcam import overlay
 
     path = Path(path)
     with_cam = result.cams is not None
@@ -259,7 +259,7 @@ def render_gallery(result: Misclassified, scale: int = 1):
     from rich.console import Group
     from rich.text import Text
 
-    from cifarctl.gradcam import overlay
+    from cifarctl.analysis.gradcam import overlay
     from cifarctl.ui.images import image_text
 
     cells = []

@@ -12,16 +12,15 @@ to normalized float32 NCHW with a handful of batched ops and no loop over images
 * Normalize last, as ``x * (1 / (255 std)) - mean / std`` in float32.
 
 Randomness comes only from the ``torch.Generator`` passed in, so a seed gives the same
-batches. Steps without a batched version make :func:`unsupported_step` name them; the engine
-then runs :func:`build_albumentations` per image in DataLoader workers
-(:class:`AlbumentationsDataset`). Validation (:func:`check_steps`) lives in
-:mod:`cifarctl.augment_check`, which does not import torch itself.
+batches. Steps without a batched version make :func:`unsupported_step` name them; training
+then runs them per image in DataLoader workers (:mod:`cifarctl.augment.per_image`).
+Validation (:func:`~cifarctl.augment.spec.check_steps`) lives in :mod:`cifarctl.augment.spec`,
+which does not import torch itself.
 """
 
 from __future__ import annotations
 
 import functools
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,14 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cifarctl.augment_check import (
-    NOOP_STEPS, build_albumentations, check_steps, make_transform, mean_std, resolve_args, split_step,
-)
+from cifarctl.augment.spec import NOOP_STEPS, make_transform, mean_std, resolve_args, split_step
 
-__all__ = [
-    "AlbumentationsDataset", "DeviceAugment", "build_albumentations", "check_steps",
-    "compile_steps", "make_albumentations_loader", "unsupported_step", "worker_init_fn",
-]
+__all__ = ["DeviceAugment", "compile_steps", "make_normalizer", "unsupported_step"]
 
 _BORDERS = {0: "constant", 1: "replicate", 2: "reflect", 3: "wrap", 4: "reflect_101"}
 _GRID_PADDING = {"constant": "zeros", "replicate": "border", "reflect": "reflection"}
@@ -507,71 +501,10 @@ def compile_steps(steps: list[dict], normalize: Any = None, device: str | torch.
     return DeviceAugment(ops, mean, std, max_pixel, device, names, cpu_threads)
 
 
-# ------------------------------------------------------------ per-image fallback
-class AlbumentationsDataset(torch.utils.data.Dataset):
-    """uint8 NHWC images + labels through an albumentations Compose -> (CHW float32, label)."""
+def make_normalizer(normalize: Any, device: str | torch.device, steps: list | None = None) -> DeviceAugment:
+    """A no-op DeviceAugment: ``f(x_u8, generator=None)`` and ``f.normalize_only(x_u8)``.
 
-    def __init__(self, images: np.ndarray, labels, transform, seed: int | None = None):
-        self.images = images
-        self.labels = np.asarray(labels)
-        self.transform = transform
-        if seed is not None:
-            self.reseed(seed)
-
-    def reseed(self, seed: int) -> None:
-        """Seed the Compose's own generators (albumentations 2 ignores global seeds)."""
-        self.transform.set_random_seed(int(seed) % 2**32)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        img = self.transform(image=self.images[i])["image"]
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), int(self.labels[i])
-
-    def __getitems__(self, indices):
-        """A batch (DataLoader with a batch sampler); a :class:`SeededBatch` reseeds first."""
-        seed = getattr(indices, "seed", None)
-        if seed is not None:
-            self.reseed(seed)
-        return [self[i] for i in indices]
-
-
-class SeededBatch(list):
-    """One batch's indices and the seed of its augmentation, so that its random draws depend
-    neither on which worker makes it nor on what that worker made before: a run resumed in
-    the middle of an epoch gets the same images as one that was never stopped."""
-
-    def __init__(self, indices, seed: int):
-        super().__init__(indices)
-        self.seed = int(seed)
-
-    def __reduce__(self):  # through the workers' queues
-        return (SeededBatch, (list(self), self.seed))
-
-
-def batch_seed(epoch_seed: int, batch: int) -> int:
-    """The augmentation seed of batch ``batch`` of an epoch whose loader seed is ``epoch_seed``."""
-    return int(np.random.SeedSequence([int(epoch_seed), int(batch)]).generate_state(1)[0])
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader worker seeding: numpy, random and the dataset's Compose from torch's seed."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    if info is not None and hasattr(info.dataset, "reseed"):
-        info.dataset.reseed(seed)
-
-
-def make_albumentations_loader(images: np.ndarray, labels, steps: list[dict], normalize: Any = None,
-                               batch_size: int = 128, workers: int = 2, seed: int = 0,
-                               shuffle: bool = True, drop_last: bool = False):
-    """A DataLoader running the steps per image in ``workers`` processes, reproducible per seed."""
-    ds = AlbumentationsDataset(images, labels, build_albumentations(steps, normalize), seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
-        worker_init_fn=worker_init_fn, generator=gen, persistent_workers=workers > 0,
-    )
+    An explicit ``Normalize`` step in ``steps`` wins over ``normalize``, as in training.
+    """
+    only = [s for s in (steps or []) if split_step(s)[0] == "Normalize"]
+    return compile_steps(only, normalize, device) or compile_steps([], normalize, device)

@@ -5,8 +5,8 @@
 
 - :class:`~cifarctl.errors.UsageError` (exit 2) for a bad recipe/option/checkpoint,
   before any folder is created (a refused resume creates nothing either);
-- :class:`~cifarctl.engine.DivergedError` (exit 3), status "diverged";
-- :class:`~cifarctl.engine.NegativeLossError` (exit 4), status "failed";
+- :class:`~cifarctl.training.engine.DivergedError` (exit 3), status "diverged";
+- :class:`~cifarctl.training.engine.NegativeLossError` (exit 4), status "failed";
 - :class:`TrainingInterrupted` (exit 130 for SIGINT, 143 for SIGTERM), status
   "interrupted", after saving ``last.pt`` with the mid-epoch state;
 - :class:`TrainingFailed` (exit 1) for anything else, status "failed", traceback in log.txt.
@@ -179,7 +179,7 @@ def _resolve_recipe(recipe_ref, overrides, seed, data, resume, force):
 
 def _keep_resolved_max_lr(recipe, stored: dict):
     """On resume, ``max_lr: auto`` means the number the run's range test chose."""
-    from cifarctl.builders import is_max_lr_auto
+    from cifarctl.training.builders import is_max_lr_auto
     from cifarctl.recipe import validate_dict
 
     chosen = (stored.get("scheduler") or {}).get("max_lr")
@@ -259,8 +259,9 @@ def run_training(
     progress: bool = False,
 ) -> dict:
     """Train a recipe (or resume a run) into a run folder; see the module docstring."""
-    from cifarctl import distributed, engine, runs
-    from cifarctl.builders import check_runnable, resolve_device
+    from cifarctl import runs
+    from cifarctl.training import distributed, engine
+    from cifarctl.training.builders import check_runnable, resolve_device
     from cifarctl.ui.train_view import epoch_line, final_lines, start_line
 
     recipe_obj, ckpt, ckpt_path, run_dir = _resolve_recipe(recipe, overrides, seed, data, resume, force)
@@ -298,7 +299,7 @@ def run_training(
         runs.write_env(run_dir, {**env, "world_size": ranks.world_size})
         runs.write_atomic(run_dir / "recipe.yaml", recipe_obj.to_yaml())
     if trainer.lr_find is not None and ranks.main:
-        from cifarctl.lrfind import write_lr_find
+        from cifarctl.training.lrfind import write_lr_find
 
         write_lr_find(trainer.lr_find, run_dir)
     old = runs.read_json(run_dir / "summary.json") if ckpt is not None else None

@@ -17,7 +17,7 @@ scheduler, loss, precision); ``train_epochs(trainer)`` is a generator of events:
 Nothing here prints or writes files; checkpoints are ``state_dict``/``load_state_dict``
 (the files are :mod:`cifarctl.runs`). Accuracies are in percent. Steps are 1-based.
 
-Data-parallel under torchrun (``world_size`` > 1, see :mod:`cifarctl.distributed`): each
+Data-parallel under torchrun (``world_size`` > 1, see :mod:`cifarctl.training.distributed`): each
 rank trains on its slice of every global batch (``feed._shard``) through DDP, metrics go
 through ``_reduce`` (a sum over ranks), the test split is evaluated in shares
 (``_test_metrics``), and the ranks agree on stops and losses at the same steps. With one
@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarctl import __version__, distributed
-from cifarctl.builders import (  # noqa: F401  (build_*, amp_kwargs: public here for lr-find)
-    amp_kwargs,
+from cifarctl import __version__
+from cifarctl.training import distributed
+from cifarctl.training.builders import (
     build_loss,
     build_model,
     build_optimizer,
@@ -53,17 +53,17 @@ from cifarctl.builders import (  # noqa: F401  (build_*, amp_kwargs: public here
     seed_everything,
 )
 from cifarctl.errors import EXIT_BAD_LOSS, EXIT_DIVERGED, CifarctlError, RecipeError, UsageError
-from cifarctl.feed import Batches, count_steps  # noqa: F401  (count_steps: public here)
-from cifarctl.lookahead import build_lookahead
-from cifarctl.model_hooks import init_from_data, start_epoch
+from cifarctl.training.batches import Batches
+from cifarctl.training.lookahead import build_lookahead
+from cifarctl.training.model_hooks import init_from_data, start_epoch
 from cifarctl.recipe import Recipe
 from cifarctl.runs import capture_rng, restore_rng
-from cifarctl.schedules import LinearWarmupDecay
-from cifarctl.tta import tta_forward
+from cifarctl.training.schedules import LinearWarmupDecay
+from cifarctl.training.evaluation import evaluate
 
 __all__ = [
-    "DivergedError", "NegativeLossError", "Trainer", "count_steps", "evaluate", "load_state_dict",
-    "prepare", "resolve_device", "resolve_max_lr", "state_dict", "train_epochs",
+    "DivergedError", "NegativeLossError", "Trainer", "load_state_dict", "prepare", "rebuild_scheduler",
+    "state_dict", "train_epochs",
 ]
 
 # Test hooks (see tests/test_resume.py): deterministic stand-ins for a signal or a NaN,
@@ -179,7 +179,7 @@ class Trainer:
     nan_at: int | None = None
     kill_at: int | None = None
     lr_find: Any = None         # the LRFindResult when max_lr was "auto"
-    lookahead: Any = None       # cifarctl.lookahead.Lookahead when the recipe has one
+    lookahead: Any = None       # cifarctl.training.lookahead.Lookahead when the recipe has one
 
     @property
     def sched_per_batch(self) -> bool:
@@ -296,11 +296,11 @@ def _resolve_auto_max_lr(recipe: Recipe, arrays, dev: torch.device, progress, no
     The test builds its own model and restores every RNG it touches, so training then
     starts exactly as if the chosen number had been written in the recipe.
     """
-    from cifarctl.builders import is_max_lr_auto
+    from cifarctl.training.builders import is_max_lr_auto
 
     if not is_max_lr_auto(recipe):
         return recipe, None
-    from cifarctl.lrfind import resolve_max_lr as range_test
+    from cifarctl.training.lrfind import resolve_max_lr as range_test
     from cifarctl.recipe import validate_dict
 
     max_lr, result = range_test(recipe, data=arrays, device=dev, progress=progress)
@@ -442,46 +442,6 @@ def _test_metrics(t: Trainer) -> dict:
     if t.world_size == 1:
         return evaluate(t.model, t.test_x, t.test_y, **kw)
     return distributed.evaluate_shares(evaluate, t, **kw)
-
-
-# ------------------------------------------------------------------------ evaluation
-def eval_loss(out: torch.Tensor, y: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """Summed test loss: plain cross-entropy (no smoothing), or nll on the outputs."""
-    if loss_name == "nll":
-        return F.nll_loss(out, y, reduction="sum")
-    return F.cross_entropy(out, y, reduction="sum")
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, normalize: Callable,
-             batch_size: int, loss_name: str = "cross_entropy", autocast=nullcontext,
-             channels_last: bool = False, tta: str = "none") -> dict:
-    """Loss, accuracy (%) and predictions on uint8 NCHW images, in eval mode, no grad.
-
-    ``tta``: ``none``, ``flip`` or ``flip_translate`` (see :mod:`cifarctl.tta`).
-    The model's train/eval mode is restored afterwards.
-    """
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x_u8.device)
-    preds = []
-    try:
-        for s in range(0, len(y), batch_size):
-            xb = normalize(x_u8[s:s + batch_size])
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast():
-                out = tta_forward(model, xb, tta)
-            out = out.float()
-            yb = y[s:s + batch_size]
-            loss_sum += eval_loss(out, yb, loss_name).double()
-            preds.append(out.argmax(1))
-    finally:
-        model.train(was_training)
-    pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64, device=y.device)
-    n = max(len(y), 1)
-    loss_total, correct = _reduce(torch.stack([loss_sum, (pred == y).sum().double()])).tolist()
-    return {"loss": loss_total / n, "acc": 100.0 * correct / n, "preds": pred, "n": len(y)}
 
 
 # ------------------------------------------------------------------------ checkpoints
