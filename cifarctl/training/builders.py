@@ -7,6 +7,7 @@ precision), so both make the same choices.
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -60,6 +61,12 @@ def precision_for(precision: str, device: torch.device) -> tuple[torch.dtype | N
         raise UsageError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; "
                          "use precision: fp16 or auto")
     return torch.float16, "this GPU has no bf16: precision auto uses fp16 with a GradScaler"
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The context of a forward pass: ``torch.autocast`` to ``dtype`` (bf16/fp16) on
+    ``device``, or nothing for fp32 (``dtype`` None, see :func:`precision_for`)."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def seed_everything(seed: int) -> None:

@@ -31,7 +31,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +42,7 @@ from torch import nn
 from cifarctl import __version__
 from cifarctl.training import distributed
 from cifarctl.training.builders import (
+    autocast,
     build_loss,
     build_model,
     build_optimizer,
@@ -186,9 +186,7 @@ class Trainer:
         return isinstance(self.scheduler, (torch.optim.lr_scheduler.OneCycleLR, LinearWarmupDecay))
 
     def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     @property
     def channels_last(self) -> bool:
