@@ -45,8 +45,10 @@ ENV_SLOW_SAVE = "CIFARCTL_TEST_SLOW_SAVE"  # test hook: seconds to sleep before 
 
 
 # ------------------------------------------------------------------------ folders
-def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | None = None) -> Path:
-    """A new, empty ``<runs_dir>/<name or recipe-YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken).
+def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | None = None, *,
+                   now: datetime | None = None, checkpoints: bool = True) -> Path:
+    """A new, empty ``<runs_dir>/<name or recipe-YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken),
+    with a ``checkpoints/`` folder unless ``checkpoints`` is False.
 
     ``os.mkdir`` is atomic: two processes starting in the same second get two folders.
     """
@@ -57,14 +59,15 @@ def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | No
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the runs folder {parent}: {exc.strerror or exc}") from None
-    base = name or f"{recipe_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    base = name or f"{recipe_name}-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 10_000):
         path = parent / (base if i == 1 else f"{base}-{i}")
         try:
             os.mkdir(path)
         except FileExistsError:
             continue
-        (path / "checkpoints").mkdir()
+        if checkpoints:
+            (path / "checkpoints").mkdir()
         return path
     raise UsageError(f"cannot create a run folder under {parent}: {base} .. {base}-9999 all exist")
 

@@ -36,3 +36,38 @@ def test_misclassified_implies_the_accuracy_eval_reports_for_a_tta_recipe(tta_ru
     assert mc["total"] == ev["images"] == 200
     assert mc["accuracy"] == pytest.approx(ev["accuracy"])
     assert mc["total_wrong"] == ev["images"] - sum(c["correct"] for c in ev["per_class"])
+
+
+# ------------------------------------------------------------------------ one resolver
+@pytest.fixture
+def built(monkeypatch):
+    """Every (model name, model_args) a command builds, in order."""
+    import cifarctl.registry as registry
+
+    calls = []
+    real = registry.create_model
+
+    def recording(name, **kwargs):
+        calls.append((name, dict(kwargs)))
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(registry, "create_model", recording)
+    return calls
+
+
+def test_summary_and_lr_find_of_a_name_that_is_both_build_the_same_model(built, tmp_path, data_cache_dir):
+    from cifarctl.recipe import load_recipe
+
+    recipe = load_recipe("s8_bn")
+    assert recipe.model == "s8_bn" and recipe.model_args  # a recipe and a model of the same name
+    summary = _invoke("summary", "s8_bn")
+    assert summary.exit_code == 0, summary.output
+    summary_builds = list(built)
+    built.clear()
+    lr_find = _invoke("lr-find", "s8_bn", "--num-iter", "5", "--data", "synthetic", "--device", "cpu",
+                      "--set", "data.train_subset=64", "--batch-size", "32", "--runs-dir", tmp_path)
+    assert lr_find.exit_code == 0, lr_find.output
+    assert summary_builds and built
+    assert summary_builds[0] == built[0] == ("s8_bn", dict(recipe.model_args))
+    # the header says which was used
+    assert "recipe s8_bn" in summary.output and "recipe s8_bn" in lr_find.output

@@ -17,7 +17,7 @@ from cifarctl.recipe import Recipe
 
 LR_AUTO_UNRESOLVED = (
     "scheduler.max_lr: auto is resolved by the LR range test before the scheduler is built "
-    "(engine.prepare does it; from Python: cifarctl.training.lrfind.resolve_max_lr)"
+    "(engine.prepare does it; from Python: cifarctl.training.lrfind.choose_max_lr)"
 )
 
 

@@ -298,7 +298,7 @@ def _resolve_auto_max_lr(recipe: Recipe, arrays, dev: torch.device, progress, no
 
     if not is_max_lr_auto(recipe):
         return recipe, None
-    from cifarctl.training.lrfind import resolve_max_lr as range_test
+    from cifarctl.training.lrfind import choose_max_lr as range_test
     from cifarctl.recipe import validate_dict
 
     max_lr, result = range_test(recipe, data=arrays, device=dev, progress=progress)
