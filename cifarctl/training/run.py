@@ -257,12 +257,11 @@ def run_training(
         run_dir = distributed.on_main(lambda: runs.create_run_dir(runs_dir, recipe_obj.name, name), ranks)
     run_dir = Path(run_dir)
     files = runs.RunFiles(run_dir) if ranks.main else distributed.SilentFiles(run_dir)
-    if ranks.main:
-        def save(state, path):
+
+    def save(state: dict, path: Path) -> None:  # only rank 0 writes the run folder
+        if ranks.main:
             runs.save_checkpoint(state, path, before_replace=faults.before_replace)
-    else:
-        def save(state, path):
-            pass
+
     import torch
 
     if ranks.main:
