@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import statistics
 from dataclasses import dataclass, field, fields
@@ -195,7 +196,7 @@ def _read_recipe(path: Path, marks: list[str]) -> dict[str, Any]:
     from cifarctl.recipe import SCHEMA_VERSION
 
     if not path.is_file():
-        marks.append("no recipe.yaml")
+        marks.append("recipe.yaml unparsable" if os.path.lexists(path) else "no recipe.yaml")
         return {}
     try:
         raw = yamlsafe.read_file(path)  # bounded: an alias bomb or deep nesting is one mark

@@ -350,8 +350,9 @@ def bundled_recipes() -> dict[str, Path]:
 
 
 def is_recipe_ref(ref: str) -> bool:
-    """True for a path ending in .yaml/.yml or the name of a bundled recipe."""
-    return ref.endswith((".yaml", ".yml")) or ref in bundled_recipes()
+    """True for a path ending in .yaml/.yml or holding a '/', or the name of a bundled recipe
+    (a path such as ``/dev/null`` or a folder is then reported as such, not as an unknown name)."""
+    return ref.endswith((".yaml", ".yml")) or os.sep in ref or ref in bundled_recipes()
 
 
 def resolve_recipe_path(ref: str) -> Path:

@@ -305,7 +305,8 @@ def _run_training(
                                  lr_find_progress=lr_bar, rank=ranks.rank, world_size=ranks.world_size)
     recipe_obj = trainer.recipe  # max_lr: auto is now the range test's number
     if ckpt is not None:
-        changed = bool(recipe_differences(ckpt["recipe"], recipe_obj.to_dict()))  # only with --force
+        # only with --force: another recipe, or other data (its size sets the steps of the schedule)
+        changed = bool(recipe_differences(ckpt["recipe"], recipe_obj.to_dict())) or bool(claimed)
         distributed.check_resume(ckpt, trainer, ckpt_path)
         try:
             engine.load_state_dict(trainer, ckpt, scheduler=not changed)
