@@ -179,6 +179,23 @@ class LRFind(_Strict):
         return self
 
 
+def lr_find_problems(settings: dict[str, Any]) -> list[str]:
+    """``--start-lr``/``--end-lr``/... problems of an LR range test's settings (finite,
+    positive, start below end), checked before any sweep; [] when they are fine."""
+    try:
+        LRFind.model_validate(settings)
+    except ValidationError as err:
+        out = []
+        for e in err.errors():
+            where = f"--{str(e['loc'][0]).replace('_', '-')}: " if e["loc"] else ""
+            msg = e["msg"].removeprefix("Value error, ").rstrip(".")
+            if e["type"] == "finite_number":
+                msg = "must be a finite number"
+            out.append(f"{where}{msg} (got {e.get('input')!r})" if e["loc"] else msg)
+        return out
+    return []
+
+
 class OneCycle(_Strict):
     name: Literal["onecycle"]
     max_lr: float | Literal["auto"] = Field(

@@ -49,6 +49,7 @@ class CifarArrays:
     classes: list[str]
     source: str           # what was read, for people: "image folder /data/cifar.tar.xz"
     cached: bool = False  # True when the arrays came from the decoded cache
+    cache_written: bool = False  # True when they were just decoded and written to the cache
 
     @property
     def num_classes(self) -> int:
@@ -124,8 +125,8 @@ def _load_path(path: Path, cache_dir: Path, progress) -> CifarArrays:
     bad = cache.problems(arrays, d.classes)
     if bad:  # the readers check all of this; a reader that lets something through is not trusted
         raise DataError(f"{path}: the decoded data is inconsistent ({bad}); not used, not cached")
-    cache.save(cfile, arrays, d.classes, description)
-    return CifarArrays(**arrays, classes=d.classes, source=description)
+    written = cache.save(cfile, arrays, d.classes, description)
+    return CifarArrays(**arrays, classes=d.classes, source=description, cache_written=written)
 
 
 def source_key(source: str | os.PathLike | None) -> str | None:
