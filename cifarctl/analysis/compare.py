@@ -5,7 +5,7 @@ is what ``cifarctl train`` writes (``recipe.yaml``, ``metrics.jsonl``, ``summary
 ...). Reading is forgiving: a bad line, a missing summary or a recipe from a newer
 cifarctl adds a *mark* to the run instead of failing, and a folder with no metrics is
 reported in ``skipped`` with its reason. Nothing here unpickles anything (checkpoints are
-never opened) and YAML is read with ``yaml.safe_load`` only.
+never opened) and YAML is read with the bounded loader of :mod:`cifarctl.yamlsafe` only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import statistics
 from dataclasses import dataclass, field, fields
@@ -190,15 +191,16 @@ def _series(metrics: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
 
 
 def _read_recipe(path: Path, marks: list[str]) -> dict[str, Any]:
+    from cifarctl import yamlsafe
+    from cifarctl.errors import RecipeError
     from cifarctl.recipe import SCHEMA_VERSION
-    import yaml
 
     if not path.is_file():
-        marks.append("no recipe.yaml")
+        marks.append("recipe.yaml unparsable" if os.path.lexists(path) else "no recipe.yaml")
         return {}
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        raw = yamlsafe.read_file(path)  # bounded: an alias bomb or deep nesting is one mark
+    except RecipeError:
         marks.append("recipe.yaml unparsable")
         return {}
     if not isinstance(raw, dict):

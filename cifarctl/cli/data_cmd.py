@@ -75,7 +75,8 @@ def data(
         typer.echo(_json.dumps(summary, indent=2))
         return
 
-    how = "from the cache" if loaded.cached else "decoded and cached"
+    how = "from the cache" if loaded.cached else "decoded and cached" if loaded.cache_written else \
+        "decoded; not cached"
     console.print(f"[bold]source[/]: {loaded.source}  [dim]({how}, {seconds:.1f} s)[/]",
                   highlight=False)
 

@@ -51,12 +51,19 @@ def sweep_settings(recipe, start_lr, end_lr, num_iter, step_mode) -> dict:
     from cifarctl.recipe import LRFind
 
     base = getattr(recipe.scheduler, "lr_find", None) or LRFind()
-    return {
+    settings = {
         "start_lr": base.start_lr if start_lr is None else start_lr,
         "end_lr": base.end_lr if end_lr is None else end_lr,
         "num_iter": base.num_iter if num_iter is None else num_iter,
         "step_mode": base.step_mode if step_mode is None else step_mode,
     }
+    from cifarctl.errors import UsageError
+    from cifarctl.recipe import lr_find_problems
+
+    problems = lr_find_problems(settings)  # --end-lr inf: up front, not an OverflowError after the sweep
+    if problems:
+        raise UsageError("lr-find: " + "; ".join(problems))
+    return settings
 
 
 def chart(result, width: int = 80, height: int = 18, colorless: bool = False) -> str:

@@ -10,6 +10,7 @@ from cifarctl.data.sources import (
     channel_stats,
     load_cifar,
     resolve_source,
+    source_key,
     synthetic,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "default_cache_dir",
     "load_cifar",
     "resolve_source",
+    "source_key",
     "synthetic",
 ]
