@@ -35,7 +35,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import numpy as np
 import pytest
-from conftest import CLI
+from helpers import CLI
 from PIL import Image
 from pydantic import BaseModel
 
@@ -243,7 +243,7 @@ def test_every_yaml_reader_is_bounded(case, reader, tmp_path, run_cli, trained):
         _yaml_file(run, case, "recipe.yaml")
         code, out, exc = run_cli("train", "--resume", run, "--device", "cpu")
         line = assert_clean_error(code, out, exc, "recipe.yaml", "no longer reads as a recipe")
-    assert time.monotonic() - start < 10, "bounded: refused within seconds"
+    assert time.monotonic() - start < 30, "bounded: refused within seconds, not a hang"
 
 
 SET_CASES = {
