@@ -29,7 +29,6 @@ import platform
 import socket
 import subprocess
 import sys
-import time
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +40,6 @@ from cifarctl.fsutil import fsync_dir, remove_temps
 
 CHECKPOINT_FORMAT = "cifarctl-checkpoint"
 CHECKPOINT_VERSION = 1
-ENV_SLOW_SAVE = "CIFARCTL_TEST_SLOW_SAVE"  # test hook: seconds to sleep before os.replace
 
 
 # ------------------------------------------------------------------------ folders
@@ -87,17 +85,19 @@ def write_error(path: Path, exc: OSError, after: str = "") -> WriteError:
     return WriteError(f"cannot write {path} ({reason}){after}")
 
 
-def _write_file(path: Path, data) -> None:
-    """Write ``data`` (bytes-like) to ``path``, fsync it, atomically replace ``path`` with it."""
+def _write_file(path: Path, data, before_replace=None) -> None:
+    """Write ``data`` (bytes-like) to ``path``, fsync it, atomically replace ``path`` with it.
+
+    ``before_replace()`` runs between the two (the tests' slow save, :mod:`cifarctl.training.faults`).
+    """
     tmp = _temp_for(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        slow = os.environ.get(ENV_SLOW_SAVE) if path.suffix == ".pt" else None
-        if slow:
-            time.sleep(float(slow))
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -283,7 +283,7 @@ def restore_rng(rng: dict, generator=None) -> None:
         generator.set_state(rng["generator"])
 
 
-def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+def save_checkpoint(obj: dict, path: str | os.PathLike, before_replace=None) -> None:
     """torch.save to a temp file in the same folder, fsync, os.replace, fsync the folder.
 
     Serialized in memory first, so that a full disk is an ``OSError`` we can name (torch's
@@ -296,7 +296,7 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     try:
-        _write_file(path, buf.getbuffer())
+        _write_file(path, buf.getbuffer(), before_replace)
     except OSError as exc:
         run = path.parent.parent if path.parent.name == "checkpoints" else None
         then = f"continue with `cifarctl train --resume {run}`" if run else "save again"
