@@ -507,6 +507,13 @@ def load_recipe(ref: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     return validate_dict(raw, source)
 
 
+def recipe_rows(recipes: Mapping[str, Recipe]) -> list[dict[str, Any]]:
+    """One plain dict per recipe (name -> Recipe): what ``cifarctl recipes --json`` lists."""
+    return [{"name": name, "assignment": r.assignment, "model": r.model, "epochs": r.epochs,
+             "batch_size": r.data.batch_size, "optimizer": r.optimizer.name, "scheduler": r.scheduler.name,
+             "target": r.target.model_dump(), "description": r.description} for name, r in recipes.items()]
+
+
 def default_recipe_for_model(model: str) -> Recipe:
     """The bundled recipe that trains ``model``, or a plain SGD recipe for it."""
     from cifarctl.registry import resolve_name
