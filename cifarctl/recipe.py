@@ -249,8 +249,10 @@ class Recipe(_Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def replace(self, changes: dict[str, Any], why: str = "") -> Recipe:
-        """A validated copy with each dotted key set: ``recipe.replace({"data.source": "synthetic"})``.
+    def replace(self, changes: Mapping[str, Any], why: str = "", *,
+                overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+        """A validated copy with each dotted key set: ``recipe.replace({"data.source": "synthetic"})``,
+        then the ``--set key.path=value`` ``overrides``.
 
         A key whose parent is missing (or not a mapping) gets a new mapping; the copy's
         origin says ``why`` it differs, for errors found in it later.
@@ -264,7 +266,8 @@ class Recipe(_Strict):
                     node[part] = {}
                 node = node[part]
             node[last] = value
-        return validate_dict(raw, f"{self.origin} ({why})" if why else self.origin)
+        why = "; ".join(w for w in (why, f"with --set {' '.join(overrides)}" if overrides else "") if w)
+        return validate_dict(apply_overrides(raw, list(overrides)), f"{self.origin} ({why})" if why else self.origin)
 
 
 # Sections chosen by their `name`, with the schema's default choice.
@@ -606,11 +609,8 @@ def resolve_model_or_recipe(ref: str, overrides: list[str] | tuple[str, ...] = (
         return Resolved(load_recipe(ref, tuple(overrides)), "recipe", ref)
     if is_model(ref):
         base = default_recipe_for_model(ref)
-        raw = base.to_dict()
-        raw["model"], raw["model_args"] = resolve_name(ref), {}
-        raw = apply_overrides(raw, list(overrides))
-        sets = f" (with --set {' '.join(overrides)})" if overrides else ""
-        recipe = validate_dict(raw, f"model {ref} with the settings of {base.origin}{sets}")
+        recipe = base.replace({"model": resolve_name(ref), "model_args": {}}, f"for model {ref}",
+                              overrides=overrides)
         bundled = base.name if base.name in bundled_recipes() else None
         return Resolved(recipe, "model", ref, bundled)
     known = list_models() + list(bundled_recipes())
