@@ -4,7 +4,7 @@ Usage:
   python benchmarks/profile_engine.py --data ../shared/data/cifar10-jpeg.tar.xz \
       [--recipes s8_bn s10_resnet_custom] [--steps 20] [--subset 2048] [--device cpu|cuda] [--json OUT]
 
-For each recipe it builds the real engine (`cifarctl.training.engine.prepare`: device-resident data,
+For each recipe it builds the real engine (`cifarctl.training.prepare.prepare`: device-resident data,
 the recipe's compiled augmentation, model, optimizer, precision) and times the phases of
 `--steps` training steps separately (synchronising the device between phases, so the
 split is exact but the total is a little slower than the engine's overlapped loop). Then
@@ -37,7 +37,7 @@ def profile_recipe(name: str, data: str, device: str, steps: int, subset: int | 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from cifarctl.training import engine
+    from cifarctl.training.prepare import prepare
     from cifarctl.recipe import load_recipe
 
     sets = ["data.workers=0"]
@@ -46,7 +46,7 @@ def profile_recipe(name: str, data: str, device: str, steps: int, subset: int | 
     recipe = load_recipe(name, sets)
     if getattr(recipe.scheduler, "max_lr", None) == "auto":
         recipe = load_recipe(name, sets + ["scheduler.max_lr=0.01"])  # the lr does not change the time
-    t = engine.prepare(recipe, data_source=data, device=device)
+    t = prepare(recipe, data_source=data, device=device)
     dev = t.device
     phases = {"batch+augment": 0.0, "forward+loss": 0.0, "backward": 0.0, "optimizer": 0.0}
 

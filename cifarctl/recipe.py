@@ -11,9 +11,12 @@ recipes --schema`` prints it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import types
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -341,6 +344,26 @@ class Recipe(_Strict):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def replace(self, changes: Mapping[str, Any], why: str = "", *,
+                overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+        """A validated copy with each dotted key set: ``recipe.replace({"data.source": "synthetic"})``,
+        then the ``--set key.path=value`` ``overrides``.
+
+        A key whose parent is missing (or not a mapping) gets a new mapping; the copy's
+        origin says ``why`` it differs, for errors found in it later.
+        """
+        raw = self.to_dict()
+        for key, value in changes.items():
+            node = raw
+            *parents, last = key.split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node = node[part]
+            node[last] = value
+        why = "; ".join(w for w in (why, f"with --set {' '.join(overrides)}" if overrides else "") if w)
+        return validate_dict(apply_overrides(raw, list(overrides)), f"{self.origin} ({why})" if why else self.origin)
+
 
 # Sections chosen by their `name`, with the schema's default choice.
 _TAGGED = {"optimizer": "sgd", "scheduler": "none", "loss": "cross_entropy"}
@@ -619,6 +642,13 @@ def load_recipe(ref: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     return validate_dict(raw, source)
 
 
+def recipe_rows(recipes: Mapping[str, Recipe]) -> list[dict[str, Any]]:
+    """One plain dict per recipe (name -> Recipe): what ``cifarctl recipes --json`` lists."""
+    return [{"name": name, "assignment": r.assignment, "model": r.model, "epochs": r.epochs,
+             "batch_size": r.data.batch_size, "optimizer": r.optimizer.name, "scheduler": r.scheduler.name,
+             "target": r.target.model_dump(), "description": r.description} for name, r in recipes.items()]
+
+
 def default_recipe_for_model(model: str) -> Recipe:
     """The bundled recipe that trains ``model``, or a plain SGD recipe for it."""
     from cifarctl.registry import resolve_name
@@ -629,3 +659,92 @@ def default_recipe_for_model(model: str) -> Recipe:
         if isinstance(raw, dict) and raw.get("model") in (model, canonical):
             return validate_dict(raw, str(path))
     return validate_dict({"name": canonical, "model": canonical, "epochs": 20}, f"default recipe for {canonical}")
+
+
+# ------------------------------------------------------------------------ target
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return v
+
+
+def target_verdict(target: Target | Mapping[str, Any] | None, *, best_acc: float | None, params: int | None,
+                   epochs: int) -> dict:
+    """The recipe's ``target`` checked: best test acc, params (when known), epochs.
+
+    ``{"passed", "checks": [{"name", "target", "value", "passed", "text"}]}``; ``passed`` is
+    True when there is nothing to check. ``target`` may be a mapping read back from a
+    run's recipe.yaml (values that are not numbers are not checked).
+    """
+    if isinstance(target, Target):
+        target = target.model_dump()
+    get = (lambda k: _number(target.get(k))) if isinstance(target, Mapping) else (lambda k: None)
+    checks = []
+    lo = get("min_test_acc")
+    if lo is not None:
+        ok = best_acc is not None and best_acc >= lo
+        shown = "n/a" if best_acc is None else f"{best_acc:.2f}%"
+        checks.append({"name": "min_test_acc", "target": lo, "value": best_acc, "passed": ok,
+                       "text": f"best test acc {shown} {'>=' if ok else '<'} {lo:.2f}%"})
+    most = get("max_params")
+    if most is not None and params is not None:
+        ok = params <= most
+        checks.append({"name": "max_params", "target": most, "value": params, "passed": ok,
+                       "text": f"params {params:,} {'<=' if ok else '>'} {most:,}"})
+    most = get("max_epochs")
+    if most is not None:
+        ok = epochs <= most
+        checks.append({"name": "max_epochs", "target": most, "value": epochs, "passed": ok,
+                       "text": f"epochs {epochs} {'<=' if ok else '>'} {most}"})
+    return {"passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+# ------------------------------------------------------------------------ MODEL|RECIPE
+@dataclass(frozen=True)
+class Resolved:
+    """What a ``MODEL|RECIPE`` argument named: a recipe, or a model (with default training settings)."""
+
+    recipe: Recipe
+    kind: Literal["recipe", "model"]
+    ref: str                      # as given
+    settings_from: str | None = None  # model: the bundled recipe whose training settings it has
+
+    def describe(self, settings: bool = True) -> str:
+        """Which was used, for a command's header: ``recipe s8_bn: model s8_bn, model_args {...}``
+        or ``model resnet18 (registered arguments)``, with where the training settings
+        come from when ``settings``."""
+        r = self.recipe
+        if self.kind == "recipe":
+            name = r.name if self.ref == r.name else f"{r.name} ({self.ref})"
+            return f"recipe {name}: model {r.model}, model_args {dict(r.model_args)}"
+        if not settings:
+            return f"model {r.model} (registered arguments)"
+        where = f"training settings of recipe {self.settings_from}" if self.settings_from else \
+            "default training settings"
+        return f"model {r.model} (registered arguments; {where})"
+
+
+def resolve_model_or_recipe(ref: str, overrides: list[str] | tuple[str, ...] = ()) -> Resolved:
+    """One precedence for every ``MODEL|RECIPE`` argument (``summary``, ``lr-find``, ...):
+
+    1. a ``.yaml``/``.yml`` path or the name of a bundled recipe: that recipe, which
+       carries the model and its ``model_args`` (a name that is both, such as ``s8_bn``,
+       is the recipe);
+    2. a registered model name or alias: that model with its registered arguments, and
+       the training settings of the bundled recipe that trains it (else the defaults).
+
+    ``overrides`` (``--set key.path=value``) apply last, in both cases.
+    """
+    from cifarctl.registry import is_model, list_models, resolve_name
+
+    if is_recipe_ref(ref):
+        return Resolved(load_recipe(ref, tuple(overrides)), "recipe", ref)
+    if is_model(ref):
+        base = default_recipe_for_model(ref)
+        recipe = base.replace({"model": resolve_name(ref), "model_args": {}}, f"for model {ref}",
+                              overrides=overrides)
+        bundled = base.name if base.name in bundled_recipes() else None
+        return Resolved(recipe, "model", ref, bundled)
+    known = list_models() + list(bundled_recipes())
+    raise UsageError(f"unknown model or recipe {ref!r}{did_you_mean(ref, known)}; "
+                     "`cifarctl models` and `cifarctl recipes` list them")

@@ -49,7 +49,6 @@ from cifarctl.fsutil import fsync_dir, name_problem, remove_temps
 
 CHECKPOINT_FORMAT = "cifarctl-checkpoint"
 CHECKPOINT_VERSION = 1
-ENV_SLOW_SAVE = "CIFARCTL_TEST_SLOW_SAVE"  # test hook: seconds to sleep before os.replace
 
 
 # ------------------------------------------------------------------------ folders
@@ -70,9 +69,11 @@ def path_error(what: str, path: Path, exc: OSError, fix: str = ""):
     return UsageError(line) if exc.errno in _BAD_PATH else WriteError(line)
 
 
-def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | None = None) -> Path:
+def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | None = None, *,
+                   now: datetime | None = None, checkpoints: bool = True) -> Path:
     """A new, empty ``<runs_dir>/<name or recipe-YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken)
-    holding ``checkpoints/`` and ``run.json`` (a new run id).
+    holding ``checkpoints/`` and ``run.json`` (a new run id), or nothing when ``checkpoints``
+    is False (an lr-find folder).
 
     ``os.mkdir`` is atomic: two processes starting in the same second get two folders. The
     name is a single safe folder name (``--name`` and the recipe name alike); any failure to
@@ -90,7 +91,7 @@ def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | No
                          "the way): pass --runs-dir FOLDER") from None
     except OSError as exc:
         raise path_error("the runs folder", parent, exc) from None
-    base = name or f"{recipe_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    base = name or f"{recipe_name}-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 10_000):
         path = parent / (base if i == 1 else f"{base}-{i}")
         try:
@@ -99,6 +100,8 @@ def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | No
             continue
         except OSError as exc:
             raise path_error("the run folder", path, exc) from None
+        if not checkpoints:  # an lr-find folder: no checkpoints, nothing to resume
+            return path
         try:
             (path / "checkpoints").mkdir()
             write_json(path / RUN_FILE, {"run_id": new_run_id(),
@@ -316,17 +319,19 @@ def write_error(path: Path, exc: OSError, after: str = "") -> WriteError:
     return WriteError(f"cannot write {path} ({reason}){after}")
 
 
-def _write_file(path: Path, data) -> None:
-    """Write ``data`` (bytes-like) to ``path``, fsync it, atomically replace ``path`` with it."""
+def _write_file(path: Path, data, before_replace=None) -> None:
+    """Write ``data`` (bytes-like) to ``path``, fsync it, atomically replace ``path`` with it.
+
+    ``before_replace()`` runs between the two (the tests' slow save, :mod:`cifarctl.training.faults`).
+    """
     tmp = _temp_for(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        slow = os.environ.get(ENV_SLOW_SAVE) if path.suffix == ".pt" else None
-        if slow:
-            time.sleep(float(slow))
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -453,9 +458,9 @@ class RunFiles:
     def curves(self, history: list[dict]) -> None:
         write_curves(self.dir / "curves.png", history)
 
-    def save_checkpoint(self, state: dict, path: str | os.PathLike) -> None:
+    def save_checkpoint(self, state: dict, path: str | os.PathLike, before_replace=None) -> None:
         """:func:`save_checkpoint` with this run's id and data key in the checkpoint."""
-        save_checkpoint({**state, "run_id": self.run_id, "data_key": self.data_key}, path)
+        save_checkpoint({**state, "run_id": self.run_id, "data_key": self.data_key}, path, before_replace)
 
 
 def write_curves(path: Path, history: list[dict]) -> None:
@@ -520,7 +525,7 @@ def restore_rng(rng: dict, generator=None) -> None:
         generator.set_state(rng["generator"])
 
 
-def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+def save_checkpoint(obj: dict, path: str | os.PathLike, before_replace=None) -> None:
     """torch.save to a temp file in the same folder, fsync, os.replace, fsync the folder.
 
     Serialized in memory first, so that a full disk is an ``OSError`` we can name (torch's
@@ -535,7 +540,7 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     torch.save(obj, buf)
     try:
         with _signals_deferred():  # a second Ctrl-C/SIGTERM waits for the file to be complete
-            _write_file(path, buf.getbuffer())
+            _write_file(path, buf.getbuffer(), before_replace)
     except OSError as exc:
         run = path.parent.parent if path.parent.name == "checkpoints" else None
         then = f"continue with `cifarctl train --resume {run}`" if run else "save again"

@@ -12,7 +12,8 @@ import pytest
 import torch
 from helpers import CLI, assert_complete, epoch_lines, only_run
 
-from cifarctl.training import distributed
+from cifarctl.cli import launch
+from cifarctl.training import distributed, sync_bn
 from cifarctl.training.batches import Batches, count_steps, images_used
 
 # 250 train images: batches of 64, 64, 64, 58 (29 per rank); 61 test images: shares of 31 and 30.
@@ -98,13 +99,13 @@ def test_batch_size_must_split_over_the_processes():
 
 def test_nproc_relaunches_the_same_command_under_torchrun(cli, monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(distributed, "launch", lambda n, args: calls.append((n, args)) or 143)
+    monkeypatch.setattr(launch, "launch", lambda n, args: calls.append((n, args)) or 143)
     res = cli("train", "s8_bn", "--set", "epochs=1", "--set", "seed=3", "--nproc", "2",
               "--runs-dir", tmp_path, "--force")
     assert res.exit_code == 143  # the launcher's exit code
     assert calls == [(2, ["train", "s8_bn", "--set", "epochs=1", "--set", "seed=3", "--device", "auto",
                           "--runs-dir", str(tmp_path), "--force"])]
-    cmd = distributed.launch_command(2, ["train", "s8_bn"])
+    cmd = launch.launch_command(2, ["train", "s8_bn"])
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                        "-m", "cifarctl", "train", "s8_bn"]
     assert not list(tmp_path.iterdir())  # nothing trained in this process
@@ -130,7 +131,7 @@ def _sync_bn_worker(rank: int, init: str, x: torch.Tensor, out_dir: str) -> None
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
         torch.manual_seed(0)
-        bn = distributed.convert_cpu_sync_bn(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))[0]
+        bn = sync_bn.convert_cpu_sync_bn(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))[0]
         with torch.no_grad():
             bn.weight.uniform_(0.5, 1.5)
             bn.bias.uniform_(-0.5, 0.5)

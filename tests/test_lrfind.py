@@ -16,7 +16,7 @@ from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.training.lrfind import (
     analyse,
     make_out_dir,
-    resolve_max_lr,
+    choose_max_lr,
     run_lr_find,
     suggest,
     valley_index,
@@ -158,14 +158,14 @@ def test_diverged_sweep_is_a_message_not_a_crash(data_cache_dir):
 
 def test_resolve_max_lr(data_cache_dir):
     numeric = load_recipe("s8_bn", TINY)
-    assert resolve_max_lr(numeric) == (0.1, None)
+    assert choose_max_lr(numeric) == (0.1, None)
     auto = load_recipe("s8_bn", TINY + ["scheduler.max_lr=auto", "scheduler.lr_find.num_iter=20",
                                         "scheduler.lr_find.start_lr=1e-5"])
-    lr, result = resolve_max_lr(auto, data_source="synthetic", device="cpu")
+    lr, result = choose_max_lr(auto, data_source="synthetic", device="cpu")
     assert lr == result.recommended and 1e-5 <= lr <= 10
     assert result.num_iter == 20 and result.start_lr == 1e-5
     with pytest.raises(CifarctlError):
-        resolve_max_lr(load_recipe("s8_bn", TINY + ["scheduler={name: none}"]))
+        choose_max_lr(load_recipe("s8_bn", TINY + ["scheduler={name: none}"]))
 
 
 def test_out_dir_never_overwrites(tmp_path):

@@ -249,3 +249,16 @@ def test_checkpoint_holds_everything_for_resume(reference):
     assert {"torch", "cuda", "numpy", "python", "generator"} <= set(ckpt["rng"])
     assert ckpt["best"]["epoch"] in (1, 2) and ckpt["classes"][0] == "airplane"
     assert pickle.dumps(ckpt["rng"]["python"])  # plain data
+
+
+def test_fault_plan_is_read_from_the_environment_and_does_nothing_by_default():
+    from cifarctl.training.faults import FaultPlan
+
+    plan = FaultPlan.from_env({"CIFARCTL_TEST_STOP_AT_STEP": "4", "CIFARCTL_TEST_NAN_AT_STEP": "x",
+                               "CIFARCTL_TEST_SLOW_SAVE": "0.5", "OTHER": "1"})
+    assert plan == FaultPlan(stop_at=4, slow_save=0.5)
+    loss, stop = plan.at_step(4, torch.tensor(1.0))
+    assert stop == "SIGINT" and float(loss) == 1.0
+    loss, stop = FaultPlan(nan_at=2).at_step(2, torch.tensor(1.0))
+    assert stop is None and torch.isnan(loss)
+    assert FaultPlan().at_step(4, 1.0) == (1.0, None) and FaultPlan.from_env({}) == FaultPlan()

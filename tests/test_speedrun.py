@@ -64,13 +64,13 @@ def test_start_epoch_freezes_the_whitening_bias_and_bn_scales_are_frozen():
 
 
 def test_prepare_calls_data_init_on_strided_normalized_train_images():
-    from cifarctl.training import engine
+    from cifarctl.training.prepare import prepare
     from cifarctl.training.builders import build_model, seed_everything
     from cifarctl.recipe import load_recipe
 
     recipe = load_recipe("speedrun", ["data.source=synthetic:256:64", "data.batch_size=64",
                                       "model_args.widths=[16, 32, 32]"])
-    t = engine.prepare(recipe, device="cpu")
+    t = prepare(recipe, device="cpu")
     seed_everything(recipe.seed)
     fresh = build_model(recipe)
     assert not torch.equal(fresh.whiten.weight, t.raw_model.whiten.weight)
@@ -292,10 +292,11 @@ def test_lookahead_state_round_trips_and_resume_is_exact(cli, runs_dir, monkeypa
 
 def test_the_engine_freezes_the_whitening_bias_after_whiten_bias_epochs():
     from cifarctl.training import engine
+    from cifarctl.training.prepare import prepare
     from cifarctl.recipe import load_recipe
 
     sets = [s for s in SMALL if s != "--set"] + ["lookahead=null", "data.test_batch_size=64"]
-    t = engine.prepare(load_recipe("speedrun", sets), device="cpu")
+    t = prepare(load_recipe("speedrun", sets), device="cpu")
     bias = {0: t.raw_model.whiten.bias.detach().clone()}
     for ev in engine.train_epochs(t):
         if ev["type"] == "step" and ev["epoch"] == 2:

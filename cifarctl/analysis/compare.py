@@ -212,22 +212,6 @@ def _read_recipe(path: Path, marks: list[str]) -> dict[str, Any]:
     return raw
 
 
-def _verdict_from_target(target: Any, best: float | None, params: int | None, epochs: int) -> str:
-    """PASS/FAIL from a recipe's ``target`` block, '-' when it checks nothing."""
-    if not isinstance(target, dict):
-        return "-"
-    checks = []
-    if _num(target.get("min_test_acc")) is not None:
-        checks.append(best is not None and best >= target["min_test_acc"])
-    if _num(target.get("max_epochs")) is not None:
-        checks.append(epochs <= target["max_epochs"])
-    if _num(target.get("max_params")) is not None and params is not None:
-        checks.append(params <= target["max_params"])  # as train judges it
-    if not checks:
-        return "-"
-    return "PASS" if all(checks) else "FAIL"
-
-
 def read_run(path: Path) -> RunRecord | str:
     """Read one run folder: a ``RunRecord``, or the reason it cannot be listed."""
     marks: list[str] = []
@@ -290,7 +274,10 @@ def read_run(path: Path) -> RunRecord | str:
     elif isinstance(target, dict) and isinstance(target.get("passed"), bool):
         rec.verdict = "PASS" if target["passed"] else "FAIL"
     elif not summary and rec.epochs_planned is not None and rec.epochs >= rec.epochs_planned:
-        rec.verdict = _verdict_from_target(recipe.get("target"), rec.best_acc, rec.params, rec.epochs)
+        from cifarctl.recipe import target_verdict  # as `train` judges it, from recipe.yaml
+
+        verdict = target_verdict(recipe.get("target"), best_acc=rec.best_acc, params=rec.params, epochs=rec.epochs)
+        rec.verdict = ("PASS" if verdict["passed"] else "FAIL") if verdict["checks"] else "-"
     return rec
 
 

@@ -298,83 +298,35 @@ def summarize(
     )
 
 
-def _mb(n: int) -> str:
-    return f"{n / 2**20:,.2f} MB"
+def summarize_recipe(recipe, *, input_size: tuple[int, ...] = (3, 32, 32), depth: int | None = None) -> ModelSummary:
+    """:func:`summarize` of the recipe's model, built as training builds it (``model_args`` included)."""
+    from cifarctl.errors import UsageError
+    from cifarctl.training.builders import build_model
+
+    model = build_model(recipe)
+    try:
+        return summarize(model, input_size=input_size, depth=depth, name=recipe.model)
+    except RuntimeError as exc:  # e.g. an input too small for the network's pooling
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UsageError(f"{recipe.model}: forward pass failed for input {tuple(input_size)}: {first}") from exc
 
 
-def _human(n: int) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(n)
+def model_rows(pattern: str = "*") -> list[dict[str, Any]]:
+    """One dict per registered model matching ``pattern``: name, aliases, params, assignment,
+    description. A plain word matches anywhere in a name; ``*?[`` make it a glob.
 
-
-def _shape(shape: list[int] | None) -> str:
-    return "x".join(map(str, shape[1:])) if shape else ""
-
-
-def _kernel(row: dict[str, Any]) -> str:
-    if row.get("kernel") is None:
-        return ""
-    k, s, d = row["kernel"], row["stride"], row["dilation"]
-    text = f"{k[0]}x{k[1]} s{s[0]}"
-    if d and d[0] != 1:
-        text += f" d{d[0]}"
-    return text
-
-
-def render_summary(summary: ModelSummary, console: Any) -> None:
-    """Print ``summary`` on a rich ``console``: a layer table, then a totals panel.
-
-    Rows whose RF is a max over summed paths get a ``*`` after the RF; the full note
-    is shown in its own column when the console is at least 130 columns wide.
+    Models are built on the ``meta`` device, so counting params allocates nothing.
     """
-    from rich.panel import Panel
-    from rich.table import Table
+    from cifarctl.registry import create_model, get_entry, list_models
 
-    wide = getattr(console, "width", 80) >= 130
-    title = f"{summary.model}, input {_shape([1, *summary.input_size])} (batch 1)"
-    table = Table(title=title, header_style="bold")
-    table.add_column("Layer", no_wrap=True)  # last name part, indented by depth
-    table.add_column("Type", no_wrap=True, overflow="ellipsis", max_width=12)
-    table.add_column("Output", no_wrap=True)
-    table.add_column("Params", justify="right", no_wrap=True)
-    table.add_column("MACs", justify="right", no_wrap=True)
-    table.add_column("Kernel", no_wrap=True)
-    table.add_column("RF", justify="right", no_wrap=True)
-    table.add_column("Jump", justify="right", no_wrap=True)
-    if wide:
-        table.add_column("Note", style="dim")
-    noted = False
-    for row in summary.layers:
-        params = f"{row['params']:,}" if row["params"] else "-"
-        rf = str(row["rf"]) if row["rf"] is not None else ""
-        if row["note"]:
-            rf, noted = rf + "*", True
-        cells = [
-            "  " * (row["depth"] - 1) + row["name"].rsplit(".", 1)[-1],
-            row["type"],
-            _shape(row["output_shape"]),
-            params if row["leaf"] or not row["params"] else f"[dim]{params}[/]",
-            _human(row["mult_adds"]) if row["mult_adds"] else "",
-            _kernel(row),
-            rf,
-            str(row["jump"]) if row["jump"] is not None else "",
-        ]
-        table.add_row(*cells, *([row["note"]] if wide else []))
-    console.print(table)
-    s = summary
-    lines = [
-        f"Total params:        {s.total_params:,}",
-        f"Trainable params:    {s.trainable_params:,}",
-        f"Non-trainable:       {s.non_trainable_params:,}",
-        f"Mult-adds (batch 1): {s.mult_adds / 1e6:,.2f} M  (conv + linear)",
-        f"Receptive field:     {s.receptive_field} px (jump {s.jump})",
-        f"Input size:          {_mb(s.input_bytes)}",
-        f"Forward/backward:    {_mb(s.forward_backward_bytes)}",
-        f"Params size:         {_mb(s.param_bytes)}",
-        f"Estimated total:     {_mb(s.total_bytes)}",
-    ]
-    if noted:
-        lines.append("[dim]RF*: residual sum, RF is the max over the summed paths[/]")
-    console.print(Panel("\n".join(lines), title="totals", expand=False))
+    if not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"  # a plain word matches anywhere in the name
+    rows = []
+    for name in list_models(pattern):
+        entry = get_entry(name)
+        with torch.device("meta"):
+            model = create_model(name)
+        rows.append({"name": name, "aliases": list(entry.aliases),
+                     "params": sum(p.numel() for p in model.parameters()),
+                     "assignment": entry.assignment, "description": entry.description})
+    return rows

@@ -1,9 +1,10 @@
 """The test images a trained model gets most wrong, as a PNG grid and a terminal gallery.
 
-``find_misclassified(run_dir_or_checkpoint)`` loads a checkpoint, predicts the test split
-(the recipe's ``test_subset``, if any, drawn as in training; normalization from the
-checkpoint), keeps the wrong predictions (optionally only those of one true or predicted
-class) and sorts them by the confidence of the predicted class or by loss, highest first.
+``find_misclassified(run_dir_or_checkpoint)`` loads a checkpoint and predicts the test
+split through :mod:`cifarctl.analysis.inference`, exactly as ``cifarctl eval`` does (the
+run's data, the recipe's normalization, ``eval_tta``, batch size and precision), keeps the
+wrong predictions (optionally only those of one true or predicted class) and sorts them by
+the confidence of the predicted class or by loss, highest first.
 With ``gradcam=True`` each picked image also gets a Grad-CAM map of its predicted class
 (:mod:`cifarctl.analysis.gradcam`). ``write_grid`` draws the PNG: one tile per image, upscaled x4
 (nearest), with the Grad-CAM overlay beside it, and a caption of true label, predicted
@@ -63,12 +64,17 @@ class Misclassified:
     png: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def accuracy(self) -> float:
+        """Test accuracy (%) of the predictions: the one `cifarctl eval` reports."""
+        return 100.0 * (self.total - self.total_wrong) / max(self.total, 1)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the picked items and where the PNG is."""
         return {"checkpoint": str(self.checkpoint), "png": None if self.png is None else str(self.png),
                 "sort": self.sort, "layer": self.layer, "total": self.total,
                 "total_wrong": self.total_wrong, "matching": self.wrong,
-                "accuracy": 100.0 * (self.total - self.total_wrong) / max(self.total, 1),
+                "accuracy": self.accuracy,
                 "items": [m.to_dict() for m in self.items]}
 
 
@@ -82,65 +88,6 @@ def class_index(name: str | None, classes: list[str], option: str) -> int | None
     raise UsageError(f"{option} {name!r}: unknown class; valid classes: {', '.join(classes)}")
 
 
-def load_model_and_test_data(target: str | os.PathLike, *, which: str = "best",
-                             data_source: str | None = None, device: str = "auto") -> dict[str, Any]:
-    """Checkpoint -> {model (eval, on device), checkpoint, path, run_dir, classes, recipe,
-    normalize (uint8 NCHW -> float), test_x (uint8 NCHW on device), test_y, device, loss_name}."""
-    import torch
-
-    from cifarctl.training.builders import resolve_device
-    from cifarctl.data import load_cifar, resolve_source
-    from cifarctl.augment.device import make_normalizer
-    from cifarctl.registry import create_model
-    from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of
-
-    path = find_checkpoint(target, which)
-    ckpt = load_checkpoint(path)
-    dev = resolve_device(device)
-    recipe = ckpt.get("recipe") or {}
-    data = recipe.get("data") or {}
-    model = create_model(ckpt["model_name"], **(ckpt.get("model_args") or {}))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        from cifarctl.errors import CheckpointError
-
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: weights do not fit {ckpt['model_name']} ({first})") from None
-    model.to(dev).eval()
-    # the same data as `cifarctl eval` (cifarctl.analysis.evaluate): source, subsets and seed of the run
-    source = resolve_source(data_source or data.get("source") or ckpt.get("data_source"))
-    arrays = load_cifar(source, progress=False, train_subset=data.get("train_subset"),
-                        test_subset=data.get("test_subset"), seed=int(recipe.get("seed", 0)))
-    classes = list(ckpt.get("classes") or arrays.classes)
-    normalize = make_normalizer(ckpt.get("normalize") or data.get("normalize"), dev, data.get("augment"))
-    test_x = torch.from_numpy(np.ascontiguousarray(arrays.test_x.transpose(0, 3, 1, 2))).to(dev)
-    test_y = torch.from_numpy(np.asarray(arrays.test_y, dtype=np.int64)).to(dev)
-    return {"model": model, "checkpoint": ckpt, "path": path, "run_dir": run_dir_of(path),
-            "classes": classes, "recipe": recipe, "normalize": normalize.normalize_only,
-            "test_x": test_x, "test_y": test_y, "device": dev,
-            "loss_name": (recipe.get("loss") or {}).get("name", "cross_entropy")}
-
-
-def predict(model, x_u8, y, normalize, *, loss_name: str = "cross_entropy", batch_size: int = 500):
-    """(probabilities (N, C), per-image loss (N,)) on uint8 NCHW images, eval mode, no grad."""
-    import torch
-    import torch.nn.functional as F
-
-    probs, losses = [], []
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, len(y), batch_size):
-            out = model(normalize(x_u8[s:s + batch_size])).float()
-            yb = y[s:s + batch_size]
-            # nll recipes output log-probabilities: softmax of them is the same distribution
-            loss = F.nll_loss(out, yb, reduction="none") if loss_name == "nll" else \
-                F.cross_entropy(out, yb, reduction="none")
-            probs.append(out.softmax(1))
-            losses.append(loss)
-    return torch.cat(probs), torch.cat(losses)
-
-
 def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "confidence",
                        true: str | None = None, pred: str | None = None, gradcam: bool = False,
                        layer: str | None = None, which: str = "best", data_source: str | None = None,
@@ -148,20 +95,23 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
     """The ``n`` wrongest test predictions of a run folder's (or a file's) checkpoint."""
     import torch
 
+    from cifarctl.analysis.inference import load_for_inference, predict
+
     if sort not in SORTS:
         raise UsageError(f"--sort {sort!r}: expected one of {', '.join(SORTS)}")
     if n < 1:
         raise UsageError(f"--n {n}: expected at least 1")
-    ld = load_model_and_test_data(target, which=which, data_source=data_source, device=device)
-    classes, model = ld["classes"], ld["model"]
+    inf = load_for_inference(target, which=which, data=data_source, device=device)
+    classes, model = inf.classes, inf.model
     ti, pi = class_index(true, classes, "--true"), class_index(pred, classes, "--pred")
     if layer is not None:
         from cifarctl.analysis.gradcam import get_layer
 
         get_layer(model, layer)  # unknown names fail before the predictions
-    probs, losses = predict(model, ld["test_x"], ld["test_y"], ld["normalize"], loss_name=ld["loss_name"])
-    conf, guess = probs.max(1)
-    y = ld["test_y"]
+    # the predictions `cifarctl eval` makes: the recipe's eval_tta, batch size and precision
+    res = predict(inf, "test", per_image=True)
+    x, y, guess, losses = res["x"], res["y"], res["preds"], res["losses"]
+    conf = res["probs"].gather(1, guess.view(-1, 1)).squeeze(1)
     wrong = guess != y
     total_wrong = int(wrong.sum())
     if ti is not None:
@@ -175,20 +125,20 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
     picked = idx.cpu()[order][:n]
     items = [Miss(int(i), classes[int(y[i])], classes[int(guess[i])], float(conf[i]), float(losses[i]))
              for i in picked.tolist()]
-    images = ld["test_x"][picked.to(ld["test_x"].device)].permute(0, 2, 3, 1).cpu().numpy()
+    chosen = x[picked.to(x.device)]
+    images = chosen.permute(0, 2, 3, 1).cpu().numpy()
     cams, used = None, None
     if gradcam and items:
         from cifarctl.analysis.gradcam import default_layer
         from cifarctl.analysis.gradcam import gradcam as grad_cam
 
         used = layer or default_layer(model)
-        x = ld["normalize"](ld["test_x"][picked.to(ld["test_x"].device)])
-        cams = grad_cam(model, x, used, guess[picked.to(guess.device)]).cpu().numpy()
+        cams = grad_cam(model, inf.normalize(chosen), used, guess[picked.to(guess.device)]).cpu().numpy()
     elif gradcam:
         used = layer
     return Misclassified(items=items, images=np.ascontiguousarray(images), cams=cams, layer=used,
                          wrong=int(wrong.sum()), total_wrong=total_wrong, total=len(y), classes=classes,
-                         checkpoint=ld["path"], run_dir=ld["run_dir"], sort=sort)
+                         checkpoint=inf.path, run_dir=inf.run_dir, sort=sort)
 
 
 # ------------------------------------------------------------------------ output
@@ -250,27 +200,3 @@ def write_grid(result: Misclassified, path: str | os.PathLike, cols: int | None 
     canvas.save(path, format="PNG")
     result.png = path
     return path
-
-
-def render_gallery(result: Misclassified, scale: int = 1):
-    """The gallery as a rich renderable: half-block images (with the Grad-CAM overlay
-    beside each), captioned "true -> pred NN%"."""
-    from rich.columns import Columns
-    from rich.console import Group
-    from rich.text import Text
-
-    from cifarctl.analysis.gradcam import overlay
-    from cifarctl.ui.images import image_text
-
-    cells = []
-    for k, m in enumerate(result.items):
-        img = result.images[k]
-        if result.cams is not None:
-            img = np.concatenate([img, np.full((32, 1, 3), 0, np.uint8), overlay(img, result.cams[k])], axis=1)
-        width = img.shape[1] * scale
-        cap = Text(f"{m.true}→{m.pred}", no_wrap=True, overflow="ellipsis", justify="center")
-        cap.truncate(width, overflow="ellipsis", pad=True)
-        conf = Text(f"{100 * m.confidence:.0f}%", justify="center", style="dim")
-        conf.truncate(width, pad=True)
-        cells.append(Group(image_text(img, scale), cap, conf))
-    return Columns(cells, padding=(0, 1))

@@ -9,6 +9,7 @@ from cifarctl.cli.app import app
 
 # Each module registers its commands on `app` when imported.
 from cifarctl.cli import models_cmd  # noqa: F401,E402
+from cifarctl.cli import summary_cmd  # noqa: F401,E402
 from cifarctl.cli import recipes_cmd  # noqa: F401,E402
 from cifarctl.cli import data_cmd  # noqa: F401,E402
 from cifarctl.cli import lrfind_cmd  # noqa: F401,E402

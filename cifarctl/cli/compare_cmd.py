@@ -23,97 +23,6 @@ class ExportFormat(str, Enum):
     json = "json"
 
 
-def _acc(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
-def _pm(mean: float | None, std: float | None, fmt=_acc) -> str:
-    return "-" if mean is None else f"{fmt(mean)} ± {fmt(std)}"
-
-
-def _count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1e6:.2f}M" if n >= 1_000_000 else f"{n / 1e3:.0f}k" if n >= 10_000 else str(n)
-
-
-def _natural(s: str) -> tuple:
-    return (not s.isdigit(), int(s) if s.isdigit() else 0, s)
-
-
-def _dur(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = round(s)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def _status(r) -> str:
-    color = {"completed": "green", "running": "cyan", "unknown": "yellow"}.get(r.status, "red")
-    star = "*" if _notes(r) else ""
-    return f"[{color}]{r.status}[/]{star}"
-
-
-def _notes(r) -> list[str]:
-    return [m for m in r.marks if m != r.status]
-
-
-def _print(renderable) -> None:
-    """Print; off a terminal (with no COLUMNS set) at the renderable's natural width,
-    so a log file gets whole rows rather than columns squeezed to 80 characters."""
-    import os
-
-    if console.is_terminal or "COLUMNS" in os.environ:
-        console.print(renderable)
-        return
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    natural = Measurement.get(console, console.options.update(width=240), renderable).maximum
-    wide = Console(file=console.file, width=max(console.width, natural), color_system=console.color_system,
-                   no_color=console.no_color, highlight=False)
-    wide.print(renderable)
-
-
-# Line colors (256-color codes, read by plotext and rich alike) and, without colors, markers.
-_COLORS = (12, 9, 10, 13, 14, 11, 208, 141, 118, 219)
-_MARKERS = "•+xo#@%=~^"
-
-
-def _chart(lines: list[tuple[str, list[int], list[float]]], metric: str):
-    """The metric chart with its legend underneath (plotext's own covers the lines)."""
-    import plotext as plt
-    from rich.console import Group
-    from rich.text import Text
-
-    colorless = not console.is_terminal or console.no_color or console.color_system is None
-    fig = plt.figure
-    fig.clear()
-    fig.theme("simple")  # no background fill: readable on dark and light terminals
-    fig.plot_size(min(console.width, 100), 18)
-    entries = []
-    for i, (label, xs, ys) in enumerate(lines):
-        color, symbol = _COLORS[i % len(_COLORS)], _MARKERS[i % len(_MARKERS)]
-        sig = fig.signal(xs, ys, marker=symbol if colorless else plt.marker("hd", pixel=color))
-        sig.lines()
-        fig.draw(sig)
-        entries.append(Text.assemble((symbol if colorless else "━━", "" if colorless else f"color({color})"),
-                                     f" {label}"))
-    lo, hi = min(min(xs) for _, xs, _ in lines), max(max(xs) for _, xs, _ in lines)
-    fig.ruler("x").ticks(list(range(lo, hi + 1, max(1, -(-(hi - lo) // 8)))))  # whole epochs only
-    fig.title(f"{metric} per epoch")
-    fig.label("epoch", "x")
-    text = fig.build().string(colorless=colorless)
-    fig.clear()
-    one_line = sum(len(e) + 2 for e in entries) <= console.width
-    legend = Text("  ").join(entries) if one_line else Text("\n").join(entries)
-    return Group(Text.from_ansi(text, no_wrap=True), legend)
-
-
 @app.command("compare", short_help="Compare runs: accuracy, time, target verdict, curves.")
 def compare(
     run_dirs: Annotated[
@@ -135,7 +44,8 @@ def compare(
     json: Annotated[bool, typer.Option("--json", help="Print runs, groups and skipped folders as JSON only.")] = False,
 ) -> None:
     """Compare training runs: accuracy, time, target verdict; mean ± std over seeds; a metric chart."""
-    from cifarctl.analysis.compare import collect_runs, export as export_runs, group_runs, metric_names, sort_runs
+    from cifarctl.analysis.compare import collect_runs, curves, group_runs, metric_names, sort_runs
+    from cifarctl.analysis.compare import export as export_runs
     from cifarctl.errors import UsageError, did_you_mean
 
     fmt = export.value if export is not None else None
@@ -169,71 +79,8 @@ def compare(
     if json:
         print(export_runs(runs, groups, "json", skipped), end="")
         return
-    _render(runs, groups, skipped, metric, by_run)
+    from cifarctl.ui.compare_view import show_compare
+
+    show_compare(console, runs, groups, skipped, curves(runs, groups, metric, by_run), metric)
     if out is not None:
         console.print(f"wrote {fmt} to {out}", highlight=False)
-
-
-def _table(title: str, columns: list[str], numeric: tuple[str, ...] = ()):
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
-    for col in columns:
-        table.add_column(col, justify="right" if col in numeric else "left", no_wrap=col == "run")
-    return table
-
-
-def _runs_table(runs, with_recipe: bool):
-    from rich.text import Text
-
-    numeric = ("params", "epochs", "best (ep)", "final", "time", "img/s")
-    cols = ["run", "recipe", "model", *numeric, "target", "status"]
-    if not with_recipe:
-        cols.remove("recipe")
-    table = _table(f"{len(runs)} run(s)", cols, numeric)
-    for r in runs:
-        epochs = f"{r.epochs}/{r.epochs_planned}" if r.epochs_planned not in (None, r.epochs) else str(r.epochs)
-        best = _acc(r.best_acc) + (f" ({r.best_epoch})" if r.best_epoch is not None else "")
-        verdict = {"PASS": "[green]PASS[/]", "FAIL": "[red]FAIL[/]"}.get(r.verdict, r.verdict)
-        cells = [Text(r.name), Text(r.recipe), Text(r.model or "-"), _count(r.params), epochs, best,
-                 _acc(r.final_acc), _dur(r.total_seconds),
-                 f"{r.images_per_s:,.0f}" if r.images_per_s is not None else "-", verdict, _status(r)]
-        if not with_recipe:
-            del cells[1]
-        table.add_row(*cells)
-    return table
-
-
-def _render(runs, groups, skipped, metric: str, by_run: bool) -> None:
-    from rich.measure import Measurement
-    from rich.text import Text
-
-    from cifarctl.analysis.compare import curves
-
-    table = _runs_table(runs, with_recipe=True)
-    too_wide = Measurement.get(console, console.options.update(width=240), table).maximum > console.width
-    if console.is_terminal and too_wide and all(r.name.startswith(r.recipe) for r in runs):
-        table = _runs_table(runs, with_recipe=False)  # the run names already start with it
-    _print(table)
-    for r in runs:
-        if _notes(r):
-            console.print(Text(f"* {r.name}: {'; '.join(_notes(r))}", style="yellow"), soft_wrap=True)
-
-    multi = [g for g in groups if g.n >= 2]
-    if multi:
-        gt = _table("Per recipe: finished runs, mean ± sample std",
-                    ["recipe", "model", "n", "seeds", "best", "final", "time"], ("n",))
-        for g in multi:
-            seeds = ",".join(sorted(("-" if r.seed is None else str(r.seed) for r in g.runs), key=_natural))
-            gt.add_row(Text(g.recipe), Text(g.model or "-"), str(g.n), seeds, _pm(g.best_mean, g.best_std),
-                       _pm(g.final_mean, g.final_std), _pm(g.time_mean, g.time_std, _dur))
-        console.print()
-        _print(gt)
-
-    lines = curves(runs, groups, metric, by_run)
-    if lines:
-        console.print()
-        console.print(_chart(lines, metric))
-    for p, why in skipped:
-        console.print(Text(f"skipped {p}: {why}", style="yellow"), soft_wrap=True)

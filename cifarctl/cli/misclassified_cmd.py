@@ -43,7 +43,7 @@ def misclassified(
     Captions: true label, predicted label, the model's confidence.
     --gradcam draws beside each image where the model looked (Grad-CAM).
     """
-    from cifarctl.analysis.misclassified import find_misclassified, render_gallery, write_grid
+    from cifarctl.analysis.misclassified import find_misclassified, write_grid
 
     if layer is not None and not gradcam:
         gradcam = True  # --layer only makes sense with Grad-CAM
@@ -53,21 +53,9 @@ def misclassified(
         folder = result.run_dir or result.checkpoint.parent
         out = folder / ("misclassified_gradcam.png" if gradcam else "misclassified.png")
     png = write_grid(result, out)
-
     if json:
         print(_json.dumps(result.to_dict(), indent=2))
         return
-    acc = 100.0 * (result.total - result.total_wrong) / max(result.total, 1)
-    filters = ", ".join(f for f in (f"true {true}" if true else "", f"pred {pred}" if pred else "") if f)
-    console.print(f"{result.checkpoint}: {result.total_wrong} of {result.total} test images wrong "
-                  f"({acc:.2f}% accuracy); {result.wrong} match{' (' + filters + ')' if filters else ''}, "
-                  f"showing {len(result.items)} by {result.sort}"
-                  + (f"; Grad-CAM on {result.layer}" if result.layer else ""), highlight=False, soft_wrap=True)
-    if console.is_terminal:
-        if result.items:
-            console.print(render_gallery(result))
-    else:
-        for m in result.items:
-            print(f"{m.index:6d}  true {m.true:<10}  pred {m.pred:<10}  {100 * m.confidence:6.2f}%  "
-                  f"loss {m.loss:.3f}")
-    console.print(f"wrote {png}", highlight=False, soft_wrap=True)
+    from cifarctl.ui.gallery import show_misclassified
+
+    show_misclassified(console, result, png, true=true, pred=pred)

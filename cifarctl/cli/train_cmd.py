@@ -44,12 +44,13 @@ def train(
     rank 0's code (torchrun's 1 when rank 0 could not leave one).
     """
     if nproc is not None and nproc > 1:
-        from cifarctl.training.distributed import command_args, launch
+        from cifarctl.cli.launch import command_args, launch
 
         raise typer.Exit(launch(nproc, command_args(ctx)))
     from contextlib import nullcontext
 
-    from cifarctl.training.distributed import env_rank, process_group, record_exit
+    from cifarctl.cli.launch import record_exit
+    from cifarctl.training.distributed import env_rank, process_group
     from cifarctl.errors import CifarctlError
     from cifarctl.training.run import TrainingFailed, run_training
     from cifarctl.ui.train_view import TrainView

@@ -8,8 +8,10 @@ from cifarctl.data.sources import (
     CifarArrays,
     balanced_indices,
     channel_stats,
+    data_summary,
     load_cifar,
     resolve_source,
+    sample_indices,
     source_key,
     synthetic,
 )
@@ -18,9 +20,11 @@ __all__ = [
     "CifarArrays",
     "balanced_indices",
     "channel_stats",
+    "data_summary",
     "default_cache_dir",
     "load_cifar",
     "resolve_source",
+    "sample_indices",
     "source_key",
     "synthetic",
 ]

@@ -334,3 +334,33 @@ def channel_stats(x: np.ndarray) -> dict[str, tuple[float, ...]]:
     hi = [v[np.flatnonzero(h)[-1]] for h in hist]
     as_tuple = lambda a: tuple(float(t) for t in a)  # noqa: E731
     return {"mean": as_tuple(mean), "std": as_tuple(std), "min": as_tuple(lo), "max": as_tuple(hi)}
+
+
+def data_summary(data: CifarArrays) -> dict:
+    """Counts per class per split and train channel stats of ``data``, as plain data (``cifarctl data --json``)."""
+    counts = {}
+    for split, y in (("train", data.train_y), ("test", data.test_y)):
+        n = np.bincount(y, minlength=data.num_classes)
+        counts[split] = {c: int(k) for c, k in zip(data.classes, n)}
+    stats = channel_stats(data.train_x) if len(data.train_y) else None
+    return {
+        "source": data.source,
+        "cached": data.cached,
+        "cache_written": data.cache_written,
+        "classes": list(data.classes),
+        "train": int(len(data.train_y)),
+        "test": int(len(data.test_y)),
+        "counts": counts,
+        "train_stats": {k: list(v) for k, v in stats.items()} if stats else None,
+    }
+
+
+def sample_indices(labels: np.ndarray, num_classes: int, n: int) -> list[int]:
+    """Up to ``n`` indices, one per class in class order, then a second round, ..."""
+    per_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    out: list[int] = []
+    rnd = 0
+    while len(out) < n and any(len(p) > rnd for p in per_class):
+        out += [int(p[rnd]) for p in per_class if len(p) > rnd][: n - len(out)]
+        rnd += 1
+    return out

@@ -1,12 +1,14 @@
-"""Recipe -> torch objects: device, precision, seeds, optimizer, scheduler, max_lr.
+"""Recipe -> torch objects: device, precision (and its autocast), seeds, model, loss, optimizer.
 
-Used by :mod:`cifarctl.training.engine` (training) and :mod:`cifarctl.analysis.evaluate` (device and
-precision), so both make the same choices.
+Used by training (:mod:`cifarctl.training.prepare`), the LR range test and inference
+(:mod:`cifarctl.analysis.inference`), so they all make the same choices. Schedules are
+built in :mod:`cifarctl.training.schedules`.
 """
 
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -16,7 +18,7 @@ from cifarctl.recipe import Recipe
 
 LR_AUTO_UNRESOLVED = (
     "scheduler.max_lr: auto is resolved by the LR range test before the scheduler is built "
-    "(engine.prepare does it; from Python: cifarctl.training.lrfind.resolve_max_lr)"
+    "(prepare does it; from Python: cifarctl.training.lrfind.choose_max_lr)"
 )
 
 
@@ -60,6 +62,12 @@ def precision_for(precision: str, device: torch.device) -> tuple[torch.dtype | N
         raise UsageError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; "
                          "use precision: fp16 or auto")
     return torch.float16, "this GPU has no bf16: precision auto uses fp16 with a GradScaler"
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The context of a forward pass: ``torch.autocast`` to ``dtype`` (bf16/fp16) on
+    ``device``, or nothing for fp32 (``dtype`` None, see :func:`precision_for`)."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def seed_everything(seed: int) -> None:
@@ -139,19 +147,17 @@ def group_lrs(optimizer, lr: float) -> float | list[float]:
     return [lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
 
 
-def resolve_max_lr(recipe: Recipe, range_test=None) -> float | None:
-    """The OneCycle peak learning rate; the single place where ``max_lr: auto`` is resolved.
+def peak_lr(recipe: Recipe) -> float | None:
+    """The OneCycle peak learning rate written in the recipe (None for other schedules).
 
-    ``range_test`` is the LR range test (a callable returning the suggested lr), run for
-    ``auto``; without it ``auto`` is a UsageError.
+    ``max_lr: auto`` must have been replaced by the LR range test's number first
+    (:func:`cifarctl.training.lrfind.choose_max_lr`); here it is a UsageError.
     """
     s = recipe.scheduler
     if s.name != "onecycle":
         return None
     if s.max_lr == "auto":
-        if range_test is None:
-            raise UsageError(LR_AUTO_UNRESOLVED)
-        return float(range_test())
+        raise UsageError(LR_AUTO_UNRESOLVED)
     return float(s.max_lr)
 
 
@@ -163,42 +169,4 @@ def is_max_lr_auto(recipe: Recipe) -> bool:
 def check_runnable(recipe: Recipe) -> None:
     """Cheap checks done before any data is loaded or folder created."""
     if not is_max_lr_auto(recipe):
-        resolve_max_lr(recipe)
-
-
-def build_scheduler(recipe: Recipe, optimizer, steps_per_epoch: int, max_lr: float | None):
-    """OneCycle and linear_warmup_decay are stepped per batch; step/multistep/cosine/plateau per epoch."""
-    s = recipe.scheduler
-    sch = torch.optim.lr_scheduler
-    if s.name == "onecycle":
-        o = recipe.optimizer
-        # SGD without momentum has nothing to cycle (torch would silently add momentum)
-        cycle = not (o.name == "sgd" and o.momentum == 0)
-        total = recipe.epochs * steps_per_epoch
-        ends = [0.0, float(s.pct_start * total) - 1]  # torch's phase ends, as it computes them
-        ends += [float(2 * s.pct_start * total) - 2, total - 1.0] if s.three_phase else [total - 1.0]
-        if any(b == a for a, b in zip(ends, ends[1:])):
-            # torch divides by zero when a phase ends where the previous one does
-            raise UsageError(
-                f"scheduler.pct_start: {s.pct_start} of {total} OneCycle steps ({recipe.epochs} x "
-                f"{steps_per_epoch} per epoch) gives a phase of zero steps; change pct_start "
-                f"(e.g. {s.pct_start + 0.05:.2f}) or train on more data or epochs")
-        return sch.OneCycleLR(
-            optimizer, max_lr=group_lrs(optimizer, max_lr), total_steps=recipe.epochs * steps_per_epoch,
-            pct_start=s.pct_start, div_factor=s.div_factor, final_div_factor=s.final_div_factor,
-            anneal_strategy=s.anneal_strategy, three_phase=s.three_phase, cycle_momentum=cycle)
-    if s.name == "step":
-        return sch.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
-    if s.name == "multistep":
-        return sch.MultiStepLR(optimizer, milestones=list(s.milestones), gamma=s.gamma)
-    if s.name == "cosine":
-        return sch.CosineAnnealingLR(optimizer, T_max=s.t_max or recipe.epochs, eta_min=s.eta_min)
-    if s.name == "linear_warmup_decay":  # per batch, from each group's lr
-        from cifarctl.training.schedules import LinearWarmupDecay
-
-        return LinearWarmupDecay(optimizer, recipe.epochs * steps_per_epoch, warmup_pct=s.warmup_pct,
-                                 start_factor=s.start_factor, end_factor=s.end_factor)
-    if s.name == "plateau":
-        return sch.ReduceLROnPlateau(optimizer, mode=s.mode, factor=s.factor, patience=s.patience,
-                                     threshold=s.threshold, min_lr=s.min_lr)
-    return None
+        peak_lr(recipe)

@@ -1,7 +1,8 @@
-"""Data-parallel training under torchrun: process group, ranks, reductions, the launcher.
+"""Data-parallel training under torchrun: process group, ranks, reductions.
 
 ``torchrun --nproc_per_node N -m cifarctl train RECIPE`` (or ``cifarctl train --nproc N``,
-which re-launches itself that way) runs N copies of the same command. Each one:
+which re-launches itself that way: :mod:`cifarctl.cli.launch`) runs N copies of the same
+command. Each one:
 
 - joins the process group from torchrun's environment (``RANK``, ``WORLD_SIZE``,
   ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): gloo on CPU, nccl on CUDA with
@@ -9,7 +10,7 @@ which re-launches itself that way) runs N copies of the same command. Each one:
 - draws the same permutation (same seed) and trains on its slice of every global batch
   (``data.batch_size / N`` images, see :mod:`cifarctl.training.batches`) through
   ``DistributedDataParallel``, with BatchNorm synchronised when the recipe says
-  ``sync_bn: true`` (:func:`wrap_model`);
+  ``sync_bn: true`` (:func:`wrap_model`, :mod:`cifarctl.training.sync_bn` on the CPU);
 - sums metrics over ranks (:func:`all_reduce_sum`), evaluates its contiguous share of the
   test split (:func:`shard_range`), agrees with the others on stop requests and losses
   (:func:`agree_stop`, :func:`mean_over_ranks`), so every rank leaves the loop at the same
@@ -24,8 +25,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,13 +33,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from cifarctl.errors import EXIT_FAILURE, CifarctlError, UsageError
 from cifarctl.training.model_hooks import changes_trainable
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-ENV_EXIT_FILE = "CIFARCTL_EXIT_FILE"  # set by launch(): where rank 0 writes its exit code
 SIGNALS = ("SIGINT", "SIGTERM")  # stop requests, by priority (an all_reduce MAX picks one)
 
 
@@ -149,16 +146,6 @@ def _exit_quietly() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def record_exit(code: int) -> None:
-    """Rank 0 leaves its exit code where :func:`launch` finds it (torchrun itself says 1)."""
-    path = os.environ.get(ENV_EXIT_FILE)
-    if path and env_rank() == 0:
-        try:
-            Path(path).write_text(str(int(code)))
-        except OSError:
-            pass
-
-
 # ------------------------------------------------------------------------ model
 def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     """(DistributedDataParallel model to train, the unwrapped model to save).
@@ -168,6 +155,8 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     on GPUs only). The state_dict keys stay those of the plain model.
     """
     from torch.nn.parallel import DistributedDataParallel
+
+    from cifarctl.training.sync_bn import convert_cpu_sync_bn
 
     if sync_bn:
         if device.type == "cuda":
@@ -182,76 +171,6 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None,
                                   find_unused_parameters=changes_trainable(model))
     return ddp, model
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks; the gradient is summed over ranks too (every rank used the sum)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        out = x.clone()
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
-
-
-class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm with batch statistics over every rank, through gloo on the CPU.
-
-    Training mode sums (sum, sum of squares, count) over ranks with a differentiable
-    all_reduce, like ``torch.nn.SyncBatchNorm`` (which runs on GPUs only); eval mode and a
-    process without a group are plain BatchNorm.
-    """
-
-    def _check_input_dim(self, x):
-        if x.dim() < 2:
-            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
-
-    def forward(self, x):
-        if not (self.training and dist.is_available() and dist.is_initialized()):
-            return super().forward(x)
-        c = x.shape[1]
-        dims = [0, *range(2, x.dim())]
-        xf = x.float()
-        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([x.numel() / c])])
-        total = _AllReduceSum.apply(local)
-        count = total[-1]
-        mean = total[:c] / count
-        var = (total[c:2 * c] / count - mean * mean).clamp_min(0)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
-                unbiased = var.detach() * count / (count - 1).clamp_min(1)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
-        shape = [1, c] + [1] * (x.dim() - 2)
-        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y.to(x.dtype)
-
-
-def convert_cpu_sync_bn(module):
-    """``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` for :class:`CPUSyncBatchNorm`."""
-    out = module
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-            module, (CPUSyncBatchNorm, nn.SyncBatchNorm)):
-        out = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
-        if module.affine:
-            out.weight, out.bias = module.weight, module.bias
-        out.running_mean, out.running_var = module.running_mean, module.running_var
-        out.num_batches_tracked = module.num_batches_tracked
-        out.training = module.training
-    for name, child in module.named_children():
-        out.add_module(name, convert_cpu_sync_bn(child))
-    return out
 
 
 def evaluate_shares(evaluate, t, **kwargs) -> dict:
@@ -380,75 +299,3 @@ class SilentFiles:
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: None
-
-
-# ------------------------------------------------------------------------ launcher
-def command_args(ctx) -> list[str]:
-    """The ``cifarctl`` arguments that repeat the click command ``ctx``, without ``--nproc``.
-
-    Built from the parsed parameters (not ``sys.argv``), so it works from ``CliRunner``
-    too; global flags of the parent (``--debug``) come first.
-    """
-    args: list[str] = []
-    parent = ctx.parent
-    if parent is not None:
-        for p in parent.command.params:
-            if getattr(p, "is_flag", False) and not p.is_eager and parent.params.get(p.name) is True:
-                args.append(p.opts[0])
-    args.append(ctx.info_name)
-    for p in ctx.command.params:
-        value = ctx.params.get(p.name)
-        if p.name == "nproc" or value is None:
-            continue
-        if p.param_type_name == "argument":
-            args.extend(str(v) for v in (value if p.multiple or p.nargs != 1 else [value]))
-        elif p.is_flag:
-            if value:
-                args.append(p.opts[0])
-        elif p.multiple:
-            for v in value:
-                args += [p.opts[0], str(v)]
-        else:
-            args += [p.opts[0], str(value)]
-    return args
-
-
-def launch_command(nproc: int, args: list[str]) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N -m cifarctl ARGS``.
-
-    ``--standalone`` picks a free local port, so parallel launches do not collide.
-    """
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "cifarctl", *args]
-
-
-def launch(nproc: int, args: list[str]) -> int:
-    """Run ``cifarctl ARGS`` on ``nproc`` processes under torchrun; its exit code.
-
-    torchrun runs in its own session and SIGINT/SIGTERM reach it once, from here: it
-    passes them on to the workers, which save and stop together. ``OMP_NUM_THREADS``
-    defaults to the CPU cores divided by ``nproc``. torchrun exits 1 when a worker
-    exits non-zero; rank 0's own exit code (2, 3, 4, 130, 143, ...) is returned instead
-    when it left one (:func:`record_exit`).
-    """
-    import tempfile
-
-    if launched():
-        raise UsageError("--nproc inside torchrun: the processes are already launched")
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    fd, exit_file = tempfile.mkstemp(prefix="cifarctl-exit-")
-    os.close(fd)
-    env[ENV_EXIT_FILE] = exit_file
-    old = {}
-    try:
-        proc = subprocess.Popen(launch_command(nproc, args), env=env, start_new_session=True)
-        forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
-        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-        code = proc.wait()
-        recorded = Path(exit_file).read_text().strip()
-        return int(recorded) if code != 0 and recorded.isdigit() else code
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        Path(exit_file).unlink(missing_ok=True)

@@ -42,26 +42,27 @@ def tta_forward(model, x: torch.Tensor, mode: str = "none") -> torch.Tensor:
     raise ValueError(f"unknown test-time augmentation {mode!r} (expected one of {', '.join(TTA_MODES)})")
 
 
-def eval_loss(out: torch.Tensor, y: torch.Tensor, loss_name: str) -> torch.Tensor:
-    """Summed test loss: plain cross-entropy (no smoothing), or nll on the outputs."""
+def eval_loss(out: torch.Tensor, y: torch.Tensor, loss_name: str, reduction: str = "sum") -> torch.Tensor:
+    """Test loss: plain cross-entropy (no smoothing), or nll on the outputs; summed by default."""
     if loss_name == "nll":
-        return F.nll_loss(out, y, reduction="sum")
-    return F.cross_entropy(out, y, reduction="sum")
+        return F.nll_loss(out, y, reduction=reduction)
+    return F.cross_entropy(out, y, reduction=reduction)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, normalize: Callable,
              batch_size: int, loss_name: str = "cross_entropy", autocast=nullcontext,
-             channels_last: bool = False, tta: str = "none") -> dict:
+             channels_last: bool = False, tta: str = "none", per_image: bool = False) -> dict:
     """Loss, accuracy (%) and predictions on uint8 NCHW images, in eval mode, no grad.
 
-    ``tta``: ``none``, ``flip`` or ``flip_translate`` (see :func:`tta_forward`).
-    The model's train/eval mode is restored afterwards.
+    ``{"loss", "acc", "preds", "n"}``; ``per_image`` adds ``probs`` (softmax of the outputs,
+    N x classes) and ``losses`` (N). ``tta``: ``none``, ``flip`` or ``flip_translate`` (see
+    :func:`tta_forward`). The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x_u8.device)
-    preds = []
+    preds, probs, losses = [], [], []
     try:
         for s in range(0, len(y), batch_size):
             xb = normalize(x_u8[s:s + batch_size])
@@ -73,9 +74,16 @@ def evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, normalize
             yb = y[s:s + batch_size]
             loss_sum += eval_loss(out, yb, loss_name).double()
             preds.append(out.argmax(1))
+            if per_image:  # nll outputs are log-probabilities: their softmax is the same distribution
+                probs.append(out.softmax(1))
+                losses.append(eval_loss(out, yb, loss_name, reduction="none"))
     finally:
         model.train(was_training)
     pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64, device=y.device)
     n = max(len(y), 1)
     loss_total, correct = torch.stack([loss_sum, (pred == y).sum().double()]).tolist()
-    return {"loss": loss_total / n, "acc": 100.0 * correct / n, "preds": pred, "n": len(y)}
+    result = {"loss": loss_total / n, "acc": 100.0 * correct / n, "preds": pred, "n": len(y)}
+    if per_image:
+        result["probs"] = torch.cat(probs) if probs else torch.empty(0, 0, device=y.device)
+        result["losses"] = torch.cat(losses) if losses else torch.empty(0, device=y.device)
+    return result

@@ -240,18 +240,36 @@ def _finder_class():
 
 def _override(recipe, optimizer: str | None, weight_decay: float | None, batch_size: int | None):
     """The recipe with --optimizer / --weight-decay / --batch-size applied (re-validated)."""
-    if optimizer is None and weight_decay is None and batch_size is None:
-        return recipe
-    from cifarctl.recipe import validate_dict
-
-    raw = recipe.to_dict()
-    if optimizer is not None and optimizer != raw["optimizer"]["name"]:
-        raw["optimizer"] = {"name": optimizer}
+    changes: dict[str, Any] = {}
+    if optimizer is not None and optimizer != recipe.optimizer.name:
+        changes["optimizer"] = {"name": optimizer}  # that optimizer's defaults
     if weight_decay is not None:
-        raw["optimizer"]["weight_decay"] = weight_decay
+        changes["optimizer.weight_decay"] = weight_decay
     if batch_size is not None:
-        raw["data"]["batch_size"] = batch_size
-    return validate_dict(raw, f"recipe {recipe.name} (lr-find options)")
+        changes["data.batch_size"] = batch_size
+    return recipe.replace(changes, "lr-find options") if changes else recipe
+
+
+def sweep_settings(recipe, start_lr: float | None = None, end_lr: float | None = None,
+                   num_iter: int | None = None, step_mode: str | None = None) -> dict[str, Any]:
+    """The sweep's ``start_lr``, ``end_lr``, ``num_iter``, ``step_mode``: the ones given (on the
+    command line), else the recipe's ``scheduler.lr_find``, else the defaults."""
+    from cifarctl.recipe import LRFind
+
+    from cifarctl.errors import UsageError
+    from cifarctl.recipe import lr_find_problems
+
+    base = getattr(recipe.scheduler, "lr_find", None) or LRFind()
+    settings = {
+        "start_lr": base.start_lr if start_lr is None else start_lr,
+        "end_lr": base.end_lr if end_lr is None else end_lr,
+        "num_iter": base.num_iter if num_iter is None else num_iter,
+        "step_mode": base.step_mode if step_mode is None else step_mode,
+    }
+    problems = lr_find_problems(settings)  # --end-lr inf: up front, not an OverflowError after the sweep
+    if problems:
+        raise UsageError("lr-find: " + "; ".join(problems))
+    return settings
 
 
 def run_lr_find(
@@ -358,7 +376,7 @@ def run_lr_find(
     return result
 
 
-def resolve_max_lr(recipe, *, model=None, data=None, data_source: str | None = None, device: str | Any = "auto",
+def choose_max_lr(recipe, *, model=None, data=None, data_source: str | None = None, device: str | Any = "auto",
                    progress: Progress | None = None) -> tuple[float, LRFindResult | None]:
     """The OneCycle peak lr of ``recipe``: ``(max_lr, None)`` when it is a number; for
     ``scheduler.max_lr: auto``, ``(recommended, result)`` from a range test run with the
@@ -384,17 +402,9 @@ def resolve_max_lr(recipe, *, model=None, data=None, data_source: str | None = N
 # ------------------------------------------------------------------------ output
 def make_out_dir(runs_dir: str | os.PathLike, name: str, now: datetime | None = None) -> Path:
     """A new ``<runs_dir>/lr-find/<name>-<YYYYmmdd-HHMMSS>`` folder (``-2``, ``-3``... if taken)."""
-    parent = Path(runs_dir) / "lr-find"
-    parent.mkdir(parents=True, exist_ok=True)
-    base = f"{name}-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
-    for i in range(1, 1000):
-        path = parent / (base if i == 1 else f"{base}-{i}")
-        try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            continue
-    raise CifarctlError(f"cannot create a new folder under {parent}: {base}-2 .. -999 all exist")
+    from cifarctl.runs import create_run_dir
+
+    return create_run_dir(Path(runs_dir) / "lr-find", name, now=now, checkpoints=False)
 
 
 def write_lr_find(result: LRFindResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:

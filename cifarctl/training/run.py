@@ -5,14 +5,17 @@
 
 - :class:`~cifarctl.errors.UsageError` (exit 2) for a bad recipe/option/checkpoint,
   before any folder is created (a refused resume creates nothing either);
-- :class:`~cifarctl.training.engine.DivergedError` (exit 3), status "diverged";
-- :class:`~cifarctl.training.engine.NegativeLossError` (exit 4), status "failed";
+- :class:`~cifarctl.training.guards.DivergedError` (exit 3), status "diverged";
+- :class:`~cifarctl.training.guards.NegativeLossError` (exit 4), status "failed";
 - :class:`TrainingInterrupted` (exit 130 for SIGINT, 143 for SIGTERM), status
   "interrupted", after saving ``last.pt`` with the mid-epoch state;
 - :class:`TrainingFailed` (exit 1) for anything else, status "failed", traceback in log.txt.
 
 A completed run returns normally (exit 0) whether or not it met the recipe's target:
 the verdict is in the summary and printed.
+
+The test-only faults (``CIFARCTL_TEST_*``, :mod:`cifarctl.training.faults`) are read here,
+once per run, into the :class:`~cifarctl.training.faults.FaultPlan` the engine consults.
 """
 
 from __future__ import annotations
@@ -43,28 +46,11 @@ class TrainingFailed(CifarctlError):
     """An unexpected error during training (exit 1); the traceback is in log.txt."""
 
 
-# ------------------------------------------------------------------------ verdict
-def target_verdict(recipe, params: int | None, best_acc: float | None) -> dict:
-    """The recipe's target checked: best test acc, params, planned epochs."""
-    t = recipe.target
-    checks = []
-    if t.min_test_acc is not None:
-        ok = best_acc is not None and best_acc >= t.min_test_acc
-        shown = "n/a" if best_acc is None else f"{best_acc:.2f}%"
-        checks.append({"name": "min_test_acc", "target": t.min_test_acc, "value": best_acc, "passed": ok,
-                       "text": f"best test acc {shown} {'>=' if ok else '<'} {t.min_test_acc:.2f}%"})
-    if t.max_params is not None and params is not None:
-        ok = params <= t.max_params
-        checks.append({"name": "max_params", "target": t.max_params, "value": params, "passed": ok,
-                       "text": f"params {params:,} {'<=' if ok else '>'} {t.max_params:,}"})
-    if t.max_epochs is not None:
-        ok = recipe.epochs <= t.max_epochs
-        checks.append({"name": "max_epochs", "target": t.max_epochs, "value": recipe.epochs, "passed": ok,
-                       "text": f"epochs {recipe.epochs} {'<=' if ok else '>'} {t.max_epochs}"})
-    return {"passed": all(c["passed"] for c in checks), "checks": checks}
-
-
+# ------------------------------------------------------------------------ summary
 def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: str | None = None) -> dict:
+    """summary.json: status, best/final accuracy, time, the target verdict, where and what."""
+    from cifarctl.recipe import target_verdict
+
     r, h = trainer.recipe, trainer.history
     best = trainer.best_acc if trainer.best_epoch else None
     partial = (trainer.progress or {}).get("train_seconds", 0.0)
@@ -77,7 +63,7 @@ def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: st
         "final_test_loss": h[-1]["test_loss"] if h else None,
         "images_per_s": h[-1]["images_per_s"] if h else None,
         "total_seconds": sum(x["seconds"] for x in h) + partial,
-        "target": target_verdict(r, trainer.params, best),
+        "target": target_verdict(r.target, best_acc=best, params=trainer.params, epochs=r.epochs),
         "device": str(trainer.device), "world_size": trainer.world_size,
         "data": trainer.data_source, "run_dir": str(run_dir),
         "started": started, "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -130,13 +116,7 @@ def _source_spec(data: str | None) -> str | None:
 
 
 def _with_source(recipe, source: str | None):
-    if source is None:
-        return recipe
-    from cifarctl.recipe import validate_dict
-
-    raw = recipe.to_dict()
-    raw["data"]["source"] = source
-    return validate_dict(raw, f"{recipe.origin} (with --data)")
+    return recipe if source is None else recipe.replace({"data.source": source}, "with --data")
 
 
 def _resolve_recipe(recipe_ref, overrides, seed, data, resume, force):
@@ -187,36 +167,11 @@ def _same_file(ref, path: Path) -> bool:
 def _keep_resolved_max_lr(recipe, stored: dict):
     """On resume, ``max_lr: auto`` means the number the run's range test chose."""
     from cifarctl.training.builders import is_max_lr_auto
-    from cifarctl.recipe import validate_dict
 
     chosen = (stored.get("scheduler") or {}).get("max_lr")
     if not is_max_lr_auto(recipe) or not isinstance(chosen, (int, float)):
         return recipe
-    raw = recipe.to_dict()
-    raw["scheduler"]["max_lr"] = float(chosen)
-    return validate_dict(raw, f"recipe {recipe.name} (max_lr of the resumed run)")
-
-
-def _lr_find_bar(enabled: bool):
-    """A rich progress bar for the LR range test on a terminal, else nothing."""
-    import sys
-    from contextlib import contextmanager, nullcontext
-
-    if not (enabled and sys.stderr.isatty()):
-        return nullcontext(None)
-
-    @contextmanager
-    def bar():
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("LR range test for max_lr: auto"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total}  lr {task.fields[lr]:.2e}"),
-                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
-            task = prog.add_task("lr", total=None, lr=0.0)
-            yield lambda i, n, lr, loss: prog.update(task, completed=i, total=n, lr=lr)
-
-    return bar()
+    return recipe.replace({"scheduler.max_lr": float(chosen)}, "max_lr of the resumed run")
 
 
 # ------------------------------------------------------------------------ signals
@@ -280,14 +235,25 @@ def _run_training(
     progress: bool = False,
     locks=None,
 ) -> dict:
-    """Train a recipe (or resume a run) into a run folder; see the module docstring."""
+    """Train a recipe (or resume a run) into a run folder; see the module docstring.
+
+    ``view`` consumes the engine's events (:class:`cifarctl.ui.train_view.TrainView`, or
+    any object with ``handle(event)``, ``finish(summary)`` and optionally
+    ``lr_find_progress()``, a context giving the LR range test's progress callback).
+    """
+    from contextlib import nullcontext
+
     from cifarctl import runs
-    from cifarctl.training import distributed, engine
+    from cifarctl.training import checkpoint, distributed, engine
     from cifarctl.training.builders import check_runnable, resolve_device
-    from cifarctl.ui.train_view import epoch_line, final_lines, start_line
+    from cifarctl.training.faults import FaultPlan
+    from cifarctl.training.guards import DivergedError
+    from cifarctl.training.lines import epoch_line, final_lines, start_line
+    from cifarctl.training.prepare import prepare
 
     recipe_obj, ckpt, ckpt_path, run_dir = _resolve_recipe(recipe, overrides, seed, data, resume, force)
     check_runnable(recipe_obj)
+    faults = FaultPlan.from_env()
     dev = resolve_device(device)
     ranks = distributed.current()  # under torchrun: this process's rank; only rank 0 writes and prints
     dev, view, progress = ranks.device(dev), view if ranks.main else None, progress and ranks.main
@@ -301,18 +267,19 @@ def _run_training(
         claimed = distributed.on_main(lambda: runs.claim_run(
             run_dir, locks, ckpt=ckpt, ckpt_path=ckpt_path, data_key=source_key(source), force=force,
             recipe_file_diffs=edited), ranks) or []
-    with _lr_find_bar(progress) as lr_bar:
-        trainer = engine.prepare(recipe_obj, data_source=source, device=dev, progress=progress,
-                                 lr_find_progress=lr_bar, rank=ranks.rank, world_size=ranks.world_size)
+    bar = getattr(view, "lr_find_progress", None) if progress else None
+    with (bar() if bar is not None else nullcontext(None)) as lr_bar:
+        trainer = prepare(recipe_obj, data_source=source, device=dev, progress=progress,
+                          lr_find_progress=lr_bar, rank=ranks.rank, world_size=ranks.world_size, faults=faults)
     recipe_obj = trainer.recipe  # max_lr: auto is now the range test's number
     if ckpt is not None:
         # only with --force: another recipe, or other data (its size sets the steps of the schedule)
         changed = bool(recipe_differences(ckpt["recipe"], recipe_obj.to_dict())) or bool(claimed)
         distributed.check_resume(ckpt, trainer, ckpt_path)
         try:
-            engine.load_state_dict(trainer, ckpt, scheduler=not changed)
+            checkpoint.load_state_dict(trainer, ckpt, scheduler=not changed)
             if changed:  # a new schedule (e.g. more epochs), advanced to where the run is
-                engine.rebuild_scheduler(trainer)
+                checkpoint.rebuild_scheduler(trainer)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise UsageError(f"{ckpt_path}: cannot restore it into recipe {recipe_obj.name!r} "
                              f"({str(exc).splitlines()[0]})") from None
@@ -323,7 +290,12 @@ def _run_training(
         distributed.on_main(lambda: runs.claim_run(run_dir, locks, data_key=source_key(source)), ranks)
     run_dir = Path(run_dir)
     files = runs.RunFiles(run_dir) if ranks.main else distributed.SilentFiles(run_dir)
-    save = files.save_checkpoint if ranks.main else lambda state, path: None
+    if ranks.main:
+        def save(state, path):
+            files.save_checkpoint(state, path, before_replace=faults.before_replace)
+    else:
+        def save(state, path):
+            pass
     trainer.notices.extend(claimed)
     import torch
 
@@ -368,14 +340,14 @@ def _run_training(
                                                       "test_acc", "lr", "seconds", "train_seconds",
                                                       "images_per_s")})
                     files.log(epoch_line(ev))
-                    state = engine.state_dict(trainer)
+                    state = checkpoint.state_dict(trainer)
                     if ev["best"]:  # best.pt first: a kill between the two saves leaves last.pt
                         save(state, files.best)  # behind (resume redoes the epoch), never best.pt stale
                     save(state, files.last)
                     files.curves(trainer.history)
                     summary("running")
                 elif kind == "stopped":
-                    save(engine.state_dict(trainer), files.last)
+                    save(checkpoint.state_dict(trainer), files.last)
                     where = (f"epoch {trainer.epoch + 1}, step {ev['step_in_epoch']}/{trainer.steps_per_epoch}"
                              if trainer.progress else f"the end of epoch {trainer.epoch}")
                     msg = (f"interrupted by {ev['signal']} at {where}: saved {files.last}; continue with "
@@ -385,7 +357,7 @@ def _run_training(
                     raise TrainingInterrupted(msg, ev["signal"])
     except TrainingInterrupted:
         raise
-    except engine.DivergedError as exc:
+    except DivergedError as exc:
         kept = f" (last good checkpoint: {files.last})" if files.last.exists() else ""
         files.log(f"error: {exc}{kept}")
         summary("diverged", str(exc))

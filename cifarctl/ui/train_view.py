@@ -4,7 +4,7 @@ On a terminal: a rich ``Progress`` with an epoch bar and a batch bar (loss, acc,
 img/s, ETA) inside a ``Live``, and above it a plotext chart of accuracy and loss redrawn
 after each epoch; each finished epoch also leaves its plain line in the scrollback.
 Off a terminal: exactly one plain line per epoch, info lines, and the final lines, with
-no escape codes. The same plain lines (``epoch_line``, ``final_lines``) go to log.txt.
+no escape codes. The same plain lines (:mod:`cifarctl.training.lines`) go to log.txt.
 """
 
 from __future__ import annotations
@@ -23,47 +23,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-
-# ------------------------------------------------------------------------ plain lines
-def fmt_seconds(s: float) -> str:
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
-
-
-def epoch_line(ev: dict) -> str:
-    """``epoch 3/24  train loss 0.612 acc 78.9%  test loss 0.521 acc 82.3%  lr 1.2e-02  14.2s  3,510 img/s``"""
-    return (f"epoch {ev['epoch']}/{ev['epochs']}  train loss {ev['train_loss']:.3f} acc {ev['train_acc']:.1f}%"
-            f"  test loss {ev['test_loss']:.3f} acc {ev['test_acc']:.1f}%  lr {ev['lr']:.1e}"
-            f"  {ev['seconds']:.1f}s  {ev['images_per_s']:,.0f} img/s")
-
-
-def start_line(ev: dict) -> str:
-    done = f", resuming after epoch {ev['epoch']} (step {ev['resumed_step']})" if ev["resumed_step"] else ""
-    return (f"training {ev['model']} ({ev['params']:,} params) on {ev['device']}: {ev['epochs']} "
-            f"epoch{'s' if ev['epochs'] != 1 else ''} of {ev['steps']} steps, {ev['train_images']:,} train / {ev['test_images']:,} test images{done}")
-
-
-def final_lines(summary: dict) -> list[str]:
-    """Best/final test accuracy, time, and the target verdict."""
-    lines = []
-    if summary.get("best_test_acc") is not None:
-        lines.append(f"best test acc {summary['best_test_acc']:.2f}% (epoch {summary['best_epoch']})  "
-                     f"final {summary['final_test_acc']:.2f}%  {summary['epochs_done']} "
-                     f"epoch{'s' if summary['epochs_done'] != 1 else ''} in "
-                     f"{fmt_seconds(summary.get('total_seconds') or 0)}")
-    target = summary.get("target") or {}
-    checks = target.get("checks") or []
-    if checks:
-        verdict = "PASS" if target.get("passed") else "FAIL"
-        lines.append(f"target {verdict}: " + "; ".join(
-            f"{c['text']} ({'ok' if c['passed'] else 'FAIL'})" for c in checks))
-    else:
-        lines.append("target: none set in the recipe")
-    return lines
+from cifarctl.training.lines import epoch_line, final_lines, start_line
 
 
 # ------------------------------------------------------------------------ the view
@@ -137,6 +97,27 @@ class TrainView:
         elif kind == "stopped":
             self.line(f"{ev['signal']} received: stopping after step {ev['step']} and saving a checkpoint",
                       "bold yellow")
+
+    def lr_find_progress(self):
+        """A context giving the progress callback of the LR range test that ``max_lr: auto``
+        runs before training: a transient bar on stderr when it is a terminal, else None."""
+        import sys
+        from contextlib import contextmanager, nullcontext
+
+        if not sys.stderr.isatty():
+            return nullcontext(None)
+
+        @contextmanager
+        def bar():
+            from rich.progress import TimeRemainingColumn
+
+            with Progress(TextColumn("LR range test for max_lr: auto"), BarColumn(),
+                          TextColumn("{task.completed}/{task.total}  lr {task.fields[lr]:.2e}"),
+                          TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
+                task = prog.add_task("lr", total=None, lr=0.0)
+                yield lambda i, n, lr, loss: prog.update(task, completed=i, total=n, lr=lr)
+
+        return bar()
 
     def finish(self, summary: dict) -> None:
         self.close()

@@ -1,0 +1,55 @@
+"""``cifarctl summary``: one model, layer by layer, with receptive fields."""
+
+from __future__ import annotations
+
+import json as _json
+from typing import Annotated, Optional
+
+import typer
+
+from cifarctl.cli.app import app, console
+from cifarctl.errors import UsageError
+
+
+def parse_input_size(text: str) -> tuple[int, ...]:
+    """'3,32,32' -> (3, 32, 32); UsageError on anything else."""
+    try:
+        size = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise UsageError(f"--input-size {text!r}: expected C,H,W such as 3,32,32")
+    return size
+
+
+@app.command("summary", short_help="Layer table: shapes, params, receptive field and jump.")
+def summary(
+    target: Annotated[
+        str, typer.Argument(metavar="MODEL|RECIPE", help="A recipe name or YAML path (its model and "
+                            "model_args), or a model name (`cifarctl models`); a recipe wins a shared name.")
+    ],
+    depth: Annotated[
+        Optional[int], typer.Option("--depth", min=0, help="Show modules nested at most this deep.")
+    ] = None,
+    input_size: Annotated[
+        str, typer.Option("--input-size", help="Input shape C,H,W (batch 1).")
+    ] = "3,32,32",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Layer-by-layer summary: output shapes, params, mult-adds, receptive field and jump."""
+    from cifarctl.analysis.layers import summarize_recipe
+    from cifarctl.recipe import resolve_model_or_recipe
+
+    size = parse_input_size(input_size)
+    resolved = resolve_model_or_recipe(target)
+    result = summarize_recipe(resolved.recipe, input_size=size, depth=depth)
+    if as_json:
+        d = result.to_dict()
+        d.update(recipe=target if resolved.kind == "recipe" else None,
+                 model_args=dict(resolved.recipe.model_args))
+        print(_json.dumps(d, indent=2))
+        return
+    from cifarctl.ui.tables import show_summary
+
+    console.print(resolved.describe(settings=False), highlight=False, soft_wrap=True)
+    show_summary(console, result)

@@ -1,0 +1,82 @@
+"""A trainer's state as a checkpoint dict, and back.
+
+The file side (atomic writes, ``weights_only`` loading, the format marker) is
+:mod:`cifarctl.runs`; this module decides what a checkpoint holds: the unwrapped model,
+optimizer, scheduler, scaler, lookahead, every RNG, counters, the mid-epoch progress,
+history, and the resolved recipe.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cifarctl import __version__
+from cifarctl.errors import UsageError
+from cifarctl.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, capture_rng, restore_rng
+from cifarctl.training.engine import Trainer
+from cifarctl.training.schedules import advance, build_scheduler
+
+
+def state_dict(t: Trainer) -> dict:
+    """The checkpoint of ``t`` (see :mod:`cifarctl.runs` for the file)."""
+    r = t.recipe
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "model": t.raw_model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
+        "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else None,
+        "lookahead": t.lookahead.state_dict() if t.lookahead is not None else None,
+        "rng": capture_rng(t.generator),
+        "epoch": t.epoch, "step": t.step, "progress": dict(t.progress) if t.progress else None,
+        "world_size": t.world_size,
+        "best": {"acc": t.best_acc, "epoch": t.best_epoch},
+        "history": [dict(h) for h in t.history],
+        "recipe": r.to_dict(), "model_name": r.model, "model_args": dict(r.model_args),
+        "params": t.params, "classes": list(t.classes), "data_source": t.data_source,
+        "normalize": {"mean": list(r.data.normalize.mean), "std": list(r.data.normalize.std)},
+        "cifarctl_version": __version__,
+    }
+
+
+def load_state_dict(t: Trainer, ckpt: dict, *, scheduler: bool = True) -> None:
+    """Restore model, optimizer, scheduler, scaler, RNGs and counters from a checkpoint.
+
+    ``scheduler=False`` leaves the schedule alone (see :func:`rebuild_scheduler`).
+    """
+    t.raw_model.load_state_dict(ckpt["model"])
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler and t.scheduler is not None and ckpt.get("scheduler") is not None:
+        t.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler") is not None and t.scaler.is_enabled():
+        t.scaler.load_state_dict(ckpt["scaler"])
+    if t.lookahead is not None and ckpt.get("lookahead") is not None:
+        t.lookahead.load_state_dict(ckpt["lookahead"])
+    elif t.lookahead is not None:  # lookahead added with --force: it starts from the loaded weights
+        t.lookahead.reset()
+    restore_rng(ckpt["rng"], t.generator)
+    t.epoch, t.step = int(ckpt["epoch"]), int(ckpt["step"])
+    t.progress = ckpt.get("progress")
+    t.best_acc = float(ckpt["best"]["acc"])
+    t.best_epoch = int(ckpt["best"]["epoch"])
+    t.history = [dict(h) for h in ckpt.get("history", [])]
+
+
+def rebuild_scheduler(t: Trainer) -> None:
+    """A fresh schedule from the (changed, ``--force``) recipe, advanced to where ``t`` is.
+
+    Used instead of the checkpoint's scheduler state when the recipe changed on resume
+    (e.g. more epochs: OneCycle's total_steps grows). ReduceLROnPlateau starts afresh.
+    """
+    if t.recipe.scheduler.name != "onecycle":  # the others start from the optimizer's lr
+        for g in t.optimizer.param_groups:
+            g["lr"] = g["initial_lr"] = t.recipe.optimizer.lr * g.get("lr_scale", 1.0)
+    t.scheduler, t.sched_per_batch = build_scheduler(t.recipe, t.optimizer, t.steps_per_epoch)
+    if t.lookahead is not None:
+        t.lookahead.total_steps = t.recipe.epochs * t.steps_per_epoch
+    if t.scheduler is None or isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        return
+    n = t.step if t.sched_per_batch else t.epoch
+    if t.sched_per_batch and n >= t.scheduler.total_steps:
+        raise UsageError(f"the new schedule has {t.scheduler.total_steps} steps but the run already did {n}")
+    advance(t.scheduler, n)

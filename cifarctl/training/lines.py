@@ -1,0 +1,47 @@
+"""The plain lines of a training run: what log.txt holds, and what ``cifarctl train`` prints
+off a terminal (one line per epoch). :class:`cifarctl.ui.train_view.TrainView` prints the
+same lines on a terminal, above its progress bars.
+"""
+
+from __future__ import annotations
+
+
+def fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def epoch_line(ev: dict) -> str:
+    """``epoch 3/24  train loss 0.612 acc 78.9%  test loss 0.521 acc 82.3%  lr 1.2e-02  14.2s  3,510 img/s``"""
+    return (f"epoch {ev['epoch']}/{ev['epochs']}  train loss {ev['train_loss']:.3f} acc {ev['train_acc']:.1f}%"
+            f"  test loss {ev['test_loss']:.3f} acc {ev['test_acc']:.1f}%  lr {ev['lr']:.1e}"
+            f"  {ev['seconds']:.1f}s  {ev['images_per_s']:,.0f} img/s")
+
+
+def start_line(ev: dict) -> str:
+    done = f", resuming after epoch {ev['epoch']} (step {ev['resumed_step']})" if ev["resumed_step"] else ""
+    return (f"training {ev['model']} ({ev['params']:,} params) on {ev['device']}: {ev['epochs']} "
+            f"epoch{'s' if ev['epochs'] != 1 else ''} of {ev['steps']} steps, {ev['train_images']:,} train / {ev['test_images']:,} test images{done}")
+
+
+def final_lines(summary: dict) -> list[str]:
+    """Best/final test accuracy, time, and the target verdict."""
+    lines = []
+    if summary.get("best_test_acc") is not None:
+        lines.append(f"best test acc {summary['best_test_acc']:.2f}% (epoch {summary['best_epoch']})  "
+                     f"final {summary['final_test_acc']:.2f}%  {summary['epochs_done']} "
+                     f"epoch{'s' if summary['epochs_done'] != 1 else ''} in "
+                     f"{fmt_seconds(summary.get('total_seconds') or 0)}")
+    target = summary.get("target") or {}
+    checks = target.get("checks") or []
+    if checks:
+        verdict = "PASS" if target.get("passed") else "FAIL"
+        lines.append(f"target {verdict}: " + "; ".join(
+            f"{c['text']} ({'ok' if c['passed'] else 'FAIL'})" for c in checks))
+    else:
+        lines.append("target: none set in the recipe")
+    return lines

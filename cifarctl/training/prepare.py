@@ -1,0 +1,133 @@
+"""Recipe -> a ready :class:`~cifarctl.training.engine.Trainer`: seeds, data on the device,
+model, optimizer, schedule, loss, precision, lookahead, and (``max_lr: auto``) the LR
+range test that picks the peak learning rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from cifarctl.errors import RecipeError
+from cifarctl.recipe import Recipe
+from cifarctl.training import distributed
+from cifarctl.training.batches import Batches
+from cifarctl.training.builders import (
+    build_loss,
+    build_model,
+    build_optimizer,
+    is_max_lr_auto,
+    precision_for,
+    resolve_device,
+    seed_everything,
+)
+from cifarctl.training.engine import Trainer
+from cifarctl.training.faults import FaultPlan
+from cifarctl.training.lookahead import build_lookahead
+from cifarctl.training.model_hooks import init_from_data
+from cifarctl.training.schedules import build_scheduler
+
+
+def prepare(
+    recipe: Recipe,
+    *,
+    data_source: str | None = None,
+    device: str | torch.device = "auto",
+    seed: int | None = None,
+    cache_dir=None,
+    progress: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    lr_find_progress: Callable | None = None,
+    faults: FaultPlan | None = None,
+) -> Trainer:
+    """Seed, load the data onto the device, build model/optimizer/scheduler/loss/precision.
+
+    ``data_source`` overrides ``recipe.data.source`` (else ``$CIFARCTL_DATA``, else
+    cifar10); ``seed`` overrides ``recipe.seed``. ``max_lr: auto`` runs the LR range test
+    on the loaded data first (``lr_find_progress(i, n, lr, loss)`` after each of its steps):
+    ``trainer.recipe`` then holds the chosen number and ``trainer.lr_find`` the sweep.
+    ``faults`` is the run's :class:`~cifarctl.training.faults.FaultPlan` (tests only).
+    """
+    from cifarctl.data import load_cifar, resolve_source
+
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    seed = recipe.seed if seed is None else seed
+    seed_everything(seed)
+    notices: list[str] = []
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    source = resolve_source(data_source or recipe.data.source)
+    d = recipe.data
+    with distributed.main_first(world_size):  # rank 0 decodes and caches, the others read the cache
+        arrays = load_cifar(source, cache_dir=cache_dir, progress=progress,
+                            train_subset=d.train_subset, test_subset=d.test_subset, seed=seed)
+    if d.batch_size > len(arrays.train_y):  # would silently train on smaller batches
+        raise RecipeError(recipe.origin, [f"data.batch_size: {d.batch_size} is larger than the "
+                                          f"{len(arrays.train_y)} train images of {source}"])
+    recipe, lr_find = _resolve_auto_max_lr(recipe, arrays, dev, lr_find_progress, notices)
+    if world_size > 1 and lr_find is not None:  # every rank ran the range test: rank 0's choice
+        recipe = distributed.broadcast_object(recipe)
+
+    model = build_model(recipe).to(dev)
+    if dev.type == "cuda" and recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in model.parameters())
+    raw_model = model
+
+    generator = torch.Generator(device=dev)
+    generator.manual_seed(seed)
+    batches = Batches(recipe, arrays, dev, generator, rank, world_size, notices)
+    init_from_data(raw_model, arrays.train_x if batches.x is None else batches.x,
+                   batches.normalize.normalize_only, dev)  # model.data_init; a resume then loads over it
+    if world_size > 1:  # DDP starts every rank from rank 0's weights; raw_model is what is saved
+        model, raw_model = distributed.wrap_model(raw_model, dev, recipe.sync_bn, batches.batch_size, notices)
+    if recipe.compile:
+        model = torch.compile(model)
+
+    amp_dtype, note = precision_for(recipe.precision, dev)
+    if note:
+        notices.append(note)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
+    optimizer = build_optimizer(model, recipe)
+    steps = batches.steps_per_epoch
+    scheduler, per_batch = build_scheduler(recipe, optimizer, steps)
+    lookahead = build_lookahead(recipe, raw_model, recipe.epochs * steps)
+
+    max_params = recipe.target.max_params
+    if max_params is not None and params > max_params:
+        notices.append(f"warning: {recipe.model} has {params:,} params, over target.max_params "
+                       f"{max_params:,}")
+
+    to_dev = lambda a: torch.from_numpy(a).to(dev)  # noqa: E731
+    test_x = to_dev(np.ascontiguousarray(arrays.test_x.transpose(0, 3, 1, 2)))
+    return Trainer(
+        recipe=recipe, device=dev, model=model, raw_model=raw_model, optimizer=optimizer,
+        scheduler=scheduler, sched_per_batch=per_batch, scaler=scaler, amp_dtype=amp_dtype,
+        loss_fn=build_loss(recipe), batches=batches, normalize=batches.normalize.normalize_only,
+        test_x=test_x, test_y=to_dev(arrays.test_y), classes=list(arrays.classes), data_source=source,
+        generator=generator, params=params, steps_per_epoch=steps, rank=rank, world_size=world_size,
+        display_every=1 if dev.type == "cpu" else 10, notices=notices, faults=faults or FaultPlan(),
+        lr_find=lr_find, lookahead=lookahead,
+    )
+
+
+def _resolve_auto_max_lr(recipe: Recipe, arrays, dev: torch.device, progress, notices: list[str]):
+    """(recipe with a numeric max_lr, LRFindResult or None): runs the range test for ``auto``.
+
+    The test builds its own model and restores every RNG it touches, so training then
+    starts exactly as if the chosen number had been written in the recipe.
+    """
+    if not is_max_lr_auto(recipe):
+        return recipe, None
+    from cifarctl.training.lrfind import choose_max_lr
+
+    max_lr, result = choose_max_lr(recipe, data=arrays, device=dev, progress=progress)
+    resolved = recipe.replace({"scheduler.max_lr": float(max_lr)}, "max_lr from the LR range test")
+    notices.append(f"max_lr auto: the LR range test ({result.settings.get('train_images', '?')} images, "
+                   f"{len(result.lr)} steps, {result.seconds:.1f}s) chose {max_lr:.3g} "
+                   f"({result.recommended_by}); it is saved in recipe.yaml")
+    return resolved, result
