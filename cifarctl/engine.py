@@ -300,16 +300,14 @@ def _resolve_auto_max_lr(recipe: Recipe, arrays, dev: torch.device, progress, no
 
     if not is_max_lr_auto(recipe):
         return recipe, None
-    from cifarctl.lrfind import resolve_max_lr as range_test
+    from cifarctl.lrfind import max_lr_notice, resolve_max_lr as range_test
     from cifarctl.recipe import validate_dict
 
     max_lr, result = range_test(recipe, data=arrays, device=dev, progress=progress)
     raw = recipe.to_dict()
     raw["scheduler"]["max_lr"] = float(max_lr)
     resolved = validate_dict(raw, f"recipe {recipe.name} (max_lr from the LR range test)")
-    notices.append(f"max_lr auto: the LR range test ({result.settings.get('train_images', '?')} images, "
-                   f"{len(result.lr)} steps, {result.seconds:.1f}s) chose {max_lr:.3g} "
-                   f"({result.recommended_by}); it is saved in recipe.yaml")
+    notices.append(max_lr_notice(result, max_lr))
     return resolved, result
 
 

@@ -107,6 +107,18 @@ class LRFind(_Strict):
     end_lr: float = Field(10.0, gt=0)
     num_iter: int = Field(100, ge=5)
     step_mode: Literal["exp", "linear"] = "exp"
+    fallback_max_lr: float | None = Field(
+        None, gt=0, description="max_lr to train with (and a warning) when the range test is "
+        "inconclusive or its lr is out of range; unset = stop with an error instead.")
+    accept_range: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="[low, high]: a chosen max_lr outside it counts as out of range; unset = "
+        "any lr inside the sweep that was not clipped to its ends.")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.accept_range is not None and not self.accept_range[0] < self.accept_range[1]:
+            raise ValueError("accept_range must be [low, high] with low < high")
+        return self
 
 
 class OneCycle(_Strict):

@@ -92,7 +92,7 @@ def chart(result, width: int = 80, height: int = 18, colorless: bool = False) ->
     ticks = list(range(first, last + 1, step))
     f.ruler(0).ticks(ticks, [f"1e{t}" if t else "1" for t in ticks])
     f.label("learning rate", axis="x")
-    f.title("LR range test: smoothed loss")
+    f.title("LR range test: smoothed loss" + ("" if result.conclusive else " (inconclusive)"))
     f.plot_size(width, height)
     return f.build().string(colorless=colorless)
 
@@ -121,7 +121,8 @@ def suggestions_table(result):
         "steepest": "where the loss falls fastest",
         "min_div_10": "lowest loss's lr / 10",
     }
-    table = Table(title="Suggestions", title_justify="left")
+    title = "Suggestions" if result.conclusive else "Suggestions (inconclusive sweep: not to be trusted)"
+    table = Table(title=title, title_justify="left")
     table.add_column("suggestion")
     table.add_column("lr", justify="right")
     table.add_column("rule")
@@ -130,7 +131,7 @@ def suggestions_table(result):
         rec = k == result.recommended_by
         table.add_row(LABELS[k] + (" (recommended)" if rec else ""),
                       "[dim]unavailable[/]" if v is None else f"{v:.2e}", rules[k],
-                      style="bold green" if rec else None)
+                      style="bold green" if rec else None if result.conclusive else "dim")
     return table
 
 
@@ -155,36 +156,37 @@ def lr_find(
 ) -> None:
     """Run the LR range test: raise the lr step by step, chart the loss, suggest an lr.
 
-    Suggests: valley (recommended), steepest gradient, minimum/10.
+    Suggests: valley (recommended), steepest gradient, minimum/10, all from before the
+    loss diverges and before its lowest point; the sweep stops when the smoothed loss
+    passes 4x its best. A sweep whose loss never falls meaningfully is reported as
+    inconclusive, with what to try, and recommends nothing.
     Nothing is trained: the model and optimizer are restored afterwards.
+    Off a terminal a plain progress line every ~10 %; Ctrl-C stops it at once (exit 130).
     Writes lr_find.json and lr_find.png to RUNS_DIR/lr-find/NAME-TIME/.
     """
+    from cifarctl.builders import resolve_device
     from cifarctl.lrfind import make_out_dir, run_lr_find, write_lr_find
+    from cifarctl.ui.interrupt import answer_interrupts
+    from cifarctl.ui.sweep_progress import SweepProgress, device_label
 
     recipe = resolve_recipe(target, list(set_ or ()))
     sweep = sweep_settings(recipe, start_lr, end_lr, num_iter,
                            step_mode.value if step_mode is not None else None)
+    dev = resolve_device(device)
     show = not json
     if show:
         opt = optimizer.value if optimizer is not None else recipe.optimizer.name
         console.print(f"lr-find [bold]{recipe.name}[/] ({recipe.model}, {opt}, batch "
-                      f"{batch_size or recipe.data.batch_size}): {sweep['num_iter']} steps, lr "
-                      f"{sweep['start_lr']:.0e} → {sweep['end_lr']:g} ({sweep['step_mode']})", highlight=False)
+                      f"{batch_size or recipe.data.batch_size}) on {device_label(dev)}: {sweep['num_iter']} "
+                      f"steps, lr {sweep['start_lr']:.0e} → {sweep['end_lr']:g} ({sweep['step_mode']})",
+                      highlight=False)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeRemainingColumn(), console=console, disable=not (show and console.is_terminal),
-                   transient=True)
-    task = bar.add_task("sweep", total=sweep["num_iter"], info="")
-
-    def progress(i: int, n: int, lr: float, loss: float) -> None:
-        bar.update(task, completed=i, info=f"lr {lr:.1e}  loss {loss:.3f}")
-
-    with bar:
-        result = run_lr_find(recipe, data_source=data, device=device,
+    with answer_interrupts("the LR range test; nothing is written"), \
+            SweepProgress(console, sweep["num_iter"], enabled=show) as progress:
+        result = run_lr_find(recipe, data_source=data, device=dev,
                              optimizer=optimizer.value if optimizer is not None else None,
                              weight_decay=weight_decay, batch_size=batch_size, progress=progress, **sweep)
+        progress.finished(result)
     out_dir = make_out_dir(runs_dir, recipe.name)
     json_path, png_path = write_lr_find(result, out_dir)
 
@@ -203,11 +205,16 @@ def lr_find(
             print(text)
         console.print(chart_key(result), highlight=False)
     console.print(suggestions_table(result))
-    if result.recommended is not None:
-        console.print(f"recommended lr [bold]{result.recommended:.2e}[/] — {result.reason}", highlight=False)
-    else:
-        console.print(f"[bold red]no lr to recommend[/]: {result.reason}", highlight=False)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if result.recommended is not None:
+        console.print(f"recommended lr [bold]{result.recommended:.2e}[/] — {result.reason}", highlight=False)
+    elif not result.conclusive:
+        console.print(f"[bold yellow]inconclusive:[/] {result.inconclusive_reason}; no lr is recommended "
+                      "(the suggestions above are not to be trusted)", highlight=False)
+        if result.advice:
+            console.print("try: " + "; ".join(result.advice), highlight=False)
+    else:
+        console.print(f"[bold red]no lr to recommend[/]: {result.reason}", highlight=False)
     console.print(f"{len(result.lr)} steps in {result.seconds:.1f}s; wrote {out_dir}/ "
                   "(lr_find.json, lr_find.png)", highlight=False, soft_wrap=True)

@@ -1,0 +1,1 @@
+"""Analysis of finished runs: reading, grouping and comparing run folders."""

@@ -1,0 +1,1 @@
+"""Training: the engine, its preparation, the run loop and the LR range test."""
