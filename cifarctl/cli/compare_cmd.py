@@ -28,7 +28,10 @@ def _acc(v: float | None) -> str:
 
 
 def _pm(mean: float | None, std: float | None, fmt=_acc) -> str:
-    return "-" if mean is None else f"{fmt(mean)} ± {fmt(std)}"
+    """``mean ± std``; the mean alone when there is no spread over seeds (std None)."""
+    if mean is None:
+        return "-"
+    return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
 
 
 def _count(n: int | None) -> str:
@@ -131,10 +134,16 @@ def compare(
         Optional[Path], typer.Option("--out", "-o", help="File for --export (format from the suffix if --export is not given).")
     ] = None,
     sort: Annotated[SortKey, typer.Option("--sort", help="Order rows by best or final accuracy, or by time.")] = SortKey.best,
-    by_run: Annotated[bool, typer.Option("--by-run", help="Chart every run, not the mean of each recipe's seeds.")] = False,
+    by_run: Annotated[bool, typer.Option("--by-run", help="Chart every run, not the mean of each group's seeds.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print runs, groups and skipped folders as JSON only.")] = False,
 ) -> None:
-    """Compare training runs: accuracy, time, target verdict; mean ± std over seeds; a metric chart."""
+    """Compare training runs: accuracy, time, target verdict; a metric chart.
+
+    Runs are grouped by their whole resolved recipe except the seed and settings that
+    cannot change results (workers, device-only knobs); a group shows mean ± std only
+    when its seeds differ. Groups of the same recipe name are labelled by the settings in
+    which they differ, e.g. s8_bn [data.train_subset=3000].
+    """
     from cifarctl.compare import collect_runs, export as export_runs, group_runs, metric_names, sort_runs
     from cifarctl.errors import UsageError, did_you_mean
 
@@ -220,13 +229,13 @@ def _render(runs, groups, skipped, metric: str, by_run: bool) -> None:
         if _notes(r):
             console.print(Text(f"* {r.name}: {'; '.join(_notes(r))}", style="yellow"), soft_wrap=True)
 
-    multi = [g for g in groups if g.n >= 2]
-    if multi:
-        gt = _table("Per recipe: finished runs, mean ± sample std",
-                    ["recipe", "model", "n", "seeds", "best", "final", "time"], ("n",))
-        for g in multi:
+    # a table of groups when some runs were grouped or some recipe names needed telling apart
+    if any(g.n >= 2 or g.label != g.recipe for g in groups):
+        gt = _table("Groups: finished runs, same settings but the seed (± sample std over seeds)",
+                    ["group", "model", "n", "seeds", "best", "final", "time"], ("n",))
+        for g in groups:
             seeds = ",".join(sorted(("-" if r.seed is None else str(r.seed) for r in g.runs), key=_natural))
-            gt.add_row(Text(g.recipe), Text(g.model or "-"), str(g.n), seeds, _pm(g.best_mean, g.best_std),
+            gt.add_row(Text(g.label), Text(g.model or "-"), str(g.n), seeds, _pm(g.best_mean, g.best_std),
                        _pm(g.final_mean, g.final_std), _pm(g.time_mean, g.time_std, _dur))
         console.print()
         _print(gt)
