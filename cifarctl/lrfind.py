@@ -44,6 +44,7 @@ from cifarctl.training.lr_suggest import (  # noqa: F401  (re-exported)
     REASONS,
     SUGGESTIONS,
     DivergenceWatch,
+    advice_for,
     analyse_sweep,
     recommend,
     valley_index,
@@ -72,6 +73,7 @@ class LRFindResult:
     seconds: float = 0.0
     conclusive: bool = True
     inconclusive_reason: str | None = None
+    cause: str | None = None      # inconclusive: flat, noisy, start, early or short
     advice: list[str] = field(default_factory=list)  # what to try when inconclusive
     divergence_index: int | None = None
     minimum_index: int | None = None
@@ -124,7 +126,7 @@ def analyse(
         suggestions=a.suggestions, recommended=a.recommended, recommended_by=a.recommended_by,
         reason=a.reason, diverged=a.divergence_index is not None, num_iter=num_iter,
         start_lr=float(start_lr), end_lr=float(end_lr), step_mode=step_mode, notes=notes,
-        conclusive=a.conclusive, inconclusive_reason=a.inconclusive_reason, advice=a.advice,
+        conclusive=a.conclusive, inconclusive_reason=a.inconclusive_reason, cause=a.cause, advice=a.advice,
         divergence_index=a.divergence_index, minimum_index=a.minimum_index, smoothing_window=a.window,
         drop=a.drop, significance=a.significance, clipped=list(a.clipped),
     )
@@ -319,7 +321,9 @@ def resolve_max_lr(recipe, *, model=None, data=None, data_source: str | None = N
     if fallback is not None:
         result.fallback = problem
         return float(fallback), result
-    advice = f"; try {', '.join(result.advice)}" if result.advice else ""
+    tips = advice_for(result.cause, num_iter=s.num_iter, start_lr=s.start_lr, end_lr=s.end_lr,
+                      recipe=True) if result.cause else []
+    advice = f"; try {', '.join(tips)}" if tips else ""
     raise UsageError(f"{recipe.origin}: scheduler.max_lr: auto: the LR range test {problem}{advice}; "
                      "or set scheduler.max_lr to a number, or scheduler.lr_find.fallback_max_lr")
 

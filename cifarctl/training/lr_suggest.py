@@ -147,6 +147,7 @@ class SweepAnalysis:
     reason: str                            # why this lr, or why none
     conclusive: bool
     inconclusive_reason: str | None = None
+    cause: str | None = None               # inconclusive: flat, noisy, start, early or short
     advice: list[str] = field(default_factory=list)
     drop: float | None = None              # relative fall of the smoothed loss (0.25 = 25 %)
     noise: float | None = None             # robust std of the raw loss from step to step
@@ -171,20 +172,29 @@ def recommend(suggestions: dict[str, float | None], prefer: str = "valley") -> t
     return None, None, "no suggestion: the sweep has too few finite points"
 
 
-def advice_for(cause: str, *, num_iter: int, start_lr: float, end_lr: float) -> list[str]:
+def advice_for(cause: str, *, num_iter: int, start_lr: float, end_lr: float, recipe: bool = False) -> list[str]:
     """What to try after an inconclusive sweep, most useful first, for a ``cause`` of
     ``flat`` (never fell), ``noisy``, ``start`` (lowest at the start), ``early`` (diverged
-    almost at once) or ``short`` (too few steps)."""
-    more = f"more iterations (--num-iter {max(200, 2 * num_iter)}, or scheduler.lr_find.num_iter)"
-    wider = (f"a wider range (now {start_lr:.0e} to {end_lr:g}; e.g. --start-lr 1e-7 --end-lr 10, "
-             "or scheduler.lr_find.start_lr/end_lr)")
-    lower = f"a lower start (--start-lr {start_lr / 100:.0e}, or scheduler.lr_find.start_lr)"
-    batch = "a larger batch for a less noisy loss (--batch-size 256, or data.batch_size)"
-    more_data = "more training images if data.train_subset is small"
+    almost at once) or ``short`` (too few steps). ``recipe``: in recipe keys (for
+    ``max_lr: auto``) rather than ``lr-find`` options."""
+    iters = max(200, 2 * num_iter)
+    if recipe:
+        more = f"scheduler.lr_find.num_iter: {iters}"
+        wider = f"a wider scheduler.lr_find.start_lr/end_lr (now {start_lr:.0e} to {end_lr:g})"
+        lower = f"a lower scheduler.lr_find.start_lr (e.g. {start_lr / 100:.0e})"
+        batch = "a larger data.batch_size"
+        more_data = "more images (data.train_subset)"
+    else:
+        more = f"more iterations (--num-iter {iters}, or scheduler.lr_find.num_iter)"
+        wider = (f"a wider range (now {start_lr:.0e} to {end_lr:g}; e.g. --start-lr 1e-7 --end-lr 10, "
+                 "or scheduler.lr_find.start_lr/end_lr)")
+        lower = f"a lower start (--start-lr {start_lr / 100:.0e}, or scheduler.lr_find.start_lr)"
+        batch = "a larger batch for a less noisy loss (--batch-size 256, or data.batch_size)"
+        more_data = "more training images if data.train_subset is small"
     return {
         "flat": [more, wider, batch],
         "noisy": [batch, more, more_data],
-        "start": [lower, more],
+        "start": [lower, wider, more],
         "early": [lower, more, batch],
         "short": [more, wider],
     }[cause]
@@ -231,7 +241,7 @@ def analyse_sweep(
             smoothed=[float(v) for v in smoothed], window=w, divergence_index=div,
             divergence_reason=div_reason, minimum_index=m, suggestions=dict(out), recommended=rec,
             recommended_by=which, reason=reason, conclusive=conclusive and rec is not None,
-            inconclusive_reason=None if conclusive else why,
+            inconclusive_reason=None if conclusive else why, cause=None if conclusive else cause,
             advice=advice_for(cause, num_iter=planned, start_lr=start, end_lr=end) if cause else [],
             drop=drop, noise=noise, significance=significance, notes=notes, clipped=clipped)
 
