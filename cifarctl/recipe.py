@@ -14,81 +14,23 @@ from __future__ import annotations
 import math
 import os
 import re
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+from pydantic import (BaseModel, Field, PrivateAttr, ValidationError, field_validator,
                       model_validator)
 
 from cifarctl import CIFAR_MEAN, CIFAR_STD, yamlsafe
 from cifarctl.errors import RecipeError, UsageError, did_you_mean
 from cifarctl.fsutil import name_problem
+from cifarctl.strict import NOT_A_NUMBER, NotANumber, StrictModel  # noqa: F401  (re-exported)
 
 TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentations: cifarctl.training.evaluation
 
 SCHEMA_VERSION = 1
-
-
-class NotANumber:
-    """Stands in for a boolean given where a number is expected, so that pydantic reports it
-    at its key (its lax mode would read ``true`` as 1); see :func:`_mark_bools`."""
-
-    def __init__(self, value: bool):
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "true" if self.value else "false"
-
-
-NOT_A_NUMBER = "expected a number, not a boolean (true/false)"
-
-
-def _mark_bools(annotation: Any, value: Any) -> Any:
-    """``value`` with every boolean that stands where ``annotation`` wants a number (and no
-    boolean) replaced by a :class:`NotANumber`."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated:
-        return _mark_bools(args[0], value)
-    if origin in (Union, types.UnionType):
-        if bool in args or Any in args or not any(a in (int, float) for a in args):
-            return value
-        return NotANumber(value) if isinstance(value, bool) else value
-    if annotation in (int, float):
-        return NotANumber(value) if isinstance(value, bool) else value
-    if origin in (tuple, list) and isinstance(value, (list, tuple)) and args:
-        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
-            args = (args[0],) * len(value)
-        marked = [_mark_bools(a, v) for a, v in zip(args, value)] + list(value[len(args):])
-        return marked if any(m is not v for m, v in zip(marked, value)) else value
-    return value
-
-
-class StrictModel(BaseModel):
-    """The base of every schema section: unknown keys are errors, every float is finite
-    (``.nan``, ``.inf`` and ``1e400`` are refused) and a boolean is not a number (pydantic's
-    lax mode would read ``epochs: true`` as 1)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        out = None
-        for key, value in data.items():
-            field = cls.model_fields.get(key) if isinstance(key, str) else None
-            if field is None or isinstance(value, dict):
-                continue
-            marked = _mark_bools(field.annotation, value)
-            if marked is not value:
-                out = out if out is not None else dict(data)
-                out[key] = marked
-        return data if out is None else out
 
 
 _Strict = StrictModel
@@ -169,6 +111,18 @@ class LRFind(_Strict):
     end_lr: float = Field(10.0, gt=0)
     num_iter: int = Field(100, ge=5)
     step_mode: Literal["exp", "linear"] = "exp"
+    fallback_max_lr: float | None = Field(
+        None, gt=0, description="max_lr to train with (and a warning) when the range test is "
+        "inconclusive or its lr is out of range; unset = stop with an error instead.")
+    accept_range: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="[low, high]: a chosen max_lr outside it counts as out of range; unset = "
+        "any lr inside the sweep that was not clipped to its ends.")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.accept_range is not None and not self.accept_range[0] < self.accept_range[1]:
+            raise ValueError("accept_range must be [low, high] with low < high")
+        return self
 
     @model_validator(mode="after")
     def _increasing(self):

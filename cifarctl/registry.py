@@ -118,7 +118,7 @@ def _args_model(name: str):
     """A pydantic model of ``name``'s constructor arguments (from its signature and type hints)."""
     from pydantic import create_model as make
 
-    from cifarctl.recipe import StrictModel
+    from cifarctl.strict import StrictModel
 
     fn = _REGISTRY[name].fn
     try:
@@ -150,7 +150,7 @@ def check_model_args(name: str, args: Any) -> list[str]:
     """
     from pydantic import ValidationError
 
-    from cifarctl.recipe import NOT_A_NUMBER, NotANumber
+    from cifarctl.strict import NOT_A_NUMBER, NotANumber
 
     if not isinstance(args, dict):
         return [f"model_args: expected a mapping of argument: value, got {type(args).__name__}"]

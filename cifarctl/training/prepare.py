@@ -123,11 +123,9 @@ def _resolve_auto_max_lr(recipe: Recipe, arrays, dev: torch.device, progress, no
     """
     if not is_max_lr_auto(recipe):
         return recipe, None
-    from cifarctl.training.lrfind import choose_max_lr
+    from cifarctl.training.lrfind import choose_max_lr, max_lr_notice
 
     max_lr, result = choose_max_lr(recipe, data=arrays, device=dev, progress=progress)
     resolved = recipe.replace({"scheduler.max_lr": float(max_lr)}, "max_lr from the LR range test")
-    notices.append(f"max_lr auto: the LR range test ({result.settings.get('train_images', '?')} images, "
-                   f"{len(result.lr)} steps, {result.seconds:.1f}s) chose {max_lr:.3g} "
-                   f"({result.recommended_by}); it is saved in recipe.yaml")
+    notices.append(max_lr_notice(result, max_lr))
     return resolved, result
