@@ -123,7 +123,8 @@ def test_speedrun_recipe_follows_airbench94():
 
 
 def test_norm_lr_scale_puts_norm_parameters_in_a_second_group():
-    from cifarctl.training.builders import build_optimizer, build_scheduler
+    from cifarctl.training.builders import build_optimizer
+    from cifarctl.training.schedules import build_scheduler
     from cifarctl.recipe import load_recipe
     from cifarctl.registry import create_model
 
