@@ -384,8 +384,13 @@ def resolve_max_lr(recipe, *, model=None, data=None, data_source: str | None = N
 # ------------------------------------------------------------------------ output
 def make_out_dir(runs_dir: str | os.PathLike, name: str, now: datetime | None = None) -> Path:
     """A new ``<runs_dir>/lr-find/<name>-<YYYYmmdd-HHMMSS>`` folder (``-2``, ``-3``... if taken)."""
+    from cifarctl.runs import path_error
+
     parent = Path(runs_dir) / "lr-find"
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only, a file in the way, too long: one line naming it
+        raise path_error("the lr-find folder", parent, exc) from None
     base = f"{name}-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 1000):
         path = parent / (base if i == 1 else f"{base}-{i}")
@@ -394,6 +399,8 @@ def make_out_dir(runs_dir: str | os.PathLike, name: str, now: datetime | None = 
             return path
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise path_error("the lr-find folder", path, exc) from None
     raise CifarctlError(f"cannot create a new folder under {parent}: {base}-2 .. -999 all exist")
 
 
