@@ -134,9 +134,38 @@ def run_id_of(run_dir: str | os.PathLike) -> str | None:
     return rid if isinstance(rid, str) and rid else None
 
 
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (DataLoader or decode workers): close the inherited descriptors of
+    the parent's run locks. A flock belongs to the open file, which a fork shares, so a
+    worker that outlives a killed trainer would otherwise keep its run folder locked; closing
+    the child's copy leaves the parent's lock in place."""
+    for fd in list(_HELD_LOCK_FDS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCK_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 class RunLock:
     """An exclusive ``flock`` on ``<run>/.lock`` for the life of a writer (released on close,
-    or by the kernel when the process dies, however it dies). The holder's pid is in the file."""
+    or by the kernel when the process dies, however it dies; forked workers do not inherit
+    it). The holder's pid is in the file."""
 
     def __init__(self, run_dir: str | os.PathLike):
         import fcntl
@@ -154,17 +183,22 @@ class RunLock:
                 holder = os.pread(self.fd, 64, 0).decode().strip()
             os.close(self.fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                who = f"pid {holder}" if holder.isdigit() else "another process"
-                raise UsageError(f"{Path(run_dir)} is in use: {who} is writing it (two writers would mix "
-                                 "their checkpoints and metrics); wait for it to finish or stop it, then "
+                if holder.isdigit() and not _pid_alive(int(holder)):
+                    who = f"a process left by pid {holder} (which has ended) still holds it"
+                else:
+                    who = f"pid {holder} is writing it" if holder.isdigit() else "another process is writing it"
+                raise UsageError(f"{Path(run_dir)} is in use: {who} (two writers would mix their "
+                                 "checkpoints and metrics); wait for it to finish or stop it, then "
                                  "try again") from None
             raise path_error("a lock on", self.path, exc) from None
+        _HELD_LOCK_FDS.add(self.fd)
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, 0)
             os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
     def close(self) -> None:
         if self.fd is not None:
+            _HELD_LOCK_FDS.discard(self.fd)
             with contextlib.suppress(OSError):
                 os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None

@@ -744,6 +744,24 @@ def test_the_lock_is_released_and_held_by_pid(tmp_path):
             RunLock(tmp_path / "run")
     with RunLock(tmp_path / "run"):  # released on exit
         pass
+    # a forked worker (DataLoader, decode pool) does not keep its parent's lock: after a
+    # kill -9 of the trainer its orphaned workers must not lock the resume out
+    import multiprocessing
+
+    lock = RunLock(tmp_path / "run")
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(5,))
+    child.start()
+    try:
+        lock_path = str(tmp_path / "run" / ".lock")
+        deadline = time.time() + 10  # until the child has run its at-fork hooks
+        while time.time() < deadline and any(os.path.realpath(f"/proc/{child.pid}/fd/{fd}") == lock_path
+                                             for fd in os.listdir(f"/proc/{child.pid}/fd")):
+            time.sleep(0.05)
+        lock.close()
+        RunLock(tmp_path / "run").close()
+    finally:
+        child.terminate()
+        child.join()
 
 
 @pytest.mark.slow
