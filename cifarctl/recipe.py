@@ -258,10 +258,17 @@ class Recipe(_Strict):
     epochs: int = Field(..., gt=0, description="Training epochs.")
     seed: int = Field(1, ge=0, description="Seed of every random number generator.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="'auto' = bf16 autocast on CUDA, fp32 on CPU."
+        "auto", description="'auto' = bf16 autocast on CUDA, fp32 on the CPU (bf16 autocast on an AVX2-only "
+        "CPU made a step 6-8x slower: benchmarks/results/cpu-speed-cpu.md)."
     )
-    channels_last: bool = Field(True, description="Use channels_last memory format on CUDA.")
-    compile: bool = Field(False, description="torch.compile the model.")
+    channels_last: bool = Field(
+        True, description="Use the channels_last (NHWC) memory format for the model and its batches, on CUDA "
+        "and on the CPU (on a 2-core CPU it made a training step 1.04-1.30x faster for the s6, s8 and s9 "
+        "nets: benchmarks/results/cpu-speed-cpu.md).")
+    compile: bool = Field(
+        False, description="torch.compile the model. Off by default: on a 2-core CPU it cost 33-45 s of "
+        "compilation and made a step 0.8-1.0x as fast for s8_bn and s9_dilated (only s6_dilated with "
+        "channels_last gained, 1.08x over eager channels_last); not measured on a GPU yet.")
     sync_bn: bool = Field(False, description="Synchronise BatchNorm across ranks under torchrun.")
     lookahead: Lookahead | None = Field(None, description="Lookahead averaging of the weights (airbench94); "
                                         "null = off.")

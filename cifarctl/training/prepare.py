@@ -22,6 +22,7 @@ from cifarctl.training.builders import (
     precision_for,
     resolve_device,
     seed_everything,
+    uses_channels_last,
 )
 from cifarctl.training.engine import Trainer
 from cifarctl.training.faults import FaultPlan
@@ -73,7 +74,7 @@ def prepare(
         recipe = distributed.broadcast_object(recipe)
 
     model = build_model(recipe).to(dev)
-    if dev.type == "cuda" and recipe.channels_last:
+    if uses_channels_last(recipe, dev):
         model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     raw_model = model
