@@ -13,7 +13,10 @@ def _acc(v: float | None) -> str:
 
 
 def _pm(mean: float | None, std: float | None, fmt=_acc) -> str:
-    return "-" if mean is None else f"{fmt(mean)} ± {fmt(std)}"
+    """``mean ± std``; the mean alone when there is no spread over seeds (std None)."""
+    if mean is None:
+        return "-"
+    return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
 
 
 def _count(n: int | None) -> str:
