@@ -327,7 +327,9 @@ def _number_fields(cls=None, path=(), base=None):
             yield (*path, (name, None)), "float" if float in scalars else "int", field.default
         for m in members:
             if get_origin(m) is tuple and any(float in _members(a) for a in get_args(m)):
-                yield (*path, (name, None)), "float-tuple", field.default
+                sample = field.default if field.default is not None else \
+                    tuple(1.0 + i for i in range(len(get_args(m))))  # an optional pair: a valid one
+                yield (*path, (name, None)), "float-tuple", sample
             elif get_origin(m) is list and int in _members(get_args(m)[0]):
                 yield (*path, (name, None)), "int-list", [1]
 
