@@ -34,6 +34,9 @@ def _mark_bools(annotation: Any, value: Any) -> Any:
     if origin is Annotated:
         return _mark_bools(args[0], value)
     if origin in (Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:  # Optional[X]: X's rule
+            return _mark_bools(members[0], value)
         if bool in args or Any in args or not any(a in (int, float) for a in args):
             return value
         return NotANumber(value) if isinstance(value, bool) else value
