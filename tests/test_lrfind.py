@@ -88,7 +88,7 @@ def test_bad_arguments_are_usage_errors():
 def test_sweep_restores_the_model_and_writes_files(tmp_path, data_cache_dir):
     """A real short sweep on a given model: restored afterwards, stopped only at divergence."""
     recipe = load_recipe("s8_bn", TINY)
-    from cifarctl.training.engine import build_model
+    from cifarctl.training.builders import build_model
 
     torch.manual_seed(0)
     model = build_model(recipe)
