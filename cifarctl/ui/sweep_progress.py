@@ -1,7 +1,7 @@
 """Progress of an LR range test: a live bar on a terminal, plain lines off one.
 
 :class:`SweepProgress` is the ``progress(i, n, lr, loss)`` callback of
-:func:`cifarctl.lrfind.run_lr_find`. On a terminal it draws a rich bar whose ETA comes
+:func:`cifarctl.training.lrfind.run_lr_find`. On a terminal it draws a rich bar whose ETA comes
 from :class:`cifarctl.ui.eta.Eta` (rich's own needs steps shorter than 30 s). Off one
 (a pipe, a log file, ``nohup``) it prints, with no escape codes: one line with the
 estimated duration once the first steps are timed, then a line about every 10 % of
