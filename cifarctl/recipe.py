@@ -2,7 +2,8 @@
 
 Precedence, in one place (``load_recipe``): schema defaults < recipe file < ``--set``.
 Every problem is collected and reported at once, each naming the file, the key path and,
-for an unknown key, the closest valid key. Only ``yaml.safe_load`` is ever used.
+for an unknown key, the closest valid key. YAML is only read through the bounded safe
+loader of :mod:`cifarctl.yamlsafe` (no tags, bounded aliases and depth, no duplicate keys).
 
 The schema is documented field by field in the Field descriptions below; ``cifarctl
 recipes --schema`` prints it.
@@ -12,24 +13,27 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (BaseModel, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
-from cifarctl import CIFAR_MEAN, CIFAR_STD
+from cifarctl import CIFAR_MEAN, CIFAR_STD, yamlsafe
 from cifarctl.errors import RecipeError, UsageError, did_you_mean
+from cifarctl.fsutil import name_problem
+from cifarctl.strict import NOT_A_NUMBER, NotANumber, StrictModel  # noqa: F401  (re-exported)
 
 TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentations: cifarctl.training.evaluation
 
 SCHEMA_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictModel
 
 
 # --------------------------------------------------------------------------- data
@@ -107,6 +111,42 @@ class LRFind(_Strict):
     end_lr: float = Field(10.0, gt=0)
     num_iter: int = Field(100, ge=5)
     step_mode: Literal["exp", "linear"] = "exp"
+    fallback_max_lr: float | None = Field(
+        None, gt=0, description="max_lr to train with (and a warning) when the range test is "
+        "inconclusive or its lr is out of range; unset = stop with an error instead.")
+    accept_range: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="[low, high]: a chosen max_lr outside it counts as out of range; unset = "
+        "any lr inside the sweep that was not clipped to its ends.")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.accept_range is not None and not self.accept_range[0] < self.accept_range[1]:
+            raise ValueError("accept_range must be [low, high] with low < high")
+        return self
+
+    @model_validator(mode="after")
+    def _increasing(self):
+        if self.start_lr >= self.end_lr:
+            raise ValueError(f"start_lr ({self.start_lr:g}) must be smaller than end_lr ({self.end_lr:g}): "
+                             "the range test sweeps upwards")
+        return self
+
+
+def lr_find_problems(settings: dict[str, Any]) -> list[str]:
+    """``--start-lr``/``--end-lr``/... problems of an LR range test's settings (finite,
+    positive, start below end), checked before any sweep; [] when they are fine."""
+    try:
+        LRFind.model_validate(settings)
+    except ValidationError as err:
+        out = []
+        for e in err.errors():
+            where = f"--{str(e['loc'][0]).replace('_', '-')}: " if e["loc"] else ""
+            msg = e["msg"].removeprefix("Value error, ").rstrip(".")
+            if e["type"] == "finite_number":
+                msg = "must be a finite number"
+            out.append(f"{where}{msg} (got {e.get('input')!r})" if e["loc"] else msg)
+        return out
+    return []
 
 
 class OneCycle(_Strict):
@@ -218,10 +258,17 @@ class Recipe(_Strict):
     epochs: int = Field(..., gt=0, description="Training epochs.")
     seed: int = Field(1, ge=0, description="Seed of every random number generator.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="'auto' = bf16 autocast on CUDA, fp32 on CPU."
+        "auto", description="'auto' = bf16 autocast on CUDA, fp32 on the CPU (bf16 autocast on an AVX2-only "
+        "CPU made a step 6-8x slower: benchmarks/results/cpu-speed-cpu.md)."
     )
-    channels_last: bool = Field(True, description="Use channels_last memory format on CUDA.")
-    compile: bool = Field(False, description="torch.compile the model.")
+    channels_last: bool = Field(
+        True, description="Use the channels_last (NHWC) memory format for the model and its batches, on CUDA "
+        "and on the CPU (on a 2-core CPU it made a training step 1.04-1.30x faster for the s6, s8 and s9 "
+        "nets: benchmarks/results/cpu-speed-cpu.md).")
+    compile: bool = Field(
+        False, description="torch.compile the model. Off by default: on a 2-core CPU it cost 33-45 s of "
+        "compilation and made a step 0.8-1.0x as fast for s8_bn and s9_dilated (only s6_dilated with "
+        "channels_last gained, 1.08x over eager channels_last); not measured on a GPU yet.")
     sync_bn: bool = Field(False, description="Synchronise BatchNorm across ranks under torchrun.")
     lookahead: Lookahead | None = Field(None, description="Lookahead averaging of the weights (airbench94); "
                                         "null = off.")
@@ -230,6 +277,15 @@ class Recipe(_Strict):
         "eval`: none; flip (mean with the mirror image); flip_translate (airbench94: mirror x "
         "{as is, 1 px up-left, 1 px down-right}, weighted 1/2, 1/4, 1/4).")
     target: Target = Field(default_factory=Target)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        bad = name_problem(value)
+        if bad:
+            raise ValueError(f"{bad}: the run folder is named after it, so it must be one plain folder "
+                             "name (letters, digits, '-', '_', '.')")
+        return value
 
     _origin: str = PrivateAttr("")  # set by validate_dict: the file (and --set options) it came from
 
@@ -291,8 +347,9 @@ def bundled_recipes() -> dict[str, Path]:
 
 
 def is_recipe_ref(ref: str) -> bool:
-    """True for a path ending in .yaml/.yml or the name of a bundled recipe."""
-    return ref.endswith((".yaml", ".yml")) or ref in bundled_recipes()
+    """True for a path ending in .yaml/.yml or holding a '/', or the name of a bundled recipe
+    (a path such as ``/dev/null`` or a folder is then reported as such, not as an unknown name)."""
+    return ref.endswith((".yaml", ".yml")) or os.sep in ref or ref in bundled_recipes()
 
 
 def resolve_recipe_path(ref: str) -> Path:
@@ -300,6 +357,8 @@ def resolve_recipe_path(ref: str) -> Path:
     p = Path(ref)
     if p.is_file():
         return p
+    if os.path.lexists(p):  # a folder, a device (/dev/null), a pipe, a dangling link
+        raise UsageError(f"recipe file {ref} {yamlsafe.file_problem(p) or 'is not a regular file'}")
     if ref.endswith((".yaml", ".yml")) or os.sep in ref:
         raise UsageError(f"recipe file {ref} does not exist")
     bundled = bundled_recipes()
@@ -311,13 +370,8 @@ def resolve_recipe_path(ref: str) -> Path:
 
 
 # ------------------------------------------------------------------------ loading
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if isinstance(exc, yaml.constructor.ConstructorError):
-        problem = f"{problem} (only plain YAML is allowed: no python tags)"
-    return f"{where}{problem}"
+_yaml_problem = yamlsafe.problem
+MAX_KEY_PARTS = 16  # --set a.b.c...: a recipe is 6 levels deep
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -328,10 +382,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise UsageError(f"--set {item!r}: empty key in {key!r}")
+    if key.count(".") >= MAX_KEY_PARTS:
+        raise UsageError(f"--set {key[:60]}...: more than {MAX_KEY_PARTS} levels of keys (no recipe key is)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yamlsafe.load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise UsageError(f"--set {item!r}: value is not valid YAML ({_yaml_problem(exc)})") from None
+        shown = item if len(item) <= 80 else item[:77] + "..."
+        raise UsageError(f"--set {shown!r}: value is not valid YAML ({_yaml_problem(exc)})") from None
     return key.split("."), value
 
 
@@ -392,8 +449,14 @@ def _model_at(loc: tuple, data: dict[str, Any]) -> type[BaseModel] | None:
     return cls
 
 
+# The member tag pydantic appends to the location of an error inside a union (max_lr.float).
+_UNION_BRANCH = re.compile(r"\.(int|float|str|bool|none|literal\[.*\]|function-[a-z]+\[.*\]|"
+                           r"tuple\[.*\]|list\[.*\]|dict\[.*\])$")
+
+
 def _format_errors(err: ValidationError, data: dict[str, Any]) -> list[str]:
-    problems = []
+    problems: list[str] = []
+    union_msgs: dict[str, tuple[list[str], str, int]] = {}
     for e in err.errors():
         loc = list(e["loc"])
         # Drop the discriminator tag pydantic inserts (scheduler.onecycle.max_lr).
@@ -415,9 +478,31 @@ def _format_errors(err: ValidationError, data: dict[str, Any]) -> list[str]:
             problems.append(f"{path}: required key is missing")
         else:
             got = e.get("input")
-            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-            problems.append(f"{path}: {e['msg'].rstrip('.')}{shown}")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {_short(got)})"
+            msg = e["msg"].removeprefix("Value error, ").rstrip(".")
+            branch = _UNION_BRANCH.search(path)
+            if branch:  # one member of a union (float | 'auto'): merged into one line below
+                path = path[: branch.start()]
+            if isinstance(got, NotANumber):
+                msg = NOT_A_NUMBER
+            elif e["type"] == "finite_number":
+                msg = "must be a finite number (not nan or inf; floats beyond 1.8e308 are inf)"
+            key = path or "(top level)"
+            if key in union_msgs and branch:
+                if msg not in union_msgs[key][0]:
+                    union_msgs[key][0].append(msg)
+                continue
+            if branch:
+                union_msgs[key] = ([msg], shown, len(problems))
+            problems.append(f"{key}: {msg}{shown}")
+    for key, (msgs, shown, at) in union_msgs.items():
+        problems[at] = f"{key}: {' or '.join(msgs)}{shown}"
     return problems
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _semantic_problems(recipe: Recipe) -> list[str]:
@@ -427,9 +512,14 @@ def _semantic_problems(recipe: Recipe) -> list[str]:
     problems = []
     if not is_model(recipe.model):
         problems.append(f"model: unknown model {recipe.model!r}{did_you_mean(recipe.model, list_models())}")
-    from cifarctl.augment.spec import check_steps  # no torch: validation stays fast
+    else:
+        from cifarctl.registry import check_model_args
 
-    for where, message in check_steps(recipe.data.augment):
+        problems += check_model_args(recipe.model, recipe.model_args)
+    from cifarctl.augment.spec import check_steps, geometry_problems  # no torch: validation stays fast
+
+    steps = check_steps(recipe.data.augment)
+    for where, message in steps or geometry_problems(recipe.data.augment):
         problems.append(f"data.augment{where}: {message}")
     sub = recipe.data.train_subset
     if sub is not None and recipe.data.batch_size > sub:
@@ -447,6 +537,9 @@ def validate_dict(raw: Any, source: str) -> Recipe:
         raise RecipeError(source, ["the recipe is empty (expected a mapping with at least name, model, epochs)"])
     if not isinstance(raw, dict):
         raise RecipeError(source, [f"expected a mapping at the top level, got {type(raw).__name__}"])
+    too_big = yamlsafe.check_tree(raw)
+    if too_big:  # a crafted stored recipe (checkpoint) or an --set alias bomb: refuse before walking it
+        raise RecipeError(source, [f"the recipe {too_big}: not a recipe"])
     version = raw.get("schema_version", SCHEMA_VERSION)
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise RecipeError(
@@ -468,33 +561,33 @@ def validate_dict(raw: Any, source: str) -> Recipe:
 def _raw_semantic_problems(raw: dict[str, Any]) -> list[str]:
     """:func:`_semantic_problems` on a mapping that failed validation: model, augmentations
     and batch size, where they are of the right type to be checked."""
-    from cifarctl.augment.spec import check_steps
+    from cifarctl.augment.spec import check_steps, geometry_problems
     from cifarctl.registry import is_model, list_models
 
     problems = []
     model = raw.get("model")
     if isinstance(model, str) and not is_model(model):
         problems.append(f"model: unknown model {model!r}{did_you_mean(model, list_models())}")
+    elif isinstance(model, str) and isinstance(raw.get("model_args"), dict):
+        from cifarctl.registry import check_model_args
+
+        problems += check_model_args(model, raw["model_args"])
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     augment = data.get("augment")
     if isinstance(augment, list):
-        problems += [f"data.augment{where}: {message}" for where, message in check_steps(augment)]
+        found = check_steps(augment) or geometry_problems(augment)
+        problems += [f"data.augment{where}: {message}" for where, message in found]
     batch, sub = data.get("batch_size"), data.get("train_subset")
-    if isinstance(batch, int) and isinstance(sub, int) and 0 < sub < batch:
+    if isinstance(batch, int) and isinstance(sub, int) and not isinstance(sub, bool) and 0 < sub < batch:
         problems.append(f"data.batch_size: {batch} is larger than data.train_subset ({sub})")
     return problems
 
 
 def read_yaml(path: Path) -> Any:
-    """safe_load a recipe file; syntax errors become a RecipeError with line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RecipeError(str(path), [_yaml_problem(exc)]) from None
+    """Read a recipe file with the bounded loader (:mod:`cifarctl.yamlsafe`): syntax errors,
+    alias bombs, deep nesting, duplicate keys, non-UTF-8 text, folders and devices are a
+    RecipeError naming the file (with line and column where there is one)."""
+    return yamlsafe.read_file(path)
 
 
 def load_recipe(ref: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

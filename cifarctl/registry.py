@@ -13,11 +13,23 @@ builds the network. This module itself never imports torch.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from cifarctl.errors import UsageError, did_you_mean
+
+# Types for the arguments of model constructors: a recipe's ``model_args`` are validated
+# against the constructor's signature (names, types, these ranges) with the recipe.
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 @dataclass(frozen=True)
@@ -85,12 +97,90 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def create_model(name: str, **kwargs: Any):
-    """Build the model registered as ``name`` with keyword arguments from the recipe."""
+    """Build the model registered as ``name`` with keyword arguments from the recipe.
+
+    The arguments are checked first (:func:`check_model_args`), so that arguments stored
+    in an older checkpoint or run are one :class:`UsageError` line, like a recipe's.
+    """
     entry = get_entry(name)
+    problems = check_model_args(entry.name, kwargs)
+    if problems:
+        raise UsageError(f"model {entry.name!r}: bad model_args: {'; '.join(problems)}")
     try:
         return entry.fn(**kwargs)
-    except TypeError as exc:
-        raise UsageError(f"model {entry.name!r}: bad model_args ({exc})") from exc
+    except (TypeError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"model {entry.name!r}: bad model_args ({first})") from exc
+
+
+@functools.lru_cache(maxsize=None)
+def _args_model(name: str):
+    """A pydantic model of ``name``'s constructor arguments (from its signature and type hints)."""
+    from pydantic import create_model as make
+
+    from cifarctl.strict import StrictModel
+
+    fn = _REGISTRY[name].fn
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # noqa: BLE001 - an unresolvable hint: check names only
+        hints = {}
+    fields: dict[str, Any] = {}
+    open_ended = False
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            open_ended = True
+            continue
+        default = ... if p.default is p.empty else p.default
+        fields[p.name] = (hints.get(p.name, Any), default)
+    base = StrictModel
+    if open_ended:  # **kwargs: any further name is passed on; the named ones are still checked
+        from pydantic import ConfigDict
+
+        base = type("OpenArgs", (StrictModel,), {"model_config": ConfigDict(extra="allow")})
+    return make(f"{name}_model_args", __base__=base, **fields), open_ended
+
+
+def check_model_args(name: str, args: Any) -> list[str]:
+    """Problems of ``model_args`` for the model ``name`` ("model_args.key: what"), or [].
+
+    Names are checked against the constructor's signature (closest name suggested), values
+    against its type hints and the ranges they carry (e.g. ``dropout`` in [0, 1)); floats
+    must be finite and booleans are not numbers.
+    """
+    from pydantic import ValidationError
+
+    from cifarctl.strict import NOT_A_NUMBER, NotANumber
+
+    if not isinstance(args, dict):
+        return [f"model_args: expected a mapping of argument: value, got {type(args).__name__}"]
+    canonical = resolve_name(name)
+    model, open_ended = _args_model(canonical)
+    known = list(model.model_fields)
+    problems = []
+    for key in args:
+        if not isinstance(key, str) or (key not in model.model_fields and not open_ended):
+            hint = did_you_mean(str(key), known) or (f" (it takes {', '.join(known)})" if known else
+                                                     " (it takes none)")
+            problems.append(f"model_args.{key}: unknown argument of model {canonical!r}{hint}")
+    if problems:
+        return problems
+    try:
+        model.model_validate(args)
+    except ValidationError as err:
+        for e in err.errors():
+            loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in e["loc"]).replace(".[", "[")
+            got = e.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            msg = e["msg"].removeprefix("Value error, ").rstrip(".")
+            if isinstance(got, NotANumber):
+                msg = NOT_A_NUMBER
+            elif e["type"] == "finite_number":
+                msg = "must be a finite number (not nan or inf)"
+            line = f"model_args.{loc}: {msg}{shown}"
+            if line not in problems:
+                problems.append(line)
+    return problems
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -9,7 +9,12 @@ A run folder ``runs/<recipe>-<YYYYmmdd-HHMMSS>/`` holds::
     summary.json     status, best/final accuracy, target verdict (atomic, every epoch)
     log.txt          the plain per-epoch lines (and a traceback if the run failed)
     curves.png       loss and accuracy by epoch (atomic, every epoch)
+    run.json         the run's id (and its data's content key), written when the folder is made
+    .lock            locked (flock) by the process writing the folder, which wrote its pid there
     checkpoints/last.pt, checkpoints/best.pt
+
+Every checkpoint carries the run id and the data key, so ``--resume`` can prove that the
+checkpoint belongs to this folder and is trained on the same data (:func:`claim_run`).
 
 Every file that is rewritten is written to a temp file in the same folder, fsynced and
 ``os.replace``d, so a crash leaves either the old or the new file, never half of one (a
@@ -21,6 +26,7 @@ checking the zip checksums, so a damaged file is an error rather than wrong weig
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -29,34 +35,62 @@ import platform
 import socket
 import subprocess
 import sys
+import time
+import uuid
 import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cifarctl import __version__
-from cifarctl.errors import CheckpointError, UnsafeCheckpointError, UsageError, WriteError
-from cifarctl.fsutil import fsync_dir, remove_temps
+from cifarctl.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, CheckpointError, UnsafeCheckpointError,
+                             UsageError, WriteError)
+from cifarctl.fsutil import fsync_dir, name_problem, remove_temps
 
 CHECKPOINT_FORMAT = "cifarctl-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
 # ------------------------------------------------------------------------ folders
+# errnos that mean the path itself is wrong (the user's to fix), not the machine's state
+_BAD_PATH = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EINVAL, errno.ELOOP, errno.EILSEQ)
+
+
+def path_error(what: str, path: Path, exc: OSError, fix: str = ""):
+    """One line for a folder or file that cannot be made: UsageError (2) when the path is bad
+    (too long, a file in the way, a link loop), WriteError (1) when the disk or the
+    permissions are (read-only, full, not allowed)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _FULL:
+        reason += ": the disk is full or over a quota"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        reason += ": choose a writable folder (--runs-dir)"
+    line = f"cannot create {what} {path} ({reason}){fix}"
+    return UsageError(line) if exc.errno in _BAD_PATH else WriteError(line)
+
+
 def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | None = None, *,
                    now: datetime | None = None, checkpoints: bool = True) -> Path:
-    """A new, empty ``<runs_dir>/<name or recipe-YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken),
-    with a ``checkpoints/`` folder unless ``checkpoints`` is False.
+    """A new, empty ``<runs_dir>/<name or recipe-YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken)
+    holding ``checkpoints/`` and ``run.json`` (a new run id), or nothing when ``checkpoints``
+    is False (an lr-find folder).
 
-    ``os.mkdir`` is atomic: two processes starting in the same second get two folders.
+    ``os.mkdir`` is atomic: two processes starting in the same second get two folders. The
+    name is a single safe folder name (``--name`` and the recipe name alike); any failure to
+    create the folder is one line naming it (exit 2 for a bad path, 1 otherwise).
     """
-    if name is not None and (not name.strip() or "/" in name or os.sep in name or name in (".", "..")):
-        raise UsageError(f"--name {name!r}: expected a plain folder name (no '/')")
+    for option, value in (("--name", name), ("recipe name", recipe_name)):
+        bad = name_problem(value) if value is not None else None
+        if bad:
+            raise UsageError(f"{option} {value[:60]!r}: {bad}: expected one plain folder name")
     parent = Path(runs_dir)
     try:
         parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file where the runs folder should be
+        raise UsageError(f"cannot create the runs folder {parent}: {exc.strerror or exc} (a file is in "
+                         "the way): pass --runs-dir FOLDER") from None
     except OSError as exc:
-        raise UsageError(f"cannot create the runs folder {parent}: {exc.strerror or exc}") from None
+        raise path_error("the runs folder", parent, exc) from None
     base = name or f"{recipe_name}-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 10_000):
         path = parent / (base if i == 1 else f"{base}-{i}")
@@ -64,10 +98,244 @@ def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | No
             os.mkdir(path)
         except FileExistsError:
             continue
-        if checkpoints:
+        except OSError as exc:
+            raise path_error("the run folder", path, exc) from None
+        if not checkpoints:  # an lr-find folder: no checkpoints, nothing to resume
+            return path
+        try:
             (path / "checkpoints").mkdir()
+            write_json(path / RUN_FILE, {"run_id": new_run_id(),
+                                         "created": datetime.now().astimezone().isoformat(timespec="seconds")})
+        except WriteError:
+            raise
+        except OSError as exc:
+            raise path_error("the run folder", path / "checkpoints", exc) from None
         return path
     raise UsageError(f"cannot create a run folder under {parent}: {base} .. {base}-9999 all exist")
+
+
+# ------------------------------------------------------------------------ run identity
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def read_run_info(run_dir: str | os.PathLike) -> dict:
+    """``run.json`` of a run folder ({} when absent or unreadable: a folder of an older cifarctl)."""
+    info = read_json(Path(run_dir) / RUN_FILE)
+    return info if isinstance(info, dict) else {}
+
+
+def run_id_of(run_dir: str | os.PathLike) -> str | None:
+    rid = read_run_info(run_dir).get("run_id")
+    return rid if isinstance(rid, str) and rid else None
+
+
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (DataLoader or decode workers): close the inherited descriptors of
+    the parent's run locks. A flock belongs to the open file, which a fork shares, so a
+    worker that outlives a killed trainer would otherwise keep its run folder locked; closing
+    the child's copy leaves the parent's lock in place."""
+    for fd in list(_HELD_LOCK_FDS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCK_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run>/.lock`` for the life of a writer (released on close,
+    or by the kernel when the process dies, however it dies; forked workers do not inherit
+    it). The holder's pid is in the file."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        import fcntl
+
+        self.path = Path(run_dir) / LOCK_FILE
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise path_error("the lock file", self.path, exc) from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                holder = os.pread(self.fd, 64, 0).decode().strip()
+            os.close(self.fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                if holder.isdigit() and not _pid_alive(int(holder)):
+                    who = f"a process left by pid {holder} (which has ended) still holds it"
+                else:
+                    who = f"pid {holder} is writing it" if holder.isdigit() else "another process is writing it"
+                raise UsageError(f"{Path(run_dir)} is in use: {who} (two writers would mix their "
+                                 "checkpoints and metrics); wait for it to finish or stop it, then "
+                                 "try again") from None
+            raise path_error("a lock on", self.path, exc) from None
+        _HELD_LOCK_FDS.add(self.fd)
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            _HELD_LOCK_FDS.discard(self.fd)
+            with contextlib.suppress(OSError):
+                os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def claim_run(run_dir: str | os.PathLike, locks: contextlib.ExitStack, *, ckpt: dict | None = None,
+              ckpt_path: Path | None = None, data_key: str | None = None, force: bool = False,
+              recipe_file_diffs=None) -> list[str]:
+    """Lock ``run_dir`` for this writer (held until ``locks`` closes) and, for a resume, prove
+    that ``ckpt`` belongs to it: the same run id (folder vs checkpoint), the same data
+    (``data_key`` vs the one recorded), and a ``recipe.yaml`` nobody edited since
+    (``recipe_file_diffs``: a callable giving its differences from the checkpoint's recipe,
+    or None not to check). A mismatch is a UsageError (exit 2) unless ``force``; the notices
+    returned say what ``force`` let through. ``run.json`` then records id and data key.
+    """
+    run_dir = Path(run_dir)
+    locks.enter_context(RunLock(run_dir))
+    info = read_run_info(run_dir)
+    notices: list[str] = []
+    if ckpt is not None:
+        problems = []
+        folder_id, ckpt_id = run_id_of(run_dir), ckpt.get("run_id")
+        if folder_id and ckpt_id and folder_id != ckpt_id:
+            problems.append((f"{ckpt_path} belongs to another run (run id {ckpt_id[:12]}, this folder's is "
+                             f"{folder_id[:12]}): was it copied here? Resume the run it came from",
+                             "continue this folder from it"))
+        elif folder_id and not ckpt_id:
+            problems.append((f"{ckpt_path} carries no run id, so it cannot be shown to belong to {run_dir} "
+                             "(written by an older cifarctl, or not by this run)", "continue from it"))
+        elif ckpt_id and not folder_id:
+            problems.append((f"{run_dir} has no {RUN_FILE}, so {ckpt_path} (run id {ckpt_id[:12]}) cannot be "
+                             "shown to belong to it", "continue from it"))
+        stored_key = ckpt.get("data_key") or info.get("data_key")
+        if stored_key and data_key and stored_key != data_key:
+            was = ckpt.get("data_source") or info.get("data_source") or "its data"
+            problems.append((f"{run_dir} was trained on {was} (content key {str(stored_key)[:12]}) but "
+                             f"the data given now has another content (key {data_key[:12]}): resume with "
+                             "the run's data (--data)", "train on the new data"))
+        if recipe_file_diffs is not None:
+            diffs = recipe_file_diffs()
+            if diffs:
+                shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+                problems.append((f"{run_dir / 'recipe.yaml'} was edited after its checkpoint was saved "
+                                 f"({shown}); a resume continues the checkpoint's recipe. To train with the "
+                                 f"edits: `cifarctl train {run_dir / 'recipe.yaml'} --resume {run_dir} --force`",
+                                 "ignore the edits (recipe.yaml is then rewritten)"))
+        for why, forced in problems:
+            if not force:
+                raise UsageError(f"{why}; or pass --force to {forced}")
+            notices.append(f"warning: --force: {why.split(':')[0]}; going on as asked ({forced})")
+    run_id = (info.get("run_id") if isinstance(info.get("run_id"), str) else None) or new_run_id()
+    updated = {**info, "run_id": run_id}
+    if data_key:
+        updated["data_key"] = data_key
+    if updated != info:
+        write_json(run_dir / RUN_FILE, updated)
+    return notices
+
+
+def recipe_file_differences(run_dir: str | os.PathLike, stored: dict, differences) -> list[str]:
+    """How the run folder's ``recipe.yaml`` differs from the checkpoint's recipe (``differences``
+    is :func:`cifarctl.training.run.recipe_differences`): edits made by hand since the checkpoint
+    was saved. [] when it is absent (an older folder) or the same."""
+    from cifarctl import yamlsafe
+    from cifarctl.errors import RecipeError
+
+    path = Path(run_dir) / "recipe.yaml"
+    if not os.path.lexists(path):
+        return []
+    try:
+        raw = yamlsafe.read_file(path)
+    except RecipeError as exc:
+        return [f"it no longer reads as a recipe: {'; '.join(exc.problems)}"]
+    if not isinstance(raw, dict):
+        return [f"it is a {type(raw).__name__}, not a recipe mapping"]
+    from pydantic import ValidationError
+
+    from cifarctl.recipe import Recipe
+
+    try:
+        raw = Recipe.model_validate(raw).to_dict()  # with today's defaults, as the stored one is
+    except (ValidationError, ValueError, TypeError):
+        pass
+    return differences(stored, raw)
+
+
+# ------------------------------------------------------------------------ signals during saves
+class SecondSignal(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: stop now. ``exit_code`` says which signal (130 / 143)."""
+
+    def __init__(self, signal_name: str = "SIGINT", after_save: bool = False):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.after_save = after_save
+        self.exit_code = EXIT_TERMINATED if signal_name == "SIGTERM" else EXIT_INTERRUPTED
+
+
+_saving = {"depth": 0, "pending": None}
+
+
+def defer_signal(signal_name: str) -> bool:
+    """For a signal handler: True when a checkpoint is being saved, in which case the signal
+    is raised (as :class:`SecondSignal`) once the file is complete, instead of now."""
+    if _saving["depth"]:
+        _saving["pending"] = _saving["pending"] or signal_name
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    _saving["depth"] += 1
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        _saving["depth"] -= 1
+        pending = _saving["pending"] if _saving["depth"] == 0 else None
+        if _saving["depth"] == 0:
+            _saving["pending"] = None
+        if pending and ok:
+            raise SecondSignal(pending, after_save=True)
+
+
+def second_signal_message(exc: BaseException) -> str:
+    """The log line of a run stopped by a second signal."""
+    name = getattr(exc, "signal_name", "signal")
+    if getattr(exc, "after_save", False):
+        return f"interrupted (second {name}): stopped after finishing the checkpoint being saved"
+    return f"interrupted (second {name}): stopped without saving the current epoch"
 
 
 def _temp_for(path: Path) -> Path:
@@ -108,10 +376,11 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a fsynced temp file in the same folder; the old
     file stays as it was when that fails (:class:`WriteError`)."""
     path = Path(path)
+    existed = path.is_file()
     try:
         _write_file(path, data.encode() if isinstance(data, str) else data)
     except OSError as exc:
-        raise write_error(path, exc, f"; the previous {path.name} is intact") from None
+        raise write_error(path, exc, f"; the previous {path.name} is intact" if existed else "") from None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -161,10 +430,13 @@ def read_json(path: Path) -> Any:
 
 
 class RunFiles:
-    """The append-only files of a run folder: metrics.jsonl and log.txt."""
+    """The append-only files of a run folder: metrics.jsonl and log.txt; and its checkpoints,
+    stamped with the run id and data key of ``run.json`` (:meth:`save_checkpoint`)."""
 
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
+        info = read_run_info(self.dir)
+        self.run_id, self.data_key = info.get("run_id"), info.get("data_key")
         self.ckpt_dir = self.dir / "checkpoints"
         self.ckpt_dir.mkdir(exist_ok=True)
         self.last = self.ckpt_dir / "last.pt"
@@ -219,6 +491,10 @@ class RunFiles:
 
     def curves(self, history: list[dict]) -> None:
         write_curves(self.dir / "curves.png", history)
+
+    def save_checkpoint(self, state: dict, path: str | os.PathLike, before_replace=None) -> None:
+        """:func:`save_checkpoint` with this run's id and data key in the checkpoint."""
+        save_checkpoint({**state, "run_id": self.run_id, "data_key": self.data_key}, path, before_replace)
 
 
 def write_curves(path: Path, history: list[dict]) -> None:
@@ -293,15 +569,17 @@ def save_checkpoint(obj: dict, path: str | os.PathLike, before_replace=None) -> 
     import torch
 
     path = Path(path)
+    existed = path.is_file()
     buf = io.BytesIO()
     torch.save(obj, buf)
     try:
-        _write_file(path, buf.getbuffer(), before_replace)
+        with _signals_deferred():  # a second Ctrl-C/SIGTERM waits for the file to be complete
+            _write_file(path, buf.getbuffer(), before_replace)
     except OSError as exc:
         run = path.parent.parent if path.parent.name == "checkpoints" else None
         then = f"continue with `cifarctl train --resume {run}`" if run else "save again"
-        raise write_error(path, exc, f"; the previous {path.name} is intact: free some space, then "
-                                     f"{then}") from None
+        kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was saved"
+        raise write_error(path, exc, f"; {kept}: free some space, then {then}") from None
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:

@@ -70,16 +70,17 @@ def test_misclassified_passes_its_options_to_find_misclassified(cli, calls, tmp_
 def test_lr_find_resolves_the_name_and_passes_the_sweep(cli, calls, tmp_path):
     from cifarctl.training.lrfind import analyse
 
-    sweep = analyse([1e-3, 1e-2, 1e-1], [2.0, 1.0, 3.0], [2.0, 1.0, 3.0], num_iter=3, start_lr=1e-3, end_lr=1e-1)
+    sweep = analyse([1e-3, 1e-2, 1e-1], [2.0, 1.0, 3.0], num_iter=3, start_lr=1e-3, end_lr=1e-1)
     calls.patch("cifarctl.training.lrfind.run_lr_find", sweep)
     res = cli("lr-find", "s8_bn", "--set", "data.train_subset=64", "--data", "synthetic", "--optimizer", "adam",
-              "--weight-decay", "0.01", "--batch-size", "16", "--start-lr", "1e-5", "--num-iter", "3",
+              "--weight-decay", "0.01", "--batch-size", "16", "--start-lr", "1e-5", "--num-iter", "5",
               "--device", "cpu", "--runs-dir", tmp_path, "--json")
     assert res.exit_code == 0, res.output
     (name, (recipe,), kw), = calls.seen
     assert recipe.name == "s8_bn" and recipe.data.train_subset == 64 and recipe.model_args == {"dropout": 0.05}
-    assert kw == dict(data_source="synthetic", device="cpu", optimizer="adam", weight_decay=0.01, batch_size=16,
-                      progress=kw["progress"], start_lr=1e-5, end_lr=10.0, num_iter=3, step_mode="exp")
+    assert str(kw["device"]) == "cpu"  # resolved once, so the header can name it
+    assert kw == dict(data_source="synthetic", device=kw["device"], optimizer="adam", weight_decay=0.01, batch_size=16,
+                      progress=kw["progress"], start_lr=1e-5, end_lr=10.0, num_iter=5, step_mode="exp")
     assert Path(json.loads(res.output)["out_dir"]).parent == tmp_path / "lr-find"
 
 

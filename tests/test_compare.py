@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,10 @@ def make_run(
     root: Path, folder: str, recipe: str, seed: int, accs: list[float], *, model: str = "s8_bn",
     epochs_planned: int | None = None, status: str | None = "completed", seconds: float = 10.0,
     schema_version: int = 1, truncate: bool = False, target: dict | None = None,
+    data: dict | None = None, scheduler: dict | None = None, lr_find: bool = False,
 ) -> Path:
-    """A run folder like `cifarctl train` writes; ``status=None`` leaves out summary.json."""
+    """A run folder like `cifarctl train` writes; ``status=None`` leaves out summary.json.
+    ``data`` / ``scheduler`` replace those recipe sections; ``lr_find`` adds lr_find.json."""
     d = root / folder
     (d / "checkpoints").mkdir(parents=True)
     (d / "checkpoints" / "last.pt").write_bytes(b"not a pickle: compare must never open this")
@@ -30,9 +33,11 @@ def make_run(
     target = target or {"min_test_acc": 71.0, "max_params": None, "max_epochs": None}
     (d / "recipe.yaml").write_text(yaml.safe_dump({
         "schema_version": schema_version, "name": recipe, "model": model, "model_args": {},
-        "data": {"batch_size": 128}, "optimizer": {"name": "sgd", "lr": 0.05},
-        "scheduler": {"name": "none"}, "epochs": planned, "seed": seed, "target": target,
+        "data": data or {"batch_size": 128}, "optimizer": {"name": "sgd", "lr": 0.05},
+        "scheduler": scheduler or {"name": "none"}, "epochs": planned, "seed": seed, "target": target,
     }))
+    if lr_find:
+        (d / "lr_find.json").write_text("{}")
     lines = [json.dumps({
         "epoch": e, "train_loss": 2.0 / e, "train_acc": acc - 3, "test_loss": 1.5 / e, "test_acc": acc,
         "lr": 0.05 / e, "seconds": seconds, "images_per_s": 5000.0 / seconds,
@@ -93,7 +98,10 @@ def test_group_mean_and_sample_std(runs_root):
     assert g.best_mean == pytest.approx(72.0) and g.best_std == pytest.approx(2.0)
     assert g.final_mean == pytest.approx(71.0) and g.final_std == pytest.approx(2.0)
     assert g.time_mean == pytest.approx(60.0) and g.time_std == pytest.approx(30.0)
-    assert groups["s6_dilated"].n == 1 and groups["s6_dilated"].best_std == 0.0
+    assert g.seeds_differ and g.label == "s8_bn" and g.over_seeds == "mean of 3 seeds"
+    lone = groups["s6_dilated"]  # a group of one: no ± std
+    assert lone.n == 1 and lone.best_mean == 81 and lone.best_std is None and lone.final_std is None
+    assert lone.over_seeds == "1 run"
 
 
 def test_broken_runs_are_marked_or_skipped(runs_root):
@@ -154,7 +162,8 @@ def test_cli_table_groups_chart_and_skipped_off_tty(runs_root):
     out = res.output
     assert "\x1b" not in out
     assert "s8_bn-20261101-110000" in out and "72.00 ± 2.00" in out and "71.00 ± 2.00" in out
-    assert "test_acc per epoch" in out and "s8_bn (mean of 3)" in out
+    assert "test_acc per epoch" in out and "s8_bn (mean of 3 seeds)" in out
+    assert "s6_dilated " in out and "81.00 ± " not in out  # the lone run: no ± std
     assert any(ch in out for ch in "•+x*o") and "┤" in out  # plotted points and y ticks
     assert "truncated metrics line 3" in out and "schema newer" in out
     assert "empty-20261102-140000: empty folder" in out and "notes.txt: not a folder" in out
@@ -163,7 +172,7 @@ def test_cli_table_groups_chart_and_skipped_off_tty(runs_root):
 def test_cli_by_run_and_other_metric(runs_root):
     res = cli(str(runs_root), "--metric", "test_loss", "--by-run")
     assert res.exit_code == 0, res.output
-    assert "test_loss per epoch" in res.output and "mean of" not in res.output
+    assert "test_loss per epoch" in res.output and "mean of" not in res.output.split("test_loss per epoch")[1]
     assert "s8_bn-20261101-120000" in res.output
 
 
@@ -211,3 +220,63 @@ def test_cli_usage_errors(runs_root, tmp_path):
     assert cli(str(empty)).exit_code == 2
     assert cli(str(runs_root), "--out", str(tmp_path / "t.xlsx")).exit_code == 2
     assert cli(str(runs_root), "--sort", "speed").exit_code == 2
+
+
+# ------------------------------------------------------------------------ grouping
+def test_same_seed_different_subsets_are_two_groups(tmp_path):
+    """The issue's case: seed 1 twice, on 3,000 and on 2,000 training images, is not one
+    set-up "over 2 seeds": two groups, told apart by the key in which they differ, in the
+    table, --json, --export csv/md and the chart legend."""
+    make_run(tmp_path, "s8_bn-a", "s8_bn", 1, [30, 35], data={"batch_size": 128, "train_subset": 3000})
+    make_run(tmp_path, "s8_bn-b", "s8_bn", 1, [28, 29], data={"batch_size": 128, "train_subset": 2000})
+    runs, _ = collect_runs([tmp_path])
+    groups = group_runs(runs)
+    labels = sorted(g.label for g in groups)
+    assert labels == ["s8_bn [data.train_subset=2000]", "s8_bn [data.train_subset=3000]"]
+    assert all(g.n == 1 and g.best_std is None for g in groups)
+    assert {g.label: g.differs for g in groups}["s8_bn [data.train_subset=3000]"] == {"data.train_subset": 3000}
+
+    res = cli(str(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert "s8_bn [data.train_subset=3000]" in res.output and "s8_bn [data.train_subset=2000]" in res.output
+    assert not re.search(r"± \d", res.output) and "mean of" not in res.output  # lone runs: no spread
+    doc = json.loads(cli(str(tmp_path), "--json").output)
+    assert sorted(g["label"] for g in doc["groups"]) == labels
+    assert {r["name"]: r["group"] for r in doc["runs"]} == {
+        "s8_bn-a": "s8_bn [data.train_subset=3000]", "s8_bn-b": "s8_bn [data.train_subset=2000]"}
+    assert all(g["best_std"] is None and g["n"] == 1 for g in doc["groups"])
+    rows = list(csv.DictReader(io.StringIO(cli(str(tmp_path), "--export", "csv").output)))
+    assert sorted(r["group"] for r in rows) == labels and {r["group_n"] for r in rows} == {"1"}
+    md = cli(str(tmp_path), "--export", "md").output
+    assert "| label |" in md and "s8_bn [data.train_subset=3000]" in md
+
+
+def test_repeats_of_one_seed_show_no_spread(tmp_path):
+    make_run(tmp_path, "r1", "s8_bn", 7, [50, 60])
+    make_run(tmp_path, "r2", "s8_bn", 7, [50, 62])
+    (g,) = group_runs(collect_runs([tmp_path])[0])
+    assert g.n == 2 and not g.seeds_differ and g.best_mean == 61 and g.best_std is None
+    assert g.over_seeds == "mean of 2 runs of seed 7"
+    res = cli(str(tmp_path))
+    assert "61.00" in res.output and not re.search(r"± \d", res.output)
+    assert "s8_bn (mean of 2 runs of seed 7)" in res.output
+
+
+def test_settings_that_cannot_change_results_do_not_split_groups(tmp_path):
+    """Workers, the evaluation batch, the augmentation backend, the data's folder, texts
+    and a range-test-chosen max_lr (lr_find.json) do not make another set-up; the
+    batch size does."""
+    sched = {"name": "onecycle", "max_lr": 0.1}
+    make_run(tmp_path, "a", "s8_bn", 1, [50, 60], scheduler=sched, lr_find=True,
+             data={"batch_size": 128, "workers": 0, "source": "/home/me/cifar10-jpeg.tar.xz"})
+    make_run(tmp_path, "b", "s8_bn", 2, [52, 64], scheduler={**sched, "max_lr": 0.03}, lr_find=True,
+             data={"batch_size": 128, "workers": 8, "test_batch_size": 500, "augment_backend": "albumentations",
+                   "source": "../shared/data/cifar10-jpeg.tar.xz"})
+    make_run(tmp_path, "c", "s8_bn", 3, [40, 45], data={"batch_size": 256})
+    groups = group_runs(collect_runs([tmp_path])[0])
+    by_label = {g.label: g for g in groups}
+    assert len(groups) == 2, list(by_label)
+    (big,) = [g for g in groups if g.n == 2]
+    assert sorted(r.name for r in big.runs) == ["a", "b"] and big.seeds_differ
+    assert big.best_mean == 62 and big.best_std == pytest.approx(2 ** 0.5 * 2)
+    assert "data.batch_size=128" in big.label and "scheduler" in big.label  # how it differs from c

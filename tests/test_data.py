@@ -51,12 +51,13 @@ def write_batches(root: Path, seed: int = 0) -> dict:
             "test_x": xs[5], "test_y": np.array(ys[5]), "folder": folder}
 
 
-def write_image_folder(root: Path, classes=("zebra", "ant", "moth"), n_train=3, n_test=2,
+def write_image_folder(root: Path, classes=CLASSES, n_train=3, n_test=2,
                        seed: int = 1) -> dict:
-    """train/<class>/NNNN.png + test/<class>/NNNN.png with random pixels (PNG: lossless)."""
+    """train/<class>/NNNN.png + test/<class>/NNNN.png with random pixels (PNG: lossless);
+    labels follow CIFAR-10's class order (the only class set a source may have)."""
     rng = np.random.default_rng(seed)
     expected = {}
-    order = sorted(classes)
+    order = [c for c in CLASSES if c in classes] + sorted(c for c in classes if c not in CLASSES)
     for split, n in (("train", n_train), ("test", n_test)):
         xs, ys = [], []
         for label, cls in enumerate(order):
@@ -132,7 +133,7 @@ def test_image_folder_and_archives_pixel_exact(tmp_path, cache_dir):
     ]
     for source in sources_:
         data = load_cifar(source, cache_dir=cache_dir, progress=False)
-        assert data.classes == ["ant", "moth", "zebra"], source  # not CIFAR names: sorted
+        assert data.classes == list(CLASSES), source
         assert_same(data, expected)
         assert data.source.startswith("image folder")
 
@@ -197,33 +198,33 @@ def _bad_image_cases():
 @pytest.mark.parametrize("as_archive", [False, True], ids=["folder", "archive"])
 def test_bad_image_named(tmp_path, cache_dir, name, blob, message, as_archive):
     write_image_folder(tmp_path / "set")
-    (tmp_path / "set" / "train" / "moth" / name).write_bytes(blob)
+    (tmp_path / "set" / "train" / "cat" / name).write_bytes(blob)
     source = make_tar(tmp_path / "set", tmp_path / "s.tar.xz", "", "w:xz") if as_archive \
         else tmp_path / "set"
     with pytest.raises(DataError, match=message) as e:
         load_cifar(source, cache_dir=cache_dir, progress=False)
     text = str(e.value)
-    assert f"train/moth/{name}" in text and "\n" not in text
-    assert (f"{source}:" in text) if as_archive else (str(source / "train" / "moth") in text)
+    assert f"train/cat/{name}" in text and "\n" not in text
+    assert (f"{source}:" in text) if as_archive else (str(source / "train" / "cat") in text)
     assert not list((cache_dir / "decoded").glob("*")) if (cache_dir / "decoded").exists() else True
 
 
 def test_bad_image_through_pool(tmp_path, cache_dir, monkeypatch):
     write_image_folder(tmp_path / "set", n_train=4)
-    (tmp_path / "set" / "test" / "ant" / "zz.jpg").write_bytes(b"garbage")
+    (tmp_path / "set" / "test" / "airplane" / "zz.jpg").write_bytes(b"garbage")
     monkeypatch.setattr(readers, "POOL_MIN_IMAGES", 0)
     monkeypatch.setattr(readers, "CHUNK", 2)
-    with pytest.raises(DataError, match=r"test/ant/zz\.jpg: cannot decode image"):
+    with pytest.raises(DataError, match=r"test/airplane/zz\.jpg: cannot decode image"):
         load_cifar(tmp_path / "set", cache_dir=cache_dir, progress=False)
 
 
 def test_class_missing_from_test(tmp_path, cache_dir):
     write_image_folder(tmp_path / "set")
-    for f in (tmp_path / "set" / "test" / "moth").iterdir():
+    for f in (tmp_path / "set" / "test" / "cat").iterdir():
         f.unlink()
-    (tmp_path / "set" / "test" / "moth").rmdir()
+    (tmp_path / "set" / "test" / "cat").rmdir()
     for source in (tmp_path / "set", make_tar(tmp_path / "set", tmp_path / "s.tar", "", "w")):
-        with pytest.raises(DataError, match=r"moth in train/ but not in test/") as e:
+        with pytest.raises(DataError, match=r"cat in train/ but not in test/") as e:
             load_cifar(source, cache_dir=cache_dir, progress=False)
         assert str(source) in str(e.value)
 
@@ -264,7 +265,7 @@ def test_second_load_hits_cache(tmp_path, cache_dir, monkeypatch):
     assert len(files) == 1 and files[0].endswith(".npz")  # no temp files left behind
     # changing the source invalidates the cache
     img = np.zeros((32, 32, 3), np.uint8)
-    Image.fromarray(img).save(tmp_path / "set" / "train" / "ant" / "9999.png")
+    Image.fromarray(img).save(tmp_path / "set" / "train" / "airplane" / "9999.png")
     third = load_cifar(tmp_path / "set", cache_dir=cache_dir, progress=False)
     assert len(calls) == 2 and not third.cached and len(third.train_y) == len(first.train_y) + 1
 
@@ -467,13 +468,13 @@ def test_data_command(tmp_path, cache_dir):
     runner = CliRunner()
     result = runner.invoke(app, ["data", str(tmp_path / "set")])
     assert result.exit_code == 0, result.output
-    assert "images per class" in result.output and "zebra" in result.output
+    assert "images per class" in result.output and "truck" in result.output
     assert "sample images skipped" in result.output
     result = runner.invoke(app, ["data", str(tmp_path / "set"), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["counts"]["train"] == {"ant": 3, "moth": 3, "zebra": 3}
-    assert info["counts"]["test"] == {"ant": 2, "moth": 2, "zebra": 2}
+    assert info["counts"]["train"] == {c: 3 for c in CLASSES}
+    assert info["counts"]["test"] == {c: 2 for c in CLASSES}
     assert info["cached"] is True and len(info["train_stats"]["mean"]) == 3
     result = runner.invoke(app, ["data", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "does not exist" in result.output

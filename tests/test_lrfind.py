@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
 from datetime import datetime
 
 import numpy as np
@@ -12,17 +18,18 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.errors import UsageError
 from cifarctl.training.lrfind import (
     analyse,
+    auto_max_lr_problem,
     make_out_dir,
+    max_lr_notice,
     choose_max_lr,
     run_lr_find,
-    suggest,
-    valley_index,
     write_lr_find,
 )
 from cifarctl.recipe import load_recipe
+from helpers import CLI
 
 # s8_bn on 128 synthetic images, batch 32: a few seconds of CPU per sweep.
 TINY = ["data.train_subset=128", "data.test_subset=20", "data.batch_size=32"]
@@ -37,63 +44,36 @@ def _curve(n: int = 100, start: float = 1e-7, end: float = 10.0):
 
 
 def _within(result) -> None:
+    """Every suggestion inside the sweep, and none past the lowest loss or the divergence."""
+    limit = result.lr[result.minimum_index] if result.minimum_index is not None else result.end_lr
     for name, v in result.suggestions.items():
         if v is not None:
             assert math.isfinite(v), name
             assert result.start_lr <= v <= result.end_lr, (name, v)
+            assert v <= limit * (1 + 1e-9), (name, v, limit)
     if result.recommended is not None:
-        assert result.start_lr <= result.recommended <= result.end_lr
+        assert result.conclusive and result.start_lr <= result.recommended <= limit * (1 + 1e-9)
+    else:
+        assert not result.conclusive and result.advice and result.inconclusive_reason
 
 
-# ------------------------------------------------------------------ pure suggestions
-def test_suggestions_on_a_textbook_curve():
+# ------------------------------------------------------------------ the result
+def test_analyse_builds_the_result_and_its_json():
     lrs, loss = _curve()
-    r = analyse(lrs, loss, loss, num_iter=100, start_lr=1e-7, end_lr=10)
+    r = analyse(lrs, loss, num_iter=100, start_lr=1e-7, end_lr=10)
     _within(r)
-    s = r.suggestions
-    assert all(v is not None for v in s.values())
-    assert 1e-4 < s["valley"] < 1e-1 and 1e-4 < s["steepest"] < 1e-1
-    # minimum/10 is a tenth of the lr at the lowest loss
-    i = int(np.argmin(loss[10:95])) + 10
-    assert s["min_div_10"] == pytest.approx(lrs[i] / 10)
-    assert r.recommended == s["valley"] and r.recommended_by == "valley"
-    assert r.reason.startswith("valley")
-    assert not r.notes
+    assert r.conclusive and r.verdict == "ok" and r.recommended == r.suggestions["valley"]
+    assert r.recommended_by == "valley" and r.reason.startswith("valley")
+    assert r.diverged and r.divergence_index is not None and r.smoothing_window == 10
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["verdict"] == "ok" and d["smoothed_loss"][-1] is None  # NaN from the divergence on
+    assert d["divergence_index"] == r.divergence_index and d["advice"] == []
 
-
-def test_valley_index_is_fastais_rule():
-    # longest decreasing subsequence: 3.1 (index 1) down to 2.4 (index 8), 8 points; fastai
-    # takes start = end - length = 0 and goes int(8/3) + int(8/6) = 3 points down from there
-    losses = [3.0, 3.1, 3.0, 2.9, 2.8, 2.7, 2.6, 2.5, 2.4, 5.0]
-    assert valley_index(losses) == 3
-    assert valley_index([1.0, 2.0, 3.0]) == 0  # nothing decreases
-
-
-def test_short_sweep_says_what_is_unavailable():
-    lrs, loss = _curve(8)
-    s, notes = suggest(lrs, loss, 8, 1e-7, 10)
-    assert s["steepest"] is None
-    assert s["valley"] is not None and s["min_div_10"] is not None
-    assert any("steepest" in n and "17" in n for n in notes)
-    s, notes = suggest(lrs[:2], loss[:2], 8, 1e-7, 10)
-    assert all(v is None for v in s.values())
-    r = analyse(lrs[:2], loss[:2], loss[:2], num_iter=8, start_lr=1e-7, end_lr=10)
-    assert r.recommended is None and "no suggestion" in r.reason
-
-
-def test_non_finite_tail_and_clipping():
-    lrs, loss = _curve(60)
-    loss[40:] = [float("nan")] * 20
-    r = analyse(lrs, loss, loss, num_iter=100, start_lr=1e-7, end_lr=10, diverged=True)
-    _within(r)
-    assert r.diverged and "diverged" in r.message
-    assert json.loads(json.dumps(r.to_dict()))["smoothed_loss"][50] is None
-    # the minimum in the first points: minimum/10 falls below start_lr and is clipped
-    rising = list(np.linspace(1, 3, 30))
-    r = analyse(list(np.geomspace(1e-3, 1, 30)), rising, rising, num_iter=30, start_lr=1e-3, end_lr=1)
-    _within(r)
-    assert r.suggestions["min_div_10"] == pytest.approx(1e-3)
-    assert any("clipped" in n for n in r.notes)
+    flat = [2.3 + 0.01 * math.sin(i) for i in range(100)]
+    r = analyse(lrs, flat, num_iter=100, start_lr=1e-7, end_lr=10)
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["verdict"] == "inconclusive" and d["recommended"] is None
+    assert d["inconclusive_reason"] and len(d["advice"]) == 3
 
 
 def test_bad_arguments_are_usage_errors():
@@ -106,6 +86,7 @@ def test_bad_arguments_are_usage_errors():
 
 # ------------------------------------------------------------------ the real sweep
 def test_sweep_restores_the_model_and_writes_files(tmp_path, data_cache_dir):
+    """A real short sweep on a given model: restored afterwards, stopped only at divergence."""
     recipe = load_recipe("s8_bn", TINY)
     from cifarctl.training.builders import build_model
 
@@ -122,16 +103,18 @@ def test_sweep_restores_the_model_and_writes_files(tmp_path, data_cache_dir):
         assert torch.equal(v, after[k]), k  # weights and BatchNorm statistics
     assert torch.equal(torch.get_rng_state(), rng)
     assert model.training
-    assert [s[0] for s in seen] == list(range(1, 21)) and all(s[1] == 20 for s in seen)
-    assert len(r.lr) == 20 and r.lr[0] == pytest.approx(1e-7) and r.lr[-1] == pytest.approx(10)
-    assert [s[2] for s in seen] == pytest.approx(r.lr)
-    assert r.suggestions["steepest"] is not None and r.recommended is not None
-    _within(r)
+    n = len(r.lr)
+    assert 5 <= n <= 20 and [s[0] for s in seen] == list(range(1, n + 1)) and all(s[1] == 20 for s in seen)
+    assert r.lr[0] == pytest.approx(1e-7) and [s[2] for s in seen] == pytest.approx(r.lr)
+    assert r.lr == pytest.approx(list(np.geomspace(1e-7, 10, 20))[:n])
+    if n < 20:  # stopped early: only at a divergence, which is its last step
+        assert r.diverged and r.divergence_index == n - 1
+    _within(r)  # read (a recommendation) or inconclusive (advice): never an unbounded guess
 
     json_path, png_path = write_lr_find(r, tmp_path)
     data = json.loads(json_path.read_text())
     for key in ("lr", "loss", "smoothed_loss", "suggestions", "recommended", "reason", "diverged",
-                "num_iter"):
+                "num_iter", "verdict", "inconclusive_reason", "advice", "divergence_index", "minimum_index"):
         assert key in data
     assert set(data["suggestions"]) == {"steepest", "valley", "min_div_10"}
     with Image.open(png_path) as im:
@@ -139,13 +122,10 @@ def test_sweep_restores_the_model_and_writes_files(tmp_path, data_cache_dir):
         assert im.format == "PNG" and im.size[0] > 300
 
 
-def test_sweep_shorter_than_torch_lr_finders_minimum(data_cache_dir):
+def test_very_short_sweep(data_cache_dir):
     r = run_lr_find(load_recipe("s8_bn", TINY), data_source="synthetic", device="cpu", num_iter=8)
-    assert len(r.lr) == 8
-    assert r.suggestions["steepest"] is None
-    assert "steepest gradient unavailable" in r.message
-    assert r.recommended is not None
-    _within(r)
+    assert len(r.lr) <= 8 and r.smoothing_window == 1
+    _within(r)  # read, or inconclusive with advice: never a crash or an unbounded guess
 
 
 def test_diverged_sweep_is_a_message_not_a_crash(data_cache_dir):
@@ -156,16 +136,62 @@ def test_diverged_sweep_is_a_message_not_a_crash(data_cache_dir):
     _within(r)
 
 
+AUTO = TINY + ["scheduler.max_lr=auto"]
+FLAT = ["scheduler.lr_find.start_lr=1e-7", "scheduler.lr_find.end_lr=1e-6", "scheduler.lr_find.num_iter=10"]
+
+
 def test_resolve_max_lr(data_cache_dir):
     numeric = load_recipe("s8_bn", TINY)
     assert choose_max_lr(numeric) == (0.1, None)
-    auto = load_recipe("s8_bn", TINY + ["scheduler.max_lr=auto", "scheduler.lr_find.num_iter=20",
-                                        "scheduler.lr_find.start_lr=1e-5"])
+    auto = load_recipe("s8_bn", AUTO + ["scheduler.lr_find.num_iter=20", "scheduler.lr_find.start_lr=1e-5"])
     lr, result = choose_max_lr(auto, data_source="synthetic", device="cpu")
-    assert lr == result.recommended and 1e-5 <= lr <= 10
-    assert result.num_iter == 20 and result.start_lr == 1e-5
-    with pytest.raises(CifarctlError):
+    assert result.conclusive and lr == result.recommended and 1e-5 <= lr <= 10
+    assert result.num_iter == 20 and result.start_lr == 1e-5 and result.fallback is None
+    assert max_lr_notice(result, lr).startswith("max_lr auto: the LR range test")
+    # out of the recipe's accepted range
+    assert "accept_range" in auto_max_lr_problem(result, (lr * 10, lr * 100))
+    assert auto_max_lr_problem(result, (lr / 10, lr * 10)) is None
+    with pytest.raises(UsageError):
         choose_max_lr(load_recipe("s8_bn", TINY + ["scheduler={name: none}"]))
+
+
+def test_auto_max_lr_never_trains_on_an_inconclusive_sweep(data_cache_dir):
+    """1e-7..1e-6: the loss cannot fall. Without a fallback: a one-line usage error naming
+    the key; with scheduler.lr_find.fallback_max_lr: that value and a warning."""
+    flat = load_recipe("s8_bn", AUTO + FLAT)
+    with pytest.raises(UsageError) as err:
+        choose_max_lr(flat, data_source="synthetic", device="cpu")
+    msg = str(err.value)
+    assert err.value.exit_code == 2 and "\n" not in msg
+    assert "scheduler.max_lr: auto" in msg and "inconclusive" in msg and "fallback_max_lr" in msg
+    assert "s8_bn.yaml" in msg and "scheduler.lr_find.num_iter: 200" in msg
+
+    fallback = load_recipe("s8_bn", AUTO + FLAT + ["scheduler.lr_find.fallback_max_lr=0.05"])
+    lr, result = choose_max_lr(fallback, data_source="synthetic", device="cpu")
+    assert lr == 0.05 and not result.conclusive and "inconclusive" in result.fallback
+    notice = max_lr_notice(result, lr)
+    assert notice.startswith("warning: max_lr auto") and "fallback_max_lr 0.05" in notice
+
+
+def test_train_refuses_an_inconclusive_auto_max_lr(tmp_path, data_cache_dir):
+    from helpers import TINY as TRAIN_TINY
+
+    runs = tmp_path / "runs"
+    args = ["train", "s8_bn", *TRAIN_TINY, "--set", "epochs=1", "--device", "cpu", "--runs-dir", str(runs),
+            "--set", "scheduler.max_lr=auto"] + [a for f in FLAT for a in ("--set", f)]
+    res = CliRunner().invoke(_app(), args)
+    assert res.exit_code == 2, res.output
+    assert "scheduler.max_lr: auto" in res.output and "inconclusive" in res.output
+    assert not runs.exists() or not any(runs.iterdir())  # nothing created
+
+    res = CliRunner().invoke(_app(), args + ["--set", "scheduler.lr_find.fallback_max_lr=0.05"])
+    assert res.exit_code == 0, res.output
+    assert "warning: max_lr auto" in res.output and "fallback_max_lr 0.05" in res.output
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    import yaml
+
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["scheduler"]["max_lr"] == 0.05
+    assert json.loads((run / "lr_find.json").read_text())["verdict"] == "inconclusive"
 
 
 def test_out_dir_never_overwrites(tmp_path):
@@ -176,10 +202,14 @@ def test_out_dir_never_overwrites(tmp_path):
 
 
 # ------------------------------------------------------------------------- command
-def _invoke(*args: str):
+def _app():
     from cifarctl.cli import app
 
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return app
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(_app(), list(args), catch_exceptions=False)
 
 
 def test_cli_lr_find(tmp_path, data_cache_dir):
@@ -187,23 +217,105 @@ def test_cli_lr_find(tmp_path, data_cache_dir):
               "--set", "data.train_subset=128", "--batch-size", "32"]
     res = _invoke("lr-find", "s8_bn", *common)
     assert res.exit_code == 0, res.output
-    assert "recommended lr" in res.output and "valley" in res.output
-    assert "learning rate" in res.output  # the chart
-    assert "See the graph" not in res.output and "it/s" not in res.output  # torch-lr-finder silenced
+    out = res.output
+    assert "recommended lr" in out and "valley" in out
+    assert "learning rate" in out  # the chart
+    assert "See the graph" not in out and "it/s" not in out  # torch-lr-finder silenced
+    assert "\x1b" not in out
+    # off a terminal: the device in the header, a duration estimate, a line every ~10 %
+    assert "on cpu (" in out.splitlines()[0]
+    assert "s/step after 3 steps: about" in out
+    progress = [ln for ln in out.splitlines() if re.match(r"sweep \d+/20 \(\d+%\)", ln)]
+    assert len(progress) >= 8 and progress[0].startswith("sweep 2/20 (10%)")
+    assert progress[-1].startswith("sweep 20/20") or "sweep stopped at step" in out
     folders = list((tmp_path / "lr-find").iterdir())
     assert len(folders) == 1 and folders[0].name.startswith("s8_bn-")
     assert {p.name for p in folders[0].iterdir()} == {"lr_find.json", "lr_find.png"}
 
     res = _invoke("lr-find", "s8_bn", *common, "--json", "--optimizer", "adam", "--weight-decay", "0.01")
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.output)  # JSON only: no progress lines
     assert data["num_iter"] == 20 and data["settings"]["optimizer"] == "adam"
     assert data["settings"]["weight_decay"] == 0.01 and data["settings"]["batch_size"] == 32
-    assert data["recommended"] is not None
+    assert data["verdict"] in ("ok", "inconclusive")
+    assert (data["recommended"] is not None) == (data["verdict"] == "ok")
     assert len(list((tmp_path / "lr-find").iterdir())) == 2
+
+
+def test_cli_lr_find_inconclusive(tmp_path, data_cache_dir):
+    res = _invoke("lr-find", "s8_bn", "--num-iter", "10", "--start-lr", "1e-7", "--end-lr", "1e-6",
+                  "--data", "synthetic", "--device", "cpu", "--runs-dir", str(tmp_path),
+                  "--set", "data.train_subset=128", "--batch-size", "32")
+    assert res.exit_code == 0, res.output
+    assert "inconclusive:" in res.output and "no lr is recommended" in res.output
+    assert "recommended lr" not in res.output and "try: more iterations" in res.output
 
 
 def test_cli_lr_find_bad_target(tmp_path):
     res = _invoke("lr-find", "s8_bm", "--runs-dir", str(tmp_path))
     assert res.exit_code == 2
     assert "s8_bn" in res.output
+
+
+# ------------------------------------------------------------------------- Ctrl-C
+def _start_lr_find(tmp_path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "100"}
+    return subprocess.Popen([*CLI, "lr-find", *args, "--data", "synthetic", "--device", "cpu",
+                             "--runs-dir", str(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)
+
+
+def _lines(stream, sink: list) -> None:
+    for line in stream:
+        sink.append((time.monotonic(), line))
+
+
+def _interrupt(proc: subprocess.Popen, ready) -> tuple[float, float | None, list, list]:
+    """Wait for ``ready(stdout lines)``, send SIGINT; (seconds to exit, seconds to the
+    acknowledgement on stderr, stdout lines, stderr lines)."""
+    out: list = []
+    err: list = []
+    threads = [threading.Thread(target=_lines, args=(proc.stdout, out), daemon=True),
+               threading.Thread(target=_lines, args=(proc.stderr, err), daemon=True)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 240
+    while not ready([ln for _, ln in out]):
+        assert proc.poll() is None, "".join(ln for _, ln in out + err)
+        assert time.monotonic() < deadline, "".join(ln for _, ln in out + err)
+        time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    exited = time.monotonic() - sent
+    for t in threads:
+        t.join(timeout=5)
+    ack = next((t - sent for t, ln in err if "interrupted: stopping the LR range test" in ln), None)
+    return exited, ack, [ln for _, ln in out], [ln for _, ln in err]
+
+
+def test_ctrl_c_during_lr_find_exits_130_at_once(tmp_path, data_cache_dir):
+    """Off a terminal, mid-sweep: acknowledged at once, exit 130 within ~2 s, nothing written."""
+    proc = _start_lr_find(tmp_path, "s8_bn", "--num-iter", "100000", "--set", "data.train_subset=128",
+                          "--batch-size", "32")
+    exited, ack, out, err = _interrupt(proc, lambda lines: any("s/step after" in ln for ln in lines))
+    assert proc.returncode == 130, "".join(out + err)
+    assert ack is not None and ack < 1.0, err
+    assert exited < 2.5, exited
+    assert not (tmp_path / "runs" / "lr-find").exists() or not any((tmp_path / "runs" / "lr-find").iterdir())
+    assert "Traceback" not in "".join(err)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_long_step(tmp_path, data_cache_dir):
+    """resnet_custom on the CPU: one backward pass holds the main thread for seconds, so
+    Python cannot run its handler; the acknowledgement still comes at once and the
+    process exits 130 within ~2 s."""
+    proc = _start_lr_find(tmp_path, "resnet_custom", "--num-iter", "50", "--set", "data.train_subset=128",
+                          "--set", "data.batch_size=64")
+    exited, ack, out, err = _interrupt(proc, lambda lines: any("s/step after" in ln for ln in lines))
+    assert proc.returncode == 130, "".join(out + err)
+    assert ack is not None and ack < 1.0, err
+    assert exited < 2.5, exited
+    assert "Traceback" not in "".join(err)

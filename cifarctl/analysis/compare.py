@@ -1,11 +1,11 @@
-"""Compare finished (or half-finished) run folders: read, group by recipe, sort, export.
+"""Compare finished (or half-finished) run folders: read, group by set-up, sort, export.
 
 Plain functions, no printing; ``cifarctl compare`` renders what they return. A run folder
 is what ``cifarctl train`` writes (``recipe.yaml``, ``metrics.jsonl``, ``summary.json``,
 ...). Reading is forgiving: a bad line, a missing summary or a recipe from a newer
 cifarctl adds a *mark* to the run instead of failing, and a folder with no metrics is
 reported in ``skipped`` with its reason. Nothing here unpickles anything (checkpoints are
-never opened) and YAML is read with ``yaml.safe_load`` only.
+never opened) and YAML is read with the bounded loader of :mod:`cifarctl.yamlsafe` only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import statistics
 from dataclasses import dataclass, field, fields
@@ -65,21 +66,28 @@ class RunRecord:
     seed: int | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     marks: list[str] = field(default_factory=list)
+    group: str | None = None      # its group's label (finished runs only)
+    setup: dict[str, Any] = field(default_factory=dict, repr=False)  # cifarctl.analysis.grouping.setup_of
 
     def row(self) -> dict[str, Any]:
-        """The JSON-ready table row (no per-epoch metrics)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metrics"}
+        """The JSON-ready table row (no per-epoch metrics, no set-up)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("metrics", "setup")}
         return d | {"path": str(self.path), "marks": list(self.marks)}
 
 
 @dataclass
 class RunGroup:
-    """Runs of one recipe (same name, model and planned epochs), usually different seeds."""
+    """Finished runs of one set-up: the same resolved recipe but for the seed and settings
+    that cannot change results (:mod:`cifarctl.analysis.grouping`). ``*_std`` is None for
+    a lone run and for repeats of one seed: only a spread over seeds is shown."""
 
     recipe: str
     model: str | None
     epochs: int | None
     runs: list[RunRecord]
+    label: str = ""               # the recipe name, or "name [key=value, ...]" when names repeat
+    differs: dict[str, Any] = field(default_factory=dict)  # the settings the label names
+    seeds_differ: bool = False
     best_mean: float | None = None
     best_std: float | None = None
     final_mean: float | None = None
@@ -96,6 +104,16 @@ class RunGroup:
         """The JSON-ready groups-table row."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
         return d | {"n": self.n, "runs": [r.name for r in self.runs], "seeds": [r.seed for r in self.runs]}
+
+    @property
+    def over_seeds(self) -> str:
+        """How the numbers were taken: "1 run", "mean of 3 seeds", "mean of 2 runs of seed 1"."""
+        if self.n == 1:
+            return "1 run"
+        if self.seeds_differ:
+            return f"mean of {self.n} seeds"
+        seed = next((r.seed for r in self.runs if r.seed is not None), None)
+        return f"mean of {self.n} runs of seed {seed}" if seed is not None else f"mean of {self.n} runs"
 
 
 # ------------------------------------------------------------------------ reading
@@ -190,15 +208,16 @@ def _series(metrics: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
 
 
 def _read_recipe(path: Path, marks: list[str]) -> dict[str, Any]:
+    from cifarctl import yamlsafe
+    from cifarctl.errors import RecipeError
     from cifarctl.recipe import SCHEMA_VERSION
-    import yaml
 
     if not path.is_file():
-        marks.append("no recipe.yaml")
+        marks.append("recipe.yaml unparsable" if os.path.lexists(path) else "no recipe.yaml")
         return {}
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        raw = yamlsafe.read_file(path)  # bounded: an alias bomb or deep nesting is one mark
+    except RecipeError:
         marks.append("recipe.yaml unparsable")
         return {}
     if not isinstance(raw, dict):
@@ -262,6 +281,10 @@ def read_run(path: Path) -> RunRecord | str:
         metrics=metrics,
         marks=marks,
     )
+    from cifarctl.analysis.grouping import setup_of
+
+    rec.setup = setup_of(recipe, lr_auto=(path / "lr_find.json").is_file(), fallback={
+        "name": rec.recipe, "model": rec.model, "epochs": rec.epochs_planned})
     if rec.status not in ("completed", "unknown"):
         marks.insert(0, rec.status)
     if summary.get("error"):
@@ -301,13 +324,6 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[tuple[Path, s
 
 
 # ---------------------------------------------------------------------- grouping
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-
-
 def is_finished(run: RunRecord) -> bool:
     """True for a run that stopped for good (completed, diverged, or all epochs logged)."""
     if run.status in FINISHED:
@@ -316,21 +332,28 @@ def is_finished(run: RunRecord) -> bool:
 
 
 def group_runs(runs: list[RunRecord]) -> list[RunGroup]:
-    """Group finished runs by (recipe, model, planned epochs): mean ± sample std of each.
+    """Group finished runs by set-up (:mod:`cifarctl.analysis.grouping`): the whole
+    resolved recipe but the seed and result-neutral settings. Each group has its label
+    (sets ``run.group`` too), the mean of best/final accuracy and time, and their sample
+    standard deviation (n - 1) only when its runs' seeds differ.
 
-    Running, interrupted and failed runs are left out so they do not drag the means
-    down. The standard deviation is the sample one (n - 1), 0 for a single run.
+    Running, interrupted and failed runs are left out so they do not drag the means down.
     """
-    buckets: dict[tuple, list[RunRecord]] = {}
-    for r in runs:
-        if is_finished(r):
-            buckets.setdefault((r.recipe, r.model, r.epochs_planned), []).append(r)
+    from cifarctl.analysis.grouping import group_by_setup, labels, mean_std, seeds_differ
+
+    finished = [r for r in runs if is_finished(r)]
+    buckets = group_by_setup(finished, lambda r: r.setup)
+    names, differs = labels([b[0].recipe for b in buckets], [b[0].setup for b in buckets])
     groups = []
-    for (recipe, model, epochs), members in buckets.items():
-        g = RunGroup(recipe=recipe, model=model, epochs=epochs, runs=members)
-        g.best_mean, g.best_std = _mean_std([r.best_acc for r in members])
-        g.final_mean, g.final_std = _mean_std([r.final_acc for r in members])
-        g.time_mean, g.time_std = _mean_std([r.total_seconds for r in members])
+    for members, label, diff in zip(buckets, names, differs):
+        first = members[0]
+        g = RunGroup(recipe=first.recipe, model=first.model, epochs=first.epochs_planned, runs=members,
+                     label=label, differs=diff, seeds_differ=seeds_differ([r.seed for r in members]))
+        g.best_mean, g.best_std = mean_std([r.best_acc for r in members], g.seeds_differ)
+        g.final_mean, g.final_std = mean_std([r.final_acc for r in members], g.seeds_differ)
+        g.time_mean, g.time_std = mean_std([r.total_seconds for r in members], g.seeds_differ)
+        for r in members:
+            r.group = label
         groups.append(g)
     return groups
 
@@ -375,7 +398,7 @@ def curves(
                     per_epoch.setdefault(e, []).append(v)
             if per_epoch:
                 xs = sorted(per_epoch)
-                out.append((f"{g.recipe} (mean of {g.n})", xs, [statistics.fmean(per_epoch[e]) for e in xs]))
+                out.append((f"{g.label} ({g.over_seeds})", xs, [statistics.fmean(per_epoch[e]) for e in xs]))
     for r in runs:
         if id(r) in grouped:
             continue
@@ -423,18 +446,20 @@ def export(
         of = {id(r): g for g in groups for r in g.runs}
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        extra = ("group_n", "group_best_mean", "group_best_std", "group_final_mean", "group_final_std")
+        extra = ("group", "group_n", "group_best_mean", "group_best_std", "group_final_mean", "group_final_std")
         w.writerow(_COLUMNS + extra)
         for r in runs:
             row = r.row()
             g = of.get(id(r))
-            tail = [g.n, g.best_mean, g.best_std, g.final_mean, g.final_std] if g else [None] * len(extra)
+            tail = ([g.label, g.n, g.best_mean, g.best_std, g.final_mean, g.final_std] if g
+                    else [None] * len(extra))
             w.writerow([_cell(row[c]) for c in _COLUMNS] + [_cell(v) for v in tail])
         return buf.getvalue()
     if fmt == "md":
         text = _md(list(_COLUMNS), [[_cell(r.row()[c]) for c in _COLUMNS] for r in runs])
         if groups:
-            gcols = ["recipe", "model", "epochs", "n", "best_mean", "best_std", "final_mean", "final_std"]
+            gcols = ["label", "recipe", "model", "epochs", "n", "seeds", "best_mean", "best_std", "final_mean",
+                     "final_std"]
             text += "\n" + _md(gcols, [[_cell(g.row()[c]) for c in gcols] for g in groups])
         return text
     from cifarctl.errors import UsageError, did_you_mean

@@ -26,6 +26,7 @@ from torch import nn
 
 from cifarctl.errors import CheckpointError, UsageError
 from cifarctl.recipe import TTA_MODES, Recipe
+from cifarctl.training.builders import uses_channels_last
 
 SPLITS = ("test", "train")
 
@@ -93,7 +94,7 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     except (RuntimeError, KeyError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: the weights do not fit model {ckpt['model_name']!r} ({first})") from None
-    channels_last = dev.type == "cuda" and recipe.channels_last
+    channels_last = uses_channels_last(recipe, dev)
     model.to(dev).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

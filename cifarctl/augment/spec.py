@@ -262,3 +262,47 @@ def check_steps(steps: list[dict]) -> list[tuple[str, str]]:
         for suffix, message in _instantiation_problems(name, resolve_args(args, CIFAR_MEAN)):
             problems.append((where + suffix, message))
     return problems
+
+
+IMAGE_SHAPE = (32, 32, 3)  # CIFAR-10: what every step receives, and what the model is fed
+
+
+def geometry_problems(steps: list[dict], shape: tuple[int, int, int] = IMAGE_SHAPE) -> list[tuple[str, str]]:
+    """Run the (valid) steps over blank ``shape`` images, each step forced on (and also
+    skipped when its p < 1): a step that cannot take a size it may get (a 40x40 crop of a
+    32x32 image), or a pipeline that does not always end at ``shape``, is a problem found
+    at validation, before any run folder exists."""
+    import numpy as np
+
+    def size(s):
+        return f"{s[1]}x{s[0]}" + (f"x{s[2]}" if len(s) == 3 and s[2] != shape[2] else "")
+
+    shapes = {tuple(shape)}
+    for i, step in enumerate(steps):
+        name, args = split_step(step)
+        if name in NOOP_STEPS or name == "Normalize":
+            continue
+        where = f"[{i}].{name}"
+        t = make_transform(name, resolve_args(args, CIFAR_MEAN), strict_warnings=False)
+        after = set()
+        for before in sorted(shapes):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out = t(image=np.zeros(before, np.uint8), force_apply=True)["image"]
+                after.add(tuple(np.asarray(out).shape))
+            except Exception as exc:  # noqa: BLE001 - albumentations' own words, in one line
+                why = (str(exc).splitlines() or [type(exc).__name__])[0]
+                return [(where, f"cannot be applied to the {size(before)} image it gets here ({why}): "
+                                f"CIFAR-10 images are {size(shape)}; pad first (PadIfNeeded) or crop smaller")]
+            if getattr(t, "p", 1.0) < 1:
+                after.add(before)
+        shapes = after
+        if len(shapes) > 16:
+            break  # sizes that vary this much are refused below
+    if shapes != {tuple(shape)}:
+        got = " or ".join(size(s) for s in sorted(shapes))
+        return [("", f"the steps turn a {size(shape)} image into {got}: they must always end at "
+                     f"{size(shape)}, the size of the test images (e.g. PadIfNeeded 40, then RandomCrop 32; "
+                     "a step that changes the size needs p: 1.0 unless a later crop fixes it)")]
+    return []

@@ -39,11 +39,11 @@ class _Group(TyperGroup):
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True,
                               markup=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if state["debug"]:
                 raise
             err_console.print("[bold red]interrupted[/]")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None  # 143 for SIGTERM
 
 app = typer.Typer(
     name="cifarctl",

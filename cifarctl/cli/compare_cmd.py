@@ -40,10 +40,16 @@ def compare(
         Optional[Path], typer.Option("--out", "-o", help="File for --export (format from the suffix if --export is not given).")
     ] = None,
     sort: Annotated[SortKey, typer.Option("--sort", help="Order rows by best or final accuracy, or by time.")] = SortKey.best,
-    by_run: Annotated[bool, typer.Option("--by-run", help="Chart every run, not the mean of each recipe's seeds.")] = False,
+    by_run: Annotated[bool, typer.Option("--by-run", help="Chart every run, not the mean of each group's seeds.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print runs, groups and skipped folders as JSON only.")] = False,
 ) -> None:
-    """Compare training runs: accuracy, time, target verdict; mean ± std over seeds; a metric chart."""
+    """Compare training runs: accuracy, time, target verdict; a metric chart.
+
+    Runs are grouped by their whole resolved recipe except the seed and settings that
+    cannot change results (workers, device-only knobs); a group shows mean ± std only
+    when its seeds differ. Groups of the same recipe name are labelled by the settings in
+    which they differ, e.g. s8_bn [data.train_subset=3000].
+    """
     from cifarctl.analysis.compare import collect_runs, curves, group_runs, metric_names, sort_runs
     from cifarctl.analysis.compare import export as export_runs
     from cifarctl.errors import UsageError, did_you_mean

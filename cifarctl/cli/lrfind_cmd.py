@@ -44,37 +44,37 @@ def lr_find(
 ) -> None:
     """Run the LR range test: raise the lr step by step, chart the loss, suggest an lr.
 
-    Suggests: valley (recommended), steepest gradient, minimum/10.
+    Suggests: valley (recommended), steepest gradient, minimum/10, all from before the
+    loss diverges and before its lowest point; the sweep stops when the smoothed loss
+    passes 4x its best. A sweep whose loss never falls meaningfully is reported as
+    inconclusive, with what to try, and recommends nothing.
     Nothing is trained: the model and optimizer are restored afterwards.
+    Off a terminal a plain progress line every ~10 %; Ctrl-C stops it at once (exit 130).
     Writes lr_find.json and lr_find.png to RUNS_DIR/lr-find/NAME-TIME/.
     """
     from cifarctl.recipe import resolve_model_or_recipe
+    from cifarctl.training.builders import resolve_device
     from cifarctl.training.lrfind import make_out_dir, run_lr_find, sweep_settings, write_lr_find
+    from cifarctl.ui.interrupt import answer_interrupts
+    from cifarctl.ui.sweep_progress import SweepProgress, device_label
 
     resolved = resolve_model_or_recipe(target, list(set_ or ()))
     recipe = resolved.recipe
     opt = optimizer.value if optimizer is not None else None
     sweep = sweep_settings(recipe, start_lr, end_lr, num_iter, step_mode.value if step_mode is not None else None)
+    dev = resolve_device(device)
     show = not json
     if show:
         console.print(f"lr-find {resolved.describe()}", highlight=False, soft_wrap=True)
-        console.print(f"{opt or recipe.optimizer.name}, batch {batch_size or recipe.data.batch_size}: "
-                      f"{sweep['num_iter']} steps, lr {sweep['start_lr']:.0e} → {sweep['end_lr']:g} "
-                      f"({sweep['step_mode']})", highlight=False)
+        console.print(f"{opt or recipe.optimizer.name}, batch {batch_size or recipe.data.batch_size} on "
+                      f"{device_label(dev)}: {sweep['num_iter']} steps, lr {sweep['start_lr']:.0e} → "
+                      f"{sweep['end_lr']:g} ({sweep['step_mode']})", highlight=False)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeRemainingColumn(), console=console, disable=not (show and console.is_terminal),
-                   transient=True)
-    task = bar.add_task("sweep", total=sweep["num_iter"], info="")
-
-    def progress(i: int, n: int, lr: float, loss: float) -> None:
-        bar.update(task, completed=i, info=f"lr {lr:.1e}  loss {loss:.3f}")
-
-    with bar:
-        result = run_lr_find(recipe, data_source=data, device=device, optimizer=opt,
+    with answer_interrupts("the LR range test; nothing is written"), \
+            SweepProgress(console, sweep["num_iter"], enabled=show) as progress:
+        result = run_lr_find(recipe, data_source=data, device=dev, optimizer=opt,
                              weight_decay=weight_decay, batch_size=batch_size, progress=progress, **sweep)
+        progress.finished(result)
     out_dir = make_out_dir(runs_dir, recipe.name)
     json_path, png_path = write_lr_find(result, out_dir)
     if json:

@@ -12,6 +12,7 @@ from cifarctl.data.sources import (
     load_cifar,
     resolve_source,
     sample_indices,
+    source_key,
     synthetic,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "load_cifar",
     "resolve_source",
     "sample_indices",
+    "source_key",
     "synthetic",
 ]

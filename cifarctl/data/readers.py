@@ -1,8 +1,11 @@
 """Readers for the on-disk CIFAR-10 layouts: python pickle batches and image folders.
 
-Both read a folder or a tar archive (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.xz``);
-archives are streamed member by member, never extracted to disk. Every reader
-returns a :class:`Decoded` with uint8 images (N, 32, 32, 3) and int64 labels.
+Both read a folder or a tar archive (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.xz``,
+``.tar.bz2``); archives are streamed member by member, never extracted to disk, and read
+to the end of the compressed stream, so that its checksum (gzip CRC-32, xz/bz2 block
+checks) is verified: a corrupted archive is an error, never data. Every reader returns a
+:class:`Decoded` with uint8 images (N, 32, 32, 3), int64 labels, and exactly CIFAR-10's
+ten classes (anything else is refused, naming the extra and missing class folders).
 
 Pickle is only used for the official ``cifar-10-batches-py`` format, and through an
 unpickler that accepts nothing but numpy arrays, lists, dicts, strings and numbers:
@@ -15,7 +18,9 @@ is CPU-bound and threads do not help.
 
 from __future__ import annotations
 
+import bz2
 import codecs
+import gzip
 import io
 import lzma
 import multiprocessing
@@ -88,18 +93,44 @@ def _unpickle(blob: bytes, where: str) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
+def _labels(labels, where: str) -> np.ndarray:
+    """The 'labels' of a batch as int64, or a DataError saying what they are instead."""
+    if isinstance(labels, (list, tuple)):
+        bad = next((v for v in labels if isinstance(v, bool) or not isinstance(v, (int, np.integer))), None)
+        if bad is not None:
+            raise DataError(f"{where}: 'labels' holds {type(bad).__name__} {_short(bad)}, expected integers "
+                            "0..9: not a CIFAR-10 batch (re-download it)")
+        try:
+            labels = np.array(labels, dtype=np.int64)
+        except OverflowError:
+            raise DataError(f"{where}: 'labels' holds integers out of range, expected 0..9") from None
+    if not isinstance(labels, np.ndarray):
+        raise DataError(f"{where}: 'labels' is a {type(labels).__name__}, expected a list of integers "
+                        "0..9: not a CIFAR-10 batch")
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer) or labels.ndim > 1:
+        raise DataError(f"{where}: 'labels' are {labels.dtype} {labels.shape}, expected a list of integers "
+                        "0..9: not a CIFAR-10 batch")
+    return labels.astype(np.int64).reshape(-1)
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _batch_arrays(blob: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(blob, where)
     data, labels = d.get("data"), d.get("labels")
     if data is None or labels is None:
         raise DataError(f"{where}: CIFAR-10 batch without 'data' and 'labels' keys "
                         f"(has {sorted(map(str, d))}); CIFAR-100 is not supported")
-    data = np.asarray(data)
+    if not isinstance(data, np.ndarray):
+        raise DataError(f"{where}: 'data' is a {type(data).__name__}, expected a uint8 array (N, 3072)")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{where}: 'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = _labels(labels, where)
     if labels.shape != (len(data),):
-        raise DataError(f"{where}: {len(labels)} labels for {len(data)} images")
+        raise DataError(f"{where}: {labels.size} labels for {len(data)} images")
     # rows are planar: 1024 red, 1024 green, 1024 blue values
     x = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     return x, labels
@@ -115,15 +146,20 @@ def from_batches(blobs: dict[str, bytes], where: str) -> Decoded:
     names = meta.get("label_names")
     if not isinstance(names, list) or not names:
         raise DataError(f"{where}/{META_NAME}: no 'label_names' list")
-    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    classes = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
+    check_classes(classes, f"{where}/{META_NAME}", "label_names")
     parts = [_batch_arrays(blobs[n], f"{where}/{n}") for n in BATCH_NAMES]
     train_x = np.concatenate([p[0] for p in parts[:5]])
     train_y = np.concatenate([p[1] for p in parts[:5]])
     test_x, test_y = parts[5]
     for split, y in (("train", train_y), ("test", test_y)):
         if len(y) and (y.min() < 0 or y.max() >= len(classes)):
-            raise DataError(f"{where}: {split} label {int(y.max())} out of range for "
+            bad = int(y.min()) if y.min() < 0 else int(y.max())
+            raise DataError(f"{where}: {split} label {bad} out of range for "
                             f"{len(classes)} classes in {META_NAME}")
+    if classes != list(CLASSES):  # the ten names in another order: labels follow CIFAR-10's order
+        order = np.array([CLASSES.index(c) for c in classes], np.int64)
+        train_y, test_y, classes = order[train_y], order[test_y], list(CLASSES)
     return Decoded(train_x, train_y, test_x, test_y, classes, "pickle batches")
 
 
@@ -169,8 +205,25 @@ def decode_chunk(items: list[tuple[str, bytes | str]]) -> tuple[np.ndarray, str 
     return out, None
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+def _worker_init() -> None:
+    """In each decode worker: Ctrl-C is the parent's to handle, and the worker dies with the
+    parent however the parent dies (SIGTERM, SIGKILL): Linux's parent-death signal, so that
+    no orphaned worker keeps its memory (~340 MB each) after the command is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+_ignore_sigint = _worker_init  # the old name
 
 
 class _Decoder:
@@ -201,7 +254,7 @@ class _Decoder:
                 except (AttributeError, OSError, ValueError):
                     pass
             self.pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("fork"),
-                                            initializer=_ignore_sigint)
+                                            initializer=_worker_init)
         if self.pool is not None:
             self.results.append(self.pool.submit(decode_chunk, items))
         else:
@@ -221,9 +274,33 @@ class _Decoder:
             arrays.append(r[0])
         return np.concatenate(arrays) if arrays else np.empty((0, 32, 32, 3), np.uint8)
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, failed: bool = False) -> None:
+        """Shut the pool down; after an error or a signal (``failed``), stop the workers now
+        rather than let them finish their chunks."""
+        if self.pool is None:
+            return
+        pool, self.pool = self.pool, None
+        if failed:
+            procs = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                try:
+                    proc.terminate()
+                except (OSError, ValueError, AttributeError):
+                    pass
+            for proc in procs:
+                try:
+                    proc.join(5)
+                except (OSError, ValueError, AttributeError, AssertionError):
+                    pass
+        else:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(failed=exc_type is not None)
 
 
 # ---------------------------------------------------------------- image folders
@@ -239,6 +316,23 @@ def _image_key(parts: list[str]) -> tuple[str, str, str, str] | None:
     return None
 
 
+def check_classes(classes, where: str, what: str = "class folders") -> None:
+    """DataError unless ``classes`` are exactly CIFAR-10's ten (in any order), naming the
+    extra and the missing ones: models have ten outputs, so an 11th class is a label out
+    of range two epochs into training."""
+    got = [str(c) for c in classes]
+    if sorted(got) == sorted(CLASSES):
+        return
+    extra = sorted(set(got) - set(CLASSES))
+    missing = [c for c in CLASSES if c not in set(got)]
+    twice = sorted({c for c in got if got.count(c) > 1})
+    parts = ([f"extra: {', '.join(repr(c[:40]) for c in extra[:10])}" + (" ..." if len(extra) > 10 else "")]
+             if extra else []) + ([f"missing: {', '.join(missing)}"] if missing else []) + \
+        ([f"twice: {', '.join(twice)}"] if twice else [])
+    raise DataError(f"{where}: the {what} are not CIFAR-10's ten classes ({'; '.join(parts)}): expected "
+                    f"exactly {', '.join(CLASSES)}")
+
+
 def _class_order(train: set[str], test: set[str], where: str) -> list[str]:
     if not train or not test:
         empty = " and ".join(s + "/" for s, c in (("train", train), ("test", test)) if not c)
@@ -248,7 +342,8 @@ def _class_order(train: set[str], test: set[str], where: str) -> list[str]:
         if a - b:
             raise DataError(f"{where}: class folder(s) {', '.join(sorted(a - b))} in {sa}/ but "
                             f"not in {sb}/: train/ and test/ need the same class folders")
-    return list(CLASSES) if train == set(CLASSES) else sorted(train)
+    check_classes(sorted(train), where)
+    return list(CLASSES)
 
 
 def _assemble(keys: list[tuple[str, str, str, str]], x: np.ndarray, where: str) -> Decoded:
@@ -281,25 +376,50 @@ def _find_image_root(folder: Path) -> Path | None:
     return None
 
 
+def link_problem(path: str | os.PathLike) -> str | None:
+    """'dangling symbolic link' / 'symbolic link loop' for a link that leads nowhere, else None."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"dangling symbolic link (to {os.readlink(path)!r})"
+    return None
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder``, sorted; a link that leads nowhere is a DataError naming it."""
+    out = []
+    for e in sorted(os.scandir(folder), key=lambda e: e.name):
+        if e.name.startswith("."):
+            continue
+        bad = link_problem(e.path)
+        if bad:
+            raise DataError(f"{e.path}: {bad}: remove it or fix what it points to")
+        out.append(e)
+    return out
+
+
 def read_image_dir(root: Path, progress: Progress | None = None) -> Decoded:
     """Read ``root/train/<class>/*`` and ``root/test/<class>/*``."""
     keys, items = [], []
     for split in SPLITS:
-        for cdir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
-            for f in sorted(os.scandir(cdir), key=lambda e: e.name):
+        for cdir in (Path(e.path) for e in _entries(root / split) if e.is_dir()):
+            for f in _entries(cdir):
                 key = _image_key([split, cdir.name, f.name])
                 if key and f.is_file():
                     keys.append(key)
                     items.append((f.path, f.path))
-    decoder = _Decoder(len(items))
-    try:
+    with _Decoder(len(items)) as decoder:
         for start in range(0, len(items), CHUNK):
             decoder.submit(items[start:start + CHUNK])
             if progress and decoder.pool is None:
                 progress(min(start + CHUNK, len(items)), len(items))
         x = _finish_with_progress(decoder, len(items), progress)
-    finally:
-        decoder.close()
     return _assemble(keys, x, str(root))
 
 
@@ -324,46 +444,81 @@ def _members(tf: tarfile.TarFile) -> Iterator[tuple[str, tarfile.TarInfo]]:
             yield name, m
 
 
+_MAGIC = ((b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb"), "gzip"),
+          (b"\xfd7zXZ\x00", lambda f: lzma.LZMAFile(f, "rb"), "xz"),
+          (b"BZh", lambda f: bz2.BZ2File(f, "rb"), "bzip2"))
+
+
+def _decompressed(raw):
+    """(stream, kind): ``raw`` through the decompressor its first bytes call for (Python's own
+    file classes, which check the CRC / integrity check when read to the end), or ``raw``."""
+    head = raw.read(6)
+    raw.seek(0)
+    for magic, cls, kind in _MAGIC:
+        if head.startswith(magic):
+            return cls(raw), kind
+    return raw, "tar"
+
+
+def _read_to_end(stream) -> None:
+    """Read what is left of the (decompressed) stream, so its trailer checksum is verified:
+    tarfile stops at the tar end-of-archive blocks, before the gzip CRC."""
+    while stream.read(1 << 20):
+        pass
+
+
 def read_archive(path: Path, progress: Progress | None = None) -> Decoded:
     """Stream a tar archive holding an image folder or a ``cifar-10-batches-py`` folder.
 
-    ``progress(done, total)`` counts compressed bytes read, the only measure known up front.
+    The compressed stream is read to its end (checksums verified) before the images are
+    used. ``progress(done, total)`` counts compressed bytes read, the only measure known up front.
     """
     size = path.stat().st_size
     keys, chunk, batches = [], [], {}
     seen = 0
+    kind = "tar"
     decoder = _Decoder(None)
+    failed = True
     try:
-        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
-            last = 0
-            for name, member in _members(tf):
-                seen += 1
-                parts = name.split("/")
-                key = _image_key(parts)
-                if key:
-                    keys.append(key)
-                    chunk.append((f"{path}:{name}", tf.extractfile(member).read()))
-                    if len(chunk) == CHUNK:
-                        decoder.submit(chunk)
-                        chunk = []
-                elif parts[-1] in (*BATCH_NAMES, META_NAME) and len(parts) <= 3:
-                    batches[parts[-1]] = tf.extractfile(member).read()
-                if progress and raw.tell() - last > size // 100:
-                    last = raw.tell()
-                    progress(last, size)
+        with open(path, "rb") as raw:
+            stream, kind = _decompressed(raw)
+            with stream, tarfile.open(fileobj=stream, mode="r|") as tf:
+                last = 0
+                for name, member in _members(tf):
+                    seen += 1
+                    parts = name.split("/")
+                    key = _image_key(parts)
+                    if key:
+                        keys.append(key)
+                        chunk.append((f"{path}:{name}", tf.extractfile(member).read()))
+                        if len(chunk) == CHUNK:
+                            decoder.submit(chunk)
+                            chunk = []
+                    elif parts[-1] in (*BATCH_NAMES, META_NAME) and len(parts) <= 3:
+                        batches[parts[-1]] = tf.extractfile(member).read()
+                    if progress and raw.tell() - last > size // 100:
+                        last = raw.tell()
+                        progress(last, size)
+                _read_to_end(stream)
         if chunk:
             decoder.submit(chunk)
         x = decoder.finish()
+        failed = False
     except tarfile.ReadError as e:
         if seen:
             raise DataError(f"{path}: archive is truncated ({e}); copy or download it "
                             f"again") from None
+        if kind != "tar":
+            raise DataError(f"{path}: {kind} data that is not a tar archive ({e}): {LAYOUT_HELP}") from None
         raise DataError(f"{path}: not a folder or a readable tar archive: {LAYOUT_HELP}") from None
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as e:
-        raise DataError(f"{path}: archive is truncated or corrupt ({e}); copy or download it "
+        why = str(e) or type(e).__name__
+        if isinstance(e, gzip.BadGzipFile) or "CRC" in why or "check" in why.lower():
+            why = f"checksum error: {why}"
+        raise DataError(f"{path}: archive is truncated or corrupt ({why}); copy or download it "
                         f"again") from None
     finally:
-        decoder.close()
+        decoder.close(failed=failed)
     if progress:
         progress(size, size)
     if not keys and batches:

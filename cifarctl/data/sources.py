@@ -35,6 +35,7 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 SYNTHETIC_DEFAULT = (2000, 500)
+SYNTHETIC_MAX = 200_000   # images per split: 0.6 GB of uint8 (CIFAR-10 has 50,000 + 10,000)
 
 
 @dataclass(repr=False)
@@ -48,6 +49,7 @@ class CifarArrays:
     classes: list[str]
     source: str           # what was read, for people: "image folder /data/cifar.tar.xz"
     cached: bool = False  # True when the arrays came from the decoded cache
+    cache_written: bool = False  # True when they were just decoded and written to the cache
 
     @property
     def num_classes(self) -> int:
@@ -107,17 +109,44 @@ def load_cifar(
 
 
 def _load_path(path: Path, cache_dir: Path, progress) -> CifarArrays:
-    cfile = cache.cache_file(cache_dir, path)
-    hit = cache.load(cfile)
-    if hit is not None:
-        return CifarArrays(hit["train_x"], hit["train_y"], hit["test_x"], hit["test_y"],
-                           hit["classes"], hit["description"], cached=True)
-    with _progress(progress, f"decoding {path.name}") as cb:
-        d = readers.read_path(path, cb)
+    try:
+        cfile = cache.cache_file(cache_dir, path)
+        hit = cache.load(cfile)
+        if hit is not None:
+            return CifarArrays(hit["train_x"], hit["train_y"], hit["test_x"], hit["test_y"],
+                               hit["classes"], hit["description"], cached=True)
+        with _progress(progress, f"decoding {path.name}") as cb:
+            d = readers.read_path(path, cb)
+    except OSError as exc:  # permissions, a folder that vanished, I/O errors: one line
+        where = exc.filename or path
+        raise DataError(f"{where}: cannot be read ({exc.strerror or exc}): {readers.LAYOUT_HELP}") from None
     description = f"{d.kind} {path}"
     arrays = {"train_x": d.train_x, "train_y": d.train_y, "test_x": d.test_x, "test_y": d.test_y}
-    cache.save(cfile, arrays, d.classes, description)
-    return CifarArrays(**arrays, classes=d.classes, source=description)
+    bad = cache.problems(arrays, d.classes)
+    if bad:  # the readers check all of this; a reader that lets something through is not trusted
+        raise DataError(f"{path}: the decoded data is inconsistent ({bad}); not used, not cached")
+    written = cache.save(cfile, arrays, d.classes, description)
+    return CifarArrays(**arrays, classes=d.classes, source=description, cache_written=written)
+
+
+def source_key(source: str | os.PathLike | None) -> str | None:
+    """What a run records of its data, to refuse resuming it on other data: for a path, the
+    content key of :func:`cifarctl.data.cache.content_key` (the same data copied elsewhere
+    has the same key); for ``synthetic``, its sizes; for ``cifar10``, the key of the
+    downloaded copy. None when the source cannot be looked at (loading it reports why)."""
+    spec = resolve_source(source)
+    try:
+        if spec.lower().split(":")[0] == "synthetic":
+            n, m = _parse_synthetic(spec)
+            return f"synthetic:{n}:{m}"
+        if spec.lower() in ("cifar10", "cifar-10"):
+            cache_dir = cache.default_cache_dir()
+            found = [c for c in (cache_dir / readers.BATCHES_DIR, cache_dir / CIFAR10_ARCHIVE) if c.exists()]
+            return cache.content_key(found[0]) if found else "cifar10"
+        path = Path(os.path.expanduser(spec))
+        return cache.content_key(path) if path.exists() else None
+    except (DataError, OSError):
+        return None
 
 
 @contextmanager
@@ -203,6 +232,9 @@ def _parse_synthetic(spec: str) -> tuple[int, int]:
     except ValueError:
         raise DataError(f"bad synthetic source {spec!r}: expected synthetic, synthetic:N or "
                         f"synthetic:N:M (N train and M test images, positive integers)") from None
+    if any(n > SYNTHETIC_MAX for n in nums):
+        raise DataError(f"synthetic source {spec!r}: at most {SYNTHETIC_MAX:,} images per split "
+                        f"({max(nums):,} asked for; CIFAR-10 itself has 50,000 + 10,000)")
     if not nums:
         return SYNTHETIC_DEFAULT
     return nums[0], nums[1] if len(nums) > 1 else max(10, nums[0] // 4)
@@ -213,7 +245,10 @@ def synthetic(n_train: int = SYNTHETIC_DEFAULT[0], n_test: int = SYNTHETIC_DEFAU
     """Random images a model can learn, but not at once: each class has its own mean colour
     and stripe pattern (orientation, frequency) under per-image brightness jitter and strong
     pixel noise (a nearest-class-mean classifier gets ~77%, colour alone ~50%, chance 10%).
-    Deterministic in ``seed``."""
+    Deterministic in ``seed``; 1 to :data:`SYNTHETIC_MAX` images per split."""
+    for what, n in (("train", n_train), ("test", n_test)):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= SYNTHETIC_MAX:
+            raise DataError(f"synthetic data: {what} size {n!r} must be 1..{SYNTHETIC_MAX:,} images")
     k = len(CLASSES)
     rng = np.random.default_rng([seed, 0])
     colours = rng.uniform(90, 165, (k, 3)).astype(np.float32)
@@ -311,6 +346,7 @@ def data_summary(data: CifarArrays) -> dict:
     return {
         "source": data.source,
         "cached": data.cached,
+        "cache_written": data.cache_written,
         "classes": list(data.classes),
         "train": int(len(data.train_y)),
         "test": int(len(data.test_y)),

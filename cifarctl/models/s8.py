@@ -27,10 +27,11 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from cifarctl.models._blocks import ConvBlock
-from cifarctl.registry import register_model
+from cifarctl.registry import Dropout, PositiveInt, register_model
 
 # Block widths (see the table above); 43,266 params with BatchNorm.
 WIDTHS = (24, 12, 24, 16, 32)
+Widths = tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt, PositiveInt]  # model_args.widths
 
 
 class S8Net(nn.Module):
@@ -73,18 +74,18 @@ class S8Net(nn.Module):
 
 
 @register_model(assignment="S8", description="S8 net with BatchNorm, skips, <50k params", aliases=("s8",))
-def s8_bn(dropout: float = 0.05, **kwargs) -> nn.Module:
+def s8_bn(dropout: Dropout = 0.05, widths: Widths = WIDTHS) -> nn.Module:
     """S8 net with BatchNorm."""
-    return S8Net(norm="bn", dropout=dropout, **kwargs)
+    return S8Net(norm="bn", dropout=dropout, widths=tuple(widths))
 
 
 @register_model(assignment="S8", description="S8 net with GroupNorm (groups=4), <50k params")
-def s8_gn(dropout: float = 0.05, groups: int = 4, **kwargs) -> nn.Module:
+def s8_gn(dropout: Dropout = 0.05, groups: PositiveInt = 4, widths: Widths = WIDTHS) -> nn.Module:
     """S8 net with GroupNorm."""
-    return S8Net(norm="gn", groups=groups, dropout=dropout, **kwargs)
+    return S8Net(norm="gn", groups=groups, dropout=dropout, widths=tuple(widths))
 
 
 @register_model(assignment="S8", description="S8 net with LayerNorm (GroupNorm(1, C)), <50k params")
-def s8_ln(dropout: float = 0.05, **kwargs) -> nn.Module:
+def s8_ln(dropout: Dropout = 0.05, widths: Widths = WIDTHS) -> nn.Module:
     """S8 net with LayerNorm."""
-    return S8Net(norm="ln", dropout=dropout, **kwargs)
+    return S8Net(norm="ln", dropout=dropout, widths=tuple(widths))

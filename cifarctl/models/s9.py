@@ -24,7 +24,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from cifarctl.models._blocks import ConvBlock
-from cifarctl.registry import register_model
+from cifarctl.registry import Dropout, register_model
 
 # (out channels, kernel, stride, dilation, separable) per conv block, four blocks.
 LAYOUT: tuple[tuple[tuple[int, int, int, int, bool], ...], ...] = (
@@ -65,6 +65,6 @@ class S9Net(nn.Module):
     description="C1-C2-C3-C4, no max-pool: strided, dilated and separable convs, GAP",
     aliases=("s9",),
 )
-def s9_dilated(dropout: float = 0.05) -> nn.Module:
+def s9_dilated(dropout: Dropout = 0.05) -> nn.Module:
     """The S9 network."""
     return S9Net(dropout=dropout)

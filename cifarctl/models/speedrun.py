@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifarctl.registry import register_model
+from cifarctl.registry import Fraction, NonNegativeInt, PositiveInt, register_model
 
 
 class _BatchNorm(nn.BatchNorm2d):
@@ -92,8 +92,9 @@ class SpeedrunNet(nn.Module):
 
 
 @register_model(assignment="speedrun", description="airbench94-style net: patch whitening, frozen BN scales")
-def speedrun_net(widths: tuple[int, int, int] = (64, 256, 256), bn_momentum: float = 0.6,
-                 freeze_bn_scale: bool = True, whiten_bias_epochs: int = 3) -> nn.Module:
+def speedrun_net(widths: tuple[PositiveInt, PositiveInt, PositiveInt] = (64, 256, 256),
+                 bn_momentum: Fraction = 0.6, freeze_bn_scale: bool = True,
+                 whiten_bias_epochs: NonNegativeInt = 3) -> nn.Module:
     """airbench94-style network for the speedrun recipe.
 
     ``bn_momentum`` is airbench's (the weight of the old running statistics: torch's

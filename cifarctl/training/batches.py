@@ -31,6 +31,7 @@ import torch
 
 from cifarctl.errors import UsageError
 from cifarctl.recipe import Recipe
+from cifarctl.training.builders import uses_channels_last
 
 
 def count_steps(n: int, batch_size: int, world_size: int = 1) -> int:
@@ -88,7 +89,7 @@ class Batches:
         # Data-parallel: augmentation randomness of its own per rank, reseeded every step
         # from the epoch's draw (EpochPlan.aug_seed), so the shared generator stays in step.
         self.aug_generator = generator if world_size == 1 else torch.Generator(device=device)
-        self.channels_last = device.type == "cuda" and recipe.channels_last
+        self.channels_last = uses_channels_last(recipe, device)
         self.workers = d.workers
         self.normalize = make_normalizer(d.normalize, device, d.augment)
         step = unsupported_step(d.augment) if d.augment else None

@@ -42,6 +42,13 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
     return dev
 
 
+def uses_channels_last(recipe: Recipe, device: torch.device) -> bool:
+    """Whether the model and its batches use channels_last (NHWC): ``recipe.channels_last``
+    on CUDA and on the CPU, where it was measured faster for every small net (1.04-1.30x a
+    step on 2 cores, benchmarks/results/cpu-speed-cpu.md); other devices stay NCHW."""
+    return bool(recipe.channels_last) and device.type in ("cuda", "cpu")
+
+
 def precision_for(precision: str, device: torch.device) -> tuple[torch.dtype | None, str | None]:
     """(autocast dtype or None for fp32, a notice or None).
 

@@ -36,7 +36,7 @@ from torch import nn
 from cifarctl.recipe import Recipe
 from cifarctl.training import distributed
 from cifarctl.training.batches import Batches
-from cifarctl.training.builders import autocast
+from cifarctl.training.builders import autocast, uses_channels_last
 from cifarctl.training.evaluation import evaluate
 from cifarctl.training.faults import FaultPlan
 from cifarctl.training.guards import LossWatch
@@ -87,7 +87,7 @@ class Trainer:
 
     @property
     def channels_last(self) -> bool:
-        return self.device.type == "cuda" and self.recipe.channels_last
+        return uses_channels_last(self.recipe, self.device)
 
     @property
     def lr(self) -> float:

@@ -7,15 +7,16 @@ learning rate from ``start_lr`` to ``end_lr``. torch-lr-finder's own tqdm bar an
 are silenced; progress goes to a ``progress(i, n, lr, loss)`` callback. The model and
 optimizer are restored afterwards (``LRFinder.reset()``), and so is the RNG state.
 
-Three suggestions are computed from the smoothed loss (torch-lr-finder's history):
+The sweep stops at divergence (the smoothed loss above 4x its best, or a non-finite
+loss), and :mod:`cifarctl.training.lr_suggest` reads it: smoothing adapted to the
+sweep's length, steepest / valley / minimum÷10 suggestions bounded before the divergence
+and the lowest loss, and an *inconclusive* verdict (with a reason and what to try) when
+the loss never falls meaningfully. ``recommended`` is the valley, else the steepest, else
+minimum/10, with the reason; ``None`` for an inconclusive sweep.
 
-* ``steepest``: torch-lr-finder's rule, argmin of ``np.gradient`` of the smoothed loss
-  with the first 10 and last 5 points skipped (needs >= 17 points);
-* ``valley``: fastai's rule, 1/3 + 1/6 of the way down the longest decreasing run of the
-  smoothed loss, over points ``[num_iter // 10 : -5]``;
-* ``min_div_10``: the lr at the lowest smoothed loss, divided by 10 (fastai's "minimum").
-
-``recommended`` is the valley, else the steepest, else minimum/10, with the reason.
+Under ``scheduler.max_lr: auto`` (:func:`choose_max_lr`), an inconclusive or
+out-of-range result is a one-line :class:`UsageError` (exit 2), unless the recipe states
+``scheduler.lr_find.fallback_max_lr``: that is then used, with a warning.
 """
 
 from __future__ import annotations
@@ -36,31 +37,30 @@ from cifarctl.errors import CifarctlError, UsageError
 
 Progress = Callable[[int, int, float, float], None]
 
-SUGGESTIONS = ("steepest", "valley", "min_div_10")
-LABELS = {"steepest": "steepest gradient", "valley": "valley", "min_div_10": "minimum / 10"}
-REASONS = {
-    "valley": "valley: the longest steep descent of the smoothed loss, robust to noise",
-    "steepest": "steepest: where the smoothed loss falls fastest (noisier than the valley)",
-    "min_div_10": "minimum/10: a tenth of the lr at the lowest loss, a conservative choice",
-}
-PREFERENCE = ("valley", "steepest", "min_div_10")
-# torch-lr-finder's plot(): skip_start=10, skip_end=5, and it needs skip_start + skip_end + 2.
-STEEP_SKIP_START, STEEP_SKIP_END = 10, 5
-STEEP_MIN_POINTS = STEEP_SKIP_START + STEEP_SKIP_END + 2
-SMOOTH_F = 0.05   # torch-lr-finder's default exponential smoothing of the loss
-DIVERGE_TH = 5.0  # stop when the smoothed loss exceeds 5x the best one
+from cifarctl.training.lr_suggest import (  # noqa: F401  (re-exported)
+    DIVERGE_K,
+    LABELS,
+    PREFERENCE,
+    REASONS,
+    SUGGESTIONS,
+    DivergenceWatch,
+    advice_for,
+    analyse_sweep,
+    recommend,
+    valley_index,
+)
 
 
 # ------------------------------------------------------------------------ result
 @dataclass
 class LRFindResult:
-    """One range test: the sweep, the suggestions and what to use."""
+    """One range test: the sweep, the suggestions, the verdict and what to use."""
 
     lr: list[float]
     loss: list[float]             # raw loss of each step
-    smoothed_loss: list[float]    # torch-lr-finder's exponentially smoothed loss
+    smoothed_loss: list[float]    # centred moving average (window adapted to the sweep); NaN from the divergence on
     suggestions: dict[str, float | None]
-    recommended: float | None
+    recommended: float | None     # None when inconclusive
     recommended_by: str | None    # "valley", "steepest", "min_div_10" or None
     reason: str
     diverged: bool
@@ -71,6 +71,22 @@ class LRFindResult:
     notes: list[str] = field(default_factory=list)  # unavailable suggestions, divergence
     settings: dict[str, Any] = field(default_factory=dict)  # model, optimizer, batch, ...
     seconds: float = 0.0
+    conclusive: bool = True
+    inconclusive_reason: str | None = None
+    cause: str | None = None      # inconclusive: flat, noisy, start, early or short
+    advice: list[str] = field(default_factory=list)  # what to try when inconclusive
+    divergence_index: int | None = None
+    minimum_index: int | None = None
+    smoothing_window: int = 1
+    drop: float | None = None     # relative fall of the smoothed loss
+    significance: float | None = None  # that fall / the least fall that is not noise (< 1: noise)
+    clipped: list[str] = field(default_factory=list)  # suggestions clipped into [start_lr, end_lr]
+    fallback: str | None = None   # max_lr: auto fell back to fallback_max_lr: why
+
+    @property
+    def verdict(self) -> str:
+        """"ok" or "inconclusive"."""
+        return "ok" if self.conclusive else "inconclusive"
 
     @property
     def message(self) -> str:
@@ -83,6 +99,7 @@ class LRFindResult:
         d["loss"] = [_finite_or_none(v) for v in self.loss]
         d["smoothed_loss"] = [_finite_or_none(v) for v in self.smoothed_loss]
         d["iterations_run"] = len(self.lr)
+        d["verdict"] = self.verdict
         d["message"] = self.message
         return d
 
@@ -91,113 +108,33 @@ def _finite_or_none(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-# ------------------------------------------------------------------- suggestions
-def valley_index(losses: list[float] | np.ndarray) -> int:
-    """fastai's valley: 1/3 + 1/6 down the longest decreasing subsequence of ``losses``."""
-    n = len(losses)
-    max_start = max_end = 0
-    lds = [1] * n
-    for i in range(1, n):
-        for j in range(i):
-            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
-                lds[i] = lds[j] + 1
-            if lds[max_end] < lds[i]:
-                max_end = i
-                max_start = max_end - lds[max_end]
-    sections = (max_end - max_start) / 3
-    return max_start + int(sections) + int(sections / 2)
-
-
-def suggest(
-    lrs: list[float], smoothed: list[float], num_iter: int, start_lr: float, end_lr: float,
-    diverged: bool = False,
-) -> tuple[dict[str, float | None], list[str]]:
-    """The three suggestions from a sweep, and a note for each one that is unavailable.
-
-    Points from the first non-finite loss on are dropped (as fastai does). Every
-    suggestion is clipped into ``[start_lr, end_lr]``.
-    """
-    lrs_a = np.asarray(lrs, dtype=float)
-    loss_a = np.asarray(smoothed, dtype=float)
-    bad = np.flatnonzero(~np.isfinite(loss_a))
-    if bad.size:
-        lrs_a, loss_a = lrs_a[: bad[0]], loss_a[: bad[0]]
-    n = len(loss_a)
-    out: dict[str, float | None] = dict.fromkeys(SUGGESTIONS)
-    notes: list[str] = []
-
-    if n >= STEEP_MIN_POINTS:
-        window = slice(STEEP_SKIP_START, n - STEEP_SKIP_END)
-        i = int(np.gradient(loss_a[window]).argmin())
-        out["steepest"] = float(lrs_a[window][i])
-    else:
-        notes.append(f"steepest gradient unavailable: it needs >= {STEEP_MIN_POINTS} points, got {n}.")
-
-    # fastai's window (skip the first tenth and the last 5 points); on a sweep too short
-    # for it, every point (but a diverged last one).
-    lo, hi = num_iter // 10, n - 5
-    if hi - lo >= 5:
-        w_lrs, w_loss = lrs_a[lo:hi], loss_a[lo:hi]
-    else:
-        keep = n - 1 if diverged and n > 3 else n
-        w_lrs, w_loss = lrs_a[:keep], loss_a[:keep]
-        if n >= 3:
-            fix = ("lower start_lr or end_lr" if diverged and n < num_iter
-                   else "use >= 17 steps (100 is the default)")
-            notes.append(f"short sweep ({n} points): valley and minimum/10 use all of it and are rough; {fix}.")
-    if len(w_loss) >= 3:
-        out["valley"] = float(w_lrs[valley_index(w_loss)])
-        out["min_div_10"] = float(w_lrs[int(w_loss.argmin())]) / 10
-    else:
-        notes.append(f"valley and minimum/10 unavailable: they need >= 3 finite points, got {n}.")
-
-    lo_lr, hi_lr = min(start_lr, end_lr), max(start_lr, end_lr)
-    for k, v in out.items():
-        if v is None:
-            continue
-        if not math.isfinite(v):
-            out[k] = None
-            notes.append(f"{LABELS[k]} unavailable: not finite.")
-        elif not lo_lr <= v <= hi_lr:
-            out[k] = min(max(v, lo_lr), hi_lr)
-            notes.append(f"{LABELS[k]} {v:.2e} clipped to the sweep range ({out[k]:.2e}).")
-    return out, notes
-
-
-def recommend(suggestions: dict[str, float | None], prefer: str = "valley") -> tuple[float | None, str | None, str]:
-    """(lr, which, reason): ``prefer`` when available, else the next in PREFERENCE."""
+def analyse(
+    lrs: list[float], raw: list[float], *, num_iter: int, start_lr: float, end_lr: float,
+    step_mode: str = "exp", prefer: str = "valley",
+) -> LRFindResult:
+    """Build an :class:`LRFindResult` from a sweep's lrs and raw losses
+    (:func:`cifarctl.training.lr_suggest.analyse_sweep` reads it)."""
     if prefer not in SUGGESTIONS:
         raise UsageError(f"unknown suggestion {prefer!r}: expected one of {', '.join(SUGGESTIONS)}")
-    order = (prefer,) + tuple(k for k in PREFERENCE if k != prefer)
-    for k in order:
-        if suggestions.get(k) is not None:
-            reason = REASONS[k] if k == prefer else f"{REASONS[k]} ({LABELS[prefer]} unavailable)"
-            return suggestions[k], k, reason
-    return None, None, "no suggestion: the sweep has too few finite points"
-
-
-def analyse(
-    lrs: list[float], raw: list[float], smoothed: list[float], *, num_iter: int, start_lr: float,
-    end_lr: float, step_mode: str = "exp", diverged: bool = False, prefer: str = "valley",
-) -> LRFindResult:
-    """Build an :class:`LRFindResult` (suggestions, recommendation, notes) from a sweep."""
-    suggestions, notes = suggest(lrs, smoothed, num_iter, start_lr, end_lr, diverged)
-    if diverged and lrs:
-        notes.insert(0, f"The loss diverged near lr {lrs[-1]:.2e}: stopped after {len(lrs)} of "
-                        f"{num_iter} steps; the suggestions use the points before it.")
-    elif diverged:
+    a = analyse_sweep(lrs, raw, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, prefer=prefer)
+    notes = list(a.notes)
+    n = len(lrs)
+    if n and not math.isfinite(raw[0]):
         notes.insert(0, "The loss was not finite from the first step: lower start_lr.")
-    rec, which, reason = recommend(suggestions, prefer)
     return LRFindResult(
-        lr=[float(v) for v in lrs], loss=[float(v) for v in raw], smoothed_loss=[float(v) for v in smoothed],
-        suggestions=suggestions, recommended=rec, recommended_by=which, reason=reason, diverged=diverged,
-        num_iter=num_iter, start_lr=float(start_lr), end_lr=float(end_lr), step_mode=step_mode, notes=notes,
+        lr=[float(v) for v in lrs], loss=[float(v) for v in raw], smoothed_loss=a.smoothed,
+        suggestions=a.suggestions, recommended=a.recommended, recommended_by=a.recommended_by,
+        reason=a.reason, diverged=a.divergence_index is not None, num_iter=num_iter,
+        start_lr=float(start_lr), end_lr=float(end_lr), step_mode=step_mode, notes=notes,
+        conclusive=a.conclusive, inconclusive_reason=a.inconclusive_reason, cause=a.cause, advice=a.advice,
+        divergence_index=a.divergence_index, minimum_index=a.minimum_index, smoothing_window=a.window,
+        drop=a.drop, significance=a.significance, clipped=list(a.clipped),
     )
 
 
 # ---------------------------------------------------------------------- the sweep
-class _NonFinite(Exception):
-    """A step's loss was NaN or inf: stop the sweep (torch-lr-finder would not)."""
+class _Diverged(Exception):
+    """A step's loss was NaN or inf, or the smoothed loss passed k x its best: stop the sweep."""
 
 
 class _Passes:
@@ -219,9 +156,11 @@ def _finder_class():
     from torch_lr_finder import LRFinder
 
     class _Finder(LRFinder):
-        """Records the raw loss of each step and reports progress."""
+        """Records the lr and raw loss of each step, reports progress, stops at divergence."""
 
         raw: list[float]
+        lrs: list[float]
+        watch: DivergenceWatch
         progress: Progress | None = None
         total: int = 0
 
@@ -229,10 +168,11 @@ def _finder_class():
             lr = self.optimizer.param_groups[0]["lr"]
             loss = super()._train_batch(train_iter, accumulation_steps, non_blocking_transfer)
             self.raw.append(loss)
+            self.lrs.append(lr)
             if self.progress is not None:
                 self.progress(len(self.raw), self.total, lr, loss)
-            if not math.isfinite(loss):
-                raise _NonFinite
+            if self.watch.update(loss):
+                raise _Diverged
             return loss
 
     return _Finder
@@ -256,13 +196,20 @@ def sweep_settings(recipe, start_lr: float | None = None, end_lr: float | None =
     command line), else the recipe's ``scheduler.lr_find``, else the defaults."""
     from cifarctl.recipe import LRFind
 
+    from cifarctl.errors import UsageError
+    from cifarctl.recipe import lr_find_problems
+
     base = getattr(recipe.scheduler, "lr_find", None) or LRFind()
-    return {
+    settings = {
         "start_lr": base.start_lr if start_lr is None else start_lr,
         "end_lr": base.end_lr if end_lr is None else end_lr,
         "num_iter": base.num_iter if num_iter is None else num_iter,
         "step_mode": base.step_mode if step_mode is None else step_mode,
     }
+    problems = lr_find_problems(settings)  # --end-lr inf: up front, not an OverflowError after the sweep
+    if problems:
+        raise UsageError("lr-find: " + "; ".join(problems))
+    return settings
 
 
 def run_lr_find(
@@ -328,18 +275,18 @@ def run_lr_find(
     from torch_lr_finder import TrainDataLoaderIter
 
     finder = _finder_class()(model, opt, criterion, device=dev, **amp_kwargs(recipe, dev))
-    finder.raw, finder.progress, finder.total = [], progress, num_iter
+    finder.raw, finder.lrs, finder.progress, finder.total = [], [], progress, num_iter
+    finder.watch = DivergenceWatch(num_iter)
     loader = TrainDataLoaderIter(_Passes(batches))
     saved = tlf.tqdm, getattr(tlf, "print", None)
     tlf.tqdm = lambda it, *a, **k: it       # its own bar: we report through `progress`
     tlf.print = lambda *a, **k: None         # "See the graph with {finder_name}.plot()"
-    diverged = False
     t0 = time.perf_counter()
-    try:
+    try:  # no smoothing or divergence stop of torch-lr-finder's own: finder.watch stops it
         finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
-                          step_mode=step_mode, smooth_f=SMOOTH_F, diverge_th=DIVERGE_TH)
-    except _NonFinite:
-        diverged = True
+                          step_mode=step_mode, smooth_f=0.0, diverge_th=math.inf)
+    except _Diverged:
+        pass
     finally:
         tlf.tqdm = saved[0]
         if saved[1] is None:
@@ -353,18 +300,14 @@ def run_lr_find(
             torch.cuda.set_rng_state_all(cuda_rng)
     seconds = time.perf_counter() - t0
 
-    lrs = list(finder.history["lr"])
-    smoothed = list(finder.history["loss"])
-    raw = finder.raw[: len(lrs)]
-    diverged = diverged or len(lrs) < num_iter
-    result = analyse(lrs, raw, smoothed, num_iter=num_iter, start_lr=start_lr, end_lr=end_lr,
-                     step_mode=step_mode, diverged=diverged, prefer=prefer)
+    result = analyse(list(finder.lrs), list(finder.raw), num_iter=num_iter, start_lr=start_lr,
+                     end_lr=end_lr, step_mode=step_mode, prefer=prefer)
     result.seconds = seconds
     result.settings = {
         "recipe": recipe.name, "model": recipe.model, "optimizer": recipe.optimizer.name,
         "weight_decay": recipe.optimizer.weight_decay, "batch_size": recipe.data.batch_size,
         "loss": recipe.loss.name, "data": data.source, "train_images": int(batches.n),
-        "device": str(dev), "smooth_f": SMOOTH_F, "diverge_th": DIVERGE_TH,
+        "device": str(dev), "smoothing_window": result.smoothing_window, "diverge_k": DIVERGE_K,
     }
     return result
 
@@ -372,10 +315,13 @@ def run_lr_find(
 def choose_max_lr(recipe, *, model=None, data=None, data_source: str | None = None, device: str | Any = "auto",
                    progress: Progress | None = None) -> tuple[float, LRFindResult | None]:
     """The OneCycle peak lr of ``recipe``: ``(max_lr, None)`` when it is a number; for
-    ``scheduler.max_lr: auto``, ``(recommended, result)`` from a range test run with the
-    recipe's ``scheduler.lr_find`` settings (on ``model``, restored afterwards, if given).
+    ``scheduler.max_lr: auto``, ``(lr, result)`` from a range test run with the recipe's
+    ``scheduler.lr_find`` settings (on ``model``, restored afterwards, if given).
 
-    Raises :class:`CifarctlError` when the test gives no suggestion.
+    An inconclusive sweep, or a recommended lr outside the sweep (clipped) or outside
+    ``scheduler.lr_find.accept_range``, raises a one-line :class:`UsageError` (exit 2),
+    unless ``scheduler.lr_find.fallback_max_lr`` is set: that value is returned and
+    ``result.fallback`` says why (:func:`max_lr_notice` words the warning).
     """
     sched = recipe.scheduler
     if getattr(sched, "name", None) != "onecycle":
@@ -386,10 +332,44 @@ def choose_max_lr(recipe, *, model=None, data=None, data_source: str | None = No
     result = run_lr_find(recipe, model=model, data=data, data_source=data_source, device=device,
                          start_lr=s.start_lr, end_lr=s.end_lr, num_iter=s.num_iter, step_mode=s.step_mode,
                          progress=progress)
-    if result.recommended is None:
-        raise CifarctlError(f"max_lr: auto: the LR range test gave no suggestion ({result.message}); "
-                            "set scheduler.max_lr to a number or change scheduler.lr_find")
-    return result.recommended, result
+    problem = auto_max_lr_problem(result, getattr(s, "accept_range", None))
+    if problem is None:
+        return float(result.recommended), result
+    fallback = getattr(s, "fallback_max_lr", None)
+    if fallback is not None:
+        result.fallback = problem
+        return float(fallback), result
+    tips = advice_for(result.cause, num_iter=s.num_iter, start_lr=s.start_lr, end_lr=s.end_lr,
+                      recipe=True) if result.cause else []
+    advice = f"; try {', '.join(tips)}" if tips else ""
+    raise UsageError(f"{recipe.origin}: scheduler.max_lr: auto: the LR range test {problem}{advice}; "
+                     "or set scheduler.max_lr to a number, or scheduler.lr_find.fallback_max_lr")
+
+
+def auto_max_lr_problem(result: LRFindResult, accept_range=None) -> str | None:
+    """Why ``result`` must not set max_lr (a phrase after "the LR range test"), or None."""
+    if not result.conclusive or result.recommended is None:
+        why = result.inconclusive_reason or result.reason
+        return f"was inconclusive ({why})"
+    lr, by = result.recommended, LABELS.get(result.recommended_by or "", "its suggestion")
+    if result.recommended_by in result.clipped:
+        return (f"chose {lr:.2e} ({by}) only by clipping it to the sweep range "
+                f"[{result.start_lr:.0e}, {result.end_lr:g}]: out of range")
+    if accept_range is not None and not accept_range[0] <= lr <= accept_range[1]:
+        return (f"chose {lr:.2e} ({by}), outside scheduler.lr_find.accept_range "
+                f"[{accept_range[0]:g}, {accept_range[1]:g}]")
+    return None
+
+
+def max_lr_notice(result: LRFindResult, max_lr: float) -> str:
+    """The line ``train`` shows about the max_lr that ``max_lr: auto`` resolved to."""
+    what = (f"the LR range test ({result.settings.get('train_images', '?')} images, {len(result.lr)} "
+            f"steps, {result.seconds:.1f}s)")
+    fallback = getattr(result, "fallback", None)
+    if fallback:
+        return (f"warning: max_lr auto: {what} {fallback}: training with scheduler.lr_find.fallback_max_lr "
+                f"{max_lr:.3g} instead; it is saved in recipe.yaml")
+    return f"max_lr auto: {what} chose {max_lr:.3g} ({result.recommended_by}); it is saved in recipe.yaml"
 
 
 # ------------------------------------------------------------------------ output
@@ -434,7 +414,8 @@ def write_lr_find(result: LRFindResult, out_dir: str | os.PathLike) -> tuple[Pat
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
     title = f"LR range test: {result.settings.get('model', '')}"
-    ax.set_title(title + (" (diverged)" if result.diverged else ""))
+    flags = [w for w, on in (("diverged", result.diverged), ("inconclusive", not result.conclusive)) if on]
+    ax.set_title(title + (f" ({', '.join(flags)})" if flags else ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -22,6 +22,7 @@ from cifarctl.training.builders import (
     precision_for,
     resolve_device,
     seed_everything,
+    uses_channels_last,
 )
 from cifarctl.training.engine import Trainer
 from cifarctl.training.faults import FaultPlan
@@ -73,7 +74,7 @@ def prepare(
         recipe = distributed.broadcast_object(recipe)
 
     model = build_model(recipe).to(dev)
-    if dev.type == "cuda" and recipe.channels_last:
+    if uses_channels_last(recipe, dev):
         model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     raw_model = model
@@ -123,11 +124,9 @@ def _resolve_auto_max_lr(recipe: Recipe, arrays, dev: torch.device, progress, no
     """
     if not is_max_lr_auto(recipe):
         return recipe, None
-    from cifarctl.training.lrfind import choose_max_lr
+    from cifarctl.training.lrfind import choose_max_lr, max_lr_notice
 
     max_lr, result = choose_max_lr(recipe, data=arrays, device=dev, progress=progress)
     resolved = recipe.replace({"scheduler.max_lr": float(max_lr)}, "max_lr from the LR range test")
-    notices.append(f"max_lr auto: the LR range test ({result.settings.get('train_images', '?')} images, "
-                   f"{len(result.lr)} steps, {result.seconds:.1f}s) chose {max_lr:.3g} "
-                   f"({result.recommended_by}); it is saved in recipe.yaml")
+    notices.append(max_lr_notice(result, max_lr))
     return resolved, result

@@ -157,6 +157,13 @@ def _resolve_recipe(recipe_ref, overrides, seed, data, resume, force):
     return recipe, ckpt, ckpt_path, run_dir
 
 
+def _same_file(ref, path: Path) -> bool:
+    try:
+        return Path(str(ref)).resolve() == path.resolve()
+    except OSError:
+        return False
+
+
 def _keep_resolved_max_lr(recipe, stored: dict):
     """On resume, ``max_lr: auto`` means the number the run's range test chose."""
     from cifarctl.training.builders import is_max_lr_auto
@@ -182,7 +189,12 @@ class _StopOnSignal:
         if self.trainer.stop_requested:
             if self.trainer.world_size > 1 and time.monotonic() - self.first < self.GRACE:
                 return
-            raise KeyboardInterrupt
+            from cifarctl.runs import SecondSignal, defer_signal
+
+            name = signal.Signals(signum).name
+            if defer_signal(name):  # a checkpoint is being written: stop once it is complete
+                return
+            raise SecondSignal(name)
         self.trainer.stop_requested = signal.Signals(signum).name
         self.first = time.monotonic()
 
@@ -198,7 +210,16 @@ class _StopOnSignal:
 
 
 # ------------------------------------------------------------------------ the run
-def run_training(
+def run_training(recipe: str | None = None, **kwargs) -> dict:
+    """Train a recipe (or resume a run) into a run folder; see the module docstring and
+    :func:`_run_training` for the arguments. The run folder is locked for the whole call."""
+    from contextlib import ExitStack
+
+    with ExitStack() as locks:
+        return _run_training(recipe, locks=locks, **kwargs)
+
+
+def _run_training(
     recipe: str | None = None,
     *,
     overrides: list[str] | tuple[str, ...] = (),
@@ -212,6 +233,7 @@ def run_training(
     view=None,
     argv: list[str] | None = None,
     progress: bool = False,
+    locks=None,
 ) -> dict:
     """Train a recipe (or resume a run) into a run folder; see the module docstring.
 
@@ -236,13 +258,23 @@ def run_training(
     ranks = distributed.current()  # under torchrun: this process's rank; only rank 0 writes and prints
     dev, view, progress = ranks.device(dev), view if ranks.main else None, progress and ranks.main
     source = recipe_obj.data.source or (ckpt or {}).get("data_source")
+    from cifarctl.data import source_key
+
+    claimed: list[str] = []
+    if ckpt is not None:  # lock the folder, then prove the checkpoint and the data are this run's
+        edited = None if recipe is not None and _same_file(recipe, Path(run_dir) / "recipe.yaml") else \
+            (lambda: runs.recipe_file_differences(run_dir, ckpt["recipe"], recipe_differences))
+        claimed = distributed.on_main(lambda: runs.claim_run(
+            run_dir, locks, ckpt=ckpt, ckpt_path=ckpt_path, data_key=source_key(source), force=force,
+            recipe_file_diffs=edited), ranks) or []
     bar = getattr(view, "lr_find_progress", None) if progress else None
     with (bar() if bar is not None else nullcontext(None)) as lr_bar:
         trainer = prepare(recipe_obj, data_source=source, device=dev, progress=progress,
                           lr_find_progress=lr_bar, rank=ranks.rank, world_size=ranks.world_size, faults=faults)
     recipe_obj = trainer.recipe  # max_lr: auto is now the range test's number
     if ckpt is not None:
-        changed = bool(recipe_differences(ckpt["recipe"], recipe_obj.to_dict()))  # only with --force
+        # only with --force: another recipe, or other data (its size sets the steps of the schedule)
+        changed = bool(recipe_differences(ckpt["recipe"], recipe_obj.to_dict())) or bool(claimed)
         distributed.check_resume(ckpt, trainer, ckpt_path)
         try:
             checkpoint.load_state_dict(trainer, ckpt, scheduler=not changed)
@@ -255,13 +287,16 @@ def run_training(
 
     if run_dir is None:
         run_dir = distributed.on_main(lambda: runs.create_run_dir(runs_dir, recipe_obj.name, name), ranks)
+        distributed.on_main(lambda: runs.claim_run(run_dir, locks, data_key=source_key(source)), ranks)
     run_dir = Path(run_dir)
     files = runs.RunFiles(run_dir) if ranks.main else distributed.SilentFiles(run_dir)
-
-    def save(state: dict, path: Path) -> None:  # only rank 0 writes the run folder
-        if ranks.main:
-            runs.save_checkpoint(state, path, before_replace=faults.before_replace)
-
+    if ranks.main:
+        def save(state, path):
+            files.save_checkpoint(state, path, before_replace=faults.before_replace)
+    else:
+        def save(state, path):
+            pass
+    trainer.notices.extend(claimed)
     import torch
 
     if ranks.main:
@@ -327,9 +362,9 @@ def run_training(
         files.log(f"error: {exc}{kept}")
         summary("diverged", str(exc))
         raise
-    except KeyboardInterrupt:
-        files.log("interrupted (second signal): stopped without saving the current epoch")
-        summary("interrupted", "interrupted (second signal)")
+    except KeyboardInterrupt as exc:
+        files.log(runs.second_signal_message(exc))
+        summary("interrupted", runs.second_signal_message(exc))
         raise
     except CifarctlError as exc:
         files.log(f"error: {exc}")

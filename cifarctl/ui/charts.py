@@ -77,7 +77,7 @@ def lr_find_chart(result, width: int = 80, height: int = 18, colorless: bool = F
     ticks = list(range(first, last + 1, step))
     f.ruler(0).ticks(ticks, [f"1e{t}" if t else "1" for t in ticks])
     f.label("learning rate", axis="x")
-    f.title("LR range test: smoothed loss")
+    f.title("LR range test: smoothed loss" + ("" if result.conclusive else " (inconclusive)"))
     f.plot_size(width, height)
     return f.build().string(colorless=colorless)
 

@@ -13,7 +13,10 @@ def _acc(v: float | None) -> str:
 
 
 def _pm(mean: float | None, std: float | None, fmt=_acc) -> str:
-    return "-" if mean is None else f"{fmt(mean)} ± {fmt(std)}"
+    """``mean ± std``; the mean alone when there is no spread over seeds (std None)."""
+    if mean is None:
+        return "-"
+    return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
 
 
 def _count(n: int | None) -> str:
@@ -92,12 +95,12 @@ def runs_table(runs, with_recipe: bool = True):
 
 
 def groups_table(groups):
-    """Recipes with two finished runs or more: mean ± sample std of best, final, time."""
-    gt = _table("Per recipe: finished runs, mean ± sample std",
-                ["recipe", "model", "n", "seeds", "best", "final", "time"], ("n",))
+    """Groups (same settings but the seed): mean ± sample std of best, final, time over seeds."""
+    gt = _table("Groups: finished runs, same settings but the seed (± sample std over seeds)",
+                ["group", "model", "n", "seeds", "best", "final", "time"], ("n",))
     for g in groups:
         seeds = ",".join(sorted(("-" if r.seed is None else str(r.seed) for r in g.runs), key=_natural))
-        gt.add_row(Text(g.recipe), Text(g.model or "-"), str(g.n), seeds, _pm(g.best_mean, g.best_std),
+        gt.add_row(Text(g.label), Text(g.model or "-"), str(g.n), seeds, _pm(g.best_mean, g.best_std),
                    _pm(g.final_mean, g.final_std), _pm(g.time_mean, g.time_std, _dur))
     return gt
 
@@ -126,10 +129,10 @@ def show_compare(console: Console, runs, groups, skipped, lines, metric: str) ->
     for r in runs:
         if _notes(r):
             console.print(Text(f"* {r.name}: {'; '.join(_notes(r))}", style="yellow"), soft_wrap=True)
-    multi = [g for g in groups if g.n >= 2]
-    if multi:
+    # a table of groups when some runs were grouped or some recipe names needed telling apart
+    if any(g.n >= 2 or g.label != g.recipe for g in groups):
         console.print()
-        print_natural_width(console, groups_table(multi))
+        print_natural_width(console, groups_table(groups))
     if lines:
         console.print()
         console.print(metric_chart(console, lines, metric))

@@ -61,7 +61,8 @@ def show_recipes(console: Console, recipes: dict) -> None:
 # ------------------------------------------------------------------------ data
 def show_data(console: Console, summary: dict, seconds: float) -> None:
     """A data source's images per class and train channel statistics."""
-    how = "from the cache" if summary["cached"] else "decoded and cached"
+    how = ("from the cache" if summary["cached"] else "decoded and cached" if summary.get("cache_written", True)
+           else "decoded; not cached")
     console.print(f"[bold]source[/]: {summary['source']}  [dim]({how}, {seconds:.1f} s)[/]", highlight=False)
     counts = Table(title="images per class", title_justify="left")
     counts.add_column("class")
@@ -241,7 +242,8 @@ def suggestions_table(result) -> Table:
     """Each LR range test suggestion, its lr, its rule, and which one is recommended."""
     from cifarctl.training.lrfind import LABELS, SUGGESTIONS
 
-    table = Table(title="Suggestions", title_justify="left")
+    title = "Suggestions" if result.conclusive else "Suggestions (inconclusive sweep: not to be trusted)"
+    table = Table(title=title, title_justify="left")
     table.add_column("suggestion")
     table.add_column("lr", justify="right")
     table.add_column("rule")
@@ -250,7 +252,7 @@ def suggestions_table(result) -> Table:
         rec = k == result.recommended_by
         table.add_row(LABELS[k] + (" (recommended)" if rec else ""),
                       "[dim]unavailable[/]" if v is None else f"{v:.2e}", _RULES[k],
-                      style="bold green" if rec else None)
+                      style="bold green" if rec else None if result.conclusive else "dim")
     return table
 
 
@@ -268,11 +270,16 @@ def show_lr_find(console: Console, result, out_dir) -> None:
             print(text)
         console.print(lr_find_key(result), highlight=False)
     console.print(suggestions_table(result))
-    if result.recommended is not None:
-        console.print(f"recommended lr [bold]{result.recommended:.2e}[/] — {result.reason}", highlight=False)
-    else:
-        console.print(f"[bold red]no lr to recommend[/]: {result.reason}", highlight=False)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if result.recommended is not None:
+        console.print(f"recommended lr [bold]{result.recommended:.2e}[/] — {result.reason}", highlight=False)
+    elif not result.conclusive:
+        console.print(f"[bold yellow]inconclusive:[/] {result.inconclusive_reason}; no lr is recommended "
+                      "(the suggestions above are not to be trusted)", highlight=False)
+        if result.advice:
+            console.print("try: " + "; ".join(result.advice), highlight=False)
+    else:
+        console.print(f"[bold red]no lr to recommend[/]: {result.reason}", highlight=False)
     console.print(f"{len(result.lr)} steps in {result.seconds:.1f}s; wrote {out_dir}/ "
                   "(lr_find.json, lr_find.png)", highlight=False, soft_wrap=True)

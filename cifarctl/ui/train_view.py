@@ -2,7 +2,9 @@
 
 On a terminal: a rich ``Progress`` with an epoch bar and a batch bar (loss, acc, lr,
 img/s, ETA) inside a ``Live``, and above it a plotext chart of accuracy and loss redrawn
-after each epoch; each finished epoch also leaves its plain line in the scrollback.
+after each epoch; each finished epoch also leaves its plain line in the scrollback. Both
+ETAs come from the steps completed so far (:class:`cifarctl.ui.eta.Eta`, evaluation time
+included once an epoch has ended): rich's own stays blank when a step takes over 30 s.
 Off a terminal: exactly one plain line per epoch, info lines, and the final lines, with
 no escape codes. The same plain lines (:mod:`cifarctl.training.lines`) go to log.txt.
 """
@@ -19,11 +21,11 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
 from cifarctl.training.lines import epoch_line, final_lines, start_line
+from cifarctl.ui.eta import Eta
 
 
 # ------------------------------------------------------------------------ the view
@@ -42,7 +44,11 @@ class TrainView:
     """Consumes engine events; use as a context manager around the training loop."""
 
     def __init__(self, console: Console | None = None, *, tty: bool | None = None,
-                 chart: bool = True, chart_height: int = 14):
+                 chart: bool = True, chart_height: int = 14, clock=None):
+        import time
+
+        self.clock = clock or time.monotonic  # for the ETAs (tests pass a fake one)
+        self.eta = self.epoch_eta = None
         self.console = console or Console()
         self.tty = self.console.is_terminal if tty is None else tty
         self.chart_on = chart
@@ -64,7 +70,7 @@ class TrainView:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=None),
             MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),  # ui.eta: rich's needs steps < 30 s
             console=self.console, expand=True)
         self.screen = _Screen(self.progress)
         self.live = Live(self.screen, console=self.console, refresh_per_second=4,
@@ -133,32 +139,44 @@ class TrainView:
     def _start(self, ev: dict) -> None:
         self.history = list(ev.get("history") or [])
         self.line(start_line(ev))
+        self.eta = Eta(ev["epochs"] * ev["steps"], clock=self.clock)  # the whole run, in steps
+        self.epoch_eta = Eta(ev["steps"], clock=self.clock)
         if self.tty and self.live is None:
             self._open()
             self.epoch_task = self.progress.add_task("epochs", total=ev["epochs"], completed=ev["epoch"],
-                                                     stats="")
-            self.batch_task = self.progress.add_task(f"epoch {ev['epoch'] + 1}", total=ev["steps"], stats="")
+                                                     stats="", eta="eta …")
+            self.batch_task = self.progress.add_task(f"epoch {ev['epoch'] + 1}", total=ev["steps"], stats="",
+                                                     eta="eta …")
             self._redraw_chart()
 
     def _step(self, ev: dict) -> None:
+        if self.eta is not None:  # from the steps completed so far, whatever their length
+            self.eta.update((ev["epoch"] - 1) * ev["steps"] + ev["step"], ev["epochs"] * ev["steps"])
+            self.epoch_eta.update(ev["step"], ev["steps"])
         if self.progress is None:
             return
         stats = (f"loss {ev['loss']:.3f} acc {ev['acc']:.1f}% lr {ev['lr']:.1e} "
                  f"{ev['images_per_s']:,.0f} img/s")
         self.progress.update(self.batch_task, description=f"epoch {ev['epoch']}/{ev['epochs']}",
-                             completed=ev["step"], total=ev["steps"], stats=stats)
+                             completed=ev["step"], total=ev["steps"], stats=stats, eta=self.epoch_eta.text())
+        self.progress.update(self.epoch_task, eta=self.eta.text())
 
     def _epoch(self, ev: dict) -> None:
         self.history.append({k: ev[k] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")})
         self.line(epoch_line(ev), "bold" if ev.get("best") else None)
+        if self.eta is not None:  # the same steps done, later: the evaluation counts too
+            self.eta.update(ev["epoch"] * self.eta.total / ev["epochs"])
         if self.progress is None:
             return
         best = max(h["test_acc"] for h in self.history)
         self.progress.update(self.epoch_task, completed=ev["epoch"],
                              stats=f"test acc {ev['test_acc']:.1f}% (best {best:.1f}%)")
+        if self.eta is not None:
+            self.progress.update(self.epoch_task, eta=self.eta.text())
         if ev["epoch"] < ev["epochs"]:
+            self.epoch_eta = Eta(self.epoch_eta.total if self.epoch_eta else 0, clock=self.clock)
             self.progress.reset(self.batch_task, description=f"epoch {ev['epoch'] + 1}/{ev['epochs']}",
-                                stats="")
+                                stats="", eta="eta …")
         self._redraw_chart()
 
     def _redraw_chart(self) -> None:

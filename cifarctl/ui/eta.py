@@ -1,0 +1,67 @@
+"""Remaining time from the work completed so far, for jobs whose steps take minutes.
+
+rich's ``TimeRemainingColumn`` estimates from a 30-second window of updates, so a bar
+whose steps (or epochs) take longer than that shows ``-:--:--`` for ever. :class:`Eta`
+divides the wall time since its first update by the units completed since then, over the
+whole job: it shows from the second update on, whatever the step length, and on a
+training run it includes the evaluation and checkpoint time between epochs once an epoch
+boundary has passed. No rich, no torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``42s``, ``3m 05s``, ``1h 02m``; ``?`` for None."""
+    if seconds is None:
+        return "?"
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+class Eta:
+    """Remaining time of ``total`` units of work from the rate of the units done so far.
+
+    ``update(done)`` after each completed unit (step, epoch: anything countable). The
+    first update is the reference point: it excludes start-up (data loading, the first
+    step's warm-up) from the rate. ``remaining()`` is None until a second update has
+    moved ``done`` forward.
+    """
+
+    def __init__(self, total: float, clock: Callable[[], float] = time.monotonic):
+        self.total = float(total)
+        self.clock = clock
+        self.ref: tuple[float, float] | None = None   # (time, done) at the first update
+        self.last: tuple[float, float] | None = None  # (time, done) at the latest update
+
+    def update(self, done: float, total: float | None = None) -> None:
+        if total is not None:
+            self.total = float(total)
+        now = self.clock()
+        if self.ref is None or done < self.ref[1]:  # first update, or the count went back: start over
+            self.ref = (now, float(done))
+        self.last = (now, float(done))
+
+    def seconds_per_unit(self) -> float | None:
+        if self.ref is None or self.last is None or self.last[1] <= self.ref[1]:
+            return None
+        return (self.last[0] - self.ref[0]) / (self.last[1] - self.ref[1])
+
+    def remaining(self) -> float | None:
+        """Seconds left (from the latest update), or None while there is no rate yet."""
+        rate = self.seconds_per_unit()
+        if rate is None or self.last is None:
+            return None
+        return max(0.0, (self.total - self.last[1]) * rate)
+
+    def text(self, prefix: str = "eta ") -> str:
+        """``eta 12m 30s``, or ``eta …`` while unknown."""
+        left = self.remaining()
+        return f"{prefix}{'…' if left is None else fmt_duration(left)}"

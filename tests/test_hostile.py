@@ -1,0 +1,888 @@
+"""Hostile inputs (issue 14): one test per class of input, parametrized over its cases.
+
+- names: a recipe ``name`` / ``--name`` is one safe folder name; a run folder that cannot
+  be created is one line naming it;
+- the YAML / ``--set`` boundary: alias bombs, deep nesting, binary and Latin-1 files,
+  duplicate keys, folders and devices, for every YAML reader (recipes, train, ``--set``,
+  compare's and resume's ``recipe.yaml``);
+- the schema: every float field of every section is finite, every number field refuses
+  booleans (found by walking the pydantic models, so a new field is covered for free);
+  ``model_args`` and augmentation geometry are checked with the recipe;
+- data: class set, archive checksums, cache validation, pickle labels, links, sizes;
+- resume: run id, data key, edited recipe.yaml, one writer at a time, a second signal
+  during a save;
+- no traceback without ``--debug`` over a corpus of broken inputs for every command.
+
+Small synthetic data throughout; the few subprocess tests with signals are marked slow.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import types
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import numpy as np
+import pytest
+from helpers import CLI
+from PIL import Image
+from pydantic import BaseModel
+
+from cifarctl import CLASSES
+from cifarctl.errors import CifarctlError, DataError, RecipeError, UsageError
+
+EXIT_CODES = {1, 2, 3, 4, 130, 143}
+FAST = ["--set", "data.source=synthetic:64:20", "--set", "data.batch_size=32", "--set", "epochs=1",
+        "--set", "data.test_batch_size=20", "--device", "cpu"]
+
+
+# ------------------------------------------------------------------------ helpers
+@pytest.fixture
+def run_cli():
+    """The Typer app in-process; returns (exit code, output, exception or None)."""
+    from typer.testing import CliRunner
+
+    from cifarctl.cli import app
+    from cifarctl.cli.app import state
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        state["debug"] = False
+        res = runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
+        exc = res.exception if not isinstance(res.exception, SystemExit) else None
+        return res.exit_code, res.output, exc
+
+    return invoke
+
+
+def assert_clean_error(code: int, output: str, exc, *needles: str, expect: int | set = 2) -> str:
+    """Exit ``expect``, no exception escaped, no traceback, one ``error:`` line holding the needles."""
+    assert exc is None, f"{type(exc).__name__}: {exc}\n{output}"
+    assert "Traceback" not in output, output
+    assert code in (expect if isinstance(expect, set) else {expect}), (code, output)
+    lines = [ln for ln in output.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run (2 epochs of 2 steps on synthetic:64:20) stopped at step 3, in epoch 2:
+    best.pt and last.pt exist and it can be resumed. Made once per module; tests copy it
+    (``copy_run``)."""
+    from cifarctl.training.faults import ENV_STOP_AT
+    from cifarctl.training.run import TrainingInterrupted, run_training
+
+    root = tmp_path_factory.mktemp("hostile-runs")
+    os.environ[ENV_STOP_AT] = "3"
+    try:
+        run_training("s8_bn", overrides=["data.source=synthetic:64:20", "data.batch_size=32", "epochs=2",
+                                         "data.test_batch_size=20"], runs_dir=root, name="base", device="cpu")
+    except TrainingInterrupted:
+        pass
+    finally:
+        del os.environ[ENV_STOP_AT]
+    assert (root / "base" / "checkpoints" / "best.pt").is_file()
+    return root / "base"
+
+
+def copy_run(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    (dest / ".lock").unlink(missing_ok=True)
+    return dest
+
+
+# ------------------------------------------------------------------------ 1. names
+BAD_NAMES = {
+    "parent": "../../escaped_run", "absolute": "/tmp/x", "nested": "a/b", "dotdot": "..",
+    "hidden": ".x", "backslash": "a\\b", "nul": "a\x00b", "newline": "a\nb", "escape": "a\x1b[31m",
+    "too-long": "n" * 101, "blank": "   ", "long-utf8": "é" * 60,
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NAMES))
+def test_recipe_name_is_one_safe_folder_name(case, run_cli, tmp_path):
+    from cifarctl.recipe import load_recipe
+
+    bad = BAD_NAMES[case]
+    with pytest.raises(RecipeError) as e:
+        load_recipe("s8_bn", [f"name={json.dumps(bad)}"])
+    assert "name:" in str(e.value) and e.value.exit_code == 2
+    from cifarctl.runs import create_run_dir
+
+    with pytest.raises(UsageError, match="--name") as e:
+        create_run_dir(tmp_path / "runs", "s8_bn", name=bad)
+    assert "\n" not in str(e.value).replace(repr(bad), "")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    if case in ("parent", "absolute", "nested", "too-long"):  # and through the CLI, nothing written
+        runs = tmp_path / "cli-runs"
+        code, out, exc = run_cli("train", "s8_bn", *FAST, "--set", f"name={bad}", "--runs-dir", runs)
+        assert_clean_error(code, out, exc, "name")
+        assert not runs.exists() and not (tmp_path / "escaped_run").exists()
+
+
+@pytest.mark.parametrize("case", ["read-only", "name-too-long", "file-in-the-way", "disk-full"])
+def test_run_folder_that_cannot_be_made_is_one_line(case, tmp_path, monkeypatch):
+    import errno
+
+    from cifarctl import runs as runs_mod
+    from cifarctl.errors import WriteError
+
+    parent, expect = tmp_path / "runs", 1
+    if case == "name-too-long":
+        parent, expect = tmp_path / ("d" * 300), 2
+    elif case == "file-in-the-way":
+        parent.write_text("not a folder")
+        expect = 2
+    else:
+        real = os.mkdir
+        err = errno.EROFS if case == "read-only" else errno.ENOSPC
+
+        def failing(path, *a, **k):
+            if Path(path).parent == parent:
+                raise OSError(err, os.strerror(err), str(path))
+            return real(path, *a, **k)
+
+        monkeypatch.setattr(runs_mod.os, "mkdir", failing)
+    with pytest.raises(CifarctlError) as e:
+        runs_mod.create_run_dir(parent, "s8_bn")
+    assert e.value.exit_code == expect and "\n" not in str(e.value)
+    assert str(parent)[:40] in str(e.value)
+    assert isinstance(e.value, WriteError if expect == 1 else UsageError)
+
+
+# ------------------------------------------------------------------------ 2. YAML and --set
+def _bomb(levels: int = 9, width: int = 9) -> str:
+    lines = ["  l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join(lines)
+
+
+GOOD = "name: x\nmodel: s8_bn\nepochs: 1\n"
+YAML_CASES: dict[str, tuple[Any, str]] = {
+    # case: (file content (bytes/str) or a special marker, needle in the error)
+    "alias-bomb-under-model_args": (GOOD + "model_args:\n" + _bomb() + "\n", "alias"),
+    "alias-chain-depth": (GOOD + "model_args:\n  a0: &a0 [1]\n" +
+                          "".join(f"  a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 120)), "levels"),
+    "recursive-alias": (GOOD + "model_args: &a {x: *a}\n", "recursive"),
+    "deep-nesting-5000": (GOOD + "model_args: {x: " + "[" * 5000 + "]" * 5000 + "}\n", "nested deeper"),
+    "deep-block-nesting": (GOOD + "model_args:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(200)),
+                           "nested deeper"),
+    "duplicate-key": ("name: x\nmodel: s8_bn\nepochs: 1\nepochs: 5\n", "duplicate key 'epochs' (first on line 3"),
+    "duplicate-nested-key": (GOOD + "optimizer:\n  name: sgd\n  lr: 0.1\n  lr: 0.2\n", "duplicate key 'lr'"),
+    "binary": (b"\x00\x01\x02PK\x03\x04" + bytes(range(256)), "binary"),
+    "latin-1": ("name: caf\xe9\nmodel: s8_bn\nepochs: 1\n".encode("latin-1"), "not UTF-8"),
+    "python-tag": (GOOD + "model_args: !!python/object/apply:os.system ['true']\n", "python tags"),
+    "directory": ("<dir>", "directory"),
+    "dev-null": ("<devnull>", "device"),
+    "huge-file": ("x: " + "a" * (2 << 20) + "\n", "bytes"),
+}
+
+
+def _yaml_file(tmp_path: Path, case: str, name: str = "r.yaml") -> Path:
+    content, _ = YAML_CASES[case]
+    if content == "<devnull>":
+        return Path("/dev/null")
+    path = tmp_path / name
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    if content == "<dir>":
+        path.mkdir(parents=True)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+READERS = ["recipes", "train", "lr-find", "compare-run-folder", "resume-run-folder"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("case", list(YAML_CASES))
+def test_every_yaml_reader_is_bounded(case, reader, tmp_path, run_cli, trained):
+    needle = YAML_CASES[case][1]
+    start = time.monotonic()
+    if reader in ("recipes", "train", "lr-find"):
+        path = _yaml_file(tmp_path, case)
+        runs = tmp_path / "runs"
+        args = {"recipes": ["recipes", path], "train": ["train", path, "--runs-dir", runs, "--device", "cpu"],
+                "lr-find": ["lr-find", path, "--runs-dir", runs, "--device", "cpu"]}[reader]
+        code, out, exc = run_cli(*args)
+        line = assert_clean_error(code, out, exc, needle)
+        assert str(path) in line
+        assert not runs.exists()
+    elif reader == "compare-run-folder":
+        if case == "dev-null":
+            pytest.skip("a run folder's recipe.yaml is a file inside it")
+        run = copy_run(trained, tmp_path / "run")
+        (run / "recipe.yaml").unlink()
+        _yaml_file(run, case, "recipe.yaml")
+        code, out, exc = run_cli("compare", run, "--json")
+        assert exc is None and code == 0 and "Traceback" not in out, out
+        assert "recipe.yaml unparsable" in out
+    else:  # resume: the run folder's recipe.yaml is read to see whether it was edited
+        if case == "dev-null":
+            pytest.skip("a run folder's recipe.yaml is a file inside it")
+        run = copy_run(trained, tmp_path / "run")
+        (run / "recipe.yaml").unlink()
+        _yaml_file(run, case, "recipe.yaml")
+        code, out, exc = run_cli("train", "--resume", run, "--device", "cpu")
+        line = assert_clean_error(code, out, exc, "recipe.yaml", "no longer reads as a recipe")
+    assert time.monotonic() - start < 30, "bounded: refused within seconds, not a hang"
+
+
+SET_CASES = {
+    "alias-bomb": ("model_args={" + _bomb(9, 9).replace("\n", ",").replace("  ", " ") + "}", "alias"),
+    "deep-nesting": ("model_args.x=" + "[" * 5000 + "]" * 5000, "nested deeper"),
+    "duplicate-key": ("optimizer={name: sgd, lr: 0.1, lr: 0.2}", "duplicate key"),
+    "python-tag": ("model_args=!!python/object/apply:os.system ['true']", "python tags"),
+    "deep-key-path": ("a." * 5000 + "b=1", "levels of keys"),
+    "nan": ("optimizer.lr=.nan", "finite"),
+    "inf-literal": ("optimizer.lr=1e400", "finite"),
+    "bool-epochs": ("epochs=true", "not a boolean"),
+}
+
+
+@pytest.mark.parametrize("case", list(SET_CASES))
+def test_set_values_are_bounded_like_files(case, run_cli, tmp_path):
+    item, needle = SET_CASES[case]
+    start = time.monotonic()
+    for cmd in (["recipes", "s8_bn"], ["train", "s8_bn", "--runs-dir", tmp_path / "runs", "--device", "cpu"]):
+        code, out, exc = run_cli(*cmd, "--set", item)
+        assert_clean_error(code, out, exc, needle)
+    assert not (tmp_path / "runs").exists()
+    assert time.monotonic() - start < 10
+
+
+def test_a_crafted_stored_recipe_is_bounded_too():
+    """A checkpoint's recipe is no YAML but can be self-similar (a pickle memo): refused fast."""
+    from cifarctl.recipe import validate_dict
+
+    leaf: Any = [1] * 10
+    for _ in range(9):
+        leaf = [leaf] * 10  # 10**10 values once walked, a few hundred objects in memory
+    start = time.monotonic()
+    with pytest.raises(RecipeError, match="more than"):
+        validate_dict({"name": "x", "model": "s8_bn", "epochs": 1, "model_args": {"x": leaf}}, "ckpt")
+    deep: Any = 1
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(RecipeError, match="nested deeper"):
+        validate_dict({"name": "x", "model": "s8_bn", "epochs": 1, "model_args": {"x": deep}}, "ckpt")
+    assert time.monotonic() - start < 2
+
+
+# ------------------------------------------------------------------------ schema, by property
+FILL = {"max_lr": 0.1, "step_size": 1, "milestones": [1]}  # required fields of tagged sections
+
+
+def _members(annotation) -> list:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _members(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [m for a in get_args(annotation) for m in _members(a)]
+    return [annotation]
+
+
+def _section(cls) -> dict:
+    """The smallest valid mapping for a schema section (its tag and required fields)."""
+    out = {}
+    for name, field in cls.model_fields.items():
+        if name == "name" and get_origin(field.annotation) is not None:
+            out["name"] = get_args(field.annotation)[0]
+        elif field.is_required():
+            out[name] = FILL[name]
+    return out
+
+
+def _number_fields(cls=None, path=(), base=None):
+    """(path, section mappings on the way, kind, default) for every int/float field of the
+    schema, through every member of every union (optimizer: sgd, adam, adamw...)."""
+    from cifarctl.recipe import Recipe
+
+    cls = cls or Recipe
+    for name, field in cls.model_fields.items():
+        members = _members(field.annotation)
+        for m in members:
+            if isinstance(m, type) and issubclass(m, BaseModel):
+                yield from _number_fields(m, (*path, (name, _section(m))))
+        scalars = [m for m in members if m in (int, float)]
+        if scalars and name != "schema_version":
+            yield (*path, (name, None)), "float" if float in scalars else "int", field.default
+        for m in members:
+            if get_origin(m) is tuple and any(float in _members(a) for a in get_args(m)):
+                sample = field.default if field.default is not None else \
+                    tuple(1.0 + i for i in range(len(get_args(m))))  # an optional pair: a valid one
+                yield (*path, (name, None)), "float-tuple", sample
+            elif get_origin(m) is list and int in _members(get_args(m)[0]):
+                yield (*path, (name, None)), "int-list", [1]
+
+
+def _with(path, value) -> dict:
+    raw: dict = {"name": "x", "model": "s8_bn", "epochs": 1}
+    node = raw
+    for key, section in path[:-1]:
+        node = node.setdefault(key, dict(section))
+    node[path[-1][0]] = value
+    return raw
+
+
+NUMBER_FIELDS = list(_number_fields())
+
+
+def _id(case) -> str:
+    return ".".join(k if not s or "name" not in s else f"{k}[{s['name']}]" for k, s in case[0])
+
+
+@pytest.mark.parametrize("case", NUMBER_FIELDS, ids=[_id(c) for c in NUMBER_FIELDS])
+def test_every_number_field_is_finite_and_not_a_boolean(case):
+    from cifarctl.recipe import validate_dict
+
+    path, kind, default = case
+    key = path[-1][0]
+    assert len(NUMBER_FIELDS) > 40  # the walk found the schema
+    if kind == "float-tuple":
+        values = [[float("nan"), *list(default)[1:]], [*list(default)[:-1], float("inf")], [True, *list(default)[1:]]]
+    elif kind == "int-list":
+        values = [[True], [1, False]]
+    elif kind == "float":
+        values = [float("nan"), float("inf"), float("-inf"), "1e400", True, False]
+    else:
+        values = [True, False]
+    for value in values:
+        with pytest.raises(RecipeError) as e:
+            validate_dict(_with(path, value), "recipe.yaml")
+        text = str(e.value)
+        assert f"{key}" in text and ("finite" in text or "boolean" in text), (value, text)
+
+
+def _model_float_args():
+    from cifarctl.registry import _args_model, list_models
+
+    for model in list_models():
+        args_model, _ = _args_model(model)
+        for name, field in args_model.model_fields.items():
+            if float in _members(field.annotation):
+                yield model, name
+
+
+@pytest.mark.parametrize("model,arg", list(_model_float_args()))
+def test_every_float_model_arg_is_finite_and_in_range(model, arg):
+    from cifarctl.recipe import validate_dict
+    from cifarctl.registry import create_model
+
+    for value in (float("nan"), float("inf"), True, 1.5, -0.1):
+        with pytest.raises(RecipeError, match=f"model_args.{arg}"):
+            validate_dict({"name": "x", "model": model, "epochs": 1, "model_args": {arg: value}}, "r.yaml")
+    with pytest.raises(UsageError, match=f"model_args.{arg}"):  # as an old checkpoint would carry them
+        create_model(model, **{arg: 1.5})
+
+
+@pytest.mark.parametrize("sets,needle", [
+    (["model_args.dropot=0.1"], "did you mean 'dropout'"),
+    (["model_args.dropout=1.0"], "model_args.dropout: Input should be less than 1"),
+    (["model_args.widths=[1, 2, 3]"], "model_args.widths"),
+    (["data.augment=[{RandomCrop: {height: 40, width: 40}}]"], "data.augment[0].RandomCrop: cannot be applied"),
+    (["data.augment=[{PadIfNeeded: {min_height: 40, min_width: 40}}]"], "must always end at 32x32"),
+    (["data.augment=[{PadIfNeeded: {min_height: 40, min_width: 40, p: 0.5}}]"], "32x32 or 40x40"),
+    (["scheduler={name: onecycle, max_lr: 0.1, lr_find: {start_lr: 1.0, end_lr: 0.1}}"],
+     "scheduler.lr_find: start_lr (1) must be smaller than end_lr (0.1)"),
+    (["scheduler={name: onecycle, max_lr: auto, lr_find: {end_lr: .inf}}"], "scheduler.lr_find.end_lr"),
+], ids=["model_args-name", "dropout-range", "widths-length", "crop-40", "ends-at-40", "sometimes-40",
+        "lr_find-order", "lr_find-inf"])
+def test_model_args_geometry_and_lr_find_are_checked_with_the_recipe(sets, needle, run_cli, tmp_path):
+    args = [a for s in sets for a in ("--set", s)]
+    code, out, exc = run_cli("train", "s8_bn", *FAST, *args, "--runs-dir", tmp_path / "runs")
+    line = assert_clean_error(code, out, exc, needle)
+    assert "s8_bn.yaml" in line
+    assert not (tmp_path / "runs").exists()  # before any run folder
+    from cifarctl.recipe import load_recipe
+
+    load_recipe("s8_bn", ["data.augment=[{PadIfNeeded: {min_height: 40, min_width: 40, p: 0.5}}, "
+                          "{RandomCrop: {height: 32, width: 32}}]"])  # a later crop fixes the size
+
+
+# ------------------------------------------------------------------------ 3. data
+def _png(rng) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _image_folder(root: Path, classes=CLASSES, n: int = 1) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (root / split / c / f"{i}.png").write_bytes(_png(rng))
+    return root
+
+
+def _batches(folder: Path, labels=None, names=CLASSES) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    from cifarctl.data import readers
+
+    for name in readers.BATCH_NAMES:
+        y = labels if labels is not None else [int(v) for v in rng.integers(0, 10, 2)]
+        batch = {b"labels": y, b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in names]}, protocol=2))
+    return folder
+
+
+def _data_case(tmp_path: Path, case: str) -> tuple[Any, str]:
+    """(source, needle) for a broken data source."""
+    d = tmp_path / "d"
+    if case == "eleventh-class":
+        _image_folder(d, (*CLASSES, "zebra"))
+        return d, "extra: 'zebra'"
+    if case == "nine-classes":
+        _image_folder(d, CLASSES[:9])
+        return d, "missing: truck"
+    if case == "other-classes-archive":
+        _image_folder(tmp_path / "src", ("a", "b"))
+        with tarfile.open(d.with_suffix(".tar.gz"), "w:gz") as tf:
+            tf.add(tmp_path / "src", arcname="")
+        return d.with_suffix(".tar.gz"), "not CIFAR-10's ten classes"
+    if case == "pickle-label-names":
+        return _batches(d, names=[*CLASSES[:9], "zebra"]), "extra: 'zebra'"
+    if case in ("labels-strings", "labels-floats", "labels-none", "labels-bools"):
+        labels = {"labels-strings": ["cat", "dog"], "labels-floats": [0.5, 1.0], "labels-none": None,
+                  "labels-bools": [True, False]}[case]
+        return _batches(d, labels=labels if labels is not None else 7), "'labels'"
+    if case == "labels-out-of-range":
+        return _batches(d, labels=[3, 12]), "label 12 out of range"
+    if case == "dangling-link":
+        _image_folder(d)
+        os.symlink(tmp_path / "nowhere.png", d / "train" / "cat" / "x.png")
+        return d, "dangling symbolic link"
+    if case == "link-loop":
+        _image_folder(d)
+        os.symlink(d / "train" / "cat" / "loop.png", d / "train" / "cat" / "loop.png")
+        return d, "symbolic link loop"
+    if case == "class-folder-link-loop":
+        _image_folder(d)
+        os.symlink(d / "train" / "zz", d / "train" / "zz")
+        return d, "symbolic link loop"
+    if case == "gzip-bit-flip":
+        _image_folder(tmp_path / "src", n=3)
+        archive = tmp_path / "d.tar.gz"
+        with tarfile.open(archive, "w:gz") as tf:
+            tf.add(tmp_path / "src", arcname="")
+        blob = bytearray(archive.read_bytes())
+        blob[-6] ^= 0x01  # the CRC-32 in the gzip trailer: every member still reads "fine"
+        archive.write_bytes(bytes(blob))
+        return archive, "checksum"
+    if case == "xz-bit-flip":
+        _image_folder(tmp_path / "src", n=3)
+        archive = tmp_path / "d.tar.xz"
+        with tarfile.open(archive, "w:xz") as tf:
+            tf.add(tmp_path / "src", arcname="")
+        blob = bytearray(archive.read_bytes())
+        blob[len(blob) // 2] ^= 0x10
+        archive.write_bytes(bytes(blob))
+        return archive, "corrupt"
+    if case == "synthetic-huge":
+        return "synthetic:10000000000", "at most 200,000"
+    if case == "synthetic-zero":
+        return "synthetic:0", "bad synthetic source"
+    raise AssertionError(case)
+
+
+DATA_CASES = ["eleventh-class", "nine-classes", "other-classes-archive", "pickle-label-names", "labels-strings",
+              "labels-floats", "labels-none", "labels-bools", "labels-out-of-range", "dangling-link", "link-loop",
+              "class-folder-link-loop", "gzip-bit-flip", "xz-bit-flip", "synthetic-huge", "synthetic-zero"]
+
+
+@pytest.mark.parametrize("case", DATA_CASES)
+def test_data_is_exactly_cifar10_or_one_line(case, tmp_path, run_cli, monkeypatch):
+    from cifarctl.data import load_cifar
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CIFARCTL_DATA_DIR", str(cache))
+    source, needle = _data_case(tmp_path, case)
+    with pytest.raises(DataError, match=needle.replace("(", r"\(").replace("'", "'")) as e:
+        load_cifar(source, cache_dir=cache, progress=False)
+    assert "\n" not in str(e.value) and e.value.exit_code == 2
+    assert not list(cache.rglob("*.npz")), "never cached"
+    code, out, exc = run_cli("data", source)
+    assert_clean_error(code, out, exc, needle)
+    if case in ("eleventh-class", "gzip-bit-flip", "dangling-link"):  # train: before any run folder
+        runs = tmp_path / "runs"
+        code, out, exc = run_cli("train", "s8_bn", "--data", source, "--set", "epochs=1", "--device", "cpu",
+                                 "--runs-dir", runs)
+        assert_clean_error(code, out, exc, needle)
+        assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_gzip_archive_read_to_the_end_good_one_loads(tmp_path):
+    from cifarctl.data import load_cifar
+
+    _image_folder(tmp_path / "src", n=2)
+    archive = tmp_path / "ok.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(tmp_path / "src", arcname="")
+    data = load_cifar(archive, cache_dir=tmp_path / "cache", progress=False)
+    assert data.classes == list(CLASSES) and len(data.train_y) == 20
+    assert gzip.decompress(archive.read_bytes())  # the archive itself is fine
+
+
+CACHE_DAMAGE = {
+    "labels-out-of-range": lambda a: a.update(train_y=a["train_y"] + 10),
+    "fewer-labels": lambda a: a.update(test_y=a["test_y"][:-1]),
+    "float-labels": lambda a: a.update(train_y=a["train_y"].astype(np.float32)),
+    "wrong-dtype": lambda a: a.update(test_x=a["test_x"].astype(np.int16)),
+    "wrong-shape": lambda a: a.update(test_x=a["test_x"][:, :16]),
+    "eleven-classes": lambda a: a.update(classes=np.array([*CLASSES, "zebra"])),
+    "empty-test": lambda a: a.update(test_x=a["test_x"][:0], test_y=a["test_y"][:0]),
+}
+
+
+@pytest.mark.parametrize("case", list(CACHE_DAMAGE))
+def test_cached_arrays_are_validated_as_a_whole_and_redecoded(case, tmp_path, caplog):
+    import logging
+
+    from cifarctl.data import cache as cache_mod
+    from cifarctl.data import load_cifar
+
+    src = _image_folder(tmp_path / "src", n=2)
+    first = load_cifar(src, cache_dir=tmp_path / "cache", progress=False)
+    (cfile,) = (tmp_path / "cache" / "decoded").glob("*.npz")
+    with np.load(cfile, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    CACHE_DAMAGE[case](arrays)
+    with open(cfile, "wb") as f:
+        np.savez(f, **arrays)
+    with caplog.at_level(logging.WARNING, logger="cifarctl.data"):
+        again = load_cifar(src, cache_dir=tmp_path / "cache", progress=False)
+    assert not again.cached, "inconsistent cache: decoded again"
+    assert any("inconsistent" in r.getMessage() for r in caplog.records)
+    np.testing.assert_array_equal(again.train_y, first.train_y)
+    assert cache_mod.problems({"train_x": again.train_x, "train_y": again.train_y, "test_x": again.test_x,
+                               "test_y": again.test_y}, again.classes) is None
+    assert load_cifar(src, cache_dir=tmp_path / "cache", progress=False).cached  # rebuilt
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_signal_during_the_first_decode_leaves_no_worker(tmp_path, sig, monkeypatch):
+    """The first decode of an archive uses a fork pool: killing the command must take its
+    workers with it (they held ~340 MB each)."""
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    for split, n in (("train", 300), ("test", 40)):  # 3,400 images: the pool starts at the first 1,000
+        for c in CLASSES:
+            (src / split / c).mkdir(parents=True)
+            for i in range(n):
+                (src / split / c / f"{i}.png").write_bytes(_png(rng))
+    archive = tmp_path / "d.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(src, arcname="")
+    env = dict(os.environ, CIFARCTL_DATA_DIR=str(tmp_path / "cache"), NO_ALBUMENTATIONS_UPDATE="1")
+    code = ("import sys, time; from cifarctl.data import readers; real = readers.decode_chunk\n"
+            "def slow(items):\n    time.sleep(60); return real(items)\n"
+            "readers.decode_chunk = slow\n"
+            "from cifarctl.data import load_cifar; load_cifar(sys.argv[1], progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(archive)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.2)
+            workers = _children(proc.pid)
+        assert workers, "no decode workers started"
+        time.sleep(1.0)
+        workers = _children(proc.pid)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        deadline = time.time() + 15
+        while time.time() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "orphaned decode workers"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for w in {*workers, *_children(proc.pid)}:  # never leave an orphan behind, even on failure
+            if _alive(w):
+                try:
+                    os.kill(w, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+# ------------------------------------------------------------------------ 4. resume
+def _ckpt_edit(path: Path, **changes) -> None:
+    import torch
+
+    ckpt = torch.load(path, weights_only=True)
+    ckpt.update(changes)
+    torch.save(ckpt, path)
+
+
+RESUME_CASES = ["checkpoint-of-another-run", "checkpoint-without-run-id", "folder-without-run-json",
+                "other-data", "other-data-same-name", "edited-recipe-yaml", "second-writer"]
+
+
+@pytest.mark.parametrize("case", RESUME_CASES)
+def test_resume_belongs_to_its_run(case, tmp_path, trained, run_cli, monkeypatch):
+    """Every refusal is exit 2 and one line before anything is written; --force lets the
+    run-id and data cases through with a warning."""
+    import torch
+
+    run = copy_run(trained, tmp_path / "run")
+    last = run / "checkpoints" / "last.pt"
+    extra: list = []
+    needle, forceable = "", True
+    if case == "checkpoint-of-another-run":
+        other = copy_run(trained, tmp_path / "other")
+        (other / "run.json").write_text(json.dumps({"run_id": "f" * 32}))
+        _ckpt_edit(other / "checkpoints" / "last.pt", run_id="f" * 32)
+        shutil.copy(other / "checkpoints" / "last.pt", last)
+        needle = "belongs to another run"
+    elif case == "checkpoint-without-run-id":
+        ckpt = torch.load(last, weights_only=True)
+        del ckpt["run_id"]
+        torch.save(ckpt, last)
+        needle = "carries no run id"
+    elif case == "folder-without-run-json":
+        (run / "run.json").unlink()
+        needle = "has no run.json"
+    elif case == "other-data":
+        extra = ["--data", "synthetic:96:20"]
+        needle = "was trained on"
+    elif case == "other-data-same-name":  # the same path, another content
+        d = _image_folder(tmp_path / "data", n=4)
+        _ckpt_edit(last, data_key="0" * 64, data_source=str(d))
+        extra = ["--data", d]
+        needle = "another content"
+    elif case == "edited-recipe-yaml":
+        text = (run / "recipe.yaml").read_text().replace("seed: 1", "seed: 5")
+        assert "seed: 5" in text
+        (run / "recipe.yaml").write_text(text)
+        needle = "recipe.yaml was edited after its checkpoint was saved (seed: 1 -> 5)"
+    elif case == "second-writer":
+        from cifarctl.runs import RunLock
+
+        holder = RunLock(run)  # this process is "the first writer"
+        needle, forceable = f"pid {os.getpid()} is writing it", False
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    code, out, exc = run_cli("train", "--resume", run, "--device", "cpu", *extra)
+    assert_clean_error(code, out, exc, needle)
+    after = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before, "a refused resume writes nothing"
+    if case == "second-writer":
+        code, out, exc = run_cli("train", "--resume", run, "--device", "cpu", "--force")
+        assert_clean_error(code, out, exc, needle)  # --force does not make two writers safe
+        holder.close()
+    elif forceable:  # --force goes on, and says what it let through
+        code, out, exc = run_cli("train", "--resume", run, "--device", "cpu", *extra, "--force")
+        assert exc is None and code == 0, out
+        assert "warning: --force" in out
+        rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1, 2]
+        if case == "edited-recipe-yaml":  # the edit was ignored (and said so): the file is the run's again
+            assert "seed: 1\n" in (run / "recipe.yaml").read_text()
+
+
+def test_checkpoints_carry_the_run_id_and_data_key(trained):
+    import torch
+
+    from cifarctl.runs import read_run_info
+
+    info = read_run_info(trained)
+    assert len(info["run_id"]) == 32 and info["data_key"] == "synthetic:64:20"
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(trained / "checkpoints" / name, weights_only=True)
+        assert ckpt["run_id"] == info["run_id"] and ckpt["data_key"] == info["data_key"]
+
+
+def test_the_lock_is_released_and_held_by_pid(tmp_path):
+    from cifarctl.runs import RunLock
+
+    (tmp_path / "run").mkdir()
+    with RunLock(tmp_path / "run"):
+        assert (tmp_path / "run" / ".lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(UsageError, match=f"pid {os.getpid()}"):
+            RunLock(tmp_path / "run")
+    with RunLock(tmp_path / "run"):  # released on exit
+        pass
+    # a forked worker (DataLoader, decode pool) does not keep its parent's lock: after a
+    # kill -9 of the trainer its orphaned workers must not lock the resume out
+    import multiprocessing
+
+    lock = RunLock(tmp_path / "run")
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(5,))
+    child.start()
+    try:
+        lock_path = str(tmp_path / "run" / ".lock")
+        deadline = time.time() + 10  # until the child has run its at-fork hooks
+        while time.time() < deadline and any(os.path.realpath(f"/proc/{child.pid}/fd/{fd}") == lock_path
+                                             for fd in os.listdir(f"/proc/{child.pid}/fd")):
+            time.sleep(0.05)
+        lock.close()
+        RunLock(tmp_path / "run").close()
+    finally:
+        child.terminate()
+        child.join()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_second_signal_during_a_slow_save_keeps_the_checkpoint_and_says_which(tmp_path, sig, code):
+    """First signal: stop after the step and save last.pt (slowed to 4 s); a second one while
+    it is being written: the file is finished first, then the command exits with the code
+    of that signal. No temp file is left, last.pt loads and holds the mid-epoch state."""
+    import torch
+
+    from cifarctl.runs import load_checkpoint
+
+    env = dict(os.environ, CIFARCTL_TEST_SLOW_SAVE="4", NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1")
+    log = tmp_path / "out.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*CLI, "train", "s8_bn", "--set", "data.source=synthetic:960:32",
+                                 "--set", "data.batch_size=32", "--set", "epochs=1", "--set",
+                                 "data.test_batch_size=32", "--device", "cpu", "--runs-dir", str(tmp_path / "runs")],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and "training s8_bn" not in log.read_text():
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        run = None
+        while time.time() < deadline:  # wait for the save's temp file
+            runs = list((tmp_path / "runs").iterdir())
+            run = runs[0] if runs else None
+            if run and list((run / "checkpoints").glob(".last.pt.tmp-*")):
+                break
+            time.sleep(0.05)
+        assert run and proc.poll() is None, log.read_text()
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert proc.returncode == code, text
+    assert "Traceback" not in text
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["progress"] is not None and ckpt["step"] >= 1  # the mid-epoch state, complete
+    assert not list(run.rglob(".*.tmp-*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "after finishing the checkpoint" in summary["error"]
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["run_id"]
+
+
+# ------------------------------------------------------------------------ no traceback without --debug
+def _corpus(tmp_path: Path, trained: Path) -> list[tuple[str, list]]:
+    """(case, argv) over broken inputs for every command."""
+    cases: list[tuple[str, list]] = []
+    runs = tmp_path / "runs"
+    for case in ("alias-bomb-under-model_args", "deep-nesting-5000", "duplicate-key", "binary", "latin-1",
+                 "directory", "dev-null", "recursive-alias"):
+        path = _yaml_file(tmp_path / case, case)
+        for cmd in (["recipes"], ["train"], ["lr-find"], ["summary"]):
+            cases.append((f"{cmd[0]}-{case}", [*cmd, path, *(["--runs-dir", runs] if cmd[0] in ("train", "lr-find")
+                                                            else [])]))
+    for item in ("epochs=true", "optimizer.lr=.nan", "name=../../x", "name=" + "y" * 300,
+                 "model_args.dropout=1.5", "data.augment=[{RandomCrop: {height: 40, width: 40}}]",
+                 "data.normalize.std=[0, 1, 1]", "data.source=synthetic:99999999999"):
+        cases.append((f"train-set-{item[:20]}", ["train", "s8_bn", *FAST, "--set", item, "--runs-dir", runs]))
+    cases.append(("train-name-too-long", ["train", "s8_bn", *FAST, "--name", "z" * 300, "--runs-dir", runs]))
+    cases.append(("train-runs-dir-is-a-file", ["train", "s8_bn", *FAST, "--runs-dir", "/dev/null"]))
+    for case in ("eleventh-class", "labels-strings", "link-loop", "gzip-bit-flip"):
+        source, _ = _data_case(tmp_path / f"data-{case}", case)
+        cases.append((f"data-{case}", ["data", source]))
+        cases.append((f"train-data-{case}", ["train", "s8_bn", "--data", source, "--set", "epochs=1",
+                                             "--device", "cpu", "--runs-dir", runs]))
+    # run folders: a recipe.yaml bomb for compare; a checkpoint with bad model_args for eval/misclassified
+    bomb = copy_run(trained, tmp_path / "bomb-run")
+    (bomb / "recipe.yaml").write_text(YAML_CASES["alias-bomb-under-model_args"][0])
+    cases.append(("compare-bomb", ["compare", bomb, trained, "--json"]))
+    cases.append(("resume-bomb", ["train", "--resume", bomb, "--device", "cpu"]))
+    bad = copy_run(trained, tmp_path / "bad-args-run")
+    for name in ("last.pt", "best.pt"):
+        _ckpt_edit(bad / "checkpoints" / name, model_args={"dropout": 1.5})
+    cases.append(("eval-bad-model_args", ["eval", bad, "--device", "cpu"]))
+    cases.append(("misclassified-bad-model_args", ["misclassified", bad, "--device", "cpu",
+                                                   "--out", tmp_path / "m.png"]))
+    nan = copy_run(trained, tmp_path / "nan-run")
+    for name in ("last.pt", "best.pt"):
+        import torch
+
+        ckpt = torch.load(nan / "checkpoints" / name, weights_only=True)
+        ckpt["recipe"]["optimizer"]["lr"] = float("nan")
+        torch.save(ckpt, nan / "checkpoints" / name)
+    cases.append(("eval-nan-stored-recipe", ["eval", nan, "--device", "cpu"]))
+    cases.append(("resume-nan-stored-recipe", ["train", "--resume", nan, "--device", "cpu"]))
+    return cases
+
+
+def test_no_traceback_without_debug_over_a_corpus_of_broken_inputs(tmp_path, trained, run_cli):
+    failures = []
+    corpus = _corpus(tmp_path, trained)
+    for case, argv in corpus:
+        code, out, exc = run_cli(*argv)
+        if argv[0] == "compare":  # a bad run folder is marked, the rest compared: exit 0
+            if exc is not None or "Traceback" in out or code != 0 or "unparsable" not in out:
+                failures.append(f"{case}: exit {code}, {type(exc).__name__ if exc else ''} {out[-400:]}")
+            continue
+        if exc is not None or "Traceback" in out or code not in EXIT_CODES or "error:" not in out:
+            failures.append(f"{case}: exit {code}, {type(exc).__name__ if exc else ''} {out[-400:]}")
+    assert not failures, "\n".join(failures)
+    assert len(corpus) > 50
+    assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+
+
+@pytest.mark.slow
+def test_no_traceback_in_a_real_process(tmp_path, trained):
+    """The same guarantee through the real entry point (stderr of a child process), for a
+    few cases of each kind."""
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    bomb = _yaml_file(tmp_path, "alias-bomb-under-model_args")
+    source, _ = _data_case(tmp_path / "data", "eleventh-class")
+    for argv in (["recipes", bomb], ["train", "s8_bn", "--set", "epochs=true"], ["data", source],
+                 ["train", "s8_bn", "--set", "name=a/b"]):
+        proc = subprocess.run([*CLI, *map(str, argv)], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode in EXIT_CODES and "Traceback" not in proc.stderr, (argv, proc.stderr)
+        assert proc.stderr.strip().startswith("error:"), proc.stderr
