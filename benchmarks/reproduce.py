@@ -150,6 +150,8 @@ def run_row(run_dir: Path) -> dict:
         "median_img_s": ips[len(ips) // 2] if ips else None,
         "device": summary.get("device"), "machine": env.get("hostname"), "torch": env.get("torch"),
         "data": "JPEG copy" if data.endswith(JPEG_COPY) else data, "status": summary.get("status"),
+        "per_epoch": [{k: e.get(k) for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")}
+                      for e in epochs],
     }
 
 
