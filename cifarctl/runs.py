@@ -35,7 +35,6 @@ import platform
 import socket
 import subprocess
 import sys
-import time
 import uuid
 import zipfile
 from datetime import datetime
@@ -388,8 +387,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def _git_revision() -> str | None:
+    """The commit of cifarctl's own source checkout (an editable install), not of the
+    current directory, which may be any project or none."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.errors import UsageError
 
 Progress = Callable[[int, int, float, float], None]
 
