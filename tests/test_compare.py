@@ -202,10 +202,15 @@ def test_cli_export_csv(runs_root):
 
 
 def test_cli_export_md_and_json_to_file(runs_root, tmp_path):
+    from cifarctl.tabular import parse_markdown
+
     res = cli(str(runs_root), "--export", "md")
-    lines = res.output.strip().splitlines()
-    assert res.exit_code == 0 and lines[0].startswith("| name | recipe |") and set(lines[1]) <= set("|-")
-    assert all(ln.startswith("|") and ln.endswith("|") for ln in lines if ln)
+    assert res.exit_code == 0 and res.output.startswith("### 9 run(s)\n")
+    runs_md = parse_markdown(res.output)[0]
+    assert runs_md["header"][:3] == ["run", "recipe", "model"] and len(runs_md["rows"]) == 9
+    doc = json.loads(cli(str(runs_root), "--json").output)
+    assert [r[0] for r in runs_md["rows"]] == [r["name"] for r in doc["runs"]]
+    assert cli(str(runs_root), "--format", "md").output == res.output  # one table, one renderer
     out = tmp_path / "cmp" / "table.json"
     res = cli(str(runs_root), "--out", str(out))
     assert res.exit_code == 0 and "wrote json" in res.output
@@ -248,7 +253,7 @@ def test_same_seed_different_subsets_are_two_groups(tmp_path):
     rows = list(csv.DictReader(io.StringIO(cli(str(tmp_path), "--export", "csv").output)))
     assert sorted(r["group"] for r in rows) == labels and {r["group_n"] for r in rows} == {"1"}
     md = cli(str(tmp_path), "--export", "md").output
-    assert "| label |" in md and "s8_bn [data.train_subset=3000]" in md
+    assert "| group |" in md and "| s8_bn [data.train_subset=3000] |" in md
 
 
 def test_repeats_of_one_seed_show_no_spread(tmp_path):

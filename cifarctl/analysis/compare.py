@@ -24,7 +24,7 @@ from typing import Any
 # Files whose presence makes a folder a run folder (rather than a folder of runs).
 RUN_FILES = ("metrics.jsonl", "summary.json", "recipe.yaml", "env.json", "log.txt", "checkpoints")
 SORT_KEYS = ("best", "final", "time")
-EXPORT_FORMATS = ("csv", "md", "json")
+EXPORT_FORMATS = ("csv", "json")  # machine-readable; markdown is the terminal view's (ui.compare_view)
 # Statuses of a run that stopped for good; "running"/"interrupted"/"failed" runs are
 # listed but left out of the per-recipe means.
 FINISHED = ("completed", "diverged")
@@ -423,21 +423,12 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _md(header: list[str], rows: list[list[str]]) -> str:
-    def esc(s: str) -> str:
-        return s.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def export(
     runs: list[RunRecord], groups: list[RunGroup], fmt: str,
     skipped: list[tuple[Path, str]] | None = None,
 ) -> str:
-    """The runs (and groups) as ``csv`` (one row per run, with its group's mean ± std),
-    ``md`` (a runs table, then a groups table) or ``json`` ({runs, groups, skipped})."""
+    """The runs (and groups) as ``csv`` (one row per run, with its group's mean ± std)
+    or ``json`` ({runs, groups, skipped}), every value in full."""
     if fmt == "json":
         doc = {"runs": [r.row() for r in runs], "groups": [g.row() for g in groups],
                "skipped": [{"path": str(p), "reason": why} for p, why in skipped or []]}
@@ -455,13 +446,6 @@ def export(
                     else [None] * len(extra))
             w.writerow([_cell(row[c]) for c in _COLUMNS] + [_cell(v) for v in tail])
         return buf.getvalue()
-    if fmt == "md":
-        text = _md(list(_COLUMNS), [[_cell(r.row()[c]) for c in _COLUMNS] for r in runs])
-        if groups:
-            gcols = ["label", "recipe", "model", "epochs", "n", "seeds", "best_mean", "best_std", "final_mean",
-                     "final_std"]
-            text += "\n" + _md(gcols, [[_cell(g.row()[c]) for c in gcols] for g in groups])
-        return text
     from cifarctl.errors import UsageError, did_you_mean
 
     raise UsageError(f"unknown export format {fmt!r}{did_you_mean(fmt, EXPORT_FORMATS)}; choose one of {', '.join(EXPORT_FORMATS)}")

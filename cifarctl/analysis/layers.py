@@ -40,6 +40,14 @@ _ARGS = {
 }
 NOTE_MERGE = "residual: max over {n} paths"
 NOTE_AFTER_MERGE = "input: residual sum, max over {n} paths"
+# GroupNorm (LayerNorm = GroupNorm(1, C)) and InstanceNorm normalise each sample with
+# statistics taken over its whole feature map, so at train and test time every output
+# also depends, through those statistics, on every input pixel. BatchNorm in eval mode
+# uses fixed running statistics and adds no such path.
+_PER_SAMPLE_NORMS = (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d,
+                     torch.nn.InstanceNorm3d)
+NOTE_PER_SAMPLE_NORM = ("RF is the convolution path's; {kinds} normalises each image with statistics over "
+                        "its whole feature map, so every output also depends on every input pixel through them")
 
 
 @dataclass
@@ -61,6 +69,7 @@ class ModelSummary:
     jump: int | None
     depth: int | None = None
     layers: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # caveats on the receptive field
 
     @property
     def total_bytes(self) -> int:
@@ -279,6 +288,8 @@ def summarize(
             continue
         row = {k: v for k, v in r.items() if k not in ("out_bytes", "merges")}
         layers.append(row)
+    per_sample = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _PER_SAMPLE_NORMS)})
+    notes = [NOTE_PER_SAMPLE_NORM.format(kinds="/".join(per_sample))] if per_sample else []
     return ModelSummary(
         model=name or type(model).__name__,
         input_size=tuple(input_size),
@@ -295,6 +306,7 @@ def summarize(
         jump=final[1] if final else None,
         depth=depth,
         layers=layers,
+        notes=notes,
     )
 
 

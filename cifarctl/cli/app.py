@@ -6,6 +6,7 @@ themselves on ``app``; ``cifarctl.cli`` imports them. Nothing here imports torch
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
@@ -44,6 +45,24 @@ class _Group(TyperGroup):
                 raise
             err_console.print("[bold red]interrupted[/]")
             raise typer.Exit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None  # 143 for SIGTERM
+
+class OutputFormat(str, Enum):
+    """How a command prints its tables."""
+
+    table = "table"
+    md = "md"
+    json = "json"
+
+
+FORMAT_HELP = ("table (a terminal table; off a terminal every column in full), md (GitHub markdown "
+               "tables, to paste into a write-up) or json.")
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help=FORMAT_HELP)]
+
+
+def output_format(fmt: OutputFormat, as_json: bool) -> str:
+    """``--format``, with ``--json`` as its shorthand for json."""
+    return "json" if as_json else fmt.value
+
 
 app = typer.Typer(
     name="cifarctl",

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cifarctl.cli.app import app, console
+from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 
 
 class SortKey(str, Enum):
@@ -41,7 +41,9 @@ def compare(
     ] = None,
     sort: Annotated[SortKey, typer.Option("--sort", help="Order rows by best or final accuracy, or by time.")] = SortKey.best,
     by_run: Annotated[bool, typer.Option("--by-run", help="Chart every run, not the mean of each group's seeds.")] = False,
-    json: Annotated[bool, typer.Option("--json", help="Print runs, groups and skipped folders as JSON only.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print runs, groups and skipped folders as JSON only "
+                                       "(same as --format json).")] = False,
+    view: FormatOption = OutputFormat.table,
 ) -> None:
     """Compare training runs: accuracy, time, target verdict; a metric chart.
 
@@ -51,9 +53,9 @@ def compare(
     which they differ, e.g. s8_bn [data.train_subset=3000].
     """
     from cifarctl.analysis.compare import collect_runs, curves, group_runs, metric_names, sort_runs
-    from cifarctl.analysis.compare import export as export_runs
     from cifarctl.errors import UsageError, did_you_mean
 
+    view = output_format(view, json)
     fmt = export.value if export is not None else None
     if out is not None and fmt is None:
         fmt = out.suffix.lstrip(".").lower()
@@ -73,7 +75,7 @@ def compare(
     groups = group_runs(runs)
 
     if fmt is not None:
-        text = export_runs(runs, groups, fmt, skipped)
+        text = _render(runs, groups, fmt, skipped)
         if out is None:
             print(text, end="")
             return
@@ -82,11 +84,22 @@ def compare(
             out.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
-    if json:
-        print(export_runs(runs, groups, "json", skipped), end="")
+    if view != "table":
+        print(_render(runs, groups, view, skipped), end="")
         return
     from cifarctl.ui.compare_view import show_compare
 
     show_compare(console, runs, groups, skipped, curves(runs, groups, metric, by_run), metric)
     if out is not None:
         console.print(f"wrote {fmt} to {out}", highlight=False)
+
+
+def _render(runs, groups, fmt: str, skipped) -> str:
+    """csv and json in full from the library; md is the table the terminal shows."""
+    if fmt == "md":
+        from cifarctl.ui.compare_view import compare_markdown
+
+        return compare_markdown(runs, groups, skipped)
+    from cifarctl.analysis.compare import export
+
+    return export(runs, groups, fmt, skipped)

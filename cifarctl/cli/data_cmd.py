@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cifarctl.cli.app import app, console
+from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 
 
 @app.command("data", short_help="Images per class, channel statistics and samples.")
@@ -25,22 +25,31 @@ def data(
     samples: Annotated[
         int, typer.Option("--samples", min=0, help="Sample train images to draw (terminal only).")
     ] = 8,
-    json: Annotated[bool, typer.Option("--json", help="Print counts and stats as JSON.")] = False,
+    data_opt: Annotated[Optional[str], typer.Option(
+        "--data", metavar="PATH", help="The same as SOURCE, as every other command spells it.")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print counts and stats as JSON (same as --format json).")] = False,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show what a data source holds: images per class, channel statistics, samples."""
     from cifarctl.data import data_summary, load_cifar, sample_indices
+    from cifarctl.errors import UsageError
+
+    if source is not None and data_opt is not None and source != data_opt:
+        raise UsageError(f"two data sources given: {source!r} and --data {data_opt!r}; give one")
+    source = source if source is not None else data_opt
+    fmt = output_format(fmt, json)
 
     start = time.perf_counter()
     loaded = load_cifar(source)
     seconds = time.perf_counter() - start
     summary = data_summary(loaded)
-    if json:
+    if fmt == "json":
         typer.echo(_json.dumps(summary, indent=2))
         return
     from cifarctl.ui.tables import show_data
 
-    show_data(console, summary, seconds)
-    if samples:
+    show_data(console, summary, seconds, fmt)
+    if samples and fmt == "table":
         if not console.is_terminal:
             console.print("(sample images skipped: output is not a terminal)")
             return

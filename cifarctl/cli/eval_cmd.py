@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cifarctl.cli.app import app, console
+from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 
 
 @app.command("eval", short_help="Accuracy, per-class table, confusion matrix of a run.")
@@ -22,7 +22,8 @@ def eval_(
         "--tta", help="none, flip (mean with the mirror image) or flip_translate (airbench's 6 views); "
         "default: the recipe's eval_tta.", show_default=False)] = None,
     which: Annotated[str, typer.Option("--which", help="best or last checkpoint of a run folder.")] = "last",
-    as_json: Annotated[bool, typer.Option("--json", help="Print eval.json to stdout instead of tables.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print eval.json to stdout (same as --format json).")] = False,
+    fmt: FormatOption = OutputFormat.table,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Evaluate a checkpoint on the run's data and write eval.json beside it.
@@ -33,9 +34,10 @@ def eval_(
     from cifarctl.analysis.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(target, data=data, split=split, tta=tta, which=which, device=device)
-    if as_json:
+    fmt = output_format(fmt, as_json)
+    if fmt == "json":
         typer.echo(json.dumps(result, indent=2))
         return
     from cifarctl.ui.tables import show_eval
 
-    show_eval(console, result)
+    show_eval(console, result, fmt)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cifarctl.cli.app import app, console
+from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 from cifarctl.errors import UsageError
 
 
@@ -17,17 +17,19 @@ def models(
         str, typer.Argument(help="Shell-style pattern on model names, e.g. 's8*'; a plain "
                             "word matches anywhere in a name.")
     ] = "*",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (same as --format json).")] = False,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List the registered models: name, parameter count, assignment, description."""
     from cifarctl.analysis.layers import model_rows
 
     rows = model_rows(pattern)
-    if as_json:
+    fmt = output_format(fmt, as_json)
+    if fmt == "json":
         print(_json.dumps(rows, indent=2))
         return
     if not rows:
         raise UsageError(f"no model matches {pattern!r}; `cifarctl models` lists them all")
     from cifarctl.ui.tables import show_models
 
-    show_models(console, rows)
+    show_models(console, rows, fmt)

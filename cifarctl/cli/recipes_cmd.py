@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cifarctl.cli.app import app, console
+from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 
 
 @app.command("recipes", short_help="List the bundled recipes, or validate and show one.")
@@ -21,15 +21,20 @@ def recipes(
         typer.Option("--set", metavar="KEY=VALUE",
                      help="Override a key (repeatable), e.g. --set data.batch_size=256."),
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON (same as --format json).")] = False,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List the bundled recipes (name, model, epochs, target), or validate and show one."""
     from cifarctl.recipe import bundled_recipes, load_recipe, recipe_rows
+
+    json = output_format(fmt, json) == "json"
 
     if recipe is not None:
         r = load_recipe(recipe, tuple(set_ or ()))
         if json:
             print(_json.dumps(r.to_dict(), indent=2))
+        elif fmt == OutputFormat.md:
+            print(f"```yaml\n{r.to_yaml().rstrip()}\n```")
         else:
             print(r.to_yaml(), end="")
         return
@@ -39,4 +44,4 @@ def recipes(
         return
     from cifarctl.ui.tables import show_recipes
 
-    show_recipes(console, loaded)
+    show_recipes(console, loaded, fmt.value)

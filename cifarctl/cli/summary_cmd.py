@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cifarctl.cli.app import app, console
+from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 from cifarctl.errors import UsageError
 
 
@@ -34,7 +34,8 @@ def summary(
     input_size: Annotated[
         str, typer.Option("--input-size", help="Input shape C,H,W (batch 1).")
     ] = "3,32,32",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (same as --format json).")] = False,
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Layer-by-layer summary: output shapes, params, mult-adds, receptive field and jump."""
     from cifarctl.analysis.layers import summarize_recipe
@@ -43,7 +44,8 @@ def summary(
     size = parse_input_size(input_size)
     resolved = resolve_model_or_recipe(target)
     result = summarize_recipe(resolved.recipe, input_size=size, depth=depth)
-    if as_json:
+    fmt = output_format(fmt, as_json)
+    if fmt == "json":
         d = result.to_dict()
         d.update(recipe=target if resolved.kind == "recipe" else None,
                  model_args=dict(resolved.recipe.model_args))
@@ -51,5 +53,6 @@ def summary(
         return
     from cifarctl.ui.tables import show_summary
 
-    console.print(resolved.describe(settings=False), highlight=False, soft_wrap=True)
-    show_summary(console, result)
+    if fmt == "table":
+        console.print(resolved.describe(settings=False), highlight=False, soft_wrap=True)
+    show_summary(console, result, fmt)

@@ -337,12 +337,16 @@ def channel_stats(x: np.ndarray) -> dict[str, tuple[float, ...]]:
 
 
 def data_summary(data: CifarArrays) -> dict:
-    """Counts per class per split and train channel stats of ``data``, as plain data (``cifarctl data --json``)."""
+    """Counts per class per split and each split's channel stats, as plain data (``cifarctl data --json``).
+
+    ``train_stats`` are what a recipe normalises with; ``test_stats`` show how far the test
+    split's differ."""
     counts = {}
     for split, y in (("train", data.train_y), ("test", data.test_y)):
         n = np.bincount(y, minlength=data.num_classes)
         counts[split] = {c: int(k) for c, k in zip(data.classes, n)}
     stats = channel_stats(data.train_x) if len(data.train_y) else None
+    test_stats = channel_stats(data.test_x) if len(data.test_y) else None
     return {
         "source": data.source,
         "cached": data.cached,
@@ -352,6 +356,7 @@ def data_summary(data: CifarArrays) -> dict:
         "test": int(len(data.test_y)),
         "counts": counts,
         "train_stats": {k: list(v) for k, v in stats.items()} if stats else None,
+        "test_stats": {k: list(v) for k, v in test_stats.items()} if test_stats else None,
     }
 
 

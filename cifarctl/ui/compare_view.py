@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 from rich.console import Console, Group
 from rich.text import Text
+
+from cifarctl.tabular import Column, Tabular, markdown
+from cifarctl.ui.render import print_table
 
 
 def _acc(v: float | None) -> str:
@@ -44,65 +45,55 @@ def _notes(r) -> list[str]:
     return [m for m in r.marks if m != r.status]
 
 
-def _status(r) -> str:
-    color = {"completed": "green", "running": "cyan", "unknown": "yellow"}.get(r.status, "red")
-    star = "*" if _notes(r) else ""
-    return f"[{color}]{r.status}[/]{star}"
+_STATUS_STYLE = {"completed": "green", "running": "cyan", "unknown": "yellow"}
 
 
-def print_natural_width(console: Console, renderable) -> None:
-    """Print; off a terminal (with no COLUMNS set) at the renderable's natural width,
-    so a log file gets whole rows rather than columns squeezed to 80 characters."""
-    if console.is_terminal or "COLUMNS" in os.environ:
-        console.print(renderable)
-        return
-    from rich.measure import Measurement
-
-    natural = Measurement.get(console, console.options.update(width=240), renderable).maximum
-    wide = Console(file=console.file, width=max(console.width, natural), color_system=console.color_system,
-                   no_color=console.no_color, highlight=False)
-    wide.print(renderable)
-
-
-def _table(title: str, columns: list[str], numeric: tuple[str, ...] = ()):
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
-    for col in columns:
-        table.add_column(col, justify="right" if col in numeric else "left", no_wrap=col == "run")
-    return table
-
-
-def runs_table(runs, with_recipe: bool = True):
-    """One row per run: params, epochs, best (epoch), final, time, img/s, target, status."""
-    numeric = ("params", "epochs", "best (ep)", "final", "time", "img/s")
-    cols = ["run", "recipe", "model", *numeric, "target", "status"]
-    if not with_recipe:
-        cols.remove("recipe")
-    table = _table(f"{len(runs)} run(s)", cols, numeric)
+def runs_table(runs) -> Tabular:
+    """One row per run: params, epochs, best (epoch), final, time, img/s, target, status
+    (``*``: the run has notes, printed under the table)."""
+    tab = Tabular(f"{len(runs)} run(s)", [
+        Column("run"), Column("recipe", drop=2), Column("model", drop=1), Column("params", "right", drop=3),
+        Column("epochs", "right"), Column("best (ep)", "right"), Column("final", "right"),
+        Column("time", "right", drop=4), Column("img/s", "right", drop=5), Column("target"), Column("status")],
+        compact=True)
     for r in runs:
         epochs = f"{r.epochs}/{r.epochs_planned}" if r.epochs_planned not in (None, r.epochs) else str(r.epochs)
         best = _acc(r.best_acc) + (f" ({r.best_epoch})" if r.best_epoch is not None else "")
-        verdict = {"PASS": "[green]PASS[/]", "FAIL": "[red]FAIL[/]"}.get(r.verdict, r.verdict)
-        cells = [Text(r.name), Text(r.recipe), Text(r.model or "-"), _count(r.params), epochs, best,
-                 _acc(r.final_acc), _dur(r.total_seconds),
-                 f"{r.images_per_s:,.0f}" if r.images_per_s is not None else "-", verdict, _status(r)]
-        if not with_recipe:
-            del cells[1]
-        table.add_row(*cells)
-    return table
+        tab.add_row(r.name, r.recipe, r.model or "-", _count(r.params), epochs, best, _acc(r.final_acc),
+                    _dur(r.total_seconds), f"{r.images_per_s:,.0f}" if r.images_per_s is not None else "-",
+                    r.verdict, r.status + ("*" if _notes(r) else ""),
+                    cell_styles={9: {"PASS": "green", "FAIL": "red"}.get(r.verdict, ""),
+                                 10: _STATUS_STYLE.get(r.status, "red")})
+    tab.notes = [f"* {r.name}: {'; '.join(_notes(r))}" for r in runs if _notes(r)]
+    return tab
 
 
-def groups_table(groups):
+def groups_table(groups) -> Tabular:
     """Groups (same settings but the seed): mean ± sample std of best, final, time over seeds."""
-    gt = _table("Groups: finished runs, same settings but the seed (± sample std over seeds)",
-                ["group", "model", "n", "seeds", "best", "final", "time"], ("n",))
+    tab = Tabular("Groups: finished runs, same settings but the seed (± sample std over seeds)", [
+        Column("group"), Column("model", drop=1), Column("n", "right"), Column("seeds", drop=2),
+        Column("best", "right"), Column("final", "right"), Column("time", "right", drop=3)], compact=True)
     for g in groups:
         seeds = ",".join(sorted(("-" if r.seed is None else str(r.seed) for r in g.runs), key=_natural))
-        gt.add_row(Text(g.label), Text(g.model or "-"), str(g.n), seeds, _pm(g.best_mean, g.best_std),
-                   _pm(g.final_mean, g.final_std), _pm(g.time_mean, g.time_std, _dur))
-    return gt
+        tab.add_row(g.label, g.model or "-", str(g.n), seeds, _pm(g.best_mean, g.best_std),
+                    _pm(g.final_mean, g.final_std), _pm(g.time_mean, g.time_std, _dur))
+    return tab
+
+
+def _show_groups(groups) -> bool:
+    """A table of groups when some runs were grouped or some recipe names needed telling apart."""
+    return any(g.n >= 2 or g.label != g.recipe for g in groups)
+
+
+def compare_markdown(runs, groups, skipped=()) -> str:
+    """The runs table, the groups table (when there is one) and the skipped folders, as
+    markdown: what ``--format md`` prints and ``--export md`` writes."""
+    parts = [markdown(runs_table(runs))]
+    if _show_groups(groups):
+        parts.append(markdown(groups_table(groups)))
+    if skipped:
+        parts.append("\n".join(f"- skipped `{p}`: {why}" for p, why in skipped) + "\n")
+    return "\n".join(parts)
 
 
 def metric_chart(console: Console, lines, metric: str):
@@ -117,22 +108,11 @@ def metric_chart(console: Console, lines, metric: str):
 
 
 def show_compare(console: Console, runs, groups, skipped, lines, metric: str) -> None:
-    """The runs table (without the recipe column on a narrow terminal when every run name
-    starts with its recipe), each run's notes, the per-recipe means, the chart, the skipped."""
-    from rich.measure import Measurement
-
-    table = runs_table(runs, with_recipe=True)
-    too_wide = Measurement.get(console, console.options.update(width=240), table).maximum > console.width
-    if console.is_terminal and too_wide and all(r.name.startswith(r.recipe) for r in runs):
-        table = runs_table(runs, with_recipe=False)  # the run names already start with it
-    print_natural_width(console, table)
-    for r in runs:
-        if _notes(r):
-            console.print(Text(f"* {r.name}: {'; '.join(_notes(r))}", style="yellow"), soft_wrap=True)
-    # a table of groups when some runs were grouped or some recipe names needed telling apart
-    if any(g.n >= 2 or g.label != g.recipe for g in groups):
+    """The runs table and each run's notes, the groups, the chart, the skipped folders."""
+    print_table(console, runs_table(runs))
+    if _show_groups(groups):
         console.print()
-        print_natural_width(console, groups_table(groups))
+        print_table(console, groups_table(groups))
     if lines:
         console.print()
         console.print(metric_chart(console, lines, metric))

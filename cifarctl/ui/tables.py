@@ -9,25 +9,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich import box
 from rich.console import Console
-from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cifarctl.tabular import Column, Tabular
+from cifarctl.ui.render import print_markdown_doc, print_table
+
 
 # ------------------------------------------------------------------------ models, recipes
-def show_models(console: Console, rows: list[dict[str, Any]]) -> None:
+def models_table(rows: list[dict[str, Any]]) -> Tabular:
     """The registry: name (aliases), params, assignment, description."""
-    table = Table(header_style="bold")
-    table.add_column("Model", no_wrap=True)
-    table.add_column("Params", justify="right", no_wrap=True)
-    table.add_column("Assignment")
-    table.add_column("Description")
+    tab = Tabular(None, [Column("Model"), Column("Params", "right"), Column("Assignment", drop=1),
+                         Column("Description", drop=2)])
     for r in rows:
-        name = r["name"] + (f" [dim]({', '.join(r['aliases'])})[/]" if r["aliases"] else "")
-        table.add_row(name, f"{r['params']:,}", r["assignment"], r["description"])
-    console.print(table)
+        name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
+        tab.add_row(name, f"{r['params']:,}", r["assignment"], r["description"])
+    return tab
+
+
+def show_models(console: Console, rows: list[dict[str, Any]], fmt: str = "table") -> None:
+    print_table(console, models_table(rows), fmt)
 
 
 def _target_text(t) -> str:
@@ -41,46 +43,60 @@ def _target_text(t) -> str:
     return ", ".join(parts) or "-"
 
 
-def show_recipes(console: Console, recipes: dict) -> None:
+def recipes_table(recipes: dict) -> Tabular:
     """The bundled recipes (name -> Recipe): assignment, model, epochs, batch, optimizer, target."""
-    table = Table(title="Bundled recipes", title_justify="left")
-    table.add_column("name", no_wrap=True)
-    table.add_column("assignment")
-    table.add_column("model", no_wrap=True)
-    table.add_column("epochs", justify="right")
-    table.add_column("batch", justify="right")
-    table.add_column("optimizer", overflow="fold")
-    table.add_column("target", overflow="fold")
+    tab = Tabular("Bundled recipes", [
+        Column("name"), Column("assignment", drop=3), Column("model"), Column("epochs", "right"),
+        Column("batch", "right", drop=1), Column("optimizer", drop=2), Column("target")])
     for name, r in recipes.items():
-        table.add_row(name, r.assignment, r.model, str(r.epochs), str(r.data.batch_size),
-                      f"{r.optimizer.name}/{r.scheduler.name}", _target_text(r.target))
-    console.print(table)
-    console.print("Train one with [bold]cifarctl train NAME[/]; show one resolved with [bold]cifarctl recipes NAME[/].")
+        tab.add_row(name, r.assignment, r.model, str(r.epochs), str(r.data.batch_size),
+                    f"{r.optimizer.name}/{r.scheduler.name}", _target_text(r.target))
+    return tab
+
+
+def show_recipes(console: Console, recipes: dict, fmt: str = "table") -> None:
+    print_table(console, recipes_table(recipes), fmt)
+    if fmt == "table":
+        console.print("Train one with [bold]cifarctl train NAME[/]; show one resolved with "
+                      "[bold]cifarctl recipes NAME[/].", soft_wrap=True)
 
 
 # ------------------------------------------------------------------------ data
-def show_data(console: Console, summary: dict, seconds: float) -> None:
-    """A data source's images per class and train channel statistics."""
-    how = ("from the cache" if summary["cached"] else "decoded and cached" if summary.get("cache_written", True)
-           else "decoded; not cached")
-    console.print(f"[bold]source[/]: {summary['source']}  [dim]({how}, {seconds:.1f} s)[/]", highlight=False)
-    counts = Table(title="images per class", title_justify="left")
-    counts.add_column("class")
-    counts.add_column("train", justify="right")
-    counts.add_column("test", justify="right")
+def data_tables(summary: dict) -> list[Tabular]:
+    """Images per class and split; each split's channel statistics."""
+    counts = Tabular("images per class", [Column("class"), Column("train", "right"), Column("test", "right")])
     for c in summary["classes"]:
         counts.add_row(c, f"{summary['counts']['train'][c]:,}", f"{summary['counts']['test'][c]:,}")
-    counts.add_section()
-    counts.add_row("[bold]total[/]", f"[bold]{summary['train']:,}[/]", f"[bold]{summary['test']:,}[/]")
-    console.print(counts)
-    if summary["train_stats"]:
-        st = summary["train_stats"]
-        stats = Table(title="train channels, scaled to [0, 1]", title_justify="left")
-        for col in ("channel", "mean", "std", "min", "max"):
-            stats.add_column(col, justify="left" if col == "channel" else "right")
-        for i, name in enumerate(("R", "G", "B")):
+    counts.section()
+    counts.add_row("total", f"{summary['train']:,}", f"{summary['test']:,}", style="bold")
+    out = [counts]
+    for split in ("train", "test"):
+        st = summary.get(f"{split}_stats")
+        if not st:
+            continue
+        stats = Tabular(f"{split} channels, scaled to [0, 1]",
+                        [Column("channel"), *(Column(k, "right") for k in ("mean", "std", "min", "max"))])
+        for i, name in enumerate(("R", "G", "B")[: len(st["mean"])]):
             stats.add_row(name, *(f"{st[k][i]:.4f}" for k in ("mean", "std", "min", "max")))
-        console.print(stats)
+        out.append(stats)
+    return out
+
+
+def data_source_line(summary: dict, seconds: float) -> str:
+    how = ("from the cache" if summary["cached"] else "decoded and cached" if summary.get("cache_written", True)
+           else "decoded; not cached")
+    return f"source: {summary['source']} ({how}, {seconds:.1f} s)"
+
+
+def show_data(console: Console, summary: dict, seconds: float, fmt: str = "table") -> None:
+    """A data source's images per class and channel statistics of both splits."""
+    tables = data_tables(summary)
+    if fmt == "md":
+        print_markdown_doc(console, [data_source_line(summary, seconds), *tables])
+        return
+    console.print(Text(data_source_line(summary, seconds)), soft_wrap=True)
+    for tab in tables:
+        print_table(console, tab)
 
 
 # ------------------------------------------------------------------------ summary
@@ -109,58 +125,59 @@ def _kernel(row: dict[str, Any]) -> str:
     return text
 
 
-def show_summary(console: Console, summary) -> None:
-    """A :class:`~cifarctl.analysis.layers.ModelSummary`: a layer table, then a totals panel.
+RF_STAR = "RF*: residual sum, RF is the max over the summed paths"
 
-    Rows whose RF is a max over summed paths get a ``*`` after the RF; the full note
-    is shown in its own column when the console is at least 130 columns wide.
-    """
-    wide = getattr(console, "width", 80) >= 130
+
+def summary_tables(summary, *, dotted: bool = False) -> tuple[Tabular, Tabular]:
+    """A :class:`~cifarctl.analysis.layers.ModelSummary` as its layer table and its totals.
+
+    ``dotted``: layer names in full (``block1.0.conv``, for markdown) instead of the last
+    name part indented by depth (a terminal). Rows whose RF is a max over summed paths get
+    a ``*``; the model's RF caveats (per-sample normalisation) become the table's notes."""
     title = f"{summary.model}, input {_shape([1, *summary.input_size])} (batch 1)"
-    table = Table(title=title, header_style="bold")
-    table.add_column("Layer", no_wrap=True)  # last name part, indented by depth
-    table.add_column("Type", no_wrap=True, overflow="ellipsis", max_width=12)
-    table.add_column("Output", no_wrap=True)
-    table.add_column("Params", justify="right", no_wrap=True)
-    table.add_column("MACs", justify="right", no_wrap=True)
-    table.add_column("Kernel", no_wrap=True)
-    table.add_column("RF", justify="right", no_wrap=True)
-    table.add_column("Jump", justify="right", no_wrap=True)
-    if wide:
-        table.add_column("Note", style="dim")
+    layers = Tabular(title, [
+        Column("Layer"), Column("Type", drop=3), Column("Output"), Column("Params", "right"),
+        Column("MACs", "right", drop=4), Column("Kernel", drop=2), Column("RF", "right"),
+        Column("Jump", "right", drop=1), Column("Note", drop=5)])
     noted = False
     for row in summary.layers:
         params = f"{row['params']:,}" if row["params"] else "-"
         rf = str(row["rf"]) if row["rf"] is not None else ""
         if row["note"]:
             rf, noted = rf + "*", True
-        cells = [
-            "  " * (row["depth"] - 1) + row["name"].rsplit(".", 1)[-1],
-            row["type"],
-            _shape(row["output_shape"]),
-            params if row["leaf"] or not row["params"] else f"[dim]{params}[/]",
-            _human(row["mult_adds"]) if row["mult_adds"] else "",
-            _kernel(row),
-            rf,
-            str(row["jump"]) if row["jump"] is not None else "",
-        ]
-        table.add_row(*cells, *([row["note"]] if wide else []))
-    console.print(table)
-    s = summary
-    lines = [
-        f"Total params:        {s.total_params:,}",
-        f"Trainable params:    {s.trainable_params:,}",
-        f"Non-trainable:       {s.non_trainable_params:,}",
-        f"Mult-adds (batch 1): {s.mult_adds / 1e6:,.2f} M  (conv + linear)",
-        f"Receptive field:     {s.receptive_field} px (jump {s.jump})",
-        f"Input size:          {_mb(s.input_bytes)}",
-        f"Forward/backward:    {_mb(s.forward_backward_bytes)}",
-        f"Params size:         {_mb(s.param_bytes)}",
-        f"Estimated total:     {_mb(s.total_bytes)}",
-    ]
+        name = row["name"] if dotted else "  " * (row["depth"] - 1) + row["name"].rsplit(".", 1)[-1]
+        layers.add_row(name, row["type"], _shape(row["output_shape"]), params,
+                       _human(row["mult_adds"]) if row["mult_adds"] else "", _kernel(row), rf,
+                       str(row["jump"]) if row["jump"] is not None else "", row["note"],
+                       cell_styles={3: "" if row["leaf"] or not row["params"] else "dim", 8: "dim"})
     if noted:
-        lines.append("[dim]RF*: residual sum, RF is the max over the summed paths[/]")
-    console.print(Panel("\n".join(lines), title="totals", expand=False))
+        layers.notes.append(RF_STAR)
+    layers.notes += [f"RF note: {n}" for n in getattr(summary, "notes", [])]
+    s = summary
+    totals = Tabular("totals", [Column("quantity"), Column("value", "right")])
+    for k, v in (
+        ("Total params", f"{s.total_params:,}"),
+        ("Trainable params", f"{s.trainable_params:,}"),
+        ("Non-trainable params", f"{s.non_trainable_params:,}"),
+        ("Mult-adds (batch 1, conv + linear)", f"{s.mult_adds / 1e6:,.2f} M"),
+        ("Receptive field", f"{s.receptive_field} px (jump {s.jump})"),
+        ("Input size", _mb(s.input_bytes)),
+        ("Forward/backward pass size", _mb(s.forward_backward_bytes)),
+        ("Params size", _mb(s.param_bytes)),
+        ("Estimated total size", _mb(s.total_bytes)),
+    ):
+        totals.add_row(k, v)
+    return layers, totals
+
+
+def show_summary(console: Console, summary, fmt: str = "table") -> None:
+    """The layer table, then the totals (both as markdown with ``fmt="md"``)."""
+    layers, totals = summary_tables(summary, dotted=fmt == "md")
+    if fmt == "md":
+        print_markdown_doc(console, [layers, totals])
+        return
+    print_table(console, layers)
+    print_table(console, totals)
 
 
 # ------------------------------------------------------------------------ eval
@@ -185,47 +202,52 @@ def _cell_style(count: int, row_total: int, diagonal: bool) -> str:
     return f"{fg} on rgb({rgb[0]},{rgb[1]},{rgb[2]})"
 
 
-def show_eval(console: Console, result: dict) -> None:
-    """An eval.json dict: accuracy, per-class table, colour-scaled confusion matrix, most confused."""
+def eval_lines(result: dict) -> list[str]:
+    """What was evaluated, and the accuracy."""
     tta = "" if result["tta"] == "none" else f", TTA {result['tta']}"
     where = f"epoch {result['epoch']}" + (" (mid-epoch)" if result.get("mid_epoch") else "")
-    console.print(f"[bold]{result['model']}[/] {result['checkpoint']} ({where}) on the {result['split']} split "
-                  f"of {result['data']}: {result['images']:,} images{tta}", soft_wrap=True, highlight=False)
-    console.print(f"accuracy [bold]{result['accuracy']:.2f}%[/]  loss {result['loss']:.4f}", highlight=False)
+    return [f"{result['model']} {result['checkpoint']} ({where}) on the {result['split']} split "
+            f"of {result['data']}: {result['images']:,} images{tta}",
+            f"accuracy {result['accuracy']:.2f}%  loss {result['loss']:.4f}"]
 
+
+def eval_tables(result: dict) -> list[Tabular]:
+    """Per-class accuracy, the confusion matrix (coloured on a terminal), the most confused pairs."""
     classes = result["classes"]
-    per = Table(title="per-class accuracy", title_justify="left")
-    per.add_column("class")
-    per.add_column("correct", justify="right")
-    per.add_column("total", justify="right")
-    per.add_column("accuracy", justify="right")
+    per = Tabular("per-class accuracy", [Column("class"), Column("correct", "right"), Column("total", "right"),
+                                         Column("accuracy", "right")])
     for row in result["per_class"]:
         acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.1f}%"
         per.add_row(row["class"], f"{row['correct']:,}", f"{row['total']:,}", acc)
-    console.print(per)
 
     matrix = result["confusion"]
-    cm = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left",
-               box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-    cm.add_column("true class", no_wrap=True, min_width=10)
-    for name in classes:
-        cm.add_column(_short(name), justify="right", no_wrap=True)
+    cm = Tabular("confusion matrix (rows: true class, columns: predicted)",
+                 [Column("true class"), *(Column(_short(n), "right") for n in classes)], compact=True)
     for i, name in enumerate(classes):
         total = sum(matrix[i])
-        cells = [f"[{_cell_style(c, total, i == j)}]{c}[/]" if _cell_style(c, total, i == j) else str(c)
-                 for j, c in enumerate(matrix[i])]
-        cm.add_row(name, *cells)
-    console.print(cm)
-
+        cm.add_row(name, *map(str, matrix[i]),
+                   cell_styles={j + 1: _cell_style(c, total, i == j) for j, c in enumerate(matrix[i])})
+    out = [per, cm]
     if result["most_confused"]:
-        top = Table(title="most confused", title_justify="left")
-        top.add_column("true")
-        top.add_column("predicted as")
-        top.add_column("count", justify="right")
-        top.add_column("% of true class", justify="right")
+        top = Tabular("most confused", [Column("true"), Column("predicted as"), Column("count", "right"),
+                                        Column("% of true class", "right")])
         for c in result["most_confused"]:
             top.add_row(c["true"], c["predicted"], f"{c['count']:,}", f"{c['percent_of_true']:.1f}%")
-        console.print(top)
+        out.append(top)
+    return out
+
+
+def show_eval(console: Console, result: dict, fmt: str = "table") -> None:
+    """An eval.json dict: what and accuracy, per-class table, confusion matrix, most confused."""
+    head, acc = eval_lines(result)
+    tables = eval_tables(result)
+    if fmt == "md":
+        print_markdown_doc(console, [f"{head}  \n**{acc}**", *tables])
+        return
+    console.print(Text(head), soft_wrap=True)
+    console.print(Text(acc, style="bold"), soft_wrap=True)
+    for tab in tables:
+        print_table(console, tab)
     if result.get("eval_json"):
         console.print(f"wrote {result['eval_json']}", soft_wrap=True, highlight=False)
 

@@ -1,0 +1,91 @@
+"""Print a :class:`~cifarctl.tabular.Tabular` where it is going.
+
+* A terminal: a rich table at the terminal's width. When it does not fit, whole
+  secondary columns are dropped (highest ``Column.drop`` first) before rich would cut a
+  key cell to ``…``, and one line says which were hidden.
+* A pipe or file (and no ``COLUMNS`` set): the table at its natural width, every cell in
+  full, so ``cifarctl summary s9_dilated > file`` keeps every RF and param count.
+* ``--format md``: GitHub-flavoured markdown (:func:`cifarctl.tabular.markdown`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from rich import box as _box
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from cifarctl.tabular import Tabular, markdown
+
+_NATURAL_MAX = 1000  # columns: wide enough for any table this tool prints
+
+
+def to_rich(tab: Tabular) -> Table:
+    """The rich table of ``tab`` (cells as plain text with their styles; no markup parsed)."""
+    compact = tab.compact
+    table = Table(title=tab.title, title_justify="left", header_style="bold",
+                  **({"box": _box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1, 0, 0)} if compact else {}))
+    for c in tab.columns:
+        table.add_column(c.name, justify=c.align, no_wrap=c.drop == 0 or c.align == "right",
+                         overflow="fold")
+    for i, row in enumerate(tab.rows):
+        if i in tab.sections:
+            table.add_section()
+        table.add_row(*(Text(cell, style=tab.styles.get((i, j), "")) for j, cell in enumerate(row)),
+                      style=tab.row_styles.get(i))
+    return table
+
+
+def natural_width(console: Console, renderable) -> int:
+    return Measurement.get(console, console.options.update(width=_NATURAL_MAX), renderable).maximum
+
+
+def fitted(console: Console, tab: Tabular) -> tuple[Tabular, list[str]]:
+    """``tab`` without the secondary columns a terminal of this width has no room for,
+    and the names of those dropped (most expendable first)."""
+    dropped: list[str] = []
+    order = sorted((c for c in tab.columns if c.drop > 0), key=lambda c: -c.drop)
+    cur = tab
+    for col in order:
+        if natural_width(console, to_rich(cur)) <= console.width:
+            break
+        dropped.append(col.name)
+        cur = tab.without(set(dropped))
+    return cur, dropped
+
+
+def print_natural_width(console: Console, renderable) -> None:
+    """Print; off a terminal (with no COLUMNS set) at the renderable's natural width,
+    so a log file gets whole rows rather than columns squeezed to 80 characters."""
+    if console.is_terminal or "COLUMNS" in os.environ:
+        console.print(renderable)
+        return
+    wide = Console(file=console.file, width=max(console.width, natural_width(console, renderable)),
+                   color_system=console.color_system, no_color=console.no_color, highlight=False,
+                   force_terminal=False)
+    wide.print(renderable)
+
+
+def print_table(console: Console, tab: Tabular, fmt: str = "table") -> None:
+    """Print ``tab`` as a terminal/plain table (``table``) or as markdown (``md``)."""
+    if fmt == "md":
+        console.out(markdown(tab), highlight=False, end="")
+        return
+    notes = list(tab.notes)
+    if console.is_terminal:
+        tab, dropped = fitted(console, tab)
+        if dropped:
+            notes.append(f"(hidden to fit {console.width} columns: {', '.join(dropped)}; "
+                         "a wider terminal or --format md shows them)")
+    print_natural_width(console, to_rich(tab))
+    for note in notes:
+        console.print(Text(note, style="dim"), soft_wrap=True)
+
+
+def print_markdown_doc(console: Console, parts: list[str | Tabular]) -> None:
+    """Several paragraphs and tables as one markdown document, a blank line apart."""
+    chunks = [markdown(p) if isinstance(p, Tabular) else p.rstrip("\n") + "\n" for p in parts]
+    console.out("\n".join(chunks), highlight=False, end="")
