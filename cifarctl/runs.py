@@ -8,7 +8,7 @@ A run folder ``runs/<recipe>-<YYYYmmdd-HHMMSS>/`` holds::
                      train_loss/acc, test_loss/acc, lr, seconds, train_seconds, images_per_s
     summary.json     status, best/final accuracy, target verdict (atomic, every epoch)
     log.txt          the plain per-epoch lines (and a traceback if the run failed)
-    curves.png       loss and accuracy by epoch (atomic, every epoch)
+    curves.png       loss, accuracy and lr by epoch, titled with the run's name (atomic, every epoch)
     run.json         the run's id (and its data's content key), written when the folder is made
     .lock            locked (flock) by the process writing the folder, which wrote its pid there
     checkpoints/last.pt, checkpoints/best.pt
@@ -492,33 +492,60 @@ class RunFiles:
             # on the way out after an error: that error is the one to report
 
     def curves(self, history: list[dict]) -> None:
-        write_curves(self.dir / "curves.png", history)
+        write_curves(self.dir / "curves.png", history, title=self.dir.name)
 
     def save_checkpoint(self, state: dict, path: str | os.PathLike, before_replace=None) -> None:
         """:func:`save_checkpoint` with this run's id and data key in the checkpoint."""
         save_checkpoint({**state, "run_id": self.run_id, "data_key": self.data_key}, path, before_replace)
 
 
-def write_curves(path: Path, history: list[dict]) -> None:
-    """Train/test loss and accuracy by epoch (matplotlib Agg, no pyplot state)."""
+CURVES_SIZE = (1500, 440)  # curves.png in pixels: three panels side by side
+
+
+def write_curves(path: Path, history: list[dict], title: str | None = None) -> None:
+    """curves.png: :func:`curves_figure` as a PNG, written atomically."""
+    buf = io.BytesIO()
+    curves_figure(history, title).savefig(buf, format="png")
+    write_atomic(path, buf.getbuffer())
+
+
+def curves_figure(history: list[dict], title: str | None = None):
+    """Loss, accuracy and learning rate by epoch, titled with the run's name (a matplotlib
+    Figure on the Agg canvas, no pyplot state). The lr is each epoch's last (metrics.jsonl's ``lr``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 4), dpi=100)
+    fig = Figure(figsize=(CURVES_SIZE[0] / 100, CURVES_SIZE[1] / 100), dpi=100)
     FigureCanvasAgg(fig)
-    for ax, key, title in ((fig.add_subplot(1, 2, 1), "loss", "loss"),
-                           (fig.add_subplot(1, 2, 2), "acc", "accuracy (%)")):
+    axes = fig.subplots(1, 3)
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy (%)")):
         for split, style in (("train", "-o"), ("test", "-s")):
             ax.plot(epochs, [h[f"{split}_{key}"] for h in history], style, label=split, markersize=3)
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
+        ax.set_title(label)
         ax.legend()
+    lr = [(h["epoch"], h["lr"]) for h in history if h.get("lr") is not None]
+    ax = axes[2]
+    ax.set_title("learning rate (end of epoch)")
+    if lr:
+        ax.plot([e for e, _ in lr], [v for _, v in lr], "-o", color="tab:green", markersize=3)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(set(epochs)) == 1:  # one epoch: the locator would tick fractions around it
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+            ax.set_xticks(epochs[:1])
+        ax.grid(alpha=0.3)
+    if not lr:
+        axes[2].text(0.5, 0.5, "no lr recorded", ha="center", va="center", transform=axes[2].transAxes)
+        axes[2].set_xticks([])
+        axes[2].set_yticks([])
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    write_atomic(path, buf.getbuffer())
+    return fig
 
 
 # ------------------------------------------------------------------------ checkpoints

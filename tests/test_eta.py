@@ -28,7 +28,7 @@ def test_fmt_duration():
 def test_eta_from_completed_units():
     clock = FakeClock()
     eta = Eta(10, clock=clock)
-    assert eta.remaining() is None and eta.text() == "eta …"
+    assert eta.remaining() is None and eta.text() == "eta ?"
     eta.update(1)               # the reference: start-up and the first step's warm-up excluded
     clock.t += 90
     eta.update(2)
@@ -60,7 +60,7 @@ def test_train_view_overall_eta_with_minute_long_steps():
 
     try:
         view.handle(start)
-        assert _task(view, view.epoch_task).fields["eta"] == "eta …"
+        assert _task(view, view.epoch_task).fields["eta"] == "eta ?"
         step(1, 1)
         clock.t += 120
         step(1, 2)
@@ -76,7 +76,7 @@ def test_train_view_overall_eta_with_minute_long_steps():
                      "images_per_s": 1.0})
         # 3 steps took 420 s including the evaluation: 140 s a step, 8 steps to go
         assert _task(view, view.epoch_task).fields["eta"] == "eta 18m 40s"
-        assert _task(view, view.batch_task).fields["eta"] == "eta …"
+        assert _task(view, view.batch_task).fields["eta"] == "eta ?"
         rendered = Console(file=io.StringIO(), width=160)
         rendered.print(view.progress)
         assert "eta 18m 40s" in rendered.file.getvalue()

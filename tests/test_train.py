@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -240,7 +241,9 @@ def test_progress_ui_on_a_pseudo_terminal(tmp_path):
     assert "\x1b[" in text            # a live display, not plain lines
     assert "━" in text                # rich progress bars
     assert "epoch 2/2" in text
-    assert "accuracy and loss by epoch" in text and "┌" in text  # the plotext chart panel
+    assert "accuracy, loss and learning rate by epoch" in text and "┌" in text  # the plotext chart panel
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert "• train" in plain and "× test" in plain  # its legend, outside the plot
 
 
 # ------------------------------------------------------------------------ every bundled recipe

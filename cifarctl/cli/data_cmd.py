@@ -53,8 +53,9 @@ def data(
         if not console.is_terminal:
             console.print("(sample images skipped: output is not a terminal)")
             return
-        from cifarctl.ui.images import render_images
+        from cifarctl.ui.images import colour_mode, print_colour_hint, render_images
 
         idx = sample_indices(loaded.train_y, loaded.num_classes, samples)
+        print_colour_hint(console)
         console.print(render_images([loaded.train_x[i] for i in idx],
-                                    [loaded.classes[loaded.train_y[i]] for i in idx]))
+                                    [loaded.classes[loaded.train_y[i]] for i in idx], colours=colour_mode(console)))

@@ -62,6 +62,5 @@ class Eta:
         return max(0.0, (self.total - self.last[1]) * rate)
 
     def text(self, prefix: str = "eta ") -> str:
-        """``eta 12m 30s``, or ``eta …`` while unknown."""
-        left = self.remaining()
-        return f"{prefix}{'…' if left is None else fmt_duration(left)}"
+        """``eta 12m 30s``, or ``eta ?`` while unknown (not ``…``, which reads as a cut time)."""
+        return f"{prefix}{fmt_duration(self.remaining())}"

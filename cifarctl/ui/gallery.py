@@ -9,9 +9,9 @@ from rich.console import Console, Group
 from rich.text import Text
 
 
-def render_gallery(result, scale: int = 1):
+def render_gallery(result, scale: int = 1, colours: str = "truecolor"):
     """The gallery as a rich renderable: half-block images (with the Grad-CAM overlay
-    beside each), captioned "true -> pred NN%"."""
+    beside each), captioned "true -> pred NN%", in ``colours`` (see ``ui.images``)."""
     from cifarctl.analysis.gradcam import overlay
     from cifarctl.ui.images import image_text
 
@@ -25,7 +25,7 @@ def render_gallery(result, scale: int = 1):
         cap.truncate(width, overflow="ellipsis", pad=True)
         conf = Text(f"{100 * m.confidence:.0f}%", justify="center", style="dim")
         conf.truncate(width, pad=True)
-        cells.append(Group(image_text(img, scale), cap, conf))
+        cells.append(Group(image_text(img, scale, colours), cap, conf))
     return Columns(cells, padding=(0, 1))
 
 
@@ -39,7 +39,10 @@ def show_misclassified(console: Console, result, png, true: str | None = None, p
                   + (f"; Grad-CAM on {result.layer}" if result.layer else ""), highlight=False, soft_wrap=True)
     if console.is_terminal:
         if result.items:
-            console.print(render_gallery(result))
+            from cifarctl.ui.images import colour_mode, print_colour_hint
+
+            print_colour_hint(console)
+            console.print(render_gallery(result, colours=colour_mode(console)))
     else:
         for m in result.items:
             print(f"{m.index:6d}  true {m.true:<10}  pred {m.pred:<10}  {100 * m.confidence:6.2f}%  "

@@ -1,10 +1,15 @@
 """What ``cifarctl train`` shows: a consumer of the engine's event stream.
 
-On a terminal: a rich ``Progress`` with an epoch bar and a batch bar (loss, acc, lr,
-img/s, ETA) inside a ``Live``, and above it a plotext chart of accuracy and loss redrawn
-after each epoch; each finished epoch also leaves its plain line in the scrollback. Both
-ETAs come from the steps completed so far (:class:`cifarctl.ui.eta.Eta`, evaluation time
-included once an epoch has ended): rich's own stays blank when a step takes over 30 s.
+On a terminal, a ``Live`` dashboard laid out for the terminal's size at every refresh (a
+resize re-lays it out): from :data:`WIDE` columns a rich ``Progress`` with an epoch bar
+and a batch bar (loss, acc, lr, img/s, elapsed, ETA); on a narrower terminal, one status
+line (epoch, step, loss/acc, elapsed, ETA, then whatever else fits), never cut. Above either,
+the plotext chart of accuracy, loss and learning rate by epoch, only where it fits: at
+most half the terminal's height (the rest is for the bars and the scrollback) and at
+least :data:`CHART_MIN_ROWS` rows of plot, so not at 80x24. Each finished epoch also
+leaves its plain line in the scrollback. The ETAs come from the steps completed so far
+(:class:`cifarctl.ui.eta.Eta`, evaluation time included once an epoch has ended): rich's
+own stays blank when a step takes over 30 s.
 Off a terminal: exactly one plain line per epoch, info lines, and the final lines, with
 no escape codes. The same plain lines (:mod:`cifarctl.training.lines`) go to log.txt.
 """
@@ -25,19 +30,33 @@ from rich.progress import (
 from rich.text import Text
 
 from cifarctl.training.lines import epoch_line, final_lines, start_line
-from cifarctl.ui.eta import Eta
+from cifarctl.ui.eta import Eta, fmt_duration
+
+WIDE = 100            # columns from which the dashboard has progress bars; below, one status line
+CHART_MIN_ROWS = 12   # the fewest rows of plot (axes and tick labels included) worth drawing
+CHART_MIN_WIDTH = 64  # columns
+CHART_MAX_WIDTH = 140
+LR_PANEL_WIDTH = 96   # the chart's columns from which it has the learning-rate panel
+UNKNOWN_ETA = "eta " + fmt_duration(None)
 
 
 # ------------------------------------------------------------------------ the view
 class _Screen:
-    """The Live renderable: chart panel (once there is one) above the progress bars."""
+    """The Live renderable, laid out for the console's size each time it is drawn: the
+    chart (where it fits) above the progress bars (from ``WIDE`` columns) or the status line."""
 
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.chart: Panel | None = None
+    def __init__(self, view: TrainView):
+        self.view = view
 
-    def __rich__(self):
-        return Group(self.chart, self.progress) if self.chart is not None else self.progress
+    def __rich_console__(self, console: Console, options):
+        width, height = options.max_width, options.height or console.height
+        compact = width < WIDE
+        parts = []
+        chart = self.view.chart_panel(width, height)
+        if chart is not None:
+            parts.append(chart)
+        parts.append(self.view.status_line(width) if compact else self.view.progress)
+        yield Group(*parts)
 
 
 class TrainView:
@@ -54,9 +73,15 @@ class TrainView:
         self.chart_on = chart
         self.chart_height = chart_height
         self.history: list[dict] = []
+        self.lr_trace: list[tuple[float, float]] = []  # (epochs done, lr) at the steps seen
         self.live = None
         self.progress: Progress | None = None
         self.epoch_task = self.batch_task = None
+        self.started: float | None = None
+        self.last_step: dict | None = None
+        self.epochs = self.steps = 0
+        self.epoch_now = 0  # the epoch under way (or the last one done)
+        self._chart_cache: tuple | None = None  # (key, panel)
 
     # -- lifecycle
     def __enter__(self) -> TrainView:
@@ -71,8 +96,8 @@ class TrainView:
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=None),
             MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
             TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),  # ui.eta: rich's needs steps < 30 s
-            console=self.console, expand=True)
-        self.screen = _Screen(self.progress)
+            console=self.console, expand=True, get_time=self.clock)
+        self.screen = _Screen(self)
         self.live = Live(self.screen, console=self.console, refresh_per_second=4,
                          transient=False, redirect_stdout=False, redirect_stderr=False)
         self.live.start()
@@ -138,18 +163,25 @@ class TrainView:
     # -- events
     def _start(self, ev: dict) -> None:
         self.history = list(ev.get("history") or [])
+        self.lr_trace = []
+        self.started = self.clock()
+        self.epochs, self.steps, self.epoch_now = ev["epochs"], ev["steps"], ev["epoch"] + 1
         self.line(start_line(ev))
         self.eta = Eta(ev["epochs"] * ev["steps"], clock=self.clock)  # the whole run, in steps
         self.epoch_eta = Eta(ev["steps"], clock=self.clock)
         if self.tty and self.live is None:
             self._open()
             self.epoch_task = self.progress.add_task("epochs", total=ev["epochs"], completed=ev["epoch"],
-                                                     stats="", eta="eta …")
+                                                     stats="", eta=UNKNOWN_ETA)
             self.batch_task = self.progress.add_task(f"epoch {ev['epoch'] + 1}", total=ev["steps"], stats="",
-                                                     eta="eta …")
+                                                     eta=UNKNOWN_ETA)
             self._redraw_chart()
 
     def _step(self, ev: dict) -> None:
+        self.last_step, self.epoch_now = ev, ev["epoch"]
+        x = ev["epoch"] - 1 + ev["step"] / ev["steps"]
+        if not self.lr_trace or x - self.lr_trace[-1][0] >= 0.02 or ev["step"] == ev["steps"]:
+            self.lr_trace.append((x, float(ev["lr"])))  # at most ~50 points an epoch
         if self.eta is not None:  # from the steps completed so far, whatever their length
             self.eta.update((ev["epoch"] - 1) * ev["steps"] + ev["step"], ev["epochs"] * ev["steps"])
             self.epoch_eta.update(ev["step"], ev["steps"])
@@ -162,7 +194,8 @@ class TrainView:
         self.progress.update(self.epoch_task, eta=self.eta.text())
 
     def _epoch(self, ev: dict) -> None:
-        self.history.append({k: ev[k] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")})
+        self.history.append({k: ev[k] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")
+                             if k in ev})
         self.line(epoch_line(ev), "bold" if ev.get("best") else None)
         if self.eta is not None:  # the same steps done, later: the evaluation counts too
             self.eta.update(ev["epoch"] * self.eta.total / ev["epochs"])
@@ -176,19 +209,80 @@ class TrainView:
         if ev["epoch"] < ev["epochs"]:
             self.epoch_eta = Eta(self.epoch_eta.total if self.epoch_eta else 0, clock=self.clock)
             self.progress.reset(self.batch_task, description=f"epoch {ev['epoch'] + 1}/{ev['epochs']}",
-                                stats="", eta="eta …")
+                                stats="", eta=UNKNOWN_ETA)
         self._redraw_chart()
 
     def _redraw_chart(self) -> None:
-        if not (self.chart_on and self.history and self.live is not None):
-            return
-        from cifarctl.ui.charts import epoch_chart
+        """A new epoch for the chart: the next drawing of the screen builds it again."""
+        self._chart_cache = None
+        if self.live is not None:
+            self.live.refresh()
 
-        room = self.console.height - 9  # keep the bars and the scrollback line on screen
-        if room < 8:
-            return
-        width = max(40, min(self.console.width, 140) - 4)
-        text = epoch_chart(self.history, width=width, height=min(self.chart_height, room))
-        self.screen.chart = Panel(Text.from_ansi(text), title="accuracy and loss by epoch",
-                                  border_style="dim", expand=False)
-        self.live.refresh()
+    # -- the layout (called by _Screen at every drawing, with the console's size)
+    def chart_rows(self, width: int, height: int) -> int:
+        """The rows of plot the chart gets in a ``width`` x ``height`` terminal, 0 for none:
+        its panel (2 rows more) takes at most half the height, and it needs ``CHART_MIN_ROWS``."""
+        if not (self.chart_on and self.history) or width < CHART_MIN_WIDTH:
+            return 0
+        rows = min(self.chart_height, height // 2 - 2)
+        return rows if rows >= CHART_MIN_ROWS else 0
+
+    def chart_panel(self, width: int, height: int) -> Panel | None:
+        """The chart panel for this size (built once per epoch and size), or None."""
+        from cifarctl.ui.charts import epoch_chart, epoch_key, lr_points
+
+        rows = self.chart_rows(width, height)
+        if not rows:
+            return None
+        plot_width = min(width, CHART_MAX_WIDTH) - 4  # the panel's borders and padding
+        lr = plot_width >= LR_PANEL_WIDTH
+        history = list(self.history)  # Live's refresh thread draws while the events come in
+        key = (len(history), plot_width, rows)
+        if self._chart_cache is None or self._chart_cache[0] != key:
+            text = epoch_chart(history, width=plot_width, height=rows,
+                               lr=lr_points(history, list(self.lr_trace)), panels=3 if lr else 2)
+            has_lr = lr and any(h.get("lr") is not None for h in history)
+            title = "accuracy, loss and learning rate by epoch" if has_lr else "accuracy and loss by epoch"
+            panel = Panel(Text.from_ansi(text.rstrip("\n"), no_wrap=True), title=title, subtitle=epoch_key(has_lr),
+                          border_style="dim", expand=False)
+            self._chart_cache = (key, panel)
+        return self._chart_cache[1]
+
+    def status_line(self, width: int) -> Text:
+        """The one-line dashboard below ``WIDE`` columns: epoch, step, loss and accuracy,
+        elapsed and ETA always (on two lines, each part whole, where even they do not fit),
+        then the last test accuracy, lr and throughput, each where it fits."""
+        ev = self.last_step
+        step = ev["step"] if ev is not None and ev["epoch"] == self.epoch_now else 0
+        left = self.eta.remaining() if self.eta is not None else None
+        elapsed = self.clock() - self.started if self.started is not None else None
+        must = [(f"epoch {self.epoch_now}/{self.epochs}", "bold"), (f"step {step}/{self.steps}", "")]
+        if ev is not None:
+            must.append((f"loss {ev['loss']:.3f} acc {ev['acc']:.1f}%", ""))
+        must += [(f"elapsed {fmt_duration(elapsed)}", ""), ("eta " + fmt_duration(left), "bold")]
+        extra = []
+        if self.history:
+            best = max(h["test_acc"] for h in self.history)
+            extra.append((f"test {self.history[-1]['test_acc']:.1f}% (best {best:.1f}%)", ""))
+        if ev is not None:
+            extra += [(f"lr {ev['lr']:.1e}", "dim"), (f"{ev['images_per_s']:,.0f} img/s", "dim")]
+        sep = "  "
+        used = sum(len(t) for t, _ in must) + len(sep) * (len(must) - 1)
+        shown = list(must)
+        for part in extra:  # in order of importance, each where it fits
+            if used + len(sep) + len(part[0]) > width:
+                continue
+            shown.insert(len(shown) - 2, part)  # before elapsed and eta, which stay last
+            used += len(sep) + len(part[0])
+        text = Text(no_wrap=False, overflow="fold")  # fold only a part wider than the terminal
+        column = 0
+        for i, (part, style) in enumerate(shown):
+            if i and column + len(sep) + len(part) > width:  # the next line rather than a part cut
+                text.append("\n")
+                column = 0
+            elif i:
+                text.append(sep)
+                column += len(sep)
+            text.append(part, style)
+            column += len(part)
+        return text
