@@ -17,6 +17,7 @@ from cifarctl.cli import train_cmd  # noqa: F401,E402
 from cifarctl.cli import eval_cmd  # noqa: F401,E402
 from cifarctl.cli import misclassified_cmd  # noqa: F401,E402
 from cifarctl.cli import compare_cmd  # noqa: F401,E402
+from cifarctl.cli import report_cmd  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

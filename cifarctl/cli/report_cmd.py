@@ -1,0 +1,54 @@
+"""``cifarctl report``: the assignment write-up (README.md + images/) from run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cifarctl.cli.app import app, console, err_console
+
+
+@app.command("report", short_help="Write an assignment write-up (README.md + images) from runs.")
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        metavar="RUN_DIR...", help="Run folders, or folders of runs; several runs get a comparison first.",
+        show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Report folder (default: reports/<recipe>-<time>/).", show_default=False)] = None,
+    data: Annotated[Optional[str], typer.Option(
+        "--data", metavar="PATH", help="Data source for the samples, evaluation and misclassified images "
+        "(default: the run's own, else $CIFARCTL_DATA).", show_default=False)] = None,
+    which: Annotated[str, typer.Option("--which", help="Checkpoint to evaluate: best or last.")] = "best",
+    gradcam: Annotated[bool, typer.Option("--gradcam/--no-gradcam", help="Grad-CAM beside each misclassified image.")] = False,
+    n: Annotated[int, typer.Option("--n", min=1, max=100, help="Misclassified images to show.")] = 25,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Write README.md and images/ for run folders: target and result, model and receptive
+    field, data and augmentation samples, the training log and curves, per-class accuracy
+    and confusion matrix, misclassified images, an analysis and how to reproduce it.
+
+    Markdown with relative image links: push the folder to GitHub as it is. Without the
+    test data, the data, evaluation and misclassified sections say so; the rest is written.
+    """
+    from rich.text import Text
+
+    from cifarctl.ui.report import write_report
+
+    def say(line: str) -> None:
+        err_console.print(Text(line, style="dim"), soft_wrap=True)
+
+    rep = write_report(run_dirs, out, data=data, which=which, n=n, gradcam=gradcam, device=device, say=say)
+    for p, why in rep.skipped:
+        err_console.print(Text(f"skipped {p}: {why}", style="yellow"), soft_wrap=True)
+    for w in rep.warnings:
+        err_console.print(Text(f"warning: {w}", style="yellow"), soft_wrap=True)
+    for r in rep.runs:
+        acc = rep.accuracy.get(r.name)
+        best = "-" if r.best_acc is None else f"{r.best_acc:.2f}%"
+        evaluated = "" if acc is None else f", evaluated {acc:.2f}%"
+        console.print(Text(f"{r.name}: {r.status}, {r.epochs} epochs, best {best}{evaluated}, "
+                           f"target {rep.verdicts.get(r.name, '-')}"), soft_wrap=True)
+    console.print(Text(f"wrote {rep.path} and {len(list(rep.path.parent.joinpath('images').glob('*.png')))} "
+                       f"images in {rep.seconds:.1f} s"), soft_wrap=True)

@@ -1,0 +1,411 @@
+"""``cifarctl report``: an assignment write-up (README.md and its pictures) from run folders.
+
+This module only arranges: the numbers come from the library (``compare``'s reading and
+grouping, ``summary``'s layer table, ``eval``'s and ``misclassified``'s inference path, the
+findings of :mod:`cifarctl.analysis.findings`), the tables from the one renderer
+(:mod:`cifarctl.tabular`). The same runs give the same README.md byte for byte but for
+its "generated" line, so a student can re-run it after training more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from cifarctl.tabular import Column, Tabular, markdown
+
+SAMPLES_PER_CLASS = 4
+SECTION_NEEDS_DATA = "needs the test data, which could not be loaded"
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` wrote and what it could not."""
+
+    path: Path                      # README.md
+    runs: list[Any]                 # RunRecords reported
+    skipped: list[tuple[Path, str]]
+    warnings: list[str] = field(default_factory=list)
+    verdicts: dict[str, str] = field(default_factory=dict)  # run name -> PASS/FAIL/-
+    accuracy: dict[str, float | None] = field(default_factory=dict)  # run name -> evaluated accuracy
+    seconds: float = 0.0
+
+
+def default_out_dir(runs, now: float | None = None) -> Path:
+    """``reports/<recipe or recipes>-<time>``."""
+    names = sorted({r.recipe for r in runs}) or ["runs"]
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return Path("reports") / f"{'+'.join(names)[:80]}-{stamp}"
+
+
+# ------------------------------------------------------------------------ small pieces
+def _data_label(source: str | None) -> str:
+    if not source:
+        return "-"
+    name = Path(str(source)).name
+    return f"{source} (JPEG copy)" if "jpeg" in name.lower() else str(source)
+
+
+def _dur(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = round(s)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _settings(d: dict[str, Any]) -> str:
+    parts = [f"{k} {v}" for k, v in d.items() if k != "name" and v is not None and not isinstance(v, (dict, list))]
+    return f"{d.get('name', '?')} ({', '.join(parts)})" if parts else str(d.get("name", "?"))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def command_of(env: dict[str, Any], recipe, seed) -> str:
+    """The command that started the run (``env.json``), as ``cifarctl train ...``."""
+    argv = env.get("command") or []
+    if argv and "train" in argv:
+        args = argv[argv.index("train"):]
+        return "cifarctl " + " ".join(_quote(a) for a in args)
+    return f"cifarctl train {recipe.name}" + (f" --seed {seed}" if seed is not None else "")
+
+
+def _quote(a: str) -> str:
+    import shlex
+
+    return shlex.quote(str(a))
+
+
+# ------------------------------------------------------------------------ one run's evidence
+@dataclass
+class Evidence:
+    """Everything one run's section shows, gathered before anything is written."""
+
+    run: Any                                   # RunRecord
+    recipe: Any                                # Recipe
+    summary: dict[str, Any]
+    env: dict[str, Any]
+    model: Any = None                          # ModelSummary
+    eval: dict[str, Any] | None = None
+    missed: Any = None                         # Misclassified
+    data: Any = None                           # CifarArrays
+    data_stats: dict[str, Any] | None = None
+    data_problem: str | None = None
+
+
+def gather(run, *, data: str | None, which: str, n: int, gradcam: bool, device: str,
+           say: Callable[[str], None]) -> Evidence:
+    """Read a run folder and evaluate its checkpoint: the model summary, the data, the
+    evaluation, the misclassified images. Data problems become ``data_problem``."""
+    from cifarctl.analysis.layers import summarize_recipe
+    from cifarctl.data import data_summary, load_cifar, resolve_source
+    from cifarctl.errors import CifarctlError
+    from cifarctl.recipe import load_recipe
+
+    recipe = load_recipe(str(run.path / "recipe.yaml"))
+    summary = _read_json(run.path / "summary.json")
+    ev = Evidence(run=run, recipe=recipe, summary=summary, env=_read_json(run.path / "env.json"))
+    say(f"{run.name}: model summary")
+    ev.model = summarize_recipe(recipe)
+    source = resolve_source(data or summary.get("data") or recipe.data.source)
+    try:
+        say(f"{run.name}: loading {source}")
+        ev.data = load_cifar(source, progress=False, train_subset=recipe.data.train_subset,
+                             test_subset=recipe.data.test_subset, seed=recipe.seed)
+        ev.data_stats = data_summary(ev.data)
+    except CifarctlError as exc:
+        ev.data_problem = f"the data ({source}) could not be loaded: {exc}"
+        return ev
+    try:
+        say(f"{run.name}: evaluating checkpoints/{which}.pt on {len(ev.data.test_y):,} test images")
+        ev.eval = _evaluation(run.path, source, which, device)
+        from cifarctl.analysis.misclassified import find_misclassified
+
+        say(f"{run.name}: misclassified images" + (" and Grad-CAM" if gradcam else ""))
+        ev.missed = find_misclassified(run.path, n=n, gradcam=gradcam, which=which, data_source=source,
+                                       device=device)
+    except CifarctlError as exc:
+        ev.data_problem = f"the checkpoint could not be evaluated: {exc}"
+    return ev
+
+
+def _evaluation(run_dir: Path, source: str, which: str, device: str) -> dict[str, Any]:
+    """eval.json when it is of this checkpoint, on this data, written after it; else a new
+    evaluation (which writes eval.json)."""
+    from cifarctl.analysis.evaluate import evaluate_checkpoint
+
+    ckpt = run_dir / "checkpoints" / f"{which}.pt"
+    cached = _read_json(run_dir / "eval.json")
+    try:
+        fresh = (cached and Path(cached.get("checkpoint", "")).resolve() == ckpt.resolve()
+                 and cached.get("split") == "test" and cached.get("data") == source
+                 and (run_dir / "eval.json").stat().st_mtime_ns >= ckpt.stat().st_mtime_ns)
+    except OSError:
+        fresh = False
+    if fresh:
+        return cached
+    return evaluate_checkpoint(run_dir, data=source, which=which, device=device)
+
+
+# ------------------------------------------------------------------------ one run's section
+def _target_table(ev: Evidence) -> Tabular:
+    tab = Tabular(None, [Column("target"), Column("required", "right"), Column("measured", "right"),
+                         Column("result")])
+    names = {"min_test_acc": ("best test accuracy", "≥ {:.2f} %", "{:.2f} %"),
+             "max_params": ("parameters", "≤ {:,}", "{:,}"), "max_epochs": ("epochs", "≤ {}", "{}")}
+    for check in (ev.summary.get("target") or {}).get("checks", []):
+        label, req, got = names.get(check.get("name"), (check.get("name"), "{}", "{}"))
+        tab.add_row(label, req.format(check["target"]), got.format(check["value"]),
+                    "PASS" if check.get("passed") else "FAIL")
+    return tab
+
+
+def _result_table(ev: Evidence) -> Tabular:
+    r, s = ev.run, ev.summary
+    tab = Tabular(None, [Column("measure"), Column("value")])
+    rows = [
+        ("status", r.status + ("" if r.status == "completed" else f" (report of {r.epochs} epochs done)")),
+        ("best test accuracy", "-" if r.best_acc is None else f"{r.best_acc:.2f} % (epoch {r.best_epoch})"),
+        ("final test accuracy", "-" if r.final_acc is None else f"{r.final_acc:.2f} %"),
+        ("epochs", f"{r.epochs} of {r.epochs_planned}" if r.epochs_planned else str(r.epochs)),
+        ("wall time", _dur(r.total_seconds)),
+        ("throughput", "-" if r.images_per_s is None else f"{r.images_per_s:,.0f} images/s"),
+        ("device", str(s.get("device") or ev.env.get("device") or "-")
+         + (f" ({ev.env['device_name']})" if ev.env.get("device_name") else "")),
+        ("data", _data_label(s.get("data") or ev.recipe.data.source)),
+    ]
+    for k, v in rows:
+        tab.add_row(k, v)
+    return tab
+
+
+def _model_part(ev: Evidence) -> list[str]:
+    from cifarctl.ui.tables import summary_tables
+
+    m = ev.model
+    top = type(m)(**{**m.__dict__, "layers": [r for r in m.layers if r["depth"] == 1]})
+    top_layers, totals = summary_tables(top, dotted=True)
+    full_layers, _ = summary_tables(m, dotted=True)
+    top_layers.title = full_layers.title = None
+    head = (f"{m.total_params:,} parameters ({m.trainable_params:,} trainable), "
+            f"{m.mult_adds / 1e6:,.2f} M mult-adds, final receptive field **{m.receptive_field} px** "
+            f"(jump {m.jump}).")
+    return [head, "Top-level blocks:", markdown(top_layers),
+            "<details><summary>Every layer</summary>\n\n" + markdown(full_layers) + "\n</details>",
+            markdown(totals, heading=None)]
+
+
+def _stats_table(stats: dict[str, Any]) -> Tabular:
+    tab = Tabular(None, [Column("split"), Column("channel"), Column("mean", "right"), Column("std", "right")])
+    for split in ("train", "test"):
+        st = stats.get(f"{split}_stats")
+        for i, ch in enumerate(("R", "G", "B")[: len(st["mean"]) if st else 0]):
+            tab.add_row(split, ch, f"{st['mean'][i]:.4f}", f"{st['std'][i]:.4f}")
+    return tab
+
+
+def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
+    from cifarctl.analysis.samples import augment_for_display, per_class
+    from cifarctl.ui.report_images import sample_grid
+
+    if ev.data is None:
+        return [f"_Unavailable: {ev.data_problem or SECTION_NEEDS_DATA}._"]
+    d, r = ev.data, ev.recipe
+    steps = r.data.augment or []
+    idx = per_class(d.train_y, len(d.classes), SAMPLES_PER_CLASS)
+    picked = d.train_x[idx]
+    labels = [int(d.train_y[i]) for i in idx]
+    orig = sample_grid(picked, labels, list(d.classes), images / f"{prefix}samples.png",
+                       f"training images, the first {SAMPLES_PER_CLASS} of each class")
+    aug = sample_grid(augment_for_display(picked, steps, r.data.normalize, seed=r.seed or 0), labels,
+                      list(d.classes), images / f"{prefix}augmented.png", "the same images after the train augmentation")
+    names = [next(iter(s)) if isinstance(s, dict) else str(s) for s in steps]
+    out = [markdown(_stats_table(ev.data_stats), heading=None),
+           f"Train augmentation: {' → '.join(names) if names else 'none'}; normalised with the train mean/std above"
+           f" ({len(d.train_y):,} train / {len(d.test_y):,} test images).",
+           f"![training images](images/{orig.name})", f"![augmented](images/{aug.name})"]
+    return out
+
+
+def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
+    from cifarctl.runs import write_curves
+
+    r, run = ev.recipe, ev.run
+    d = r.to_dict()
+    out = ["```yaml\n" + r.to_yaml().rstrip() + "\n```",
+           f"Optimizer {_settings(d['optimizer'])}; scheduler {_settings(d['scheduler'])}; "
+           f"loss {_settings(d['loss'])}; batch {r.data.batch_size}, {r.epochs} epochs, seed {r.seed}."]
+    lr_png = run.path / "lr_find.png"
+    if lr_png.is_file():
+        shutil.copyfile(lr_png, images / f"{prefix}lr_find.png")
+        lr = _read_json(run.path / "lr_find.json")
+        chosen = d["scheduler"].get("max_lr")
+        out.append(f"The run chose max_lr = {chosen} with an LR range test"
+                   + (f" ({lr.get('reason')})" if lr.get("reason") else "") + ":")
+        out.append(f"![LR range test](images/{prefix}lr_find.png)")
+    if run.metrics:
+        curves = images / f"{prefix}curves.png"
+        write_curves(curves, run.metrics, title=run.name)
+        out.append(f"![loss, accuracy and learning rate by epoch](images/{curves.name})")
+        log = Tabular(None, [Column("epoch", "right"), Column("train loss", "right"), Column("train acc", "right"),
+                             Column("test loss", "right"), Column("test acc", "right"), Column("lr", "right"),
+                             Column("seconds", "right")])
+        for m in run.metrics:
+            log.add_row(str(m.get("epoch")), _f(m.get("train_loss"), "{:.4f}"), _f(m.get("train_acc"), "{:.2f}"),
+                        _f(m.get("test_loss"), "{:.4f}"), _f(m.get("test_acc"), "{:.2f}"), _f(m.get("lr"), "{:.2e}"),
+                        _f(m.get("seconds"), "{:.1f}"))
+        out += ["Epoch log:", markdown(log)]
+    else:
+        out.append("_No epoch finished yet: no curves or epoch log._")
+    return out
+
+
+def _f(v, fmt: str) -> str:
+    return "-" if not isinstance(v, (int, float)) else fmt.format(v)
+
+
+def _eval_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
+    from cifarctl.ui.report_images import confusion_png
+    from cifarctl.ui.tables import eval_lines, eval_tables
+
+    if ev.eval is None:
+        return [f"_Unavailable: {ev.data_problem or SECTION_NEEDS_DATA}._"]
+    head, acc = eval_lines(ev.eval)
+    per, _cm, *top = eval_tables(ev.eval)
+    png = confusion_png(ev.eval["confusion"], ev.eval["classes"], images / f"{prefix}confusion.png",
+                        f"{ev.run.name}: confusion matrix, % of each true class")
+    return [f"{head}; **{acc}**.", markdown(per, heading=None), f"![confusion matrix](images/{png.name})",
+            *([markdown(top[0], heading=None)] if top else [])]
+
+
+def _missed_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
+    from cifarctl.analysis.misclassified import write_grid
+
+    if ev.missed is None:
+        return [f"_Unavailable: {ev.data_problem or SECTION_NEEDS_DATA}._"]
+    m = ev.missed
+    png = write_grid(m, images / f"{prefix}misclassified.png")
+    text = (f"The {len(m.items)} most confident mistakes of {m.total_wrong:,} on {m.total:,} test images"
+            + (f", with Grad-CAM of the predicted class at `{m.layer}`" if m.layer else "") + ":")
+    return [text, f"![misclassified images](images/{Path(png).name})"]
+
+
+def _analysis_part(ev: Evidence) -> list[str]:
+    from cifarctl.analysis.findings import findings
+
+    lines = findings(ev.run.metrics, ev.recipe.target.min_test_acc, ev.eval)
+    return ["\n".join(f"- {text}" for _, text in lines) if lines else "_No epoch finished yet._"]
+
+
+def _reproduce_part(ev: Evidence) -> list[str]:
+    env = ev.env
+    return ["```bash\n" + command_of(env, ev.recipe, ev.recipe.seed) + "\n```",
+            f"cifarctl {env.get('cifarctl', '?')}, torch {env.get('torch', '?')}, python {env.get('python', '?')}; "
+            f"run folder `{ev.run.name}`."]
+
+
+def run_section(ev: Evidence, images: Path, prefix: str, level: str) -> str:
+    """One run's write-up, headings at ``level`` ("##" alone, "###" under a comparison)."""
+    r = ev.recipe
+    sub = level + "#"
+    parts = [f"{level} {ev.run.name}: {r.assignment or r.name}" if level != "#" else f"# {r.name}: {r.assignment}",
+             (r.description or "").strip() or f"Recipe `{r.name}`, model `{r.model}`.",
+             f"{sub} Target and result", markdown(_target_table(ev), heading=None),
+             markdown(_result_table(ev), heading=None),
+             f"{sub} Model", *_model_part(ev),
+             f"{sub} Data and augmentation", *_data_part(ev, images, prefix),
+             f"{sub} Training", *_training_part(ev, images, prefix),
+             f"{sub} Evaluation", *_eval_part(ev, images, prefix),
+             f"{sub} Misclassified images", *_missed_part(ev, images, prefix),
+             f"{sub} Analysis", *_analysis_part(ev),
+             f"{sub} Reproduce", *_reproduce_part(ev)]
+    return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
+
+
+# ------------------------------------------------------------------------ several runs
+def comparison_section(runs, groups, images: Path) -> str:
+    from cifarctl.analysis.compare import curves
+    from cifarctl.ui.compare_view import _show_groups, groups_table, runs_table
+    from cifarctl.ui.report_images import overlay_png
+
+    by_run = not _show_groups(groups)
+    panels = [(m, curves(runs, groups, m, by_run)) for m in ("test_acc", "train_acc", "test_loss")]
+    png = overlay_png(panels, images / "comparison.png", "runs compared")
+    parts = ["## Comparison", markdown(runs_table(runs), heading=None)]
+    if _show_groups(groups):
+        parts += ["Groups (same settings but the seed; ± sample std over seeds):", markdown(groups_table(groups), heading=None)]
+    targets = Tabular(None, [Column("recipe"), Column("target")])
+    from cifarctl.ui.tables import _target_text
+    from cifarctl.recipe import load_recipe
+
+    seen = {}
+    for r in runs:
+        if r.recipe not in seen:
+            try:
+                seen[r.recipe] = _target_text(load_recipe(str(r.path / "recipe.yaml")).target)
+            except Exception:  # noqa: BLE001 - a broken recipe.yaml is marked in the runs table already
+                seen[r.recipe] = "-"
+    for name, text in seen.items():
+        targets.add_row(name, text)
+    parts += ["Targets:", markdown(targets, heading=None), f"![runs compared](images/{png.name})"]
+    return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
+
+
+# ------------------------------------------------------------------------ the whole report
+def write_report(run_dirs: list[Path], out_dir: Path | None = None, *, data: str | None = None, which: str = "best",
+                 n: int = 25, gradcam: bool = False, device: str = "auto",
+                 say: Callable[[str], None] = lambda s: None) -> Report:
+    """Write ``out_dir/README.md`` and ``out_dir/images/*.png`` for the runs in ``run_dirs``."""
+    from cifarctl.analysis.compare import collect_runs, group_runs
+    from cifarctl.errors import UsageError
+
+    start = time.perf_counter()
+    runs, skipped = collect_runs(run_dirs)
+    runs = sorted(runs, key=lambda r: r.name)
+    if not runs:
+        why = "; ".join(f"{p}: {w}" for p, w in skipped[:5])
+        raise UsageError(f"no run folders to report in {', '.join(map(str, run_dirs))}" + (f" ({why})" if why else ""))
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(runs)
+    images = out_dir / "images"
+    try:
+        images.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir}: cannot create the report folder ({exc.strerror or exc})") from None
+    groups = group_runs(runs)
+    report = Report(path=out_dir / "README.md", runs=runs, skipped=skipped)
+    sections = []
+    for r in runs:
+        ev = gather(r, data=data, which=which, n=n, gradcam=gradcam, device=device, say=say)
+        if ev.data_problem:
+            report.warnings.append(f"{r.name}: {ev.data_problem}; its data, evaluation and misclassified "
+                                   "sections say so")
+        prefix = "" if len(runs) == 1 else f"{r.name}-"
+        sections.append(run_section(ev, images, prefix, "#" if len(runs) == 1 else "##"))
+        report.verdicts[r.name] = r.verdict
+        report.accuracy[r.name] = ev.eval["accuracy"] if ev.eval else None
+    head = []
+    if len(runs) > 1:
+        head = [f"# Report: {', '.join(sorted({r.recipe for r in runs}))}\n",
+                comparison_section(runs, groups, images)]
+    tail = [f"_Generated by cifarctl report on {time.strftime('%Y-%m-%d %H:%M')}._\n"]
+    if skipped:
+        tail.insert(0, "Skipped folders:\n\n" + "\n".join(f"- `{p}`: {w}" for p, w in skipped) + "\n")
+    text = "\n".join(head + sections + tail)
+    from cifarctl.runs import write_atomic
+
+    write_atomic(report.path, text.encode("utf-8"))
+    report.seconds = time.perf_counter() - start
+    return report
