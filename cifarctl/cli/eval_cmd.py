@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifarctl.cli import complete
 from cifarctl.cli.app import app, console
 
 
@@ -14,7 +15,7 @@ from cifarctl.cli.app import app, console
 def eval_(
     target: Annotated[str, typer.Argument(
         metavar="RUN_DIR|CHECKPOINT", help="A run folder (uses checkpoints/<which>.pt) or a .pt file.",
-        show_default=False)],
+        show_default=False, autocompletion=complete.complete_run_or_checkpoint)],
     data: Annotated[Optional[str], typer.Option(
         "--data", metavar="PATH", help="Data source instead of the one the run used.")] = None,
     split: Annotated[str, typer.Option("--split", help="test or train.")] = "test",
@@ -23,7 +24,7 @@ def eval_(
         "default: the recipe's eval_tta.", show_default=False)] = None,
     which: Annotated[str, typer.Option("--which", help="best or last checkpoint of a run folder.")] = "last",
     as_json: Annotated[bool, typer.Option("--json", help="Print eval.json to stdout instead of tables.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", autocompletion=complete.complete_device)] = "auto",
 ) -> None:
     """Evaluate a checkpoint on the run's data and write eval.json beside it.
 
