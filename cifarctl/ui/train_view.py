@@ -7,6 +7,8 @@ ETAs come from the steps completed so far (:class:`cifarctl.ui.eta.Eta`, evaluat
 included once an epoch has ended): rich's own stays blank when a step takes over 30 s.
 Off a terminal: exactly one plain line per epoch, info lines, and the final lines, with
 no escape codes. The same plain lines (:mod:`cifarctl.training.lines`) go to log.txt.
+When a run stops (a signal, an error) the bars and chart are erased, so that what is
+printed next is not left under a frozen progress bar.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from cifarctl.training.lines import epoch_line, final_lines, start_line
+from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_point
 from cifarctl.ui.eta import Eta
 
 
@@ -57,6 +59,7 @@ class TrainView:
         self.live = None
         self.progress: Progress | None = None
         self.epoch_task = self.batch_task = None
+        self.steps = 0  # per epoch, from the "start" event
 
     # -- lifecycle
     def __enter__(self) -> TrainView:
@@ -77,11 +80,14 @@ class TrainView:
                          transient=False, redirect_stdout=False, redirect_stderr=False)
         self.live.start()
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(clear=exc_type is not None)
 
-    def close(self) -> None:
+    def close(self, clear: bool = False) -> None:
+        """Stop the live display; ``clear`` erases it from the screen (else its last state stays)."""
         if self.live is not None:
+            if clear:
+                self.live.transient = True  # read by stop(): it moves back up and erases the bars
             self.live.stop()
             self.live = None
 
@@ -101,8 +107,9 @@ class TrainView:
         elif kind == "epoch":
             self._epoch(ev)
         elif kind == "stopped":
-            self.line(f"{ev['signal']} received: stopping after step {ev['step']} and saving a checkpoint",
-                      "bold yellow")
+            self.close(clear=True)
+            where = stop_point(ev["epoch"], ev.get("step_in_epoch", 0), self.steps)
+            self.line(f"{ev['signal']} received: stopping {where} and saving a checkpoint", "bold yellow")
 
     def lr_find_progress(self):
         """A context giving the progress callback of the LR range test that ``max_lr: auto``
@@ -138,6 +145,7 @@ class TrainView:
     # -- events
     def _start(self, ev: dict) -> None:
         self.history = list(ev.get("history") or [])
+        self.steps = ev["steps"]
         self.line(start_line(ev))
         self.eta = Eta(ev["epochs"] * ev["steps"], clock=self.clock)  # the whole run, in steps
         self.epoch_eta = Eta(ev["steps"], clock=self.clock)
@@ -146,6 +154,7 @@ class TrainView:
             self.epoch_task = self.progress.add_task("epochs", total=ev["epochs"], completed=ev["epoch"],
                                                      stats="", eta="eta …")
             self.batch_task = self.progress.add_task(f"epoch {ev['epoch'] + 1}", total=ev["steps"], stats="",
+                                                     completed=ev.get("step_in_epoch", 0),
                                                      eta="eta …")
             self._redraw_chart()
 
