@@ -369,7 +369,8 @@ def test_06_damaged_checkpoint_is_one_line_naming_the_file_for_every_command(tmp
     last = run / "checkpoints" / "last.pt"
     last.write_bytes(_damage(last.read_bytes(), how))
     (run / "checkpoints" / "best.pt").unlink()
-    for args in (["eval", run], ["misclassified", run, "--which", "last"], ["train", "--resume", run]):
+    for args in (["eval", run, "--which", "last"], ["misclassified", run, "--which", "last"],
+                 ["train", "--resume", run]):
         res = cli(*args)
         assert res.exit_code == 2, (args, res.output)
         assert_one_line_error(res.output, f"{last}: ", needle)
@@ -437,8 +438,8 @@ def test_07_malicious_pickle_is_refused_by_every_command_and_never_runs(tmp_path
     run = tmp_path / "run"
     shutil.copytree(reference("device"), run)
     shutil.copy(evil, run / "checkpoints" / "last.pt")  # best.pt stays intact: no fallback for this
-    for args in (["eval", evil], ["misclassified", evil], ["eval", run], ["misclassified", run, "--which", "last"],
-                 ["train", "--resume", run]):
+    for args in (["eval", evil], ["misclassified", evil], ["eval", run, "--which", "last"],
+                 ["misclassified", run, "--which", "last"], ["train", "--resume", run]):
         res = cli(*args)
         assert res.exit_code == 2, (args, res.output)
         assert_one_line_error(res.output, "refused by weights_only loading")

@@ -22,14 +22,15 @@ def eval_(
     tta: Annotated[Optional[str], typer.Option(
         "--tta", help="none, flip (mean with the mirror image) or flip_translate (airbench's 6 views); "
         "default: the recipe's eval_tta.", show_default=False)] = None,
-    which: Annotated[str, typer.Option("--which", help="best or last checkpoint of a run folder.")] = "last",
+    which: Annotated[str, typer.Option("--which", help="Checkpoint of a run folder: best (its best test accuracy) or last (the latest saved).")] = "best",
     as_json: Annotated[bool, typer.Option("--json", help="Print eval.json to stdout instead of tables.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", autocompletion=complete.complete_device)] = "auto",
 ) -> None:
     """Evaluate a checkpoint on the run's data and write eval.json beside it.
 
-    Without --data, --split, --tta it reproduces the last epoch's test accuracy of
-    metrics.jsonl exactly (same data, batch size and precision).
+    A run folder's best checkpoint by default (--which last: the latest). Without --data,
+    --split, --tta it reproduces exactly the test accuracy metrics.jsonl logged for the
+    checkpoint's epoch (same data, batch size and precision): by default the best epoch's.
     """
     from cifarctl.analysis.evaluate import evaluate_checkpoint
 

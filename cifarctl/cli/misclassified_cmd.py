@@ -37,7 +37,7 @@ def misclassified(
     gradcam: Annotated[bool, typer.Option("--gradcam", help="Overlay Grad-CAM maps of the predicted class.")] = False,
     layer: Annotated[Optional[str], typer.Option("--layer", help="Grad-CAM layer (a name from `cifarctl summary`); default: the last conv with a spatial output.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="PNG path (default: misclassified.png in the run folder).")] = None,
-    which: Annotated[Which, typer.Option("--which", help="Checkpoint of a run folder.")] = Which.best,
+    which: Annotated[Which, typer.Option("--which", help="Checkpoint of a run folder: best (its best test accuracy) or last (the latest saved).")] = Which.best,
     data: Annotated[Optional[str], typer.Option("--data", help="Data source (default: the one the run used).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.",
                                         autocompletion=complete.complete_device)] = "auto",
@@ -45,6 +45,8 @@ def misclassified(
 ) -> None:
     """Show the wrongest test predictions as a captioned gallery (PNG + terminal).
 
+    A run folder's best checkpoint by default (--which last: the latest); the PNG's title
+    names the run, the checkpoint and its epoch, the test accuracy and the Grad-CAM layer.
     Captions: true label, predicted label, the model's confidence.
     --gradcam draws beside each image where the model looked (Grad-CAM).
     """
