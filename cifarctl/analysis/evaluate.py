@@ -6,8 +6,9 @@ it with :func:`cifarctl.analysis.inference.load_for_inference` (the model from t
 ``model_name`` / ``model_args``, the data the run used) and predicts with
 :func:`~cifarctl.analysis.inference.predict`, the function, batch size and precision of
 training, so a checkpoint scores exactly the ``test_acc`` that ``metrics.jsonl`` logged for
-its epoch (``best.pt``: the best epoch; ``last.pt``: the last, unless a stop saved it mid-epoch). The result is also written to ``eval.json`` in the run folder
-(or beside a loose checkpoint). Plain function, no printing.
+its epoch (``best.pt``: the best epoch; ``last.pt``: the last, unless a stop saved it
+mid-epoch). The result is also written to ``eval.json`` in the run folder (or beside a
+loose checkpoint). Plain function, no printing.
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ def grid_shape(count: int, cols: int | None = None) -> tuple[int, int]:
 
 
 def grid_size(count: int, with_cam: bool, cols: int | None = None, scale: int = SCALE) -> tuple[int, int]:
-    """(width, height) of the whole PNG, title included (wider when the title needs it)."""
+    """(width, height) of the whole PNG with its title band (``write_grid`` widens it for a long title)."""
     c, r = grid_shape(count, cols)
     tw, th = tile_size(with_cam, scale)
     return c * tw + (c + 1) * MARGIN, TITLE_H + r * th + (r + 1) * MARGIN
