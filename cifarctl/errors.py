@@ -1,7 +1,8 @@
 """Errors that the CLI turns into one line on stderr and an exit code.
 
 Library code raises these; ``cifarctl.cli`` catches them, prints ``error: <message>``
-and exits with ``exit_code``. A traceback is only shown with ``--debug``.
+(a :class:`Stopped` without ``error:``: the user asked for it) and exits with
+``exit_code``. A traceback is only shown with ``--debug``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ class CifarctlError(Exception):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+class Stopped(CifarctlError):
+    """A stop the user asked for (Ctrl-C, SIGTERM) that left things resumable: not an error,
+    so it is printed without ``error:``; ``exit_code`` is 130 or 143."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class UsageError(CifarctlError):

@@ -24,6 +24,7 @@ from pydantic import (BaseModel, Field, PrivateAttr, ValidationError, field_vali
                       model_validator)
 
 from cifarctl import CIFAR_MEAN, CIFAR_STD, yamlsafe
+from cifarctl.bundled import bundled_dir, bundled_recipes  # noqa: F401  (re-exported)
 from cifarctl.errors import RecipeError, UsageError, did_you_mean
 from cifarctl.fsutil import name_problem
 from cifarctl.strict import NOT_A_NUMBER, NotANumber, StrictModel  # noqa: F401  (re-exported)
@@ -331,21 +332,6 @@ _TAGGED = {"optimizer": "sgd", "scheduler": "none", "loss": "cross_entropy"}
 
 
 # -------------------------------------------------------------------- locations
-def bundled_dir() -> Path:
-    """The folder of bundled recipes: inside the wheel, or ``recipes/`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "_recipes"
-    if packaged.is_dir():
-        return packaged
-    return here.parent / "recipes"
-
-
-def bundled_recipes() -> dict[str, Path]:
-    """Bundled recipe names -> paths."""
-    d = bundled_dir()
-    return {p.stem: p for p in sorted(d.glob("*.yaml"))} if d.is_dir() else {}
-
-
 def is_recipe_ref(ref: str) -> bool:
     """True for a path ending in .yaml/.yml or holding a '/', or the name of a bundled recipe
     (a path such as ``/dev/null`` or a folder is then reported as such, not as an unknown name)."""

@@ -702,6 +702,9 @@ def find_checkpoint(run_dir_or_file: str | os.PathLike, which: str = "last") -> 
     for candidate in (p / "checkpoints" / f"{which}.pt", p / f"{which}.pt"):
         if candidate.is_file():
             return candidate
+    if which == "best" and (p / "checkpoints" / "last.pt").is_file():
+        raise CheckpointError(f"{p}: no checkpoints/best.pt yet (the run stopped before the end of its first "
+                              "epoch); --which last uses its checkpoints/last.pt")
     raise CheckpointError(f"{p}: no checkpoints/{which}.pt (not a cifarctl run folder, or the run "
                           "stopped before its first checkpoint)")
 

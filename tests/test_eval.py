@@ -1,4 +1,4 @@
-"""cifarctl eval: reproduces the run's last test accuracy, tables, eval.json, options."""
+"""cifarctl eval: reproduces the test accuracy logged for the checkpoint's epoch, tables, eval.json, options."""
 
 from __future__ import annotations
 
@@ -26,14 +26,21 @@ def last_metrics(run: Path) -> dict:
     return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
 
 
-def test_eval_equals_last_epoch_test_acc(cli, run):
-    res = cli("eval", run, "--json")
+def test_eval_defaults_to_best_and_equals_its_epochs_test_acc(cli, run):
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    best_epoch = json.loads((run / "summary.json").read_text())["best_epoch"]
+    best = rows[best_epoch - 1]
+    assert best["test_acc"] == max(r["test_acc"] for r in rows)
+    last_only = json.loads(cli("eval", run, "--which", "last", "--json").stdout)
+    assert last_only["accuracy"] == last_metrics(run)["test_acc"] and last_only["epoch"] == 2
+    assert last_only["checkpoint"] == str(run / "checkpoints" / "last.pt")
+    res = cli("eval", run, "--json")  # the default: best.pt, as `misclassified`
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
-    last = last_metrics(run)
-    assert result["accuracy"] == last["test_acc"]
-    assert result["loss"] == pytest.approx(last["test_loss"], rel=1e-6)
-    assert result["images"] == 64 and result["split"] == "test" and result["epoch"] == 2
+    assert result["checkpoint"] == str(run / "checkpoints" / "best.pt") and result["epoch"] == best_epoch
+    assert result["accuracy"] == best["test_acc"]
+    assert result["loss"] == pytest.approx(best["test_loss"], rel=1e-6)
+    assert result["images"] == 64 and result["split"] == "test"
     assert json.loads((run / "eval.json").read_text())["accuracy"] == result["accuracy"]
     m = result["confusion"]
     assert len(m) == 10 and sum(map(sum, m)) == 64
@@ -54,9 +61,6 @@ def test_eval_tables_off_tty(cli, run):
 
 
 def test_eval_options(cli, run):
-    best = json.loads(cli("eval", run, "--which", "best", "--json").stdout)
-    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    assert best["accuracy"] == max(r["test_acc"] for r in rows)
     flip = json.loads(cli("eval", run, "--tta", "flip", "--json").stdout)
     assert flip["tta"] == "flip" and 0 <= flip["accuracy"] <= 100
     train = json.loads(cli("eval", run, "--split", "train", "--json").stdout)
@@ -83,7 +87,20 @@ def test_eval_missing_target(cli, tmp_path):
     assert res.exit_code == 2 and "no such run folder or checkpoint" in res.output
     tmp_path.joinpath("empty").mkdir()
     res = cli("eval", tmp_path / "empty")
-    assert res.exit_code == 2 and "no checkpoints/last.pt" in res.output
+    assert res.exit_code == 2 and "no checkpoints/best.pt" in res.output
+    (tmp_path / "early" / "checkpoints").mkdir(parents=True)  # stopped before its first epoch ended
+    (tmp_path / "early" / "checkpoints" / "last.pt").touch()
+    res = cli("eval", tmp_path / "early")
+    assert res.exit_code == 2 and "no checkpoints/best.pt yet" in res.output and "--which last" in res.output
+
+
+def test_eval_and_misclassified_state_one_default_which(cli):
+    import re
+
+    for command in ("eval", "misclassified"):
+        text = " ".join(cli(command, "--help").output.split())
+        assert re.search(r"--which <[a-z|]+> Checkpoint of a run folder: best \(its best test accuracy\) or last "
+                         r"\(the latest saved\)\. \[default: best\]", text), (command, text)
 
 
 @pytest.mark.slow

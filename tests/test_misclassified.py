@@ -102,11 +102,51 @@ def test_png_grid_geometry(run_dir, tmp_path):
         assert grid_shape(7) == (5, 2)
         assert im.size == grid_size(7, with_cam=False)
         px = np.asarray(im)
-    # the first tile is the first image upscaled x4 (nearest)
-    from cifarctl.analysis.misclassified import MARGIN, SCALE
+    # the first tile, under the title, is the first image upscaled x4 (nearest)
+    from cifarctl.analysis.misclassified import MARGIN, SCALE, TITLE_H
 
-    tile = px[MARGIN:MARGIN + 32 * SCALE, MARGIN:MARGIN + 32 * SCALE]
+    top = TITLE_H + MARGIN
+    tile = px[top:top + 32 * SCALE, MARGIN:MARGIN + 32 * SCALE]
     assert np.array_equal(tile[::SCALE, ::SCALE], r.images[0])
+
+
+def _ink_rows(px: np.ndarray) -> list[int]:
+    """Rows of an RGB array holding anything but the white background."""
+    return [int(i) for i in np.nonzero((px < 250).any(axis=(1, 2)))[0]]
+
+
+def test_png_title_names_run_checkpoint_accuracy_and_layer(run_dir, tmp_path):
+    from cifarctl.analysis.misclassified import MARGIN, TITLE_H
+
+    r = find_misclassified(run_dir, n=3, gradcam=True, true="cat", device="cpu")
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert r.checkpoint.name == "best.pt" and r.epoch == best["epoch"] == 1  # the default: best
+    line1, line2 = r.title_lines()
+    assert line1 == (f"tiny  ·  best.pt, epoch 1  ·  test accuracy {r.accuracy:.2f}% "
+                     f"({r.total_wrong} of 200 wrong)")
+    assert line2 == (f"showing {len(r.items)} of {r.wrong} misclassified (true cat), most confident first  ·  "
+                     "Grad-CAM: conv9.conv")
+    png = write_grid(r, tmp_path / "titled.png")
+    with Image.open(png) as im:
+        im.load()
+        px = np.asarray(im.convert("RGB"))
+    untitled_height = grid_size(len(r.items), with_cam=True)[1] - TITLE_H
+    assert px.shape[0] == untitled_height + TITLE_H  # taller than the grid alone by the title
+    # both title lines hold ink, in the band above the first row of tiles; the band under
+    # the text is blank, and the tiles start where they should
+    ink = _ink_rows(px[:TITLE_H + MARGIN])
+    assert ink and min(ink) < MARGIN + 8 and max(ink) > MARGIN + 18, ink
+    assert max(ink) < TITLE_H + MARGIN - 2, ink
+    assert px.shape[1] >= MARGIN + len(line2) * 5  # wide enough for the title
+    assert (px[TITLE_H + MARGIN:TITLE_H + MARGIN + 4, MARGIN:MARGIN + 8] < 250).any()  # first tile
+
+
+def test_png_title_of_a_mid_epoch_last_checkpoint(run_dir, tmp_path):
+    r = find_misclassified(run_dir, n=2, which="last", sort="loss", device="cpu")
+    assert r.checkpoint.name == "last.pt"
+    r.epoch, r.step_in_epoch = 1, 3  # as a stopped run's last.pt would be
+    assert r.title_lines()[0].startswith("tiny  ·  last.pt, epoch 2 at step 3  ·  test accuracy")
+    assert r.title_lines()[1] == f"showing 2 of {r.wrong} misclassified, highest loss first"
 
 
 def test_gradcam_maps(run_dir, tmp_path):

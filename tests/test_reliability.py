@@ -158,7 +158,7 @@ def test_01_kill_9_between_epochs_and_mid_epoch_then_resume_is_bitwise_equal(tmp
     step = random.randint(6, 8)
     p = run_cli(tmp_path, "train", "--resume", run, *CPU, env=child_env(CIFARCTL_TEST_KILL_AT_STEP=str(step)))
     assert p.returncode == -signal.SIGKILL, (step, p)
-    assert "resuming after epoch 1" in p.stdout, p
+    assert "resuming at the start of epoch 2" in p.stdout, p
     assert json.loads((run / "summary.json").read_text())["status"] == "running"  # nobody could say otherwise
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
     # resume to the end: bitwise the uninterrupted run
@@ -243,7 +243,8 @@ def test_03_sigterm_and_ctrl_c_save_exit_143_130_and_resume_bitwise(tmp_path, re
     text = out.read_text()
     name = "SIGTERM" if how == "SIGTERM" else "SIGINT"
     assert proc.returncode == (143 if how == "SIGTERM" else 130), text
-    assert f"interrupted by {name}" in text and "--resume" in text and "Traceback" not in text
+    assert f"stopped by {name}" in text and "--resume" in text and "Traceback" not in text
+    assert "error:" not in text, text  # a stop that was asked for
     run = runs / "r"
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -368,7 +369,8 @@ def test_06_damaged_checkpoint_is_one_line_naming_the_file_for_every_command(tmp
     last = run / "checkpoints" / "last.pt"
     last.write_bytes(_damage(last.read_bytes(), how))
     (run / "checkpoints" / "best.pt").unlink()
-    for args in (["eval", run], ["misclassified", run, "--which", "last"], ["train", "--resume", run]):
+    for args in (["eval", run, "--which", "last"], ["misclassified", run, "--which", "last"],
+                 ["train", "--resume", run]):
         res = cli(*args)
         assert res.exit_code == 2, (args, res.output)
         assert_one_line_error(res.output, f"{last}: ", needle)
@@ -436,8 +438,8 @@ def test_07_malicious_pickle_is_refused_by_every_command_and_never_runs(tmp_path
     run = tmp_path / "run"
     shutil.copytree(reference("device"), run)
     shutil.copy(evil, run / "checkpoints" / "last.pt")  # best.pt stays intact: no fallback for this
-    for args in (["eval", evil], ["misclassified", evil], ["eval", run], ["misclassified", run, "--which", "last"],
-                 ["train", "--resume", run]):
+    for args in (["eval", evil], ["misclassified", evil], ["eval", run, "--which", "last"],
+                 ["misclassified", run, "--which", "last"], ["train", "--resume", run]):
         res = cli(*args)
         assert res.exit_code == 2, (args, res.output)
         assert_one_line_error(res.output, "refused by weights_only loading")

@@ -40,13 +40,24 @@ def reference(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------ resume equivalence
+WHERE = {  # stop at global step N (4 steps per epoch): where the stop and the resume say they are
+    2: ("in epoch 1 after step 2/4", "resuming in epoch 1 at step 3/4"),
+    4: ("after epoch 1", "resuming at the start of epoch 2"),
+    6: ("in epoch 2 after step 2/4", "resuming in epoch 2 at step 3/4"),
+}
+
+
 @pytest.mark.parametrize("stop_at", [2, 4, 6], ids=["mid-epoch-1", "between-epochs", "mid-epoch-2"])
 def test_interrupted_then_resumed_equals_uninterrupted(cli, runs_dir, monkeypatch, reference, stop_at):
     monkeypatch.setenv(STOP, str(stop_at))
     res = cli("train", "s8_bn", *TINY, "--runs-dir", runs_dir)
     assert res.exit_code == 130, res.output
-    assert "interrupted by SIGINT" in res.output and "--resume" in res.output
     run = only_run(runs_dir)
+    stopped, resuming = WHERE[stop_at]
+    # asked for, so not an error: no "error:", the place and how to go on
+    assert f"stopped by SIGINT {stopped}: saved {run / 'checkpoints' / 'last.pt'}; continue with " \
+           f"`cifarctl train --resume {run}`" in res.output
+    assert "error:" not in res.output, res.output
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
@@ -58,6 +69,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(cli, runs_dir, monkeypatc
     monkeypatch.delenv(STOP)
     res = cli("train", "--resume", run)  # the recipe comes from the checkpoint
     assert res.exit_code == 0, res.output
+    assert f"test images, {resuming}\n" in res.output
     assert only_run(runs_dir) == run  # appended to the same folder
     ref, got = weights(reference), weights(run)
     assert ref.keys() == got.keys()
@@ -128,11 +140,89 @@ def test_signal_saves_mid_epoch_and_exits(tmp_path, sig, code, cli):
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["step"] >= 1 and ckpt["progress"]["step_in_epoch"] == ckpt["step"]  # mid-epoch 1
     name = signal.Signals(sig).name
-    assert f"{name} received" in out and f"interrupted by {name}" in out
+    assert f"{name} received: stopping in epoch 1 after step {ckpt['step']}/30" in out
+    assert f"stopped by {name} in epoch 1 after step {ckpt['step']}/30: saved" in out and "error:" not in out
     if sig == signal.SIGINT:
         done = cli("train", "--resume", run)
         assert done.exit_code == 0, done.output
         assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+# ------------------------------------------------------------------------ what a stop leaves on screen
+def screen(text: str) -> list[str]:
+    """The lines a terminal shows after ``text``: enough of one for rich's live display
+    (carriage return, newline, cursor up, erase line; colours and cursor hiding ignored)."""
+    import re
+
+    rows, row, col = [""], 0, 0
+    for part in re.split(r"(\x1b\[[0-9;?]*[A-Za-z]|\r|\n)", text):
+        if part == "\r":
+            col = 0
+        elif part == "\n":
+            row, col = row + 1, 0
+            rows += [""] * (row + 1 - len(rows))
+        elif part.startswith("\x1b["):
+            if part.endswith("A"):
+                row = max(0, row - int(part[2:-1] or 1))
+            elif part == "\x1b[2K":
+                rows[row] = ""
+        elif part:
+            line = rows[row].ljust(col)
+            rows[row] = line[:col] + part + line[col + len(part):]
+            col += len(part)
+    return [r.rstrip() for r in rows if r.strip()]
+
+
+def test_a_stop_erases_the_progress_bars_before_its_lines():
+    import io
+
+    from rich.console import Console
+
+    from cifarctl.ui.train_view import TrainView
+
+    out = io.StringIO()
+    view = TrainView(Console(file=out, force_terminal=True, width=120, height=40), tty=True, chart=False)
+    start = {"type": "start", "epoch": 0, "epochs": 3, "steps": 4, "model": "s8_bn", "params": 43266,
+             "device": "cpu", "train_images": 256, "test_images": 64, "history": [], "resumed_step": 0}
+    with pytest.raises(KeyboardInterrupt):
+        with view:
+            view.handle(start)
+            for i in (1, 2):
+                view.handle({"type": "step", "epoch": 1, "epochs": 3, "step": i, "steps": 4, "loss": 2.0,
+                             "acc": 20.0, "lr": 0.01, "images_per_s": 1.0})
+            view.live.refresh()
+            running = screen(out.getvalue())
+            assert running[-2].startswith("epochs") and running[-1].startswith("epoch 1/3")  # the bars
+            view.handle({"type": "stopped", "signal": "SIGINT", "epoch": 0, "step": 2, "step_in_epoch": 2})
+            raise KeyboardInterrupt  # what the run does next: save, then raise
+    assert screen(out.getvalue()) == [
+        "training s8_bn (43,266 params) on cpu: 3 epochs of 4 steps, 256 train / 64 test images",
+        "SIGINT received: stopping in epoch 1 after step 2/4 and saving a checkpoint"]
+
+
+def test_an_error_erases_the_bars_a_finished_run_keeps_them():
+    import io
+
+    from rich.console import Console
+
+    from cifarctl.ui.train_view import TrainView
+
+    start = {"type": "start", "epoch": 1, "epochs": 2, "steps": 4, "model": "s8_bn", "params": 43266,
+             "device": "cpu", "train_images": 256, "test_images": 64, "history": [], "resumed_step": 6,
+             "step_in_epoch": 2}
+    for fails in (True, False):
+        out = io.StringIO()
+        view = TrainView(Console(file=out, force_terminal=True, width=120, height=40), tty=True, chart=False)
+        try:
+            with view:
+                view.handle(start)
+                if fails:
+                    raise RuntimeError("diverged")
+        except RuntimeError:
+            pass
+        shown = screen(out.getvalue())
+        assert shown[0].endswith("64 test images, resuming in epoch 2 at step 3/4")
+        assert len(shown) == (1 if fails else 3), shown
 
 
 # ------------------------------------------------------------------------ atomic checkpoints

@@ -1,12 +1,14 @@
 """Evaluate a checkpoint: accuracy, loss, per-class accuracy, confusion matrix.
 
-``evaluate_checkpoint(target)`` takes a run folder (its ``checkpoints/last.pt`` by
-default) or a checkpoint file, loads it with :func:`cifarctl.analysis.inference.load_for_inference`
-(the model from the stored ``model_name`` / ``model_args``, the data the run used) and
-predicts with :func:`~cifarctl.analysis.inference.predict`, the function, batch size and
-precision of training, so a run's ``last.pt`` scores exactly the ``test_acc`` of the last
-epoch in ``metrics.jsonl``. The result is also written to ``eval.json`` in the run folder
-(or beside a loose checkpoint). Plain function, no printing.
+``evaluate_checkpoint(target)`` takes a run folder (its ``checkpoints/best.pt`` by
+default, as ``misclassified``; ``which="last"`` for ``last.pt``) or a checkpoint file, loads
+it with :func:`cifarctl.analysis.inference.load_for_inference` (the model from the stored
+``model_name`` / ``model_args``, the data the run used) and predicts with
+:func:`~cifarctl.analysis.inference.predict`, the function, batch size and precision of
+training, so a checkpoint scores exactly the ``test_acc`` that ``metrics.jsonl`` logged for
+its epoch (``best.pt``: the best epoch; ``last.pt``: the last, unless a stop saved it
+mid-epoch). The result is also written to ``eval.json`` in the run folder (or beside a
+loose checkpoint). Plain function, no printing.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def evaluate_checkpoint(
     data: str | None = None,
     split: str = "test",
     tta: str | None = None,
-    which: str = "last",
+    which: str = "best",
     device: str = "auto",
     write: bool = True,
     progress: bool = False,

@@ -6,9 +6,10 @@ run's data, the recipe's normalization, ``eval_tta``, batch size and precision),
 wrong predictions (optionally only those of one true or predicted class) and sorts them by
 the confidence of the predicted class or by loss, highest first.
 With ``gradcam=True`` each picked image also gets a Grad-CAM map of its predicted class
-(:mod:`cifarctl.analysis.gradcam`). ``write_grid`` draws the PNG: one tile per image, upscaled x4
-(nearest), with the Grad-CAM overlay beside it, and a caption of true label, predicted
-label and confidence.
+(:mod:`cifarctl.analysis.gradcam`). ``write_grid`` draws the PNG: a title (run, checkpoint and
+its epoch, test accuracy, what is shown, the Grad-CAM layer), then one tile per image,
+upscaled x4 (nearest), with the Grad-CAM overlay beside it, and a caption of true label,
+predicted label and confidence.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SCALE = 4           # PNG upscale factor (nearest)
 GAP = 4             # pixels between the image and its Grad-CAM overlay
 MARGIN = 12         # pixels between tiles and around the grid
 CAPTION_H = 42      # three caption lines under each tile
+TITLE_H = 44        # two title lines above the grid
 MAX_COLS = 5
 
 
@@ -63,15 +65,45 @@ class Misclassified:
     sort: str = "confidence"
     png: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None            # epochs the checkpoint had completed
+    step_in_epoch: int = 0              # > 0: saved mid-epoch (a stopped run's last.pt)
+    true_filter: str | None = None      # --true, --pred
+    pred_filter: str | None = None
 
     @property
     def accuracy(self) -> float:
         """Test accuracy (%) of the predictions: the one `cifarctl eval` reports."""
         return 100.0 * (self.total - self.total_wrong) / max(self.total, 1)
 
+    @property
+    def epoch_label(self) -> str:
+        """``epoch 3``, ``epoch 4 at step 10`` when saved mid-epoch, or '' when unknown."""
+        if self.epoch is None:
+            return ""
+        if self.step_in_epoch:
+            return f"epoch {self.epoch + 1} at step {self.step_in_epoch}"
+        return f"epoch {self.epoch}"
+
+    @property
+    def checkpoint_label(self) -> str:
+        """``best.pt, epoch 3``."""
+        return ", ".join(x for x in (self.checkpoint.name, self.epoch_label) if x)
+
+    def title_lines(self) -> list[str]:
+        """The PNG's title: which run and checkpoint, its accuracy; what is shown, Grad-CAM layer."""
+        run = self.run_dir.name if self.run_dir is not None else str(self.checkpoint.parent)
+        filters = ", ".join(f for f in (f"true {self.true_filter}" if self.true_filter else "",
+                                         f"pred {self.pred_filter}" if self.pred_filter else "") if f)
+        shown = (f"showing {len(self.items)} of {self.wrong} misclassified{' (' + filters + ')' if filters else ''}, "
+                 f"{'most confident' if self.sort == 'confidence' else 'highest loss'} first")
+        return [f"{run}  ·  {self.checkpoint_label}  ·  test accuracy {self.accuracy:.2f}% "
+                f"({self.total_wrong} of {self.total} wrong)",
+                shown + (f"  ·  Grad-CAM: {self.layer}" if self.layer else "")]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the picked items and where the PNG is."""
-        return {"checkpoint": str(self.checkpoint), "png": None if self.png is None else str(self.png),
+        return {"checkpoint": str(self.checkpoint), "epoch": self.epoch,
+                "png": None if self.png is None else str(self.png),
                 "sort": self.sort, "layer": self.layer, "total": self.total,
                 "total_wrong": self.total_wrong, "matching": self.wrong,
                 "accuracy": self.accuracy,
@@ -136,9 +168,13 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
         cams = grad_cam(model, inf.normalize(chosen), used, guess[picked.to(guess.device)]).cpu().numpy()
     elif gradcam:
         used = layer
+    ckpt = inf.checkpoint
     return Misclassified(items=items, images=np.ascontiguousarray(images), cams=cams, layer=used,
                          wrong=int(wrong.sum()), total_wrong=total_wrong, total=len(y), classes=classes,
-                         checkpoint=inf.path, run_dir=inf.run_dir, sort=sort)
+                         checkpoint=inf.path, run_dir=inf.run_dir, sort=sort, epoch=ckpt.get("epoch"),
+                         step_in_epoch=(ckpt.get("progress") or {}).get("step_in_epoch", 0),
+                         true_filter=None if ti is None else classes[ti],
+                         pred_filter=None if pi is None else classes[pi])
 
 
 # ------------------------------------------------------------------------ output
@@ -159,15 +195,24 @@ def grid_shape(count: int, cols: int | None = None) -> tuple[int, int]:
 
 
 def grid_size(count: int, with_cam: bool, cols: int | None = None, scale: int = SCALE) -> tuple[int, int]:
-    """(width, height) of the whole PNG."""
+    """(width, height) of the whole PNG with its title band (``write_grid`` widens it for a long title)."""
     c, r = grid_shape(count, cols)
     tw, th = tile_size(with_cam, scale)
-    return c * tw + (c + 1) * MARGIN, r * th + (r + 1) * MARGIN
+    return c * tw + (c + 1) * MARGIN, TITLE_H + r * th + (r + 1) * MARGIN
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizes
+        return ImageFont.load_default()
 
 
 def write_grid(result: Misclassified, path: str | os.PathLike, cols: int | None = None) -> Path:
-    """Draw the gallery as a PNG (white background, black captions); returns the path."""
-    from PIL import Image, ImageDraw, ImageFont
+    """Draw the gallery as a PNG (white background, a title, black captions); returns the path."""
+    from PIL import Image, ImageDraw
 
     from cifarctl.analysis.gradcam import overlay
 
@@ -175,20 +220,22 @@ def write_grid(result: Misclassified, path: str | os.PathLike, cols: int | None 
     with_cam = result.cams is not None
     count = len(result.items)
     width, height = grid_size(max(count, 1), with_cam, cols)
+    font, title_font = _font(12), _font(14)
+    title = result.title_lines()
+    width = max(width, 2 * MARGIN + max(int(title_font.getlength(t)) + 1 for t in title))
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    try:
-        font = ImageFont.load_default(size=12)
-    except TypeError:  # Pillow without FreeType sizes
-        font = ImageFont.load_default()
+    draw.text((MARGIN, MARGIN - 2), title[0], fill="black", font=title_font)
+    draw.text((MARGIN, MARGIN + 16), title[1], fill=(80, 80, 80), font=title_font)
     c, _ = grid_shape(max(count, 1), cols)
     tw, th = tile_size(with_cam)
     px = 32 * SCALE
+    top = TITLE_H + MARGIN  # the first row of tiles
     if not count:
-        draw.text((MARGIN, MARGIN), "no misclassified images\nmatch", fill="black", font=font)
+        draw.text((MARGIN, top), "no misclassified images\nmatch", fill="black", font=font)
     for k, m in enumerate(result.items):
         x0 = MARGIN + (k % c) * (tw + MARGIN)
-        y0 = MARGIN + (k // c) * (th + MARGIN)
+        y0 = top + (k // c) * (th + MARGIN)
         img = result.images[k]
         canvas.paste(Image.fromarray(img).resize((px, px), Image.NEAREST), (x0, y0))
         if with_cam:

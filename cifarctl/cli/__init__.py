@@ -21,7 +21,15 @@ from cifarctl.cli import report_cmd  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 
+COMPLETE_VAR = "_CIFARCTL_COMPLETE"  # set by the shell's completion script (click's name for it)
+
 
 def main() -> None:
     """Console-script entry point."""
+    import os
+
+    if os.environ.get(COMPLETE_VAR):  # a TAB: see cifarctl.cli.complete
+        from cifarctl.cli.complete import skip_value_coercion
+
+        skip_value_coercion()
     app()

@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from cifarctl import __version__
-from cifarctl.errors import EXIT_INTERRUPTED, CifarctlError
+from cifarctl.errors import EXIT_INTERRUPTED, CifarctlError, Stopped
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,26 +24,36 @@ state = {"debug": False}
 
 
 class _Group(TyperGroup):
-    """Turns library errors into one line on stderr and their exit code.
+    """Turns library errors into one line on stderr and their exit code; a stop the user
+    asked for (:class:`~cifarctl.errors.Stopped`, a second Ctrl-C) is said without ``error:``.
 
     Done here rather than in ``main()`` so ``CliRunner`` tests see the same behaviour.
     """
 
     def invoke(self, ctx):
+        from rich.markup import escape  # messages hold brackets: "num_holes_range: [min, max]"
+
         try:
             return super().invoke(ctx)
+        except Stopped as exc:
+            if state["debug"]:
+                raise
+            err_console.print(f"[yellow]{escape(str(exc))}[/]", highlight=False, soft_wrap=True, markup=True)
+            raise typer.Exit(exc.exit_code) from None
         except CifarctlError as exc:
             if state["debug"]:
                 raise
-            from rich.markup import escape  # messages hold brackets: "num_holes_range: [min, max]"
-
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True,
                               markup=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
             if state["debug"]:
                 raise
-            err_console.print("[bold red]interrupted[/]")
+            from cifarctl.runs import second_signal_message
+
+            # a second Ctrl-C/SIGTERM (runs.SecondSignal) says what it stopped; a bare one, "interrupted"
+            text = second_signal_message(exc) if hasattr(exc, "signal_name") else "interrupted"
+            err_console.print(f"[yellow]{escape(text)}[/]", highlight=False, soft_wrap=True, markup=True)
             raise typer.Exit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None  # 143 for SIGTERM
 
 class OutputFormat(str, Enum):

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifarctl.cli import complete
 from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 
 
@@ -27,7 +28,8 @@ class ExportFormat(str, Enum):
 def compare(
     run_dirs: Annotated[
         Optional[list[Path]],
-        typer.Argument(help="Run folders, or folders of runs (default: ./runs). Shell globs work: runs/s8_*"),
+        typer.Argument(help="Run folders, or folders of runs (default: ./runs). Shell globs work: runs/s8_*",
+                       autocompletion=complete.complete_run_dir),
     ] = None,
     metric: Annotated[
         str, typer.Option("--metric", "-m", help="metrics.jsonl key to chart per epoch: test_acc, "

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifarctl.cli import complete
 from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 
 
@@ -14,22 +15,23 @@ from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_fo
 def eval_(
     target: Annotated[str, typer.Argument(
         metavar="RUN_DIR|CHECKPOINT", help="A run folder (uses checkpoints/<which>.pt) or a .pt file.",
-        show_default=False)],
+        show_default=False, autocompletion=complete.complete_run_or_checkpoint)],
     data: Annotated[Optional[str], typer.Option(
         "--data", metavar="PATH", help="Data source instead of the one the run used.")] = None,
     split: Annotated[str, typer.Option("--split", help="test or train.")] = "test",
     tta: Annotated[Optional[str], typer.Option(
         "--tta", help="none, flip (mean with the mirror image) or flip_translate (airbench's 6 views); "
         "default: the recipe's eval_tta.", show_default=False)] = None,
-    which: Annotated[str, typer.Option("--which", help="best or last checkpoint of a run folder.")] = "last",
+    which: Annotated[str, typer.Option("--which", help="Checkpoint of a run folder: best (its best test accuracy) or last (the latest saved).")] = "best",
     as_json: Annotated[bool, typer.Option("--json", help="Print eval.json to stdout (same as --format json).")] = False,
     fmt: FormatOption = OutputFormat.table,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", autocompletion=complete.complete_device)] = "auto",
 ) -> None:
     """Evaluate a checkpoint on the run's data and write eval.json beside it.
 
-    Without --data, --split, --tta it reproduces the last epoch's test accuracy of
-    metrics.jsonl exactly (same data, batch size and precision).
+    A run folder's best checkpoint by default (--which last: the latest). Without --data,
+    --split, --tta it reproduces exactly the test accuracy metrics.jsonl logged for the
+    checkpoint's epoch (same data, batch size and precision): by default the best epoch's.
     """
     from cifarctl.analysis.evaluate import evaluate_checkpoint
 

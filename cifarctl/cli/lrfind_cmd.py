@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifarctl.cli import complete
 from cifarctl.cli.app import app, console
 
 
@@ -26,7 +27,8 @@ class StepMode(str, Enum):
 def lr_find(
     target: Annotated[str, typer.Argument(metavar="MODEL|RECIPE",
                                           help="A recipe name or YAML path, or a model name (its registered "
-                                          "arguments, trained as its bundled recipe); a recipe wins a shared name.")],
+                                          "arguments, trained as its bundled recipe); a recipe wins a shared name.",
+                                          autocompletion=complete.complete_model_or_recipe)],
     data: Annotated[Optional[str], typer.Option("--data", help="Data source: a path, 'cifar10' or 'synthetic'.")] = None,
     optimizer: Annotated[Optional[OptimizerName], typer.Option("--optimizer", help="Override the recipe's optimizer.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0, help="Override the weight decay.")] = None,
@@ -35,7 +37,8 @@ def lr_find(
     end_lr: Annotated[Optional[float], typer.Option("--end-lr", help="Last lr (default: the recipe's, else 10).")] = None,
     num_iter: Annotated[Optional[int], typer.Option("--num-iter", min=2, help="Steps of the sweep (default: the recipe's, else 100).")] = None,
     step_mode: Annotated[Optional[StepMode], typer.Option("--step-mode", help="lr growth (default: the recipe's, else exp).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.",
+                                        autocompletion=complete.complete_device)] = "auto",
     runs_dir: Annotated[str, typer.Option("--runs-dir", help="Results go to RUNS_DIR/lr-find/<name>-<time>/.")] = "runs",
     json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option(

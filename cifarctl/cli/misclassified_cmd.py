@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifarctl.cli import complete
 from cifarctl.cli.app import app, console
 
 
@@ -25,21 +26,27 @@ class Which(str, Enum):
 @app.command("misclassified", short_help="The wrongest test predictions, with Grad-CAM.")
 def misclassified(
     target: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT",
-                                          help="A run folder or a checkpoint file (.pt).")],
+                                          help="A run folder or a checkpoint file (.pt).",
+                                          autocompletion=complete.complete_run_or_checkpoint)],
     n: Annotated[int, typer.Option("--n", min=1, help="How many images to show.")] = 25,
     sort: Annotated[SortBy, typer.Option("--sort", help="Wrongest first by predicted-class confidence or by loss.")] = SortBy.confidence,
-    true: Annotated[Optional[str], typer.Option("--true", help="Only images of this true class.")] = None,
-    pred: Annotated[Optional[str], typer.Option("--pred", help="Only images predicted as this class.")] = None,
+    true: Annotated[Optional[str], typer.Option("--true", help="Only images of this true class.",
+                                                autocompletion=complete.complete_class)] = None,
+    pred: Annotated[Optional[str], typer.Option("--pred", help="Only images predicted as this class.",
+                                                autocompletion=complete.complete_class)] = None,
     gradcam: Annotated[bool, typer.Option("--gradcam", help="Overlay Grad-CAM maps of the predicted class.")] = False,
     layer: Annotated[Optional[str], typer.Option("--layer", help="Grad-CAM layer (a name from `cifarctl summary`); default: the last conv with a spatial output.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="PNG path (default: misclassified.png in the run folder).")] = None,
-    which: Annotated[Which, typer.Option("--which", help="Checkpoint of a run folder.")] = Which.best,
+    which: Annotated[Which, typer.Option("--which", help="Checkpoint of a run folder: best (its best test accuracy) or last (the latest saved).")] = Which.best,
     data: Annotated[Optional[str], typer.Option("--data", help="Data source (default: the one the run used).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.",
+                                        autocompletion=complete.complete_device)] = "auto",
     json: Annotated[bool, typer.Option("--json", help="Print the picked images as JSON only.")] = False,
 ) -> None:
     """Show the wrongest test predictions as a captioned gallery (PNG + terminal).
 
+    A run folder's best checkpoint by default (--which last: the latest); the PNG's title
+    names the run, the checkpoint and its epoch, the test accuracy and the Grad-CAM layer.
     Captions: true label, predicted label, the model's confidence.
     --gradcam draws beside each image where the model looked (Grad-CAM).
     """

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cifarctl.cli import complete
 from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 from cifarctl.errors import UsageError
 
@@ -15,7 +16,7 @@ from cifarctl.errors import UsageError
 def models(
     pattern: Annotated[
         str, typer.Argument(help="Shell-style pattern on model names, e.g. 's8*'; a plain "
-                            "word matches anywhere in a name.")
+                            "word matches anywhere in a name.", autocompletion=complete.complete_model)
     ] = "*",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (same as --format json).")] = False,
     fmt: FormatOption = OutputFormat.table,

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifarctl.cli import complete
 from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 
 
@@ -14,7 +15,8 @@ from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_fo
 def recipes(
     recipe: Annotated[
         Optional[str],
-        typer.Argument(help="A bundled recipe name or a YAML path: print it resolved (defaults filled in)."),
+        typer.Argument(help="A bundled recipe name or a YAML path: print it resolved (defaults filled in).",
+                       autocompletion=complete.complete_recipe),
     ] = None,
     set_: Annotated[
         Optional[list[str]],

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifarctl.cli import complete
 from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
 from cifarctl.errors import UsageError
 
@@ -26,7 +27,8 @@ def parse_input_size(text: str) -> tuple[int, ...]:
 def summary(
     target: Annotated[
         str, typer.Argument(metavar="MODEL|RECIPE", help="A recipe name or YAML path (its model and "
-                            "model_args), or a model name (`cifarctl models`); a recipe wins a shared name.")
+                            "model_args), or a model name (`cifarctl models`); a recipe wins a shared name.",
+                            autocompletion=complete.complete_model_or_recipe)
     ],
     depth: Annotated[
         Optional[int], typer.Option("--depth", min=0, help="Show modules nested at most this deep.")

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifarctl.cli import complete
 from cifarctl.cli.app import app, console, state
 
 
@@ -15,19 +16,21 @@ def train(
     ctx: typer.Context,
     recipe: Annotated[Optional[str], typer.Argument(
         help="A bundled recipe name (`cifarctl recipes`) or a recipe .yaml path; optional with --resume.",
-        show_default=False)] = None,
+        show_default=False, autocompletion=complete.complete_recipe)] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", metavar="KEY=VALUE",
         help="Override a recipe key (repeatable), e.g. --set epochs=2 --set data.batch_size=256.")] = None,
     data: Annotated[Optional[str], typer.Option(
         "--data", metavar="PATH", help="Data source: a CIFAR-10 folder/archive, 'cifar10' or 'synthetic'.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.",
+                                        autocompletion=complete.complete_device)] = "auto",
     runs_dir: Annotated[str, typer.Option("--runs-dir", metavar="DIR", help="Where run folders go.")] = "runs",
     name: Annotated[Optional[str], typer.Option(
         "--name", help="Run folder name (default: <recipe>-<YYYYmmdd-HHMMSS>).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Override the recipe's seed.")] = None,
     resume: Annotated[Optional[str], typer.Option(
-        "--resume", metavar="RUN_DIR", help="Continue a run from its checkpoints/last.pt, in the same folder.")] = None,
+        "--resume", metavar="RUN_DIR", help="Continue a run from its checkpoints/last.pt, in the same folder.",
+        autocompletion=complete.complete_resume)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="With --resume: accept a recipe that differs from the run's.")] = False,
     nproc: Annotated[Optional[int], typer.Option(

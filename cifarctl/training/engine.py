@@ -3,7 +3,8 @@
 ``train_epochs(trainer)`` trains until ``recipe.epochs`` are done or a stop is requested,
 yielding dict events (the trainer comes from :func:`cifarctl.training.prepare.prepare`):
 
-- ``{"type": "start", ...}`` once, then ``{"type": "info", "message"}`` notices;
+- ``{"type": "start", ...}`` once (a resumed run's ``resumed_step`` > 0 and its
+  ``step_in_epoch``, 0 between epochs), then ``{"type": "info", "message"}`` notices;
 - ``{"type": "step", "epoch", "step", "steps", "loss", "acc", "lr", "images_per_s"}`` at
   display points (every step on CPU, every ``display_every`` steps on CUDA), running
   epoch averages as floats;
@@ -11,7 +12,7 @@ yielding dict events (the trainer comes from :func:`cifarctl.training.prepare.pr
   "test_acc", "lr", "seconds", "train_seconds", "images_per_s", "best"}`` after each
   epoch's test evaluation (``seconds`` includes it, ``train_seconds`` does not; ``lr`` is
   the last step's; ``images_per_s`` is training throughput);
-- ``{"type": "stopped", "signal", "epoch", "step"}`` when ``trainer.stop_requested`` was set
+- ``{"type": "stopped", "signal", "epoch", "step", "step_in_epoch"}`` when ``trainer.stop_requested`` was set
   (by a signal handler): the generator returns after the current step.
 
 Nothing here prints or writes files. Accuracies are in percent; steps are 1-based. The
@@ -101,7 +102,8 @@ def train_epochs(t: Trainer) -> Iterator[dict]:
     yield {"type": "start", "epoch": t.epoch, "epochs": r.epochs, "steps": t.steps_per_epoch,
            "model": r.model, "params": t.params, "device": str(t.device),
            "train_images": t.batches.n, "test_images": len(t.test_y),
-           "history": list(t.history), "resumed_step": t.step}
+           "history": list(t.history), "resumed_step": t.step,
+           "step_in_epoch": (t.progress or {}).get("step_in_epoch", 0)}
     for message in t.notices:
         yield {"type": "info", "message": message}
     t.notices = []

@@ -22,8 +22,26 @@ def epoch_line(ev: dict) -> str:
             f"  {ev['seconds']:.1f}s  {ev['images_per_s']:,.0f} img/s")
 
 
+def stop_point(epochs_done: int, step_in_epoch: int, steps: int) -> str:
+    """Where a stopped run stopped: ``in epoch 2 after step 10/32`` (1-based, the step within
+    the epoch), or ``after epoch 1`` between epochs."""
+    if step_in_epoch:
+        return f"in epoch {epochs_done + 1} after step {step_in_epoch}/{steps}"
+    return f"after epoch {epochs_done}" if epochs_done else "before its first step"
+
+
+def resume_point(epochs_done: int, step_in_epoch: int, steps: int) -> str:
+    """Where a resumed run goes on: ``in epoch 2 at step 11/32`` (1-based, the step within the
+    epoch), or ``at the start of epoch 2`` between epochs."""
+    if step_in_epoch:
+        return f"in epoch {epochs_done + 1} at step {step_in_epoch + 1}/{steps}"
+    return f"at the start of epoch {epochs_done + 1}"
+
+
 def start_line(ev: dict) -> str:
-    done = f", resuming after epoch {ev['epoch']} (step {ev['resumed_step']})" if ev["resumed_step"] else ""
+    """``training s8_bn (43,266 params) on cpu: 20 epochs of 391 steps, ...[, resuming in epoch 2 at step 11/391]``"""
+    done = (f", resuming {resume_point(ev['epoch'], ev.get('step_in_epoch', 0), ev['steps'])}"
+            if ev["resumed_step"] else "")
     return (f"training {ev['model']} ({ev['params']:,} params) on {ev['device']}: {ev['epochs']} "
             f"epoch{'s' if ev['epochs'] != 1 else ''} of {ev['steps']} steps, {ev['train_images']:,} train / {ev['test_images']:,} test images{done}")
 

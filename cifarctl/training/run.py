@@ -29,13 +29,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cifarctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CifarctlError, UsageError
+from cifarctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CifarctlError, Stopped, UsageError
 
 EXIT_FOR_SIGNAL = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}
 
 
-class TrainingInterrupted(CifarctlError):
-    """SIGINT/SIGTERM: the run saved its state and stopped (exit 130/143)."""
+class TrainingInterrupted(Stopped):
+    """SIGINT/SIGTERM: the run saved its state and stopped (exit 130/143), as asked: the CLI
+    prints its message without ``error:``."""
 
     def __init__(self, message: str, signal_name: str):
         super().__init__(message, EXIT_FOR_SIGNAL.get(signal_name, EXIT_INTERRUPTED))
@@ -248,7 +249,7 @@ def _run_training(
     from cifarctl.training.builders import check_runnable, resolve_device
     from cifarctl.training.faults import FaultPlan
     from cifarctl.training.guards import DivergedError
-    from cifarctl.training.lines import epoch_line, final_lines, start_line
+    from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_point
     from cifarctl.training.prepare import prepare
 
     recipe_obj, ckpt, ckpt_path, run_dir = _resolve_recipe(recipe, overrides, seed, data, resume, force)
@@ -348,9 +349,8 @@ def _run_training(
                     summary("running")
                 elif kind == "stopped":
                     save(checkpoint.state_dict(trainer), files.last)
-                    where = (f"epoch {trainer.epoch + 1}, step {ev['step_in_epoch']}/{trainer.steps_per_epoch}"
-                             if trainer.progress else f"the end of epoch {trainer.epoch}")
-                    msg = (f"interrupted by {ev['signal']} at {where}: saved {files.last}; continue with "
+                    where = stop_point(trainer.epoch, ev["step_in_epoch"], trainer.steps_per_epoch)
+                    msg = (f"stopped by {ev['signal']} {where}: saved {files.last}; continue with "
                            f"`cifarctl train --resume {run_dir}`")
                     files.log(msg)
                     summary("interrupted", msg)

@@ -33,7 +33,8 @@ def show_misclassified(console: Console, result, png, true: str | None = None, p
     """The header (wrong of total, accuracy, filters, Grad-CAM layer), the gallery on a
     terminal or one line per image off one, and where the PNG went."""
     filters = ", ".join(f for f in (f"true {true}" if true else "", f"pred {pred}" if pred else "") if f)
-    console.print(f"{result.checkpoint}: {result.total_wrong} of {result.total} test images wrong "
+    epoch = f" ({result.epoch_label})" if result.epoch_label else ""
+    console.print(f"{result.checkpoint}{epoch}: {result.total_wrong} of {result.total} test images wrong "
                   f"({result.accuracy:.2f}% accuracy); {result.wrong} match{' (' + filters + ')' if filters else ''}, "
                   f"showing {len(result.items)} by {result.sort}"
                   + (f"; Grad-CAM on {result.layer}" if result.layer else ""), highlight=False, soft_wrap=True)

@@ -12,6 +12,8 @@ leaves its plain line in the scrollback. The ETAs come from the steps completed 
 own stays blank when a step takes over 30 s.
 Off a terminal: exactly one plain line per epoch, info lines, and the final lines, with
 no escape codes. The same plain lines (:mod:`cifarctl.training.lines`) go to log.txt.
+When a run stops (a signal, an error) the bars and chart are erased, so that what is
+printed next is not left under a frozen progress bar.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from cifarctl.training.lines import epoch_line, final_lines, start_line
+from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_point
 from cifarctl.ui.eta import Eta, fmt_duration
 
 WIDE = 100            # columns from which the dashboard has progress bars; below, one status line
@@ -102,11 +104,14 @@ class TrainView:
                          transient=False, redirect_stdout=False, redirect_stderr=False)
         self.live.start()
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(clear=exc_type is not None)
 
-    def close(self) -> None:
+    def close(self, clear: bool = False) -> None:
+        """Stop the live display; ``clear`` erases it from the screen (else its last state stays)."""
         if self.live is not None:
+            if clear:
+                self.live.transient = True  # read by stop(): it moves back up and erases the bars
             self.live.stop()
             self.live = None
 
@@ -126,8 +131,9 @@ class TrainView:
         elif kind == "epoch":
             self._epoch(ev)
         elif kind == "stopped":
-            self.line(f"{ev['signal']} received: stopping after step {ev['step']} and saving a checkpoint",
-                      "bold yellow")
+            self.close(clear=True)
+            where = stop_point(ev["epoch"], ev.get("step_in_epoch", 0), self.steps)
+            self.line(f"{ev['signal']} received: stopping {where} and saving a checkpoint", "bold yellow")
 
     def lr_find_progress(self):
         """A context giving the progress callback of the LR range test that ``max_lr: auto``
@@ -174,6 +180,7 @@ class TrainView:
             self.epoch_task = self.progress.add_task("epochs", total=ev["epochs"], completed=ev["epoch"],
                                                      stats="", eta=UNKNOWN_ETA)
             self.batch_task = self.progress.add_task(f"epoch {ev['epoch'] + 1}", total=ev["steps"], stats="",
+                                                     completed=ev.get("step_in_epoch", 0),
                                                      eta=UNKNOWN_ETA)
             self._redraw_chart()
 
