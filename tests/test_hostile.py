@@ -18,6 +18,8 @@ Small synthetic data throughout; the few subprocess tests with signals are marke
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import gzip
 import io
 import json
@@ -886,3 +888,253 @@ def test_no_traceback_in_a_real_process(tmp_path, trained):
         proc = subprocess.run([*CLI, *map(str, argv)], capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode in EXIT_CODES and "Traceback" not in proc.stderr, (argv, proc.stderr)
         assert proc.stderr.strip().startswith("error:"), proc.stderr
+
+
+# ------------------------------------------------------------------------ 5. every write site
+@contextlib.contextmanager
+def _failing_writes(folder: Path, err: int, only: str | None = None):
+    """Every attempt to create, write or rename something under ``folder`` (whose name is
+    ``only``, when given) fails with ``err``, as on a read-only or full file system: root
+    ignores the permission bits of a chmod-ed folder, so the calls are replaced instead
+    (``os.open``/``open``/``io.open`` for writing, ``mkdir``, ``os.replace``/``rename``).
+    Reads go through."""
+    import builtins
+    import io as io_mod
+
+    folder = os.path.abspath(folder)
+    real = {"open": os.open, "mkdir": os.mkdir, "replace": os.replace, "rename": os.rename,
+            "bopen": builtins.open}
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def hit(path) -> bool:
+        if isinstance(path, int):
+            return False
+        p = os.path.abspath(os.fspath(path))
+        under = p == folder or p.startswith(folder + os.sep)
+        return under and (only is None or os.path.basename(p).startswith((only, f".{only}.tmp-")))
+
+    def fail(path):
+        raise OSError(err, os.strerror(err), os.fspath(path))
+
+    def os_open(path, flags, *a, **k):
+        if flags & writes and hit(path):
+            fail(path)
+        return real["open"](path, flags, *a, **k)
+
+    def b_open(file, mode="r", *a, **k):
+        if any(c in mode for c in "wax+") and hit(file):
+            fail(file)
+        return real["bopen"](file, mode, *a, **k)
+
+    def mkdir(path, *a, **k):
+        if hit(path):
+            fail(path)
+        return real["mkdir"](path, *a, **k)
+
+    def move(name):
+        def moved(src, dst, *a, **k):
+            if hit(dst) or hit(src):
+                fail(dst)
+            return real[name](src, dst, *a, **k)
+        return moved
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(os, "open", os_open)
+    mp.setattr(os, "mkdir", mkdir)
+    mp.setattr(os, "replace", move("replace"))
+    mp.setattr(os, "rename", move("rename"))
+    mp.setattr(builtins, "open", b_open)
+    mp.setattr(io_mod, "open", b_open)
+    try:
+        yield
+    finally:
+        mp.undo()
+
+
+def _no_temps(folder: Path) -> None:
+    left = [p for p in Path(folder).rglob(".*.tmp-*")] if Path(folder).is_dir() else []
+    assert not left, f"temp files left behind: {left}"
+
+
+# (site, how it fails) -> exit code; every case: one line naming the file and the reason
+WRITE_CASES = {
+    "eval.json-read-only": 1, "eval.json-full": 1, "eval.json-read-only-previous": 1,
+    "misclassified.png-read-only": 1, "misclassified-out-read-only": 1, "misclassified-out-is-a-folder": 2,
+    "misclassified-out-under-a-file": 2, "compare-out-read-only": 1, "compare-out-is-a-folder": 2,
+    "compare-out-under-a-file": 2, "lr_find.json-full": 1, "lr_find.png-read-only": 1,
+}
+
+
+@pytest.mark.parametrize("case", list(WRITE_CASES))
+def test_every_write_site_is_one_line(case, tmp_path, trained, run_cli, monkeypatch):
+    """Every file a command writes goes through one helper: a read-only folder, a full disk,
+    a folder or a file in the way of the path is one ``error:`` line naming the file and the
+    reason (exit 1; 2 for a bad path given with --out), no traceback, no temp file left, and
+    'the previous X is intact' only where there was one."""
+    import errno
+
+    run = copy_run(trained, tmp_path / "run")
+    site, _, how = case.partition("-")
+    err = errno.ENOSPC if how.endswith("full") else errno.EROFS
+    reason = os.strerror(err)
+    fail_in, only, target = run, None, None
+    if case.startswith("eval.json"):
+        target, only = run / "eval.json", "eval.json"
+        if case.endswith("previous"):
+            target.write_text('{"accuracy": 1.0}\n')
+        argv = ["eval", run, "--device", "cpu"]
+    elif case.startswith("misclassified"):
+        argv = ["misclassified", run, "--device", "cpu", "--n", "4"]
+        if case == "misclassified.png-read-only":
+            target = run / "misclassified.png"
+        else:
+            out_dir = tmp_path / "out"
+            out_dir.mkdir()
+            fail_in, target = out_dir, out_dir / "m.png"
+            if case.endswith("is-a-folder"):
+                target.mkdir()
+                fail_in, reason = None, "Is a directory"
+            elif case.endswith("under-a-file"):
+                (out_dir / "file").write_text("x")
+                target, fail_in, reason = out_dir / "file" / "m.png", None, "Not a directory"
+            argv += ["--out", target]
+    elif case.startswith("compare"):
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        fail_in, target = out_dir, out_dir / "t.csv"
+        if case.endswith("is-a-folder"):
+            target = out_dir / "t.csv"
+            target.mkdir()
+            fail_in, reason = None, "Is a directory"
+        elif case.endswith("under-a-file"):
+            (out_dir / "file").write_text("x")
+            target, fail_in, reason = out_dir / "file" / "t.csv", None, "Not a directory"
+        argv = ["compare", run, "--out", target]
+    else:  # lr-find: the folder is made, then a file in it cannot be written
+        only = site
+        fail_in = tmp_path / "runs"
+        argv = ["lr-find", "s8_bn", *FAST[:4], "--num-iter", "5", "--runs-dir", fail_in, "--device", "cpu"]
+    before = target.read_bytes() if target is not None and target.is_file() else None
+    with (_failing_writes(fail_in, err, only) if fail_in is not None else contextlib.nullcontext()):
+        code, out, exc = run_cli(*argv)
+    line = assert_clean_error(code, out, exc, reason, expect=WRITE_CASES[case])
+    if target is not None:
+        assert f"cannot write {target} " in line, line
+    else:
+        assert f"/{only} " in line, line
+    assert ("is intact" in line) == case.endswith("previous"), line
+    if before is not None:
+        assert target.read_bytes() == before
+    if how.endswith("full"):
+        assert "disk is full" in line
+    if case == "misclassified.png-read-only":
+        assert "--out" in line  # where else it can go
+    if case.startswith("eval.json"):
+        assert "was not saved" in line and "%" in line  # the result is in the line, not lost
+    for folder in (run, tmp_path / "out", tmp_path / "runs"):
+        _no_temps(folder)
+
+
+@pytest.mark.parametrize("site", ["curves.png", "summary.json", "recipe.yaml", "last.pt", "metrics.jsonl"])
+def test_run_folder_writes_are_one_line(site, tmp_path, trained):
+    """The files of a run folder that ``train`` writes, on a read-only folder: a WriteError
+    (exit 1) naming the file, one line, the previous file kept and said to be only if it was there."""
+    import errno
+
+    from cifarctl import runs
+    from cifarctl.errors import WriteError
+
+    run = copy_run(trained, tmp_path / "run")
+    files = runs.RunFiles(run)
+    target = run / ("checkpoints/last.pt" if site == "last.pt" else site)
+    before = target.read_bytes() if target.is_file() else None
+    write = {
+        "curves.png": lambda: files.curves([{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "train_acc": 50.0,
+                                             "test_acc": 50.0, "lr": 0.1}]),
+        "summary.json": lambda: files.summary({"status": "running"}),
+        "recipe.yaml": lambda: runs.write_atomic(target, "name: x\n"),
+        "last.pt": lambda: files.save_checkpoint({"x": 1}, files.last),
+        "metrics.jsonl": lambda: files.metrics({"epoch": 9}),
+    }[site]
+    with _failing_writes(run, errno.EROFS), pytest.raises(WriteError) as e:
+        write()
+    text = str(e.value)
+    assert "\n" not in text and e.value.exit_code == 1
+    assert f"cannot write {target} (Read-only file system" in text
+    assert ("is intact" in text) == (before is not None and site != "metrics.jsonl"), text
+    assert (target.read_bytes() if target.is_file() else None) == before
+    _no_temps(run)
+
+
+def _write_calls(tree: ast.AST):
+    """(line, what) of every call in ``tree`` that creates or writes a file or a folder, with
+    whether it sits in a ``try`` that handles ``OSError``."""
+    handled: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try):
+            names = {ast.unparse(h.type) if h.type is not None else "BaseException" for h in node.handlers}
+            if any(n in ("Exception", "BaseException") or "OSError" in n for n in names):
+                for inner in node.body:
+                    handled.update(id(n) for n in ast.walk(inner))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+        text = ast.unparse(f)
+        dest = node.args[1:2] if text == "torch.save" else node.args[:1]  # torch.save(obj, file)
+        first = ast.unparse(dest[0]) if dest else ""
+        mode = next((a.value for a in node.args[1:2] if isinstance(a, ast.Constant)), None) or \
+            next((k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)), "")
+        what = None
+        if name in ("write_text", "write_bytes"):
+            what = f"{text}(): write through cifarctl.fsutil.write_atomic"
+        elif (name == "savefig" or isinstance(f, ast.Attribute) and name in ("save", "savez")) \
+                and first not in ("buf", "f"):
+            what = f"{text}({first}, ...): into a buffer, then write_atomic"
+        elif name == "open" and text in ("open", "io.open") and isinstance(mode, str) and set(mode) & set("wax+"):
+            what = f"open(..., {mode!r})"
+        elif text == "os.open" and any(flag in ast.unparse(node) for flag in ("O_CREAT", "O_WRONLY", "O_RDWR")):
+            what = "os.open for writing"
+        elif name in ("mkdir", "makedirs", "mkstemp", "mkdtemp", "fdopen") or \
+                text in ("os.replace", "os.rename", "shutil.move", "shutil.copy", "shutil.copyfile"):
+            what = f"{text}()"
+        if what:
+            yield node.lineno, what, id(node) in handled
+
+
+# Writes outside cifarctl/fsutil.py that are not through write_atomic, with why that is right.
+WRITE_ALLOWED = {
+    ("cli/launch.py", "Path(path).write_text()"): "best effort: rank 0's exit code for the launcher",
+    ("runs.py", "open(..., 'a')"): "metrics.jsonl and log.txt are appended line by line (fsynced), errors named",
+    ("data/cache.py", "os.fdopen()"): "the cache writes through mkstemp; a failure is a warning, not an error",
+    ("data/sources.py", "cache.save(cfile, ...)"): "cifarctl.data.cache.save: the cache's own atomic writer",
+}
+
+
+def test_every_write_goes_through_the_helper():
+    """Read from the source: no file is written with ``write_text``/``savefig(path)``/
+    ``open(..., 'w')`` outside :func:`cifarctl.fsutil.write_atomic`, and every folder made,
+    file renamed or opened for writing elsewhere is inside a ``try`` that handles
+    ``OSError`` (so it becomes one line), or is listed above with the reason."""
+    package = Path(__file__).resolve().parents[1] / "cifarctl"
+    bad = []
+    for py in sorted(package.rglob("*.py")):
+        rel = py.relative_to(package).as_posix()
+        if rel == "fsutil.py":
+            continue
+        for line, what, handled in _write_calls(ast.parse(py.read_text())):
+            if (rel, what.split(":")[0]) in WRITE_ALLOWED:
+                continue
+            if ":" in what:  # a direct write: never
+                bad.append(f"cifarctl/{rel}:{line}: {what}")
+            elif not handled:
+                bad.append(f"cifarctl/{rel}:{line}: {what} outside a try that handles OSError")
+    assert not bad, "\n".join(bad)
+    # the scan finds what it looks for
+    sample = ("Path('x').write_text('y')\nfig.savefig(png_path)\ntorch.save(obj, path)\nos.mkdir(p)\n"
+              "torch.save(obj, buf)\ntry:\n    os.replace(a, b)\nexcept OSError:\n    pass\n")
+    found = sorted((line, w.split("(")[0], handled) for line, w, handled in _write_calls(ast.parse(sample)))
+    assert found == [(1, "Path", False), (2, "fig.savefig", False), (3, "torch.save", False), (4, "os.mkdir", False),
+                     (7, "os.replace", True)]
+
