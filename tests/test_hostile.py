@@ -1138,3 +1138,141 @@ def test_every_write_goes_through_the_helper():
     assert found == [(1, "Path", False), (2, "fig.savefig", False), (3, "torch.save", False), (4, "os.mkdir", False),
                      (7, "os.replace", True)]
 
+
+# ------------------------------------------------------------------------ 6. compare reads any run folder
+def _hand_run(root: Path, name: str, seed: int, accs=(50.0, 60.0), seconds: float = 10.0) -> Path:
+    """A finished run folder as `train` writes it (recipe.yaml, metrics.jsonl, summary.json)."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "recipe.yaml").write_text(f"name: s8_bn\nmodel: s8_bn\nepochs: {len(accs)}\nseed: {seed}\n")
+    (d / "metrics.jsonl").write_text("".join(json.dumps(
+        {"epoch": e, "test_acc": a, "train_acc": a, "test_loss": 1.0, "seconds": seconds, "images_per_s": 100.0}) + "\n"
+        for e, a in enumerate(accs, 1)))
+    (d / "summary.json").write_text(json.dumps({"status": "completed", "total_seconds": seconds * len(accs)}))
+    return d
+
+
+def _sparse(path: Path, size: int = 4 << 30, head: bytes = b"") -> None:
+    """A file of ``size`` bytes that takes no disk: ``head``, then a hole of zeros."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+
+
+COMPARE_CASES: dict[str, tuple[str, str]] = {
+    # case: (listed with a mark | skipped with a reason, needle)
+    "values-1e308": ("listed", ""),
+    "non-finite-values": ("listed", "non-finite test_acc"),
+    "integer-past-float": ("listed", "non-finite test_acc"),
+    "sparse-4gb-metrics": ("skipped", "metrics.jsonl is 4.0 GB"),
+    "4gb-after-good-lines": ("listed", "metrics.jsonl is 4.0 GB: read its first 16.0 MB only"),
+    "endless-line": ("listed", "bad metrics line 3"),
+    "many-bad-lines": ("listed", "more bad metrics lines"),
+    "deeply-nested-line": ("listed", "bad metrics line 1"),
+    "symlink-loop": ("skipped", "a symbolic link loop"),
+    "metrics-link-loop": ("skipped", "metrics.jsonl is a symbolic link loop"),
+    "recipe-bomb": ("listed", "recipe.yaml unparsable"),
+    "inf-in-recipe": ("listed", ""),
+    "deep-summary": ("listed", "summary.json unparsable"),
+    "sparse-4gb-summary": ("listed", "summary.json unparsable (over 1.0 MB)"),
+}
+
+
+def _bad_folder(root: Path, case: str) -> Path:
+    d = root / "bad"
+    if case == "symlink-loop":
+        os.symlink(d, d)
+        return d
+    _hand_run(root, "bad", 3, accs=(55.0, 65.0))
+    m = d / "metrics.jsonl"
+    good = m.read_bytes()
+    if case == "values-1e308":  # a group mean, a sum of seconds, a mean speed: each overflows a float
+        m.write_text("".join(json.dumps({"epoch": e, "test_acc": 1.7e308, "train_acc": 1e308, "seconds": 1.7e308,
+                                         "images_per_s": 1.7e308}) + "\n" for e in (1, 2)))
+        (d / "summary.json").write_text(json.dumps({"status": "completed", "total_seconds": 1.7e308}))
+    elif case == "non-finite-values":
+        m.write_text('{"epoch": 1, "test_acc": Infinity, "seconds": NaN}\n{"epoch": 2, "test_acc": 1e400}\n'
+                     + good.decode().splitlines()[1] + "\n")
+    elif case == "integer-past-float":
+        m.write_text('{"epoch": 1, "test_acc": %s}\n' % ("9" * 400) + good.decode())
+    elif case == "sparse-4gb-metrics":
+        _sparse(m)
+    elif case == "4gb-after-good-lines":
+        _sparse(m, head=good)
+    elif case == "endless-line":
+        _sparse(m, size=200 << 20, head=good + b"{" + b"1" * 100)
+    elif case == "many-bad-lines":
+        m.write_bytes(good + b"not json\n" * 50_000)
+    elif case == "deeply-nested-line":
+        m.write_bytes(b"[" * 30_000 + b"]" * 30_000 + b"\n" + good)
+    elif case == "metrics-link-loop":
+        m.unlink()
+        os.symlink(m, m)
+    elif case == "recipe-bomb":
+        (d / "recipe.yaml").write_text(YAML_CASES["alias-bomb-under-model_args"][0])
+    elif case == "inf-in-recipe":  # a setting that labels the group: null in JSON, never Infinity
+        (d / "recipe.yaml").write_text("name: s8_bn\nmodel: s8_bn\nepochs: 2\nseed: 3\noptimizer: {name: sgd, lr: .inf}\n")
+    elif case == "deep-summary":
+        (d / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "sparse-4gb-summary":
+        _sparse(d / "summary.json", head=b'{"status": "completed"')
+    return d
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("case", list(COMPARE_CASES))
+def test_compare_reads_any_run_folder(case, tmp_path, run_cli):
+    """A hostile run folder beside two good ones: compare exits 0, says one line about the bad
+    folder (a mark or a skip), compares the others, reads no more than its bounds (a 4 GB
+    file is not read into memory) and prints strict JSON: no Infinity or NaN anywhere."""
+    import tracemalloc
+
+    from cifarctl.analysis.compare import collect_runs, export, group_runs
+
+    root = tmp_path / "runs"
+    _hand_run(root, "good1", 1)
+    _hand_run(root, "good2", 2, accs=(52.0, 64.0))
+    bad = _bad_folder(root, case)
+    kind, needle = COMPARE_CASES[case]
+    start = time.monotonic()
+    tracemalloc.start()
+    try:
+        runs, skipped = collect_runs([root])
+        doc = _strict_json(export(runs, group_runs(runs), "json", skipped))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 80 << 20, f"read {peak >> 20} MB into memory"
+    assert time.monotonic() - start < 30
+    names = {r["name"]: r for r in doc["runs"]}
+    assert {"good1", "good2"} <= set(names) and names["good1"]["marks"] == [] and names["good1"]["best_acc"] == 60
+    if kind == "skipped":
+        assert "bad" not in names
+        reasons = [s["reason"] for s in doc["skipped"] if Path(s["path"]).name == "bad"]
+        assert len(reasons) == 1 and needle in reasons[0], doc["skipped"]
+    else:
+        assert needle in "; ".join(names["bad"]["marks"]) if needle else names["bad"]["marks"] == [], names["bad"]
+    for g in doc["groups"]:
+        for key in ("best_mean", "best_std", "final_mean", "final_std", "time_mean", "time_std"):
+            assert g[key] is None or isinstance(g[key], (int, float)) and abs(g[key]) <= 1.8e308
+    if case == "values-1e308":  # the group of the three: a finite mean, not an overflow
+        group = next(g for g in doc["groups"] if "bad" in g["runs"])
+        assert group["best_mean"] == pytest.approx((60 + 64 + 1.7e308) / 3)
+        assert names["bad"]["total_seconds"] == 1.7e308 and names["bad"]["images_per_s"] == 1.7e308
+    # and through the command: exit 0, --json strict, one line about the bad folder in the view
+    for args in (["--json"], ["--export", "csv"], []):
+        code, out, exc = run_cli("compare", root, *args)
+        assert exc is None and code == 0 and "Traceback" not in out, out
+        if args == ["--json"]:
+            assert "Infinity" not in out and "NaN" not in out
+            _strict_json(out)
+        if not args:
+            about = [ln for ln in out.splitlines() if ln.startswith(("* bad:", "skipped")) and "bad" in ln]
+            assert len(about) == (1 if needle else 0), out
+            assert len(out.splitlines()) < 80 and max(map(len, out.splitlines())) < 400, "no 300-digit numbers"
