@@ -1276,3 +1276,82 @@ def test_compare_reads_any_run_folder(case, tmp_path, run_cli):
             about = [ln for ln in out.splitlines() if ln.startswith(("* bad:", "skipped")) and "bad" in ln]
             assert len(about) == (1 if needle else 0), out
             assert len(out.splitlines()) < 80 and max(map(len, out.splitlines())) < 400, "no 300-digit numbers"
+
+
+# ------------------------------------------------------------------------ 7. weights and classes that do not fit
+def _misfit(ckpt: dict, case: str) -> str:
+    """Edit ``ckpt`` (a s8_bn checkpoint) so that it does not fit its model; the needle."""
+    import torch
+
+    sd = ckpt["model"]
+    if case == "head-shape":
+        sd["conv10.weight"] = torch.zeros(11, 32, 1, 1)
+        sd["conv10.bias"] = torch.zeros(11)
+        return ("2 shapes differ (conv10.weight: checkpoint 11x32x1x1, model 10x32x1x1; "
+                "conv10.bias: checkpoint 11, model 10)")
+    if case == "missing-keys":
+        for k in ("conv10.weight", "conv10.bias", "conv9.conv.weight", "conv9.norm.weight"):
+            del sd[k]
+        return "4 missing from the checkpoint (conv9.conv.weight; conv9.norm.weight; conv10.weight; and 1 more)"
+    if case == "unexpected-keys":
+        sd["head.extra.weight"] = torch.zeros(3)
+        return "1 unexpected in the checkpoint (head.extra.weight)"
+    if case == "not-a-tensor":
+        sd["conv10.bias"] = [0.0] * 10
+        return "1 shape differs (conv10.bias: checkpoint list, model 10)"
+    if case == "not-a-state-dict":
+        ckpt["model"] = [1, 2, 3]
+        return "its model weights are a list, not a state dict"
+    if case == "wider-model_args":  # the stored model_args build another model than the weights
+        ckpt["model_args"] = {"widths": [24, 12, 24, 16, 48]}
+        return "shapes differ (conv7.conv.weight: checkpoint 32x16x3x3, model 48x16x3x3;"
+    if case == "eleven-classes":
+        ckpt["classes"] = [*CLASSES, "zebra"]
+        return ("its class list has 11 classes (airplane, automobile, bird, cat, ... (11 in all)) but model "
+                "'s8_bn' with model_args {'dropout': 0.05} gives 10 scores per image")
+    if case == "unknown-model_args":
+        ckpt["model_args"] = {"num_classes": 11}
+        return "model 's8_bn': bad model_args: model_args.num_classes: unknown argument"
+    if case == "classes-not-names":
+        ckpt["classes"] = list(range(10))
+        return "its class list is not a list of distinct class names"
+    if case == "classes-repeated":
+        ckpt["classes"] = ["cat"] * 10
+        return "its class list is not a list of distinct class names"
+    if case == "classes-other-order":
+        ckpt["classes"] = list(reversed(CLASSES))
+        return "its classes (truck, ship, horse, frog, ... (10 in all)) are not those of the data"
+    raise AssertionError(case)
+
+
+MISFIT_CASES = ["head-shape", "missing-keys", "unexpected-keys", "not-a-tensor", "not-a-state-dict",
+                "wider-model_args", "eleven-classes", "unknown-model_args", "classes-not-names", "classes-repeated",
+                "classes-other-order"]
+
+
+@pytest.mark.parametrize("case", MISFIT_CASES)
+def test_a_checkpoint_that_does_not_fit_is_one_line_with_the_mismatch(case, tmp_path, trained, run_cli):
+    """eval and misclassified (and --resume, for the weights): one line naming the checkpoint
+    and the actual mismatch (keys with both shapes; counts and first names of missing and
+    unexpected keys; the class list against the model's outputs and the data's classes)."""
+    import torch
+
+    run = copy_run(trained, tmp_path / "run")
+    needle = ""
+    for name in ("last.pt", "best.pt"):
+        path = run / "checkpoints" / name
+        ckpt = torch.load(path, weights_only=True)
+        needle = _misfit(ckpt, case)
+        torch.save(ckpt, path)
+    if case == "wider-model_args" and "widths" not in json.dumps(torch.load(path, weights_only=True)["model_args"]):
+        pytest.fail("the edit did not stick")
+    ckpt_path = run / "checkpoints" / "last.pt"
+    for argv in (["eval", run], ["misclassified", run, "--which", "last", "--out", tmp_path / "m.png"]):
+        code, out, exc = run_cli(*argv, "--device", "cpu")
+        line = assert_clean_error(code, out, exc, needle)
+        assert line.startswith(f"error: {ckpt_path}: "), line
+        assert len(line) < 600
+    assert not (run / "eval.json").exists() and not (tmp_path / "m.png").exists()
+    if case in ("head-shape", "missing-keys", "unexpected-keys"):  # resuming: the same detail
+        code, out, exc = run_cli("train", "--resume", run, "--device", "cpu")
+        assert_clean_error(code, out, exc, "cannot restore it", needle.split(" (")[1].split(";")[0])
