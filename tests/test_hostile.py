@@ -27,6 +27,7 @@ import os
 import pickle
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -1355,3 +1356,118 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_with_the_mismatch(case, tmp_
     if case in ("head-shape", "missing-keys", "unexpected-keys"):  # resuming: the same detail
         code, out, exc = run_cli("train", "--resume", run, "--device", "cpu")
         assert_clean_error(code, out, exc, "cannot restore it", needle.split(" (")[1].split(";")[0])
+
+
+# ------------------------------------------------------------------------ 8. eval and misclassified beside a training run
+def test_eval_and_misclassified_write_beside_a_training_run(tmp_path, trained, run_cli, monkeypatch):
+    """Reading a run while it trains is legitimate: eval and misclassified neither take nor
+    wait for the run's lock, and what they write (eval.json, the PNG, which train never
+    writes) is replaced atomically: at every moment of the write the file is the previous
+    complete one, never part of the new one; the trainer's lock stays as it was."""
+    from cifarctl import fsutil
+    from cifarctl.runs import RunLock
+
+    run = copy_run(trained, tmp_path / "run")
+    (run / "eval.json").write_text('{"previous": true}\n')
+    Image.new("RGB", (4, 4)).save(run / "misclassified.png")
+    seen: list[tuple[str, bytes]] = []
+    real_fsync = os.fsync
+    writing = {"name": ""}
+
+    def watching_fsync(fd):  # a temp file is complete and synced; its target not yet replaced
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            seen.append((writing["name"], (run / writing["name"]).read_bytes()))
+        return real_fsync(fd)
+
+    before = {n: (run / n).read_bytes() for n in ("eval.json", "misclassified.png")}
+    with RunLock(run):  # as `train` holds it for the life of the run
+        monkeypatch.setattr(fsutil.os, "fsync", watching_fsync)
+        writing["name"] = "eval.json"
+        code, out, exc = run_cli("eval", run, "--device", "cpu", "--json")
+        assert exc is None and code == 0, out
+        writing["name"] = "misclassified.png"
+        code, out, exc = run_cli("misclassified", run, "--device", "cpu", "--n", "4", "--json")
+        assert exc is None and code == 0, out
+        monkeypatch.setattr(fsutil.os, "fsync", real_fsync)
+        with pytest.raises(UsageError, match=f"pid {os.getpid()} is writing it"):
+            RunLock(run)  # still the trainer's
+    assert [n for n, _ in seen] == ["eval.json", "misclassified.png"]
+    for name, content in seen:  # mid-write, a reader sees the old file, whole
+        assert content == before[name], name
+        assert (run / name).read_bytes() != before[name]  # and then the new one
+    assert json.loads((run / "eval.json").read_text())["accuracy"] is not None
+    Image.open(run / "misclassified.png").verify()
+    _no_temps(run)
+
+
+def test_a_training_run_spares_the_temp_files_of_a_live_writer(tmp_path):
+    """A train (or resume) starting in a folder removes the temp files a killed writer left,
+    but not those of a live process: an eval writing eval.json there at that moment."""
+    from cifarctl.runs import RunFiles
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        files = {run / f".eval.json.tmp-{live.pid}": True, run / f".eval.json.tmp-{dead}": False,
+                 run / "checkpoints" / f".last.pt.tmp-{dead}": False, run / f".curves.png.tmp-{live.pid}": True}
+        for p in files:
+            p.write_text("partial")
+        RunFiles(run)
+        assert {p: p.exists() for p in files} == files
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_checkpoint_replaced_while_it_is_read_is_read_whole(tmp_path, trained, monkeypatch):
+    """A training run replaces last.pt (os.replace) while eval reads it: the checksums are
+    checked and the tensors loaded from the same open file, so the result is the file that
+    was checked, never a mix of two files or an unchecked newer one."""
+    import zipfile
+
+    import torch
+
+    from cifarctl.runs import load_checkpoint
+
+    run = copy_run(trained, tmp_path / "run")
+    last, best = run / "checkpoints" / "last.pt", run / "checkpoints" / "best.pt"
+    newer = torch.load(best, weights_only=True)
+    newer["epoch"] = 99
+    torch.save(newer, tmp_path / "newer.pt")
+    expected = torch.load(last, weights_only=True)["epoch"]
+    real = zipfile.ZipFile.testzip
+
+    def replaced_meanwhile(self):
+        result = real(self)
+        if (tmp_path / "newer.pt").exists():
+            os.replace(tmp_path / "newer.pt", last)  # as the trainer's save does
+        return result
+
+    monkeypatch.setattr(zipfile.ZipFile, "testzip", replaced_meanwhile)
+    assert load_checkpoint(last)["epoch"] == expected
+    assert load_checkpoint(last)["epoch"] == 99  # the next read sees the new file
+
+
+# ------------------------------------------------------------------------ 9. lr-find options
+LR_FIND_OPTIONS = [("--end-lr", "inf", "must be a finite number"), ("--end-lr", "nan", "must be a finite number"),
+                   ("--end-lr", "1e400", "must be a finite number"), ("--end-lr", "-1", "greater than 0"),
+                   ("--start-lr", "nan", "must be a finite number"), ("--start-lr", "0", "greater than 0"),
+                   ("--start-lr", "100", "must be smaller than end_lr"),
+                   ("--weight-decay", "inf", "must be a finite number")]
+
+
+@pytest.mark.parametrize("option,value,needle", LR_FIND_OPTIONS, ids=[f"{o}={v}" for o, v, _ in LR_FIND_OPTIONS])
+def test_lr_find_options_are_checked_before_the_sweep(option, value, needle, tmp_path, run_cli, monkeypatch):
+    """Non-finite or out-of-range lr-find options: exit 2 naming the option, before any
+    sweep (not an OverflowError after it) and before any folder is made."""
+    from cifarctl.training import lrfind
+
+    monkeypatch.setattr(lrfind, "run_lr_find", lambda *a, **k: pytest.fail("the sweep ran"))
+    runs = tmp_path / "runs"
+    code, out, exc = run_cli("lr-find", "s8_bn", f"{option}={value}", "--runs-dir", runs, "--device", "cpu")
+    line = assert_clean_error(code, out, exc, needle)
+    assert option.lstrip("-").replace("-", "_") in line.replace("-", "_"), line
+    assert not runs.exists()
