@@ -54,6 +54,7 @@ def replace_file(path: Path, data, before_replace=None) -> None:
     with it, fsync the folder; raises ``OSError`` (the temp file removed). ``before_replace()``
     runs between the two (the tests' slow save, :mod:`cifarctl.training.faults`)."""
     tmp = temp_for(path)
+    replaced = False
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(tmp, flags, 0o644)
@@ -64,11 +65,13 @@ def replace_file(path: Path, data, before_replace=None) -> None:
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
+        replaced = True
     finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if not replaced:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     fsync_dir(path.parent)
 
 
@@ -124,6 +127,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, parents: bool = 
 
 def pid_alive(pid: int) -> bool:
     """True when process ``pid`` exists (or cannot be signalled: it exists)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -11,7 +11,14 @@
 - data: class set, archive checksums, cache validation, pickle labels, links, sizes;
 - resume: run id, data key, edited recipe.yaml, one writer at a time, a second signal
   during a save;
-- no traceback without ``--debug`` over a corpus of broken inputs for every command.
+- no traceback without ``--debug`` over a corpus of broken inputs for every command;
+- every write site (eval.json, the PNGs, lr-find's files, compare --out, the run folder's
+  files) on a read-only folder, a full disk or a bad path: one line naming the file; read
+  from the source, no write bypasses the helper;
+- compare over hostile run folders (values near float's limit, non-finite values, 4 GB
+  sparse files, endless lines, link loops, bombs): one line per bad folder, strict JSON;
+- checkpoints whose weights or class list do not fit the model: the mismatch in one line;
+- eval and misclassified beside a training run: no lock, atomic files; lr-find's options.
 
 Small synthetic data throughout; the few subprocess tests with signals are marked slow.
 """
