@@ -1,10 +1,27 @@
-"""Small file-system helpers shared by the data cache and the run folders."""
+"""Small file-system helpers shared by the data cache, the run folders and every command
+that writes a file.
+
+:func:`write_atomic` is the one way a file is written: through a fsynced temp file in the
+same folder and ``os.replace``, so a reader (or a crash) sees the old file or the new one,
+never half of one; an ``OSError`` becomes one line naming the file and the reason
+(:func:`write_error`).
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
+
+from cifarctl.errors import CifarctlError, UsageError, WriteError
+
+# errnos of a full disk or a size limit
+FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+# errnos that mean the path itself is wrong (too long, a file or a folder in the way, a
+# link loop): the user's to fix when the user gave the path
+BAD_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EINVAL,
+                   errno.ELOOP, errno.EILSEQ)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -21,13 +38,117 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def remove_temps(folder: Path, pattern: str, older_than_s: float = 0.0) -> None:
+def temp_for(path: Path) -> Path:
+    """The temp file :func:`replace_file` writes ``path`` through: ``.<name>.tmp-<pid>``."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def temp_owner(name: str) -> int | None:
+    """The pid in a ``.<name>.tmp-<pid>`` temp file's name, or None."""
+    tail = name.rpartition(".tmp-")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+def replace_file(path: Path, data, before_replace=None) -> None:
+    """Write ``data`` (bytes-like) to ``path``'s temp file, fsync it, ``os.replace`` ``path``
+    with it, fsync the folder; raises ``OSError`` (the temp file removed). ``before_replace()``
+    runs between the two (the tests' slow save, :mod:`cifarctl.training.faults`)."""
+    tmp = temp_for(path)
+    replaced = False
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(tmp, flags, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, path)
+        replaced = True
+    finally:
+        if not replaced:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    fsync_dir(path.parent)
+
+
+def write_error(path: str | os.PathLike, exc: OSError, after: str = "", *,
+                user_path: bool = False) -> CifarctlError:
+    """One line naming the file that could not be written, and why: a :class:`WriteError`
+    (exit 1), or a :class:`UsageError` (exit 2) when the user gave ``path`` (``user_path``)
+    and the path itself is wrong (a folder or a file in the way, too long)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in FULL_ERRNOS:
+        reason += ": the disk is full or the file is over a size limit"
+    elif exc.errno == errno.EISDIR:
+        reason += ": give a file name, not a folder"
+    elif exc.errno == errno.ENOTDIR and exc.strerror == os.strerror(errno.ENOTDIR):
+        reason += ": a file is in the way of a folder of its path"
+    line = f"cannot write {path} ({reason}){after}"
+    return UsageError(line) if user_path and exc.errno in BAD_PATH_ERRNOS else WriteError(line)
+
+
+def _make_parent(path: Path) -> None:
+    """``path``'s folder, made with its parents; a file in the way is named (mkdir says
+    "File exists" about the folder it could not make)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTDIR):
+            raise
+        blocker = next((a for a in (path.parent, *path.parent.parents) if os.path.lexists(a) and not a.is_dir()), None)
+        if blocker is None:
+            raise
+        raise OSError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)}: {blocker} is a file, not a folder",
+                      str(path.parent)) from None
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str, *, parents: bool = False,
+                 user_path: bool = False, after: str = "") -> None:
+    """Write ``data`` to ``path`` atomically (:func:`replace_file`), its folder made first
+    when ``parents``. Any ``OSError`` is one line naming ``path`` (:func:`write_error`),
+    which says the previous file is intact only when there was one; ``after`` is added to it."""
+    path = Path(path)
+    try:
+        existed = path.is_file()
+    except OSError:
+        existed = False
+    try:
+        if parents:
+            _make_parent(path)
+        replace_file(path, data.encode() if isinstance(data, str) else data)
+    except OSError as exc:
+        kept = f"; the previous {path.name} is intact" if existed else ""
+        raise write_error(path, exc, kept + after, user_path=user_path) from None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists (or cannot be signalled: it exists)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_temps(folder: Path, pattern: str, older_than_s: float = 0.0, *, spare_live: bool = False) -> None:
     """Delete the temp files matching ``pattern`` that a killed writer left in ``folder``
     (best effort); only those last modified over ``older_than_s`` seconds ago, when a live
-    process may still be writing one."""
+    process may still be writing one; with ``spare_live``, never one whose name holds the pid
+    of a live process (an ``eval`` writing into a folder that a ``train`` opens)."""
     now = time.time()
     for p in Path(folder).glob(pattern):
         try:
+            owner = temp_owner(p.name) if spare_live else None
+            if owner is not None and pid_alive(owner):
+                continue
             if now - p.stat().st_mtime >= older_than_s:
                 p.unlink()
         except OSError:

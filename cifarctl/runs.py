@@ -44,7 +44,8 @@ from typing import Any
 from cifarctl import __version__
 from cifarctl.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, CheckpointError, UnsafeCheckpointError,
                              UsageError, WriteError)
-from cifarctl.fsutil import fsync_dir, name_problem, remove_temps
+from cifarctl.fsutil import FULL_ERRNOS as _FULL
+from cifarctl.fsutil import name_problem, pid_alive, remove_temps, replace_file, write_atomic, write_error
 
 CHECKPOINT_FORMAT = "cifarctl-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -151,16 +152,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 class RunLock:
     """An exclusive ``flock`` on ``<run>/.lock`` for the life of a writer (released on close,
     or by the kernel when the process dies, however it dies; forked workers do not inherit
@@ -182,7 +173,7 @@ class RunLock:
                 holder = os.pread(self.fd, 64, 0).decode().strip()
             os.close(self.fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                if holder.isdigit() and not _pid_alive(int(holder)):
+                if holder.isdigit() and not pid_alive(int(holder)):
                     who = f"a process left by pid {holder} (which has ended) still holds it"
                 else:
                     who = f"pid {holder} is writing it" if holder.isdigit() else "another process is writing it"
@@ -337,53 +328,10 @@ def second_signal_message(exc: BaseException) -> str:
     return f"interrupted (second {name}): stopped without saving the current epoch"
 
 
-def _temp_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-
-
-def write_error(path: Path, exc: OSError, after: str = "") -> WriteError:
-    """One line naming the file that could not be written, and why."""
-    reason = exc.strerror or str(exc)
-    if exc.errno in _FULL:
-        reason += ": the disk is full or the file is over a size limit"
-    return WriteError(f"cannot write {path} ({reason}){after}")
-
-
-def _write_file(path: Path, data, before_replace=None) -> None:
-    """Write ``data`` (bytes-like) to ``path``, fsync it, atomically replace ``path`` with it.
-
-    ``before_replace()`` runs between the two (the tests' slow save, :mod:`cifarctl.training.faults`).
-    """
-    tmp = _temp_for(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if before_replace is not None:
-            before_replace()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a fsynced temp file in the same folder; the old
-    file stays as it was when that fails (:class:`WriteError`)."""
-    path = Path(path)
-    existed = path.is_file()
-    try:
-        _write_file(path, data.encode() if isinstance(data, str) else data)
-    except OSError as exc:
-        raise write_error(path, exc, f"; the previous {path.name} is intact" if existed else "") from None
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, after: str = "") -> None:
+    """``obj`` as indented JSON, written atomically (:func:`write_atomic`; ``after`` is added
+    to the error line)."""
+    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n", after=after)
 
 
 def _git_revision() -> str | None:
@@ -440,11 +388,14 @@ class RunFiles:
         info = read_run_info(self.dir)
         self.run_id, self.data_key = info.get("run_id"), info.get("data_key")
         self.ckpt_dir = self.dir / "checkpoints"
-        self.ckpt_dir.mkdir(exist_ok=True)
+        try:
+            self.ckpt_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise path_error("the checkpoints folder", self.ckpt_dir, exc) from None
         self.last = self.ckpt_dir / "last.pt"
         self.best = self.ckpt_dir / "best.pt"
-        for folder in (self.dir, self.ckpt_dir):  # left by a process killed while saving
-            remove_temps(folder, ".*.tmp-*")
+        for folder in (self.dir, self.ckpt_dir):  # left by a process killed while saving; not
+            remove_temps(folder, ".*.tmp-*", spare_live=True)  # those of a live eval or misclassified
 
     def _append(self, name: str, line: str) -> None:
         path = self.dir / name
@@ -603,12 +554,13 @@ def save_checkpoint(obj: dict, path: str | os.PathLike, before_replace=None) -> 
     torch.save(obj, buf)
     try:
         with _signals_deferred():  # a second Ctrl-C/SIGTERM waits for the file to be complete
-            _write_file(path, buf.getbuffer(), before_replace)
+            replace_file(path, buf.getbuffer(), before_replace)
     except OSError as exc:
         run = path.parent.parent if path.parent.name == "checkpoints" else None
         then = f"continue with `cifarctl train --resume {run}`" if run else "save again"
         kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was saved"
-        raise write_error(path, exc, f"; {kept}: free some space, then {then}") from None
+        fix = "free some space" if exc.errno in _FULL else "make it writable"
+        raise write_error(path, exc, f"; {kept}: {fix}, then {then}") from None
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:
@@ -627,20 +579,33 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         raise CheckpointError(f"{path}: no such checkpoint")
     if not path.is_file():
         raise CheckpointError(f"{path}: not a file")
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"{path}: not a readable checkpoint (empty file: 0 bytes)")
-    _check_zip(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # zip, pickle and unpickling errors of every kind
-        if "Weights only load failed" in str(exc):
-            raise UnsafeCheckpointError(
-                f"{path}: not a readable checkpoint (refused by weights_only loading: it holds objects "
-                "other than tensors and plain data; it was not written by cifarctl and may be "
-                "malicious)") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: "
-                              f"{_first_line(exc)})") from None
+        f = open(path, "rb")  # once: a run that trains replaces the file (os.replace) while it is read
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise CheckpointError(f"{path}: not a readable checkpoint (empty file: 0 bytes)")
+        _check_zip(path, f)  # the file that is then loaded, not a newer one
+        try:
+            f.seek(0)
+            obj = torch.load(f, map_location=map_location, weights_only=True)
+        except Exception as exc:  # zip, pickle and unpickling errors of every kind
+            raise _unreadable(path, exc) from None
+    return _checked(path, obj)
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    """The one line for a checkpoint that torch.load refused."""
+    if "Weights only load failed" in str(exc):
+        return UnsafeCheckpointError(
+            f"{path}: not a readable checkpoint (refused by weights_only loading: it holds objects "
+            "other than tensors and plain data; it was not written by cifarctl and may be malicious)")
+    return CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: {_first_line(exc)})")
+
+
+def _checked(path: Path, obj: Any) -> dict:
+    """``obj`` if it is a complete cifarctl checkpoint of a version this cifarctl reads."""
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a cifarctl checkpoint (a torch file without the "
                               f"{CHECKPOINT_FORMAT!r} format marker)")
@@ -654,13 +619,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     return obj
 
 
-def _check_zip(path: Path) -> None:
+def _check_zip(path: Path, f=None) -> None:
     """torch does not check the CRC-32 of zip members: a flipped bit in a tensor loads as a
-    wrong weight. Check them all (about 1 GB/s) before loading."""
+    wrong weight. Check them all (about 1 GB/s) before loading; ``f``: the open file."""
+    src = f if f is not None else path
     try:
-        if not zipfile.is_zipfile(path):
+        if not zipfile.is_zipfile(src):
             return  # the legacy format, or not a checkpoint: torch.load says which
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(src) as zf:
             bad = zf.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: "

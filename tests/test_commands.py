@@ -56,15 +56,16 @@ def test_misclassified_passes_its_options_to_find_misclassified(cli, calls, tmp_
     result = SimpleNamespace(run_dir=tmp_path, checkpoint=tmp_path / "checkpoints" / "best.pt",
                              to_dict=lambda: {"items": []})
     calls.patch("cifarctl.analysis.misclassified.find_misclassified", result)
-    calls.patch("cifarctl.analysis.misclassified.write_grid", lambda r, out: out)
+    calls.patch("cifarctl.analysis.misclassified.write_grid", lambda r, out, **kw: out)
     res = cli("misclassified", tmp_path, "--n", "4", "--sort", "loss", "--true", "cat", "--pred", "dog",
               "--layer", "conv5", "--which", "last", "--data", "synthetic", "--device", "cpu", "--json")
     assert res.exit_code == 0, res.output
-    (name, args, kw), (_, grid_args, _) = calls.seen
+    (name, args, kw), (_, grid_args, grid_kw) = calls.seen
     assert name == "find_misclassified" and args == (str(tmp_path),)
     assert kw == dict(n=4, sort="loss", true="cat", pred="dog", gradcam=True, layer="conv5", which="last",
                       data_source="synthetic", device="cpu")  # --layer turns Grad-CAM on
     assert grid_args == (result, tmp_path / "misclassified_gradcam.png")
+    assert grid_kw == {"user_path": False}  # the default place: not a path the user gave
 
 
 def test_lr_find_resolves_the_name_and_passes_the_sweep(cli, calls, tmp_path):

@@ -11,13 +11,22 @@
 - data: class set, archive checksums, cache validation, pickle labels, links, sizes;
 - resume: run id, data key, edited recipe.yaml, one writer at a time, a second signal
   during a save;
-- no traceback without ``--debug`` over a corpus of broken inputs for every command.
+- no traceback without ``--debug`` over a corpus of broken inputs for every command;
+- every write site (eval.json, the PNGs, lr-find's files, compare --out, the run folder's
+  files) on a read-only folder, a full disk or a bad path: one line naming the file; read
+  from the source, no write bypasses the helper;
+- compare over hostile run folders (values near float's limit, non-finite values, 4 GB
+  sparse files, endless lines, link loops, bombs): one line per bad folder, strict JSON;
+- checkpoints whose weights or class list do not fit the model: the mismatch in one line;
+- eval and misclassified beside a training run: no lock, atomic files; lr-find's options.
 
 Small synthetic data throughout; the few subprocess tests with signals are marked slow.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import gzip
 import io
 import json
@@ -25,6 +34,7 @@ import os
 import pickle
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -886,3 +896,585 @@ def test_no_traceback_in_a_real_process(tmp_path, trained):
         proc = subprocess.run([*CLI, *map(str, argv)], capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode in EXIT_CODES and "Traceback" not in proc.stderr, (argv, proc.stderr)
         assert proc.stderr.strip().startswith("error:"), proc.stderr
+
+
+# ------------------------------------------------------------------------ 5. every write site
+@contextlib.contextmanager
+def _failing_writes(folder: Path, err: int, only: str | None = None):
+    """Every attempt to create, write or rename something under ``folder`` (whose name is
+    ``only``, when given) fails with ``err``, as on a read-only or full file system: root
+    ignores the permission bits of a chmod-ed folder, so the calls are replaced instead
+    (``os.open``/``open``/``io.open`` for writing, ``mkdir``, ``os.replace``/``rename``).
+    Reads go through."""
+    import builtins
+    import io as io_mod
+
+    folder = os.path.abspath(folder)
+    real = {"open": os.open, "mkdir": os.mkdir, "replace": os.replace, "rename": os.rename,
+            "bopen": builtins.open}
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def hit(path) -> bool:
+        if isinstance(path, int):
+            return False
+        p = os.path.abspath(os.fspath(path))
+        under = p == folder or p.startswith(folder + os.sep)
+        return under and (only is None or os.path.basename(p).startswith((only, f".{only}.tmp-")))
+
+    def fail(path):
+        raise OSError(err, os.strerror(err), os.fspath(path))
+
+    def os_open(path, flags, *a, **k):
+        if flags & writes and hit(path):
+            fail(path)
+        return real["open"](path, flags, *a, **k)
+
+    def b_open(file, mode="r", *a, **k):
+        if any(c in mode for c in "wax+") and hit(file):
+            fail(file)
+        return real["bopen"](file, mode, *a, **k)
+
+    def mkdir(path, *a, **k):
+        if hit(path):
+            fail(path)
+        return real["mkdir"](path, *a, **k)
+
+    def move(name):
+        def moved(src, dst, *a, **k):
+            if hit(dst) or hit(src):
+                fail(dst)
+            return real[name](src, dst, *a, **k)
+        return moved
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(os, "open", os_open)
+    mp.setattr(os, "mkdir", mkdir)
+    mp.setattr(os, "replace", move("replace"))
+    mp.setattr(os, "rename", move("rename"))
+    mp.setattr(builtins, "open", b_open)
+    mp.setattr(io_mod, "open", b_open)
+    try:
+        yield
+    finally:
+        mp.undo()
+
+
+def _no_temps(folder: Path) -> None:
+    left = [p for p in Path(folder).rglob(".*.tmp-*")] if Path(folder).is_dir() else []
+    assert not left, f"temp files left behind: {left}"
+
+
+# (site, how it fails) -> exit code; every case: one line naming the file and the reason
+WRITE_CASES = {
+    "eval.json-read-only": 1, "eval.json-full": 1, "eval.json-read-only-previous": 1,
+    "misclassified.png-read-only": 1, "misclassified-out-read-only": 1, "misclassified-out-is-a-folder": 2,
+    "misclassified-out-under-a-file": 2, "compare-out-read-only": 1, "compare-out-is-a-folder": 2,
+    "compare-out-under-a-file": 2, "lr_find.json-full": 1, "lr_find.png-read-only": 1,
+}
+
+
+@pytest.mark.parametrize("case", list(WRITE_CASES))
+def test_every_write_site_is_one_line(case, tmp_path, trained, run_cli, monkeypatch):
+    """Every file a command writes goes through one helper: a read-only folder, a full disk,
+    a folder or a file in the way of the path is one ``error:`` line naming the file and the
+    reason (exit 1; 2 for a bad path given with --out), no traceback, no temp file left, and
+    'the previous X is intact' only where there was one."""
+    import errno
+
+    run = copy_run(trained, tmp_path / "run")
+    site, _, how = case.partition("-")
+    err = errno.ENOSPC if how.endswith("full") else errno.EROFS
+    reason = os.strerror(err)
+    fail_in, only, target = run, None, None
+    if case.startswith("eval.json"):
+        target, only = run / "eval.json", "eval.json"
+        if case.endswith("previous"):
+            target.write_text('{"accuracy": 1.0}\n')
+        argv = ["eval", run, "--device", "cpu"]
+    elif case.startswith("misclassified"):
+        argv = ["misclassified", run, "--device", "cpu", "--n", "4"]
+        if case == "misclassified.png-read-only":
+            target = run / "misclassified.png"
+        else:
+            out_dir = tmp_path / "out"
+            out_dir.mkdir()
+            fail_in, target = out_dir, out_dir / "m.png"
+            if case.endswith("is-a-folder"):
+                target.mkdir()
+                fail_in, reason = None, "Is a directory"
+            elif case.endswith("under-a-file"):
+                (out_dir / "file").write_text("x")
+                target, fail_in, reason = out_dir / "file" / "m.png", None, "Not a directory"
+            argv += ["--out", target]
+    elif case.startswith("compare"):
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        fail_in, target = out_dir, out_dir / "t.csv"
+        if case.endswith("is-a-folder"):
+            target = out_dir / "t.csv"
+            target.mkdir()
+            fail_in, reason = None, "Is a directory"
+        elif case.endswith("under-a-file"):
+            (out_dir / "file").write_text("x")
+            target, fail_in, reason = out_dir / "file" / "t.csv", None, "Not a directory"
+        argv = ["compare", run, "--out", target]
+    else:  # lr-find: the folder is made, then a file in it cannot be written
+        only = site
+        fail_in = tmp_path / "runs"
+        argv = ["lr-find", "s8_bn", *FAST[:4], "--num-iter", "5", "--runs-dir", fail_in, "--device", "cpu"]
+    before = target.read_bytes() if target is not None and target.is_file() else None
+    with (_failing_writes(fail_in, err, only) if fail_in is not None else contextlib.nullcontext()):
+        code, out, exc = run_cli(*argv)
+    line = assert_clean_error(code, out, exc, reason, expect=WRITE_CASES[case])
+    if target is not None:
+        assert f"cannot write {target} " in line, line
+    else:
+        assert f"/{only} " in line, line
+    assert ("is intact" in line) == case.endswith("previous"), line
+    if before is not None:
+        assert target.read_bytes() == before
+    if how.endswith("full"):
+        assert "disk is full" in line
+    if case == "misclassified.png-read-only":
+        assert "--out" in line  # where else it can go
+    if case.startswith("eval.json"):
+        assert "was not saved" in line and "%" in line  # the result is in the line, not lost
+    for folder in (run, tmp_path / "out", tmp_path / "runs"):
+        _no_temps(folder)
+
+
+@pytest.mark.parametrize("site", ["curves.png", "summary.json", "recipe.yaml", "last.pt", "metrics.jsonl"])
+def test_run_folder_writes_are_one_line(site, tmp_path, trained):
+    """The files of a run folder that ``train`` writes, on a read-only folder: a WriteError
+    (exit 1) naming the file, one line, the previous file kept and said to be only if it was there."""
+    import errno
+
+    from cifarctl import runs
+    from cifarctl.errors import WriteError
+
+    run = copy_run(trained, tmp_path / "run")
+    files = runs.RunFiles(run)
+    target = run / ("checkpoints/last.pt" if site == "last.pt" else site)
+    before = target.read_bytes() if target.is_file() else None
+    write = {
+        "curves.png": lambda: files.curves([{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "train_acc": 50.0,
+                                             "test_acc": 50.0, "lr": 0.1}]),
+        "summary.json": lambda: files.summary({"status": "running"}),
+        "recipe.yaml": lambda: runs.write_atomic(target, "name: x\n"),
+        "last.pt": lambda: files.save_checkpoint({"x": 1}, files.last),
+        "metrics.jsonl": lambda: files.metrics({"epoch": 9}),
+    }[site]
+    with _failing_writes(run, errno.EROFS), pytest.raises(WriteError) as e:
+        write()
+    text = str(e.value)
+    assert "\n" not in text and e.value.exit_code == 1
+    assert f"cannot write {target} (Read-only file system" in text
+    assert ("is intact" in text) == (before is not None and site != "metrics.jsonl"), text
+    assert (target.read_bytes() if target.is_file() else None) == before
+    _no_temps(run)
+
+
+def _write_calls(tree: ast.AST):
+    """(line, what) of every call in ``tree`` that creates or writes a file or a folder, with
+    whether it sits in a ``try`` that handles ``OSError``."""
+    handled: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try):
+            names = {ast.unparse(h.type) if h.type is not None else "BaseException" for h in node.handlers}
+            if any(n in ("Exception", "BaseException") or "OSError" in n for n in names):
+                for inner in node.body:
+                    handled.update(id(n) for n in ast.walk(inner))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+        text = ast.unparse(f)
+        dest = node.args[1:2] if text == "torch.save" else node.args[:1]  # torch.save(obj, file)
+        first = ast.unparse(dest[0]) if dest else ""
+        mode = next((a.value for a in node.args[1:2] if isinstance(a, ast.Constant)), None) or \
+            next((k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)), "")
+        what = None
+        if name in ("write_text", "write_bytes"):
+            what = f"{text}(): write through cifarctl.fsutil.write_atomic"
+        elif (name == "savefig" or isinstance(f, ast.Attribute) and name in ("save", "savez")) \
+                and first not in ("buf", "f"):
+            what = f"{text}({first}, ...): into a buffer, then write_atomic"
+        elif name == "open" and text in ("open", "io.open") and isinstance(mode, str) and set(mode) & set("wax+"):
+            what = f"open(..., {mode!r})"
+        elif text == "os.open" and any(flag in ast.unparse(node) for flag in ("O_CREAT", "O_WRONLY", "O_RDWR")):
+            what = "os.open for writing"
+        elif name in ("mkdir", "makedirs", "mkstemp", "mkdtemp", "fdopen") or \
+                text in ("os.replace", "os.rename", "shutil.move", "shutil.copy", "shutil.copyfile"):
+            what = f"{text}()"
+        if what:
+            yield node.lineno, what, id(node) in handled
+
+
+# Writes outside cifarctl/fsutil.py that are not through write_atomic, with why that is right.
+WRITE_ALLOWED = {
+    ("cli/launch.py", "Path(path).write_text()"): "best effort: rank 0's exit code for the launcher",
+    ("runs.py", "open(..., 'a')"): "metrics.jsonl and log.txt are appended line by line (fsynced), errors named",
+    ("data/cache.py", "os.fdopen()"): "the cache writes through mkstemp; a failure is a warning, not an error",
+    ("data/sources.py", "cache.save(cfile, ...)"): "cifarctl.data.cache.save: the cache's own atomic writer",
+}
+
+
+def test_every_write_goes_through_the_helper():
+    """Read from the source: no file is written with ``write_text``/``savefig(path)``/
+    ``open(..., 'w')`` outside :func:`cifarctl.fsutil.write_atomic`, and every folder made,
+    file renamed or opened for writing elsewhere is inside a ``try`` that handles
+    ``OSError`` (so it becomes one line), or is listed above with the reason."""
+    package = Path(__file__).resolve().parents[1] / "cifarctl"
+    bad = []
+    for py in sorted(package.rglob("*.py")):
+        rel = py.relative_to(package).as_posix()
+        if rel == "fsutil.py":
+            continue
+        for line, what, handled in _write_calls(ast.parse(py.read_text())):
+            if (rel, what.split(":")[0]) in WRITE_ALLOWED:
+                continue
+            if ":" in what:  # a direct write: never
+                bad.append(f"cifarctl/{rel}:{line}: {what}")
+            elif not handled:
+                bad.append(f"cifarctl/{rel}:{line}: {what} outside a try that handles OSError")
+    assert not bad, "\n".join(bad)
+    # the scan finds what it looks for
+    sample = ("Path('x').write_text('y')\nfig.savefig(png_path)\ntorch.save(obj, path)\nos.mkdir(p)\n"
+              "torch.save(obj, buf)\ntry:\n    os.replace(a, b)\nexcept OSError:\n    pass\n")
+    found = sorted((line, w.split("(")[0], handled) for line, w, handled in _write_calls(ast.parse(sample)))
+    assert found == [(1, "Path", False), (2, "fig.savefig", False), (3, "torch.save", False), (4, "os.mkdir", False),
+                     (7, "os.replace", True)]
+
+
+# ------------------------------------------------------------------------ 6. compare reads any run folder
+def _hand_run(root: Path, name: str, seed: int, accs=(50.0, 60.0), seconds: float = 10.0) -> Path:
+    """A finished run folder as `train` writes it (recipe.yaml, metrics.jsonl, summary.json)."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "recipe.yaml").write_text(f"name: s8_bn\nmodel: s8_bn\nepochs: {len(accs)}\nseed: {seed}\n")
+    (d / "metrics.jsonl").write_text("".join(json.dumps(
+        {"epoch": e, "test_acc": a, "train_acc": a, "test_loss": 1.0, "seconds": seconds, "images_per_s": 100.0}) + "\n"
+        for e, a in enumerate(accs, 1)))
+    (d / "summary.json").write_text(json.dumps({"status": "completed", "total_seconds": seconds * len(accs)}))
+    return d
+
+
+def _sparse(path: Path, size: int = 4 << 30, head: bytes = b"") -> None:
+    """A file of ``size`` bytes that takes no disk: ``head``, then a hole of zeros."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+
+
+COMPARE_CASES: dict[str, tuple[str, str]] = {
+    # case: (listed with a mark | skipped with a reason, needle)
+    "values-1e308": ("listed", ""),
+    "non-finite-values": ("listed", "non-finite test_acc"),
+    "integer-past-float": ("listed", "non-finite test_acc"),
+    "sparse-4gb-metrics": ("skipped", "metrics.jsonl is 4.0 GB"),
+    "4gb-after-good-lines": ("listed", "metrics.jsonl is 4.0 GB: read its first 16.0 MB only"),
+    "endless-line": ("listed", "bad metrics line 3"),
+    "many-bad-lines": ("listed", "more bad metrics lines"),
+    "deeply-nested-line": ("listed", "bad metrics line 1"),
+    "symlink-loop": ("skipped", "a symbolic link loop"),
+    "metrics-link-loop": ("skipped", "metrics.jsonl is a symbolic link loop"),
+    "recipe-bomb": ("listed", "recipe.yaml unparsable"),
+    "inf-in-recipe": ("listed", ""),
+    "deep-summary": ("listed", "summary.json unparsable"),
+    "sparse-4gb-summary": ("listed", "summary.json unparsable (over 1.0 MB)"),
+}
+
+
+def _bad_folder(root: Path, case: str) -> Path:
+    d = root / "bad"
+    if case == "symlink-loop":
+        os.symlink(d, d)
+        return d
+    _hand_run(root, "bad", 3, accs=(55.0, 65.0))
+    m = d / "metrics.jsonl"
+    good = m.read_bytes()
+    if case == "values-1e308":  # a group mean, a sum of seconds, a mean speed: each overflows a float
+        m.write_text("".join(json.dumps({"epoch": e, "test_acc": 1.7e308, "train_acc": 1e308, "seconds": 1.7e308,
+                                         "images_per_s": 1.7e308}) + "\n" for e in (1, 2)))
+        (d / "summary.json").write_text(json.dumps({"status": "completed", "total_seconds": 1.7e308}))
+    elif case == "non-finite-values":
+        m.write_text('{"epoch": 1, "test_acc": Infinity, "seconds": NaN}\n{"epoch": 2, "test_acc": 1e400}\n'
+                     + good.decode().splitlines()[1] + "\n")
+    elif case == "integer-past-float":
+        m.write_text('{"epoch": 1, "test_acc": %s}\n' % ("9" * 400) + good.decode())
+    elif case == "sparse-4gb-metrics":
+        _sparse(m)
+    elif case == "4gb-after-good-lines":
+        _sparse(m, head=good)
+    elif case == "endless-line":
+        _sparse(m, size=200 << 20, head=good + b"{" + b"1" * 100)
+    elif case == "many-bad-lines":
+        m.write_bytes(good + b"not json\n" * 50_000)
+    elif case == "deeply-nested-line":
+        m.write_bytes(b"[" * 30_000 + b"]" * 30_000 + b"\n" + good)
+    elif case == "metrics-link-loop":
+        m.unlink()
+        os.symlink(m, m)
+    elif case == "recipe-bomb":
+        (d / "recipe.yaml").write_text(YAML_CASES["alias-bomb-under-model_args"][0])
+    elif case == "inf-in-recipe":  # a setting that labels the group: null in JSON, never Infinity
+        (d / "recipe.yaml").write_text("name: s8_bn\nmodel: s8_bn\nepochs: 2\nseed: 3\noptimizer: {name: sgd, lr: .inf}\n")
+    elif case == "deep-summary":
+        (d / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "sparse-4gb-summary":
+        _sparse(d / "summary.json", head=b'{"status": "completed"')
+    return d
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("case", list(COMPARE_CASES))
+def test_compare_reads_any_run_folder(case, tmp_path, run_cli):
+    """A hostile run folder beside two good ones: compare exits 0, says one line about the bad
+    folder (a mark or a skip), compares the others, reads no more than its bounds (a 4 GB
+    file is not read into memory) and prints strict JSON: no Infinity or NaN anywhere."""
+    import tracemalloc
+
+    from cifarctl.analysis.compare import collect_runs, export, group_runs
+
+    root = tmp_path / "runs"
+    _hand_run(root, "good1", 1)
+    _hand_run(root, "good2", 2, accs=(52.0, 64.0))
+    bad = _bad_folder(root, case)
+    kind, needle = COMPARE_CASES[case]
+    start = time.monotonic()
+    tracemalloc.start()
+    try:
+        runs, skipped = collect_runs([root])
+        doc = _strict_json(export(runs, group_runs(runs), "json", skipped))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 80 << 20, f"read {peak >> 20} MB into memory"
+    assert time.monotonic() - start < 30
+    names = {r["name"]: r for r in doc["runs"]}
+    assert {"good1", "good2"} <= set(names) and names["good1"]["marks"] == [] and names["good1"]["best_acc"] == 60
+    if kind == "skipped":
+        assert "bad" not in names
+        reasons = [s["reason"] for s in doc["skipped"] if Path(s["path"]).name == "bad"]
+        assert len(reasons) == 1 and needle in reasons[0], doc["skipped"]
+    else:
+        assert needle in "; ".join(names["bad"]["marks"]) if needle else names["bad"]["marks"] == [], names["bad"]
+    for g in doc["groups"]:
+        for key in ("best_mean", "best_std", "final_mean", "final_std", "time_mean", "time_std"):
+            assert g[key] is None or isinstance(g[key], (int, float)) and abs(g[key]) <= 1.8e308
+    if case == "values-1e308":  # the group of the three: a finite mean, not an overflow
+        group = next(g for g in doc["groups"] if "bad" in g["runs"])
+        assert group["best_mean"] == pytest.approx((60 + 64 + 1.7e308) / 3)
+        assert names["bad"]["total_seconds"] == 1.7e308 and names["bad"]["images_per_s"] == 1.7e308
+    # and through the command: exit 0, --json strict, one line about the bad folder in the view
+    for args in (["--json"], ["--export", "csv"], []):
+        code, out, exc = run_cli("compare", root, *args)
+        assert exc is None and code == 0 and "Traceback" not in out, out
+        if args == ["--json"]:
+            assert "Infinity" not in out and "NaN" not in out
+            _strict_json(out)
+        if not args:
+            about = [ln for ln in out.splitlines() if ln.startswith(("* bad:", "skipped")) and "bad" in ln]
+            assert len(about) == (1 if needle else 0), out
+            assert len(out.splitlines()) < 80 and max(map(len, out.splitlines())) < 400, "no 300-digit numbers"
+
+
+# ------------------------------------------------------------------------ 7. weights and classes that do not fit
+def _misfit(ckpt: dict, case: str) -> str:
+    """Edit ``ckpt`` (a s8_bn checkpoint) so that it does not fit its model; the needle."""
+    import torch
+
+    sd = ckpt["model"]
+    if case == "head-shape":
+        sd["conv10.weight"] = torch.zeros(11, 32, 1, 1)
+        sd["conv10.bias"] = torch.zeros(11)
+        return ("2 shapes differ (conv10.weight: checkpoint 11x32x1x1, model 10x32x1x1; "
+                "conv10.bias: checkpoint 11, model 10)")
+    if case == "missing-keys":
+        for k in ("conv10.weight", "conv10.bias", "conv9.conv.weight", "conv9.norm.weight"):
+            del sd[k]
+        return "4 missing from the checkpoint (conv9.conv.weight; conv9.norm.weight; conv10.weight; and 1 more)"
+    if case == "unexpected-keys":
+        sd["head.extra.weight"] = torch.zeros(3)
+        return "1 unexpected in the checkpoint (head.extra.weight)"
+    if case == "not-a-tensor":
+        sd["conv10.bias"] = [0.0] * 10
+        return "1 shape differs (conv10.bias: checkpoint list, model 10)"
+    if case == "not-a-state-dict":
+        ckpt["model"] = [1, 2, 3]
+        return "its model weights are a list, not a state dict"
+    if case == "wider-model_args":  # the stored model_args build another model than the weights
+        ckpt["model_args"] = {"widths": [24, 12, 24, 16, 48]}
+        return "shapes differ (conv7.conv.weight: checkpoint 32x16x3x3, model 48x16x3x3;"
+    if case == "eleven-classes":
+        ckpt["classes"] = [*CLASSES, "zebra"]
+        return ("its class list has 11 classes (airplane, automobile, bird, cat, ... (11 in all)) but model "
+                "'s8_bn' with model_args {'dropout': 0.05} gives 10 scores per image")
+    if case == "unknown-model_args":
+        ckpt["model_args"] = {"num_classes": 11}
+        return "model 's8_bn': bad model_args: model_args.num_classes: unknown argument"
+    if case == "classes-not-names":
+        ckpt["classes"] = list(range(10))
+        return "its class list is not a list of distinct class names"
+    if case == "classes-repeated":
+        ckpt["classes"] = ["cat"] * 10
+        return "its class list is not a list of distinct class names"
+    if case == "classes-other-order":
+        ckpt["classes"] = list(reversed(CLASSES))
+        return "its classes (truck, ship, horse, frog, ... (10 in all)) are not those of the data"
+    raise AssertionError(case)
+
+
+MISFIT_CASES = ["head-shape", "missing-keys", "unexpected-keys", "not-a-tensor", "not-a-state-dict",
+                "wider-model_args", "eleven-classes", "unknown-model_args", "classes-not-names", "classes-repeated",
+                "classes-other-order"]
+
+
+@pytest.mark.parametrize("case", MISFIT_CASES)
+def test_a_checkpoint_that_does_not_fit_is_one_line_with_the_mismatch(case, tmp_path, trained, run_cli):
+    """eval and misclassified (and --resume, for the weights): one line naming the checkpoint
+    and the actual mismatch (keys with both shapes; counts and first names of missing and
+    unexpected keys; the class list against the model's outputs and the data's classes)."""
+    import torch
+
+    run = copy_run(trained, tmp_path / "run")
+    needle = ""
+    for name in ("last.pt", "best.pt"):
+        path = run / "checkpoints" / name
+        ckpt = torch.load(path, weights_only=True)
+        needle = _misfit(ckpt, case)
+        torch.save(ckpt, path)
+    if case == "wider-model_args" and "widths" not in json.dumps(torch.load(path, weights_only=True)["model_args"]):
+        pytest.fail("the edit did not stick")
+    ckpt_path = run / "checkpoints" / "last.pt"
+    for argv in (["eval", run], ["misclassified", run, "--which", "last", "--out", tmp_path / "m.png"]):
+        code, out, exc = run_cli(*argv, "--device", "cpu")
+        line = assert_clean_error(code, out, exc, needle)
+        assert line.startswith(f"error: {ckpt_path}: "), line
+        assert len(line) < 600
+    assert not (run / "eval.json").exists() and not (tmp_path / "m.png").exists()
+    if case in ("head-shape", "missing-keys", "unexpected-keys"):  # resuming: the same detail
+        code, out, exc = run_cli("train", "--resume", run, "--device", "cpu")
+        assert_clean_error(code, out, exc, "cannot restore it", needle.split(" (")[1].split(";")[0])
+
+
+# ------------------------------------------------------------------------ 8. eval and misclassified beside a training run
+def test_eval_and_misclassified_write_beside_a_training_run(tmp_path, trained, run_cli, monkeypatch):
+    """Reading a run while it trains is legitimate: eval and misclassified neither take nor
+    wait for the run's lock, and what they write (eval.json, the PNG, which train never
+    writes) is replaced atomically: at every moment of the write the file is the previous
+    complete one, never part of the new one; the trainer's lock stays as it was."""
+    from cifarctl import fsutil
+    from cifarctl.runs import RunLock
+
+    run = copy_run(trained, tmp_path / "run")
+    (run / "eval.json").write_text('{"previous": true}\n')
+    Image.new("RGB", (4, 4)).save(run / "misclassified.png")
+    seen: list[tuple[str, bytes]] = []
+    real_fsync = os.fsync
+    writing = {"name": ""}
+
+    def watching_fsync(fd):  # a temp file is complete and synced; its target not yet replaced
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            seen.append((writing["name"], (run / writing["name"]).read_bytes()))
+        return real_fsync(fd)
+
+    before = {n: (run / n).read_bytes() for n in ("eval.json", "misclassified.png")}
+    with RunLock(run):  # as `train` holds it for the life of the run
+        monkeypatch.setattr(fsutil.os, "fsync", watching_fsync)
+        writing["name"] = "eval.json"
+        code, out, exc = run_cli("eval", run, "--device", "cpu", "--json")
+        assert exc is None and code == 0, out
+        writing["name"] = "misclassified.png"
+        code, out, exc = run_cli("misclassified", run, "--device", "cpu", "--n", "4", "--json")
+        assert exc is None and code == 0, out
+        monkeypatch.setattr(fsutil.os, "fsync", real_fsync)
+        with pytest.raises(UsageError, match=f"pid {os.getpid()} is writing it"):
+            RunLock(run)  # still the trainer's
+    assert [n for n, _ in seen] == ["eval.json", "misclassified.png"]
+    for name, content in seen:  # mid-write, a reader sees the old file, whole
+        assert content == before[name], name
+        assert (run / name).read_bytes() != before[name]  # and then the new one
+    assert json.loads((run / "eval.json").read_text())["accuracy"] is not None
+    Image.open(run / "misclassified.png").verify()
+    _no_temps(run)
+
+
+def test_a_training_run_spares_the_temp_files_of_a_live_writer(tmp_path):
+    """A train (or resume) starting in a folder removes the temp files a killed writer left,
+    but not those of a live process: an eval writing eval.json there at that moment."""
+    from cifarctl.runs import RunFiles
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        files = {run / f".eval.json.tmp-{live.pid}": True, run / f".eval.json.tmp-{dead}": False,
+                 run / "checkpoints" / f".last.pt.tmp-{dead}": False, run / f".curves.png.tmp-{live.pid}": True}
+        for p in files:
+            p.write_text("partial")
+        RunFiles(run)
+        assert {p: p.exists() for p in files} == files
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_checkpoint_replaced_while_it_is_read_is_read_whole(tmp_path, trained, monkeypatch):
+    """A training run replaces last.pt (os.replace) while eval reads it: the checksums are
+    checked and the tensors loaded from the same open file, so the result is the file that
+    was checked, never a mix of two files or an unchecked newer one."""
+    import zipfile
+
+    import torch
+
+    from cifarctl.runs import load_checkpoint
+
+    run = copy_run(trained, tmp_path / "run")
+    last, best = run / "checkpoints" / "last.pt", run / "checkpoints" / "best.pt"
+    newer = torch.load(best, weights_only=True)
+    newer["epoch"] = 99
+    torch.save(newer, tmp_path / "newer.pt")
+    expected = torch.load(last, weights_only=True)["epoch"]
+    real = zipfile.ZipFile.testzip
+
+    def replaced_meanwhile(self):
+        result = real(self)
+        if (tmp_path / "newer.pt").exists():
+            os.replace(tmp_path / "newer.pt", last)  # as the trainer's save does
+        return result
+
+    monkeypatch.setattr(zipfile.ZipFile, "testzip", replaced_meanwhile)
+    assert load_checkpoint(last)["epoch"] == expected
+    assert load_checkpoint(last)["epoch"] == 99  # the next read sees the new file
+
+
+# ------------------------------------------------------------------------ 9. lr-find options
+LR_FIND_OPTIONS = [("--end-lr", "inf", "must be a finite number"), ("--end-lr", "nan", "must be a finite number"),
+                   ("--end-lr", "1e400", "must be a finite number"), ("--end-lr", "-1", "greater than 0"),
+                   ("--start-lr", "nan", "must be a finite number"), ("--start-lr", "0", "greater than 0"),
+                   ("--start-lr", "100", "must be smaller than end_lr"),
+                   ("--weight-decay", "inf", "must be a finite number")]
+
+
+@pytest.mark.parametrize("option,value,needle", LR_FIND_OPTIONS, ids=[f"{o}={v}" for o, v, _ in LR_FIND_OPTIONS])
+def test_lr_find_options_are_checked_before_the_sweep(option, value, needle, tmp_path, run_cli, monkeypatch):
+    """Non-finite or out-of-range lr-find options: exit 2 naming the option, before any
+    sweep (not an OverflowError after it) and before any folder is made."""
+    from cifarctl.training import lrfind
+
+    monkeypatch.setattr(lrfind, "run_lr_find", lambda *a, **k: pytest.fail("the sweep ran"))
+    runs = tmp_path / "runs"
+    code, out, exc = run_cli("lr-find", "s8_bn", f"{option}={value}", "--runs-dir", runs, "--device", "cpu")
+    line = assert_clean_error(code, out, exc, needle)
+    assert option.lstrip("-").replace("-", "_") in line.replace("-", "_"), line
+    assert not runs.exists()

@@ -112,7 +112,7 @@ def test_misclassified_gallery_hint_once_and_256_colours(monkeypatch):
     items = [SimpleNamespace(index=i, true="cat", pred="dog", confidence=0.9, loss=2.0) for i in range(3)]
     result = SimpleNamespace(items=items, images=rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8), cams=None,
                              layer=None, wrong=3, total_wrong=3, total=10, accuracy=70.0,
-                             checkpoint=Path("run/checkpoints/best.pt"), sort="confidence")
+                             checkpoint=Path("run/checkpoints/best.pt"), sort="confidence", epoch_label="epoch 2")
     console = terminal(monkeypatch, None)
     show_misclassified(console, result, Path("run/misclassified.png"))
     text = console.file.getvalue()

@@ -11,15 +11,17 @@ never opened) and YAML is read with the bounded loader of :mod:`cifarctl.yamlsaf
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
 import re
-import statistics
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from cifarctl.analysis.grouping import finite_mean, finite_sum, json_safe
 
 # Files whose presence makes a folder a run folder (rather than a folder of runs).
 RUN_FILES = ("metrics.jsonl", "summary.json", "recipe.yaml", "env.json", "log.txt", "checkpoints")
@@ -121,6 +123,18 @@ def _is_run_folder(p: Path) -> bool:
     return any((p / f).exists() for f in RUN_FILES)
 
 
+def _missing_reason(p: Path) -> str:
+    """Why ``p`` cannot be read as a folder although a name is there (or not)."""
+    if os.path.islink(p):
+        try:
+            os.stat(p)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "a symbolic link loop"
+            return f"a dangling symbolic link ({exc.strerror or exc})"
+    return "does not exist"
+
+
 def _candidates(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Expand parent folders into their children; keep order, drop duplicates."""
     out: list[Path] = []
@@ -128,7 +142,7 @@ def _candidates(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     for p in paths:
         p = Path(p)
         if not p.exists():
-            skipped.append((p, "does not exist"))
+            skipped.append((p, _missing_reason(p)))
         elif not p.is_dir():
             checkpoint = p.suffix in (".pt", ".pth")
             skipped.append((p, "a checkpoint file, not a run folder (compare reads the run folder that "
@@ -136,7 +150,11 @@ def _candidates(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
         elif _is_run_folder(p):
             out.append(p)
         else:
-            children = sorted(c for c in p.iterdir() if not c.name.startswith("."))
+            try:
+                children = sorted(c for c in p.iterdir() if not c.name.startswith("."))
+            except OSError as exc:
+                skipped.append((p, f"unreadable ({exc.strerror or exc})"))
+                continue
             if not any(c.is_dir() for c in children):
                 out.append(p)  # an empty folder: read it as a run, so it is skipped with a reason
                 continue
@@ -144,41 +162,133 @@ def _candidates(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
                 if c.is_dir():
                     out.append(c)
                 else:
-                    skipped.append((c, "not a folder"))
+                    skipped.append((c, "not a folder" if c.exists() else _missing_reason(c)))
     return _unique(out, lambda p: p), _unique(skipped, lambda s: s[0])
 
 
 def _unique(items: list, path_of) -> list:
-    kept: dict[Path, Any] = {}
+    kept: dict[str, Any] = {}
     for item in items:
-        kept.setdefault(path_of(item).resolve(), item)
+        try:
+            key = str(path_of(item).resolve())
+        except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+            key = os.path.abspath(path_of(item))
+        kept.setdefault(key, item)
     return list(kept.values())
 
 
-def _read_metrics(path: Path, marks: list[str]) -> list[dict[str, Any]]:
-    """Per-epoch dicts sorted by epoch; a later line for the same epoch wins (resumed runs)."""
+# Bounds of what is read of a run folder: far above what a run writes (a metrics line is
+# ~300 bytes), far below what would hang or exhaust memory (a 4 GB file, one endless line).
+MAX_METRICS_BYTES = 16 << 20
+MAX_METRICS_LINE = 64 << 10
+MAX_METRICS_ROWS = 100_000
+MAX_SUMMARY_BYTES = 1 << 20
+_SHOWN_BAD_LINES = 3
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _parse_line(raw: bytes) -> Any:
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return json.loads(raw.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):  # bad JSON, a 4,300-digit number, deep nesting
+        return None
+
+
+def _read_metrics(path: Path, marks: list[str]) -> list[dict[str, Any]]:
+    """Per-epoch dicts sorted by epoch; a later line for the same epoch wins (resumed runs).
+
+    Read as a stream and bounded (:data:`MAX_METRICS_BYTES`, :data:`MAX_METRICS_LINE`,
+    :data:`MAX_METRICS_ROWS`): a larger file is read in part and marked. Bad lines are marked
+    (the first few by number), so are rows with non-finite values (left out of every number).
+    """
+    by_epoch: dict[int, dict[str, Any]] = {}
+    bad: list[int] = []
+    non_finite: dict[str, None] = {}
+    non_finite_lines: list[int] = []
+    last_line = 0  # the last non-blank line
+    stopped = ""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            read = 0
+            number = 0
+            while True:
+                if read >= MAX_METRICS_BYTES:
+                    stopped = (f"metrics.jsonl is {_size(max(size, read))}: read its first "
+                               f"{_size(MAX_METRICS_BYTES)} only")
+                    break
+                if len(by_epoch) >= MAX_METRICS_ROWS:
+                    stopped = f"metrics.jsonl has over {MAX_METRICS_ROWS:,} rows: read the first {MAX_METRICS_ROWS:,}"
+                    break
+                raw = f.readline(MAX_METRICS_LINE + 1)
+                if not raw:
+                    break
+                read += len(raw)
+                number += 1
+                if len(raw) > MAX_METRICS_LINE:  # skip the rest of an endless line, within the bound
+                    while not raw.endswith(b"\n") and raw and read < MAX_METRICS_BYTES:
+                        raw = f.readline(MAX_METRICS_LINE)
+                        read += len(raw)
+                    bad.append(number)
+                    last_line = number
+                    continue
+                if not raw.strip():
+                    continue
+                last_line = number
+                obj = _parse_line(raw)
+                if not isinstance(obj, dict):
+                    bad.append(number)
+                    continue
+                odd = [k for k, v in obj.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and _num(v) is None]  # inf, nan, 1e400, an integer past float's range
+                if odd:
+                    non_finite.update(dict.fromkeys(odd))
+                    non_finite_lines.append(number)
+                epoch = obj.get("epoch")
+                if not isinstance(epoch, int) or isinstance(epoch, bool):
+                    epoch = len(by_epoch) + 1
+                    obj["epoch"] = epoch
+                by_epoch[epoch] = obj
     except OSError as exc:
         marks.append(f"metrics.jsonl unreadable ({exc.strerror or exc})")
         return []
-    numbered = [(i, ln) for i, ln in enumerate(lines, 1) if ln.strip()]
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for k, (i, ln) in enumerate(numbered):
-        try:
-            obj = json.loads(ln)
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict):
-            last = k == len(numbered) - 1
-            marks.append(f"{'truncated' if last else 'bad'} metrics line {i}")
-            continue
-        epoch = obj.get("epoch")
-        if not isinstance(epoch, int) or isinstance(epoch, bool):
-            epoch = len(by_epoch) + 1
-            obj["epoch"] = epoch
-        by_epoch[epoch] = obj
+    for i in bad[:_SHOWN_BAD_LINES]:
+        marks.append(f"{'truncated' if i == last_line and not stopped else 'bad'} metrics line {i}")
+    if len(bad) > _SHOWN_BAD_LINES:
+        marks.append(f"{len(bad) - _SHOWN_BAD_LINES:,} more bad metrics lines")
+    if non_finite_lines:
+        where = ", ".join(map(str, non_finite_lines[:_SHOWN_BAD_LINES])) + (", ..." if len(non_finite_lines) > _SHOWN_BAD_LINES else "")
+        marks.append(f"non-finite {', '.join(list(non_finite)[:4])} in metrics line{'s' if len(non_finite_lines) > 1 else ''} "
+                     f"{where} (left out)")
+    if stopped:
+        marks.append(stopped)
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _read_summary(path: Path, marks: list[str]) -> dict[str, Any]:
+    """summary.json as a dict ({} and a mark when absent, too large or unparsable)."""
+    if not path.is_file():
+        marks.append("no summary.json")
+        return {}
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SUMMARY_BYTES + 1)
+        if len(raw) > MAX_SUMMARY_BYTES:
+            marks.append(f"summary.json unparsable (over {_size(MAX_SUMMARY_BYTES)})")
+            return {}
+        loaded = json.loads(raw.decode("utf-8"))
+    except (ValueError, OSError, UnicodeDecodeError, RecursionError):
+        loaded = None
+    if not isinstance(loaded, dict) or not loaded:
+        marks.append("summary.json unparsable")
+        return {}
+    return loaded
 
 
 def _pick(d: dict[str, Any], key: str) -> Any:
@@ -193,9 +303,14 @@ def _first(*values: Any) -> Any:
 
 
 def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    """``v`` as a finite float, or None (not a number, a boolean, inf/nan, an int past float's range)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    return float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _int(v: Any) -> int | None:
@@ -234,22 +349,15 @@ def read_run(path: Path) -> RunRecord | str:
     marks: list[str] = []
     mpath = path / "metrics.jsonl"
     metrics = _read_metrics(mpath, marks) if mpath.is_file() else []
-    summary: dict[str, Any] = {}
-    spath = path / "summary.json"
-    if spath.is_file():
-        try:
-            loaded = json.loads(spath.read_text(encoding="utf-8"))
-            summary = loaded if isinstance(loaded, dict) else {}
-            if not summary:
-                marks.append("summary.json unparsable")
-        except (ValueError, OSError, UnicodeDecodeError):
-            marks.append("summary.json unparsable")
-    else:
-        marks.append("no summary.json")
+    summary = _read_summary(path / "summary.json", marks)
     if not metrics:
         if not any(path.iterdir()):
             return "empty folder"
-        reason = "metrics.jsonl has no readable lines" if mpath.is_file() else "no metrics.jsonl"
+        if mpath.is_file():
+            why = [m for m in marks if "metrics" in m]
+            reason = "metrics.jsonl has no readable lines" + (f" ({'; '.join(why)})" if why else "")
+        else:
+            reason = "no metrics.jsonl" if not os.path.lexists(mpath) else f"metrics.jsonl is {_missing_reason(mpath)}"
         if summary.get("status"):
             reason += f" (status {summary['status']}"
             reason += f": {summary['error']})" if summary.get("error") else ")"
@@ -274,8 +382,8 @@ def read_run(path: Path) -> RunRecord | str:
         best_acc=_first(_num(got["best_acc"]), best_v),
         best_epoch=_first(_int(got["best_epoch"]), best_e),
         final_acc=_first(_num(got["final_acc"]), acc[-1][1] if acc else None),
-        total_seconds=_first(_num(got["total_seconds"]), sum(seconds) if seconds else None),
-        images_per_s=statistics.fmean(speed) if speed else None,
+        total_seconds=_first(_num(got["total_seconds"]), finite_sum(seconds)),
+        images_per_s=finite_mean(speed),
         status=str(got["status"] or "unknown"),
         seed=_first(_int(got["seed"]), _int(recipe.get("seed"))),
         metrics=metrics,
@@ -316,6 +424,9 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[tuple[Path, s
             rec = read_run(p)
         except OSError as exc:  # permissions, a folder vanishing mid-read
             rec = f"unreadable ({exc.strerror or exc})"
+        except Exception as exc:  # noqa: BLE001  a hostile folder is one line, the rest are compared
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            rec = f"unreadable ({type(exc).__name__}{': ' + first if first else ''})"
         if isinstance(rec, str):
             skipped.append((p, rec))
         else:
@@ -398,7 +509,10 @@ def curves(
                     per_epoch.setdefault(e, []).append(v)
             if per_epoch:
                 xs = sorted(per_epoch)
-                out.append((f"{g.label} ({g.over_seeds})", xs, [statistics.fmean(per_epoch[e]) for e in xs]))
+                means = [(e, finite_mean(per_epoch[e])) for e in xs]
+                means = [(e, m) for e, m in means if m is not None]
+                if means:
+                    out.append((f"{g.label} ({g.over_seeds})", [e for e, _ in means], [m for _, m in means]))
     for r in runs:
         if id(r) in grouped:
             continue
@@ -432,7 +546,8 @@ def export(
     if fmt == "json":
         doc = {"runs": [r.row() for r in runs], "groups": [g.row() for g in groups],
                "skipped": [{"path": str(p), "reason": why} for p, why in skipped or []]}
-        return json.dumps(doc, indent=2) + "\n"
+        # strict JSON: a non-finite number (from a recipe.yaml's .inf, say) is null, never Infinity
+        return json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
         of = {id(r): g for g in groups for r in g.runs}
         buf = io.StringIO()

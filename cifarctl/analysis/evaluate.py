@@ -80,6 +80,7 @@ def evaluate_checkpoint(
         "most_confused": most_confused(matrix, classes),
         "eval_json": str(out_path) if write else None,
     }
-    if write:
-        write_json(out_path, result)
+    if write:  # atomic: a reader (compare, a second eval) never sees half of it, even while the run trains
+        write_json(out_path, result, after=f"; the evaluation ({res['acc']:.2f}% on {res['n']} {split} images) "
+                   "was not saved")
     return result

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -153,11 +154,74 @@ def seeds_differ(seeds: Sequence[int | None]) -> bool:
     return len({s for s in seeds if s is not None}) >= 2
 
 
+def finite_sum(values: Sequence[float]) -> float | None:
+    """The exact sum of finite floats, or None when there are none or it overflows a float."""
+    if not values:
+        return None
+    try:
+        total = math.fsum(values)
+    except (OverflowError, ValueError):  # "intermediate overflow in fsum", or an inf among them
+        return None
+    return total if math.isfinite(total) else None
+
+
+def finite_mean(values: Sequence[float]) -> float | None:
+    """The mean of finite floats, computed so that values near float's limit (``1e308``) do
+    not overflow; None when there are none or a value is not finite."""
+    if not values or not all(math.isfinite(v) for v in values):
+        return None
+    n = len(values)
+    total = finite_sum(values)
+    mean = total / n if total is not None else math.fsum(v / n for v in values)  # scaled: cannot overflow
+    return mean if math.isfinite(mean) else None
+
+
+def finite_stdev(values: Sequence[float]) -> float | None:
+    """The sample standard deviation (n - 1) of two or more finite floats, scaled by the
+    largest magnitude so that huge values do not overflow; None when it is not a finite float."""
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return None
+    try:
+        std = statistics.stdev(values)
+        if math.isfinite(std):
+            return std
+    except (OverflowError, ValueError, statistics.StatisticsError):
+        pass
+    scale = max(abs(v) for v in values)  # values near float's limit: their spread in units of the largest
+    try:
+        std = statistics.stdev([v / scale for v in values]) * scale
+    except (OverflowError, ValueError, statistics.StatisticsError):
+        return None
+    return std if math.isfinite(std) else None
+
+
 def mean_std(values: Sequence[float | None], over_seeds: bool) -> tuple[float | None, float | None]:
     """Mean of the known values, and their sample standard deviation when ``over_seeds``
-    and there are two or more (None otherwise: one run, or repeats of one seed)."""
-    vals = [v for v in values if v is not None]
+    and there are two or more (None otherwise: one run, or repeats of one seed). Never
+    inf or nan: a value that is not finite is left out, and a mean or spread that would
+    overflow is None."""
+    vals = [f for f in (_float(v) for v in values) if f is not None]
     if not vals:
         return None, None
-    std = statistics.stdev(vals) if over_seeds and len(vals) > 1 else None
-    return statistics.fmean(vals), std
+    std = finite_stdev(vals) if over_seeds and len(vals) > 1 else None
+    return finite_mean(vals), std
+
+
+def _float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (inf, nan) replaced by None, through dicts, lists
+    and tuples: what ``json.dumps(..., allow_nan=False)`` accepts."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -27,6 +27,7 @@ from torch import nn
 from cifarctl.errors import CheckpointError, UsageError
 from cifarctl.recipe import TTA_MODES, Recipe
 from cifarctl.training.builders import uses_channels_last
+from cifarctl.training.checkpoint import weights_mismatch
 
 SPLITS = ("test", "train")
 
@@ -88,12 +89,23 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     ckpt = load_checkpoint(path)
     recipe = validate_dict(ckpt["recipe"], f"{path} (stored recipe)")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    model = create_model(ckpt["model_name"], **(ckpt.get("model_args") or {}))
+    try:
+        model = create_model(ckpt["model_name"], **(ckpt.get("model_args") or {}))
+    except UsageError as exc:  # the checkpoint's model_args (or name): say which checkpoint
+        raise CheckpointError(f"{path}: {exc}") from None
+    args = ckpt.get("model_args")
+    what = f"model {ckpt['model_name']!r}" + (f" with model_args {str(args)[:120]}" if args else "")
+    problem = weights_mismatch(model, ckpt["model"])
+    if problem:
+        raise CheckpointError(f"{path}: the weights do not fit {what}: {problem}")
     try:
         model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: the weights do not fit model {ckpt['model_name']!r} ({first})") from None
+        raise CheckpointError(f"{path}: the weights do not fit {what} ({first[:200]})") from None
+    model.eval()
+    outputs = _outputs(model)
+    classes = _stored_classes(path, ckpt.get("classes"), outputs, what)
     channels_last = uses_channels_last(recipe, dev)
     model.to(dev).eval()
     if channels_last:
@@ -101,12 +113,48 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     source = resolve_source(data or recipe.data.source or ckpt.get("data_source"))
     arrays = load_cifar(source, progress=progress, train_subset=recipe.data.train_subset,
                         test_subset=recipe.data.test_subset, seed=recipe.seed)
+    if classes is None and outputs is not None and outputs != len(arrays.classes):
+        raise CheckpointError(f"{path}: {what} gives {outputs} scores per image but the data {source} has "
+                              f"{len(arrays.classes)} classes")
+    if list(classes or arrays.classes) != list(arrays.classes):
+        raise CheckpointError(f"{path}: its classes ({_names(classes)}) are not those of the data {source} "
+                              f"({_names(arrays.classes)}): its predictions would not mean the data's labels")
     amp_dtype, _ = precision_for(recipe.precision, dev)
     return Inference(
         model=model, recipe=recipe, checkpoint={k: v for k, v in ckpt.items() if k != "model"}, path=path,
-        run_dir=run_dir_of(path), classes=list(ckpt.get("classes") or arrays.classes), data=arrays,
+        run_dir=run_dir_of(path), classes=list(classes or arrays.classes), data=arrays,
         source=source, normalize=make_normalizer(recipe.data.normalize, dev, recipe.data.augment).normalize_only,
         device=dev, amp_dtype=amp_dtype, channels_last=channels_last)
+
+
+def _outputs(model: nn.Module) -> int | None:
+    """How many scores ``model`` (in eval mode, on the CPU) gives an image: one forward pass
+    of two blank 32x32 images; None when it does not give (N, K)."""
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, 32, 32))
+    except Exception:  # noqa: BLE001  the weights loaded; a model this check cannot run says so later
+        return None
+    return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None
+
+
+def _names(classes, shown: int = 4) -> str:
+    items = [str(c)[:20] for c in list(classes)[:shown]]
+    return ", ".join(items) + (f", ... ({len(classes)} in all)" if len(classes) > shown else "")
+
+
+def _stored_classes(path: Path, classes: Any, outputs: int | None, what: str) -> list[str] | None:
+    """The checkpoint's class list, checked: distinct names, one per score of the model."""
+    if classes is None:
+        return None
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes) \
+            or len(set(classes)) != len(classes) or not classes:
+        shown = repr(classes)[:80]
+        raise CheckpointError(f"{path}: its class list is not a list of distinct class names ({shown})")
+    if outputs is not None and len(classes) != outputs:
+        raise CheckpointError(f"{path}: its class list has {len(classes)} classes ({_names(classes)}) but "
+                              f"{what} gives {outputs} scores per image")
+    return list(classes)
 
 
 def predict(inf: Inference, split: str = "test", *, tta: str | None = None, per_image: bool = False) -> dict:

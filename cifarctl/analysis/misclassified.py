@@ -14,6 +14,7 @@ predicted label and confidence.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cifarctl.errors import UsageError
+from cifarctl.fsutil import write_atomic
 
 SORTS = ("confidence", "loss")
 SCALE = 4           # PNG upscale factor (nearest)
@@ -210,8 +212,13 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def write_grid(result: Misclassified, path: str | os.PathLike, cols: int | None = None) -> Path:
-    """Draw the gallery as a PNG (white background, a title, black captions); returns the path."""
+def write_grid(result: Misclassified, path: str | os.PathLike, cols: int | None = None, *,
+               user_path: bool = False) -> Path:
+    """Draw the gallery as a PNG (white background, a title, black captions); returns the path.
+
+    Written atomically (:func:`cifarctl.fsutil.write_atomic`, its folder made first); a file
+    that cannot be written is one line naming it, exit 2 for a bad path the user gave
+    (``user_path``: ``--out``), 1 otherwise."""
     from PIL import Image, ImageDraw
 
     from cifarctl.analysis.gradcam import overlay
@@ -243,7 +250,8 @@ def write_grid(result: Misclassified, path: str | os.PathLike, cols: int | None 
             canvas.paste(Image.fromarray(blended).resize((px, px), Image.NEAREST), (x0 + px + GAP, y0))
         for j, line in enumerate(caption_lines(m)):
             draw.text((x0, y0 + px + 2 + 13 * j), line, fill=(200, 0, 0) if j == 1 else "black", font=font)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, format="PNG")
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    write_atomic(path, buf.getbuffer(), parents=True, user_path=user_path)
     result.png = path
     return path

@@ -71,8 +71,9 @@ def compare(
         raise UsageError(f"no runs with metrics found in {where}" + (f" ({why})" if why else ""))
     names = metric_names(runs)
     if metric not in names:
+        logged = f"they log: {', '.join(names)}" if names else "they log no finite numbers at all"
         raise UsageError(f"--metric {metric!r}: no numeric values in these runs{did_you_mean(metric, names)}; "
-                         f"they log: {', '.join(names)}")
+                         f"{logged}")
     runs = sort_runs(runs, sort.value)
     groups = group_runs(runs)
 
@@ -81,11 +82,9 @@ def compare(
         if out is None:
             print(text, end="")
             return
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--out {out}: {exc.strerror or exc}") from None
+        from cifarctl.fsutil import write_atomic
+
+        write_atomic(out, text, parents=True, user_path=True)
     if view != "table":
         print(_render(runs, groups, view, skipped), end="")
         return

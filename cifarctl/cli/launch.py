@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cifarctl.errors import UsageError
+from cifarctl.errors import UsageError, WriteError
 
 ENV_EXIT_FILE = "CIFARCTL_EXIT_FILE"  # set by launch(): where rank 0 writes its exit code
 
@@ -90,7 +90,11 @@ def launch(nproc: int, args: list[str]) -> int:
         raise UsageError("--nproc inside torchrun: the processes are already launched")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    fd, exit_file = tempfile.mkstemp(prefix="cifarctl-exit-")
+    try:
+        fd, exit_file = tempfile.mkstemp(prefix="cifarctl-exit-")
+    except OSError as exc:
+        raise WriteError(f"cannot create a temp file in {tempfile.gettempdir()} ({exc.strerror or exc}): "
+                         "set TMPDIR to a writable folder") from None
     os.close(fd)
     env[ENV_EXIT_FILE] = exit_file
     old = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as _json
+import math
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -55,12 +56,15 @@ def lr_find(
     Off a terminal a plain progress line every ~10 %; Ctrl-C stops it at once (exit 130).
     Writes lr_find.json and lr_find.png to RUNS_DIR/lr-find/NAME-TIME/.
     """
+    from cifarctl.errors import UsageError
     from cifarctl.recipe import resolve_model_or_recipe
     from cifarctl.training.builders import resolve_device
     from cifarctl.training.lrfind import make_out_dir, run_lr_find, sweep_settings, write_lr_find
     from cifarctl.ui.interrupt import answer_interrupts
     from cifarctl.ui.sweep_progress import SweepProgress, device_label
 
+    if weight_decay is not None and not math.isfinite(weight_decay):  # min=0 lets inf through
+        raise UsageError(f"lr-find: --weight-decay: must be a finite number (got {weight_decay!r})")
     resolved = resolve_model_or_recipe(target, list(set_ or ()))
     recipe = resolved.recipe
     opt = optimizer.value if optimizer is not None else None

@@ -51,15 +51,20 @@ def misclassified(
     --gradcam draws beside each image where the model looked (Grad-CAM).
     """
     from cifarctl.analysis.misclassified import find_misclassified, write_grid
+    from cifarctl.errors import WriteError
 
     if layer is not None and not gradcam:
         gradcam = True  # --layer only makes sense with Grad-CAM
     result = find_misclassified(target, n=n, sort=sort.value, true=true, pred=pred, gradcam=gradcam,
                                 layer=layer, which=which.value, data_source=data, device=device)
+    given = out is not None
     if out is None:
         folder = result.run_dir or result.checkpoint.parent
         out = folder / ("misclassified_gradcam.png" if gradcam else "misclassified.png")
-    png = write_grid(result, out)
+    try:
+        png = write_grid(result, out, user_path=given)
+    except WriteError as exc:
+        raise WriteError(f"{exc}; pass --out FILE to write it elsewhere" if not given else str(exc)) from None
     if json:
         print(_json.dumps(result.to_dict(), indent=2))
         return

@@ -181,14 +181,14 @@ def official_cifar10(cache_dir: Path) -> Path:
     for candidate in (cache_dir / readers.BATCHES_DIR, cache_dir / CIFAR10_ARCHIVE):
         if candidate.exists():
             return candidate
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create the data cache folder {cache_dir} ({e.strerror}): "
-                        f"set CIFARCTL_DATA_DIR to a writable folder") from None
     # download and extract into a temp folder and move the result in only when complete,
     # so an interrupted or failed download never leaves a half archive in the cache
-    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
+    except OSError as e:
+        raise DataError(f"cannot create the data cache folder {cache_dir} ({e.strerror or e}): "
+                        f"set CIFARCTL_DATA_DIR to a writable folder") from None
     try:
         _download_and_extract(CIFAR10_URL, tmp, CIFAR10_ARCHIVE, CIFAR10_MD5)
         os.replace(tmp / readers.BATCHES_DIR, cache_dir / readers.BATCHES_DIR)

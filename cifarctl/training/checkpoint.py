@@ -39,11 +39,43 @@ def state_dict(t: Trainer) -> dict:
     }
 
 
+_SHOWN = 3  # mismatched keys named in the one-line error, per kind
+
+
+def _shape(v) -> str:
+    return "x".join(map(str, v.shape)) or "scalar" if isinstance(v, torch.Tensor) else type(v).__name__
+
+
+def weights_mismatch(model: torch.nn.Module, state) -> str | None:
+    """How a checkpoint's model state dict does not fit ``model``, in one line, or None when
+    it fits: the first keys whose shapes differ (both shapes), then the counts and first
+    names of missing and unexpected keys, e.g. ``conv10.weight: checkpoint 11x32x1x1, model
+    10x32x1x1``. (``load_state_dict``'s own message runs over many lines and is cut.)"""
+    if not isinstance(state, dict):
+        return f"its model weights are a {type(state).__name__}, not a state dict"
+    own = model.state_dict()
+    shapes = [f"{k}: checkpoint {_shape(v)}, model {_shape(own[k])}" for k, v in state.items()
+              if k in own and (not isinstance(v, torch.Tensor) or v.shape != own[k].shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [str(k) for k in state if k not in own]
+    parts = []
+    for what, items in (("shape differs" if len(shapes) == 1 else "shapes differ", shapes),
+                        ("missing from the checkpoint", missing), ("unexpected in the checkpoint", unexpected)):
+        if items:
+            more = f"; and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+            parts.append(f"{len(items)} {what} ({'; '.join(items[:_SHOWN])}{more})")
+    return ", ".join(parts) or None
+
+
 def load_state_dict(t: Trainer, ckpt: dict, *, scheduler: bool = True) -> None:
     """Restore model, optimizer, scheduler, scaler, RNGs and counters from a checkpoint.
 
-    ``scheduler=False`` leaves the schedule alone (see :func:`rebuild_scheduler`).
+    ``scheduler=False`` leaves the schedule alone (see :func:`rebuild_scheduler`). Weights
+    that do not fit the model are a ``ValueError`` saying how (:func:`weights_mismatch`).
     """
+    problem = weights_mismatch(t.raw_model, ckpt["model"])
+    if problem:
+        raise ValueError(f"the weights do not fit model {t.recipe.model!r}: {problem}")
     t.raw_model.load_state_dict(ckpt["model"])
     t.optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler and t.scheduler is not None and ckpt.get("scheduler") is not None:

@@ -21,6 +21,7 @@ out-of-range result is a one-line :class:`UsageError` (exit 2), unless the recip
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -381,13 +382,16 @@ def make_out_dir(runs_dir: str | os.PathLike, name: str, now: datetime | None = 
 
 
 def write_lr_find(result: LRFindResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``lr_find.json`` and ``lr_find.png`` into ``out_dir``; return their paths."""
+    """Write ``lr_find.json`` and ``lr_find.png`` into ``out_dir`` (atomically; a file that
+    cannot be written is one line naming it); return their paths."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from cifarctl.fsutil import write_atomic
+
     out = Path(out_dir)
     json_path, png_path = out / "lr_find.json", out / "lr_find.png"
-    json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
 
     fig = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(fig)
@@ -419,5 +423,7 @@ def write_lr_find(result: LRFindResult, out_dir: str | os.PathLike) -> tuple[Pat
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png_path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    write_atomic(png_path, buf.getbuffer())
     return json_path, png_path

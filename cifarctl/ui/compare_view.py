@@ -9,8 +9,11 @@ from cifarctl.tabular import Column, Tabular, markdown
 from cifarctl.ui.render import print_table
 
 
+_HUGE = 1e9  # a value past this (a hostile or broken metrics file) is shown in 3 digits, not 300
+
+
 def _acc(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
+    return "-" if v is None else f"{v:.2f}" if abs(v) < _HUGE else f"{v:.3g}"
 
 
 def _pm(mean: float | None, std: float | None, fmt=_acc) -> str:
@@ -23,6 +26,8 @@ def _pm(mean: float | None, std: float | None, fmt=_acc) -> str:
 def _count(n: int | None) -> str:
     if n is None:
         return "-"
+    if n >= _HUGE:
+        return f"{n:.3g}"
     return f"{n / 1e6:.2f}M" if n >= 1_000_000 else f"{n / 1e3:.0f}k" if n >= 10_000 else str(n)
 
 
@@ -33,6 +38,8 @@ def _natural(s: str) -> tuple:
 def _dur(s: float | None) -> str:
     if s is None:
         return "-"
+    if s >= _HUGE:
+        return f"{s / 3600:.3g}h"
     s = round(s)
     if s < 60:
         return f"{s}s"
@@ -60,7 +67,7 @@ def runs_table(runs) -> Tabular:
         epochs = f"{r.epochs}/{r.epochs_planned}" if r.epochs_planned not in (None, r.epochs) else str(r.epochs)
         best = _acc(r.best_acc) + (f" ({r.best_epoch})" if r.best_epoch is not None else "")
         tab.add_row(r.name, r.recipe, r.model or "-", _count(r.params), epochs, best, _acc(r.final_acc),
-                    _dur(r.total_seconds), f"{r.images_per_s:,.0f}" if r.images_per_s is not None else "-",
+                    _dur(r.total_seconds), (f"{r.images_per_s:,.0f}" if r.images_per_s < _HUGE else f"{r.images_per_s:.3g}") if r.images_per_s is not None else "-",
                     r.verdict, r.status + ("*" if _notes(r) else ""),
                     cell_styles={9: {"PASS": "green", "FAIL": "red"}.get(r.verdict, ""),
                                  10: _STATUS_STYLE.get(r.status, "red")})
