@@ -10,14 +10,11 @@ its "generated" line, so a student can re-run it after training more.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from cifarctl.tabular import Column, Tabular, markdown
 
@@ -250,7 +247,9 @@ def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
            f"loss {_settings(d['loss'])}; batch {r.data.batch_size}, {r.epochs} epochs, seed {r.seed}."]
     lr_png = run.path / "lr_find.png"
     if lr_png.is_file():
-        shutil.copyfile(lr_png, images / f"{prefix}lr_find.png")
+        from cifarctl.fsutil import write_atomic
+
+        write_atomic(images / f"{prefix}lr_find.png", lr_png.read_bytes())
         lr = _read_json(run.path / "lr_find.json")
         chosen = d["scheduler"].get("max_lr")
         out.append(f"The run chose max_lr = {chosen} with an LR range test"
@@ -404,7 +403,7 @@ def write_report(run_dirs: list[Path], out_dir: Path | None = None, *, data: str
     if skipped:
         tail.insert(0, "Skipped folders:\n\n" + "\n".join(f"- `{p}`: {w}" for p, w in skipped) + "\n")
     text = "\n".join(head + sections + tail)
-    from cifarctl.runs import write_atomic
+    from cifarctl.fsutil import write_atomic
 
     write_atomic(report.path, text.encode("utf-8"))
     report.seconds = time.perf_counter() - start

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarctl.runs import write_atomic
+from cifarctl.fsutil import write_atomic
 
 SCALE = 3          # sample tiles: 32 px -> 96 px (nearest)
 LABEL_W = 110      # the class-name column of a sample grid
