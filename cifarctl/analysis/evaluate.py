@@ -61,6 +61,17 @@ def evaluate_checkpoint(
     check_options(split, tta)  # before anything is loaded
     inf = load_for_inference(target, which=which, data=data, device=device, progress=progress)
     res = predict(inf, split, tta=tta)
+    out_path = (inf.run_dir or inf.path.parent) / "eval.json"
+    result = evaluation(inf, res, split, str(out_path) if write else None)
+    if write:  # atomic: a reader (compare, a second eval) never sees half of it, even while the run trains
+        write_json(out_path, result, after=f"; the evaluation ({res['acc']:.2f}% on {res['n']} {split} images) "
+                   "was not saved")
+    return result
+
+
+def evaluation(inf, res: dict, split: str, eval_json: str | None = None) -> dict:
+    """The eval.json dict of ``res`` (:func:`~cifarctl.analysis.inference.predict` of ``inf``
+    on ``split``): accuracy, loss, per-class accuracy, confusion matrix, most confused."""
     classes = inf.classes
     matrix = confusion_matrix(res["y"], res["preds"], len(classes))
     per_class = []
@@ -69,8 +80,7 @@ def evaluate_checkpoint(
         per_class.append({"class": name, "correct": matrix[i][i], "total": total,
                           "accuracy": 100.0 * matrix[i][i] / total if total else None})
     ckpt = inf.checkpoint
-    out_path = (inf.run_dir or inf.path.parent) / "eval.json"
-    result = {
+    return {
         "checkpoint": str(inf.path), "run_dir": str(inf.run_dir) if inf.run_dir else None,
         "recipe": inf.recipe.name, "model": inf.model_name, "epoch": ckpt.get("epoch"),
         "step": ckpt.get("step"), "mid_epoch": bool(ckpt.get("progress")),
@@ -78,9 +88,5 @@ def evaluate_checkpoint(
         "accuracy": res["acc"], "loss": res["loss"], "classes": classes,
         "per_class": per_class, "confusion": matrix,
         "most_confused": most_confused(matrix, classes),
-        "eval_json": str(out_path) if write else None,
+        "eval_json": eval_json,
     }
-    if write:  # atomic: a reader (compare, a second eval) never sees half of it, even while the run trains
-        write_json(out_path, result, after=f"; the evaluation ({res['acc']:.2f}% on {res['n']} {split} images) "
-                   "was not saved")
-    return result

@@ -125,8 +125,13 @@ def class_index(name: str | None, classes: list[str], option: str) -> int | None
 def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "confidence",
                        true: str | None = None, pred: str | None = None, gradcam: bool = False,
                        layer: str | None = None, which: str = "best", data_source: str | None = None,
-                       device: str = "auto") -> Misclassified:
-    """The ``n`` wrongest test predictions of a run folder's (or a file's) checkpoint."""
+                       device: str = "auto", inference=None, predictions: dict | None = None) -> Misclassified:
+    """The ``n`` wrongest test predictions of a run folder's (or a file's) checkpoint.
+
+    ``inference`` (a loaded :class:`~cifarctl.analysis.inference.Inference`) and
+    ``predictions`` (its ``predict(..., "test", per_image=True)``) skip loading and
+    predicting again when the caller has them (``cifarctl report``: one pass for the
+    evaluation and the misclassified images)."""
     import torch
 
     from cifarctl.analysis.inference import load_for_inference, predict
@@ -135,7 +140,7 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
         raise UsageError(f"--sort {sort!r}: expected one of {', '.join(SORTS)}")
     if n < 1:
         raise UsageError(f"--n {n}: expected at least 1")
-    inf = load_for_inference(target, which=which, data=data_source, device=device)
+    inf = inference or load_for_inference(target, which=which, data=data_source, device=device)
     classes, model = inf.classes, inf.model
     ti, pi = class_index(true, classes, "--true"), class_index(pred, classes, "--pred")
     if layer is not None:
@@ -143,7 +148,7 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
 
         get_layer(model, layer)  # unknown names fail before the predictions
     # the predictions `cifarctl eval` makes: the recipe's eval_tta, batch size and precision
-    res = predict(inf, "test", per_image=True)
+    res = predictions or predict(inf, "test", per_image=True)
     x, y, guess, losses = res["x"], res["y"], res["preds"], res["losses"]
     conf = res["probs"].gather(1, guess.view(-1, 1)).squeeze(1)
     wrong = guess != y

@@ -127,34 +127,19 @@ def gather(run, *, data: str | None, which: str, n: int, gradcam: bool, device: 
         ev.data_problem = f"the data ({source}) could not be loaded: {exc}"
         return ev
     try:
-        say(f"{run.name}: evaluating checkpoints/{which}.pt on {len(ev.data.test_y):,} test images")
-        ev.eval = _evaluation(run.path, source, which, device)
+        from cifarctl.analysis.evaluate import evaluation
+        from cifarctl.analysis.inference import load_for_inference, predict
         from cifarctl.analysis.misclassified import find_misclassified
 
+        say(f"{run.name}: evaluating checkpoints/{which}.pt on {len(ev.data.test_y):,} test images")
+        inf = load_for_inference(run.path, which=which, data=source, device=device)
+        res = predict(inf, "test", per_image=True)  # one pass for the evaluation and the mistakes
+        ev.eval = evaluation(inf, res, "test")
         say(f"{run.name}: misclassified images" + (" and Grad-CAM" if gradcam else ""))
-        ev.missed = find_misclassified(run.path, n=n, gradcam=gradcam, which=which, data_source=source,
-                                       device=device)
+        ev.missed = find_misclassified(run.path, n=n, gradcam=gradcam, inference=inf, predictions=res)
     except CifarctlError as exc:
         ev.data_problem = f"the checkpoint could not be evaluated: {exc}"
     return ev
-
-
-def _evaluation(run_dir: Path, source: str, which: str, device: str) -> dict[str, Any]:
-    """eval.json when it is of this checkpoint, on this data, written after it; else a new
-    evaluation (which writes eval.json)."""
-    from cifarctl.analysis.evaluate import evaluate_checkpoint
-
-    ckpt = run_dir / "checkpoints" / f"{which}.pt"
-    cached = _read_json(run_dir / "eval.json")
-    try:
-        fresh = (cached and Path(cached.get("checkpoint", "")).resolve() == ckpt.resolve()
-                 and cached.get("split") == "test" and cached.get("data") == source
-                 and (run_dir / "eval.json").stat().st_mtime_ns >= ckpt.stat().st_mtime_ns)
-    except OSError:
-        fresh = False
-    if fresh:
-        return cached
-    return evaluate_checkpoint(run_dir, data=source, which=which, device=device)
 
 
 # ------------------------------------------------------------------------ one run's section
