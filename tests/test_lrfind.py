@@ -187,6 +187,10 @@ def test_train_refuses_an_inconclusive_auto_max_lr(tmp_path, data_cache_dir):
     res = CliRunner().invoke(_app(), args + ["--set", "scheduler.lr_find.fallback_max_lr=0.05"])
     assert res.exit_code == 0, res.output
     assert "warning: max_lr auto" in res.output and "fallback_max_lr 0.05" in res.output
+    # off a terminal the sweep inside `train` is not silent: a line every 10 % (10 steps: each)
+    sweep = [ln for ln in res.output.splitlines() if ln.startswith("max_lr: auto, LR range test ")]
+    assert [ln.split()[5] for ln in sweep if "%)" in ln] == [f"{i}/10" for i in range(1, 11)]
+    assert sweep[-1].split()[5:7] == ["10/10", "(100%)"]
     (run,) = [p for p in runs.iterdir() if p.is_dir()]
     import yaml
 

@@ -137,12 +137,16 @@ class TrainView:
 
     def lr_find_progress(self):
         """A context giving the progress callback of the LR range test that ``max_lr: auto``
-        runs before training: a transient bar on stderr when it is a terminal, else None."""
+        runs before training: a transient bar on stderr when it is a terminal, else a plain
+        line every 10 % (and an estimate of its duration) on this view's console."""
         import sys
-        from contextlib import contextmanager, nullcontext
+        from contextlib import contextmanager
 
         if not sys.stderr.isatty():
-            return nullcontext(None)
+            from cifarctl.ui.sweep_progress import SweepProgress
+
+            return SweepProgress(self.console, 1, tty=False, clock=self.clock,
+                                 label="max_lr: auto, LR range test")
 
         @contextmanager
         def bar():
