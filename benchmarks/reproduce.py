@@ -13,8 +13,9 @@ runs all meet its target prints PASS.
 Runs trained elsewhere (long background runs, resumable) are tabulated with
   python benchmarks/reproduce.py --from-runs RUN_DIR... --tag cpu [--copy-runs]
 one row per run folder (finished or not, said in the row); --copy-runs also copies each
-run's metrics.jsonl, summary.json, recipe.yaml, env.json and curves.png (never checkpoints)
-to `<out>/runs/<run>/`, so `cifarctl compare benchmarks/results/runs/*` shows them.
+run's metrics.jsonl, summary.json, recipe.yaml, env.json and log.txt (never checkpoints)
+to `<out>/reproduction/<run>/`, so `cifarctl compare benchmarks/results/reproduction` shows them
+(and `cifarctl report` writes their curves, log and analysis; not the parts that need a checkpoint).
 """
 
 from __future__ import annotations
@@ -181,9 +182,9 @@ def from_runs(args) -> None:
     print("\n".join(lines))
     if args.copy_runs:
         for d in map(Path, args.from_runs):
-            dest = out / "runs" / d.name
+            dest = out / "reproduction" / d.name  # not ".../runs/": run folders with checkpoints stay untracked
             dest.mkdir(parents=True, exist_ok=True)
-            for f in ("metrics.jsonl", "summary.json", "recipe.yaml", "env.json", "log.txt", "curves.png"):
+            for f in ("metrics.jsonl", "summary.json", "recipe.yaml", "env.json", "log.txt"):
                 if (d / f).exists():
                     shutil.copy2(d / f, dest / f)
 
@@ -203,7 +204,7 @@ def main() -> None:
     ap.add_argument("--from-runs", nargs="+", metavar="RUN_DIR",
                     help="tabulate existing run folders instead of training")
     ap.add_argument("--copy-runs", action="store_true",
-                    help="with --from-runs: copy each run's metrics/summary/recipe (no checkpoints) to <out>/runs/")
+                    help="with --from-runs: copy each run's metrics/summary/recipe (no checkpoints) to <out>/reproduction/")
     ap.add_argument("--note", default="", help="a line under the table's title (e.g. how the runs shared the machine)")
     args = ap.parse_args()
     if args.from_runs:

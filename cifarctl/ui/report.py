@@ -374,8 +374,7 @@ def write_report(run_dirs: list[Path], out_dir: Path | None = None, *, data: str
     for r in runs:
         ev = gather(r, data=data, which=which, n=n, gradcam=gradcam, device=device, say=say)
         if ev.data_problem:
-            report.warnings.append(f"{r.name}: {ev.data_problem}; its data, evaluation and misclassified "
-                                   "sections say so")
+            report.warnings.append(f"{r.name}: {ev.data_problem}; the sections that need it say so")
         prefix = "" if len(runs) == 1 else f"{r.name}-"
         sections.append(run_section(ev, images, prefix, "#" if len(runs) == 1 else "##"))
         report.verdicts[r.name] = r.verdict
