@@ -112,3 +112,27 @@ def test_eval_on_jpeg_copy_matches_metrics(cli, jpeg_archive, tmp_path):
     result = json.loads(cli("eval", tmp_path / "jpeg", "--json").stdout)
     assert result["images"] == 200
     assert result["accuracy"] == last_metrics(tmp_path / "jpeg")["test_acc"]
+
+
+def test_a_non_finite_loss_is_null_in_strict_json():
+    """A diverged checkpoint's NaN loss: eval.json stays strict JSON and the table says so."""
+    import io
+    from types import SimpleNamespace
+
+    import torch
+    from rich.console import Console
+
+    from cifarctl.analysis.evaluate import evaluation
+    from cifarctl.ui.tables import show_eval
+
+    classes = ["a", "b"]
+    inf = SimpleNamespace(classes=classes, checkpoint={"epoch": 1}, path=Path("x/checkpoints/best.pt"), run_dir=None,
+                          recipe=SimpleNamespace(name="r"), model_name="m", source="synthetic", device="cpu")
+    res = {"y": torch.tensor([0, 1, 1]), "preds": torch.tensor([0, 0, 1]), "tta": "none", "n": 3,
+           "acc": 66.67, "loss": float("nan")}
+    result = evaluation(inf, res, "test")
+    assert result["loss"] is None and result["confusion"] == [[1, 0], [1, 1]]
+    json.dumps(result, allow_nan=False)
+    buf = io.StringIO()
+    show_eval(Console(file=buf, width=120), result)
+    assert "loss not finite" in buf.getvalue()

@@ -13,6 +13,8 @@ loose checkpoint). Plain function, no printing.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 from cifarctl.analysis.inference import SPLITS, check_options, load_for_inference, predict
@@ -85,7 +87,8 @@ def evaluation(inf, res: dict, split: str, eval_json: str | None = None) -> dict
         "recipe": inf.recipe.name, "model": inf.model_name, "epoch": ckpt.get("epoch"),
         "step": ckpt.get("step"), "mid_epoch": bool(ckpt.get("progress")),
         "split": split, "tta": res["tta"], "data": inf.source, "images": res["n"], "device": str(inf.device),
-        "accuracy": res["acc"], "loss": res["loss"], "classes": classes,
+        # strict JSON: a diverged model's NaN/inf loss is null, never NaN in eval.json
+        "accuracy": res["acc"], "loss": res["loss"] if math.isfinite(res["loss"]) else None, "classes": classes,
         "per_class": per_class, "confusion": matrix,
         "most_confused": most_confused(matrix, classes),
         "eval_json": eval_json,

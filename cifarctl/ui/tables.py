@@ -208,7 +208,8 @@ def eval_lines(result: dict) -> list[str]:
     where = f"epoch {result['epoch']}" + (" (mid-epoch)" if result.get("mid_epoch") else "")
     return [f"{result['model']} {result['checkpoint']} ({where}) on the {result['split']} split "
             f"of {result['data']}: {result['images']:,} images{tta}",
-            f"accuracy {result['accuracy']:.2f}%  loss {result['loss']:.4f}"]
+            f"accuracy {result['accuracy']:.2f}%  loss "
+            + ("not finite" if result["loss"] is None else f"{result['loss']:.4f}")]
 
 
 def eval_tables(result: dict) -> list[Tabular]:
