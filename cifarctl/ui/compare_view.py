@@ -59,9 +59,9 @@ def runs_table(runs) -> Tabular:
     """One row per run: params, epochs, best (epoch), final, time, img/s, target, status
     (``*``: the run has notes, printed under the table)."""
     tab = Tabular(f"{len(runs)} run(s)", [
-        Column("run"), Column("recipe", drop=2), Column("model", drop=1), Column("params", "right", drop=3),
+        Column("run"), Column("recipe", drop=2), Column("model", drop=3), Column("params", "right", drop=4),
         Column("epochs", "right"), Column("best (ep)", "right"), Column("final", "right"),
-        Column("time", "right", drop=4), Column("img/s", "right", drop=5), Column("target"), Column("status")],
+        Column("time", "right", drop=1), Column("img/s", "right", drop=5), Column("target"), Column("status")],
         compact=True)
     for r in runs:
         epochs = f"{r.epochs}/{r.epochs_planned}" if r.epochs_planned not in (None, r.epochs) else str(r.epochs)

@@ -79,10 +79,10 @@ def print_table(console: Console, tab: Tabular, fmt: str = "table") -> None:
         tab, dropped = fitted(console, tab)
         if dropped:
             notes.append(f"(hidden to fit {console.width} columns: {', '.join(dropped)}; "
-                         "a wider terminal or --format md shows them)")
+                         "widen the terminal or use --format md)")
     print_natural_width(console, to_rich(tab))
-    for note in notes:
-        console.print(Text(note, style="dim"), soft_wrap=True)
+    for note in notes:  # word-wrapped on a terminal, whole lines into a file
+        console.print(Text(note, style="dim"), soft_wrap=not console.is_terminal)
 
 
 def print_markdown_doc(console: Console, parts: list[str | Tabular]) -> None:
