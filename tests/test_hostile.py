@@ -1354,7 +1354,7 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_with_the_mismatch(case, tmp_
     if case == "wider-model_args" and "widths" not in json.dumps(torch.load(path, weights_only=True)["model_args"]):
         pytest.fail("the edit did not stick")
     ckpt_path = run / "checkpoints" / "last.pt"
-    for argv in (["eval", run], ["misclassified", run, "--which", "last", "--out", tmp_path / "m.png"]):
+    for argv in (["eval", run, "--which", "last"], ["misclassified", run, "--which", "last", "--out", tmp_path / "m.png"]):
         code, out, exc = run_cli(*argv, "--device", "cpu")
         line = assert_clean_error(code, out, exc, needle)
         assert line.startswith(f"error: {ckpt_path}: "), line
