@@ -125,7 +125,7 @@ def test_recipes_piped_is_one_line_per_recipe():
     out = piped("recipes")
     body = [ln for ln in out.splitlines() if ln.startswith("│")]
     assert len(body) == len(bundled_recipes()) and "…" not in out
-    assert any("≥ 71.89 %, ≤ 20 ep, < 50,000 params" in ln for ln in body)
+    assert any("≥ 71.89 %, ≤ 20 ep, ≤ 50,000 params" in ln for ln in body)
 
 
 def test_models_markdown(cli):

@@ -327,7 +327,8 @@ def comparison_section(runs, groups, images: Path) -> str:
 
     by_run = not _show_groups(groups)
     panels = [(m, curves(runs, groups, m, by_run)) for m in ("test_acc", "train_acc", "test_loss")]
-    png = overlay_png(panels, images / "comparison.png", "runs compared")
+    png = overlay_png(panels, images / "comparison.png",
+                      f"{', '.join(sorted({r.recipe for r in runs}))}: {len(runs)} runs compared")
     parts = ["## Comparison", markdown(runs_table(runs), heading=None)]
     if _show_groups(groups):
         parts += ["Groups (same settings but the seed; ± sample std over seeds):", markdown(groups_table(groups), heading=None)]

@@ -39,7 +39,7 @@ def _target_text(t) -> str:
     if t.max_epochs is not None:
         parts.append(f"≤ {t.max_epochs} ep")
     if t.max_params is not None:
-        parts.append(f"< {t.max_params:,} params")
+        parts.append(f"≤ {t.max_params:,} params")
     return ", ".join(parts) or "-"
 
 
