@@ -76,7 +76,7 @@ def launch_command(nproc: int, args: list[str]) -> list[str]:
 def launch(nproc: int, args: list[str]) -> int:
     """Run ``cifarctl ARGS`` on ``nproc`` processes under torchrun; its exit code.
 
-    torchrun runs in its own session and SIGINT/SIGTERM reach it once, from here: it
+    torchrun runs in its own process group (setsid) and SIGINT/SIGTERM reach it once, from here: it
     passes them on to the workers, which save and stop together. ``OMP_NUM_THREADS``
     defaults to the CPU cores divided by ``nproc``. torchrun exits 1 when a worker
     exits non-zero; rank 0's own exit code (2, 3, 4, 130, 143, ...) is returned instead
