@@ -87,7 +87,7 @@ def groups_table(groups) -> Tabular:
     return tab
 
 
-def _show_groups(groups) -> bool:
+def has_groups_table(groups) -> bool:
     """A table of groups when some runs were grouped or some recipe names needed telling apart."""
     return any(g.n >= 2 or g.label != g.recipe for g in groups)
 
@@ -96,7 +96,7 @@ def compare_markdown(runs, groups, skipped=()) -> str:
     """The runs table, the groups table (when there is one) and the skipped folders, as
     markdown: what ``--format md`` prints and ``--export md`` writes."""
     parts = [markdown(runs_table(runs))]
-    if _show_groups(groups):
+    if has_groups_table(groups):
         parts.append(markdown(groups_table(groups)))
     if skipped:
         parts.append("\n".join(f"- skipped `{p}`: {why}" for p, why in skipped) + "\n")
@@ -117,7 +117,7 @@ def metric_chart(console: Console, lines, metric: str):
 def show_compare(console: Console, runs, groups, skipped, lines, metric: str) -> None:
     """The runs table and each run's notes, the groups, the chart, the skipped folders."""
     print_table(console, runs_table(runs))
-    if _show_groups(groups):
+    if has_groups_table(groups):
         console.print()
         print_table(console, groups_table(groups))
     if lines:

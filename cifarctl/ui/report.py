@@ -322,26 +322,27 @@ def run_section(ev: Evidence, images: Path, prefix: str, level: str) -> str:
 # ------------------------------------------------------------------------ several runs
 def comparison_section(runs, groups, images: Path) -> str:
     from cifarctl.analysis.compare import curves
-    from cifarctl.ui.compare_view import _show_groups, groups_table, runs_table
+    from cifarctl.ui.compare_view import groups_table, has_groups_table, runs_table
     from cifarctl.ui.report_images import overlay_png
 
-    by_run = not _show_groups(groups)
+    by_run = not has_groups_table(groups)
     panels = [(m, curves(runs, groups, m, by_run)) for m in ("test_acc", "train_acc", "test_loss")]
     png = overlay_png(panels, images / "comparison.png",
                       f"{', '.join(sorted({r.recipe for r in runs}))}: {len(runs)} runs compared")
     parts = ["## Comparison", markdown(runs_table(runs), heading=None)]
-    if _show_groups(groups):
+    if has_groups_table(groups):
         parts += ["Groups (same settings but the seed; ± sample std over seeds):", markdown(groups_table(groups), heading=None)]
-    targets = Tabular(None, [Column("recipe"), Column("target")])
-    from cifarctl.ui.tables import _target_text
+    from cifarctl.errors import CifarctlError
     from cifarctl.recipe import load_recipe
+    from cifarctl.ui.tables import target_text
 
+    targets = Tabular(None, [Column("recipe"), Column("target")])
     seen = {}
     for r in runs:
         if r.recipe not in seen:
             try:
-                seen[r.recipe] = _target_text(load_recipe(str(r.path / "recipe.yaml")).target)
-            except Exception:  # noqa: BLE001 - a broken recipe.yaml is marked in the runs table already
+                seen[r.recipe] = target_text(load_recipe(str(r.path / "recipe.yaml")).target)
+            except CifarctlError:  # a broken recipe.yaml: marked in the runs table already
                 seen[r.recipe] = "-"
     for name, text in seen.items():
         targets.add_row(name, text)

@@ -32,7 +32,7 @@ def show_models(console: Console, rows: list[dict[str, Any]], fmt: str = "table"
     print_table(console, models_table(rows), fmt)
 
 
-def _target_text(t) -> str:
+def target_text(t) -> str:
     parts = []
     if t.min_test_acc is not None:
         parts.append(f"≥ {t.min_test_acc:.2f} %")
@@ -50,7 +50,7 @@ def recipes_table(recipes: dict) -> Tabular:
         Column("batch", "right", drop=1), Column("optimizer", drop=2), Column("target")])
     for name, r in recipes.items():
         tab.add_row(name, r.assignment, r.model, str(r.epochs), str(r.data.batch_size),
-                    f"{r.optimizer.name}/{r.scheduler.name}", _target_text(r.target))
+                    f"{r.optimizer.name}/{r.scheduler.name}", target_text(r.target))
     return tab
 
 
