@@ -144,3 +144,18 @@ def test_without_data_the_rest_is_written(cli, runs, tmp_path):
 def test_report_usage_errors(cli, tmp_path):
     res = cli("report", tmp_path / "nothing")
     assert res.exit_code == 2 and "no run folders" in res.output
+
+
+def test_a_broken_run_folder_is_skipped_with_a_line(cli, runs, tmp_path):
+    import shutil
+
+    root = tmp_path / "mixed"
+    shutil.copytree(runs / "s8_bn-a", root / "s8_bn-a")
+    shutil.copytree(runs / "s8_bn-b", root / "s8_bn-b")
+    (root / "s8_bn-b" / "recipe.yaml").write_text("name: s8_bn\nepochs: [not a number\n")
+    res = cli("report", root, "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert "skipped" in res.output and "s8_bn-b" in res.output
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "## s8_bn-a: S8" in text and "## s8_bn-b:" not in text
+    assert "Skipped folders:" in text
