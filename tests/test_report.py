@@ -159,3 +159,24 @@ def test_a_broken_run_folder_is_skipped_with_a_line(cli, runs, tmp_path):
     text = (tmp_path / "out" / "README.md").read_text()
     assert "## s8_bn-a: S8" in text and "## s8_bn-b:" not in text
     assert "Skipped folders:" in text
+
+
+@pytest.mark.parametrize("steps,check", [
+    ([{"HorizontalFlip": {"p": 1.0}}], "mirror"),    # a batched step: the device path
+    ([{"ToGray": {"p": 1.0}}], "grey"),              # no batched version: albumentations per image
+    ([], "same"),
+])
+def test_augmented_samples_undo_the_normalisation(steps, check):
+    import numpy as np
+
+    from cifarctl.analysis.samples import augment_for_display
+
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    out = augment_for_display(x, steps, None, seed=0)
+    assert out.dtype == np.uint8 and out.shape == x.shape
+    if check == "mirror":
+        assert np.array_equal(out, x[:, :, ::-1])
+    elif check == "grey":
+        assert np.array_equal(out[..., 0], out[..., 1]) and not np.array_equal(out, x)
+    else:
+        assert np.array_equal(out, x)
