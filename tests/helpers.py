@@ -23,6 +23,17 @@ RUN_FILES = ("recipe.yaml", "env.json", "metrics.jsonl", "summary.json", "log.tx
              "checkpoints/last.pt", "checkpoints/best.pt", "curves.png")
 
 
+def train_tiny(runs: Path, name: str, *extra: str, recipe: str = "s8_bn") -> Path:
+    """A TINY training run in-process (CliRunner), as ``runs/name``; fails the test if it fails."""
+    from typer.testing import CliRunner
+
+    from cifarctl.cli import app
+
+    res = CliRunner().invoke(app, ["train", recipe, *TINY, "--runs-dir", str(runs), "--name", name, *extra])
+    assert res.exit_code == 0, res.output
+    return runs / name
+
+
 def shared_archive() -> Path | None:
     """The shared archive's path, or None where it is absent (tests then skip)."""
     return SHARED_ARCHIVE if SHARED_ARCHIVE.is_file() else None

@@ -8,29 +8,19 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import TINY
+from helpers import train_tiny
 from markdown_it import MarkdownIt
 from PIL import Image
 
 from cifarctl.tabular import parse_markdown
 
 
-def _train(runs: Path, name: str, *extra: str, recipe: str = "s8_bn") -> Path:
-    from typer.testing import CliRunner
-
-    from cifarctl.cli import app
-
-    res = CliRunner().invoke(app, ["train", recipe, *TINY, "--runs-dir", str(runs), "--name", name, *extra])
-    assert res.exit_code == 0, res.output
-    return runs / name
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report-runs")
-    _train(root, "s8_bn-a", "--seed", "1")
-    _train(root, "s8_bn-b", "--seed", "2")
-    _train(root, "s8_gn-a", "--seed", "1", recipe="s8_gn")
+    train_tiny(root, "s8_bn-a", "--seed", "1")
+    train_tiny(root, "s8_bn-b", "--seed", "2")
+    train_tiny(root, "s8_gn-a", "--seed", "1", recipe="s8_gn")
     return root
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CLI, TINY, only_run
+from helpers import CLI, TINY, only_run, train_tiny
 
 STOP = "CIFARCTL_TEST_STOP_AT_STEP"
 
@@ -29,14 +29,7 @@ def metrics(run: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted 2-epoch run (4 steps per epoch) of the TINY recipe."""
-    from typer.testing import CliRunner
-
-    from cifarctl.cli import app
-
-    runs = tmp_path_factory.mktemp("reference")
-    res = CliRunner().invoke(app, ["train", "s8_bn", *TINY, "--runs-dir", str(runs), "--name", "ref"])
-    assert res.exit_code == 0, res.output
-    return runs / "ref"
+    return train_tiny(tmp_path_factory.mktemp("reference"), "ref")
 
 
 # ------------------------------------------------------------------------ resume equivalence

@@ -10,7 +10,7 @@ import os
 import subprocess
 
 import pytest
-from helpers import CLI, TINY
+from helpers import CLI, train_tiny
 from rich.console import Console
 
 from cifarctl.tabular import Column, Tabular, markdown, parse_markdown
@@ -153,14 +153,7 @@ def test_data_accepts_data_and_shows_test_split_stats(cli):
 # ------------------------------------------------------------------------ eval
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from cifarctl.cli import app
-
-    runs = tmp_path_factory.mktemp("tab-runs")
-    res = CliRunner().invoke(app, ["train", "s8_bn", *TINY, "--runs-dir", str(runs), "--name", "r"])
-    assert res.exit_code == 0, res.output
-    return runs / "r"
+    return train_tiny(tmp_path_factory.mktemp("tab-runs"), "r")
 
 
 def test_eval_markdown_has_the_numbers_of_json(cli, run):
