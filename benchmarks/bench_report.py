@@ -1,5 +1,14 @@
 """Time ``cifarctl report`` for one run folder: a fresh process per repeat (start-up,
-imports, data from the decoded cache, one inference pass, every PNG), as a user runs it.
+imports, data from the decoded cache, every PNG), as a user runs it, in two cases:
+
+- ``report``: no kept predictions (``eval-predictions-test.npz`` deleted before each
+  repeat): the report's own inference pass over the test split is timed too;
+- ``report, predictions kept``: after an ``eval`` (or an earlier report) of the same
+  checkpoint, whose predictions the report reads back.
+
+The run folder is copied to a temporary folder first (the original is not touched), and
+the copy's curves.png drawn again by this version, as its training would have drawn it (the
+report reuses a run's own curves.png when it shows the same epochs in the same format).
 
     python benchmarks/bench_report.py RUN_DIR [--repeats 3] [--gradcam] [--pause-others]
         -> benchmarks/results/report-<device>.{json,md}
@@ -14,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,7 +36,12 @@ sys.path.insert(0, str(HERE))
 from bench_cpu import _Paused  # noqa: E402
 
 
-def _time_one(run: Path, extra: list[str], env: dict) -> dict:
+KEPT = "eval-predictions-test.npz"
+
+
+def _time_one(run: Path, extra: list[str], env: dict, kept: bool) -> dict:
+    if not kept:
+        (run / KEPT).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         before = os.times()
@@ -40,6 +55,13 @@ def _time_one(run: Path, extra: list[str], env: dict) -> dict:
             "cpu_s": round((after.children_user - before.children_user) + (after.children_system - before.children_system), 2)}
 
 
+def _redraw_curves(run: Path) -> None:
+    from cifarctl.runs import write_curves
+
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    write_curves(run / "curves.png", rows, title=run.name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="a run folder")
@@ -51,14 +73,21 @@ def main() -> None:
     args = ap.parse_args()
 
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    cases = [("report", ["--device", args.device])]
+    base = ["--device", args.device]
+    cases = [("report", base, False), ("report, predictions kept", base, True)]
     if args.gradcam:
-        cases.append(("report --gradcam", ["--device", args.device, "--gradcam"]))
+        cases += [("report --gradcam", [*base, "--gradcam"], False),
+                  ("report --gradcam, predictions kept", [*base, "--gradcam"], True)]
     rows = []
-    with _Paused(args.pause_others):
-        _time_one(args.run, cases[0][1], env)  # warm the decoded-data cache and the page cache
-        for name, extra in cases:
-            times = [_time_one(args.run, extra, env) for _ in range(args.repeats)]
+    with tempfile.TemporaryDirectory() as tmp, _Paused(args.pause_others):
+        run = Path(tmp) / args.run.name
+        shutil.copytree(args.run, run, ignore=shutil.ignore_patterns(KEPT, "eval.json"))
+        _redraw_curves(run)
+        _time_one(run, base, env, kept=False)  # warm the decoded-data cache and the page cache
+        for name, extra, kept in cases:
+            if kept:
+                _time_one(run, extra, env, kept=False)  # the pass the next ones read back
+            times = [_time_one(run, extra, env, kept) for _ in range(args.repeats)]
             rows.append({"case": name, "repeats": args.repeats,
                          "wall_s_median": statistics.median(t["wall_s"] for t in times),
                          "cpu_s_median": statistics.median(t["cpu_s"] for t in times),
@@ -73,7 +102,8 @@ def main() -> None:
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     md = [f"# `cifarctl report` time ({meta['machine']}, {meta['date']})", "",
           f"Run `{meta['run']}` (recipe {meta['recipe']}, data {meta['data']}), device {args.device}; a fresh "
-          f"process per repeat, the decoded-data cache warm; other python processes "
+          f"process per repeat, the decoded-data cache warm; \"predictions kept\": the test-split "
+          f"predictions of an earlier eval/report read back (`{KEPT}`); other python processes "
           f"{'paused' if args.pause_others else 'left running'}.", "",
           "| case | repeats | wall s (median) | CPU s (median) | wall s (each) |", "|:--|--:|--:|--:|:--|"]
     md += [f"| {r['case']} | {r['repeats']} | {r['wall_s_median']:.1f} | {r['cpu_s_median']:.1f} | "

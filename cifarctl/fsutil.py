@@ -106,6 +106,15 @@ def _make_parent(path: Path) -> None:
                       str(path.parent)) from None
 
 
+def default_cache_dir() -> Path:
+    """``$CIFARCTL_DATA_DIR``, else ``$XDG_CACHE_HOME/cifarctl``, else ``~/.cache/cifarctl``."""
+    env = os.environ.get("CIFARCTL_DATA_DIR")
+    if env:
+        return Path(os.path.expanduser(env))
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "cifarctl"
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str, *, parents: bool = False,
                  user_path: bool = False, after: str = "") -> None:
     """Write ``data`` to ``path`` atomically (:func:`replace_file`), its folder made first

@@ -502,10 +502,9 @@ def _semantic_problems(recipe: Recipe) -> list[str]:
         from cifarctl.registry import check_model_args
 
         problems += check_model_args(recipe.model, recipe.model_args)
-    from cifarctl.augment.spec import check_steps, geometry_problems  # no torch: validation stays fast
+    from cifarctl.augment.spec import augment_problems  # no torch: validation stays fast
 
-    steps = check_steps(recipe.data.augment)
-    for where, message in steps or geometry_problems(recipe.data.augment):
+    for where, message in augment_problems(recipe.data.augment):
         problems.append(f"data.augment{where}: {message}")
     sub = recipe.data.train_subset
     if sub is not None and recipe.data.batch_size > sub:
@@ -547,7 +546,7 @@ def validate_dict(raw: Any, source: str) -> Recipe:
 def _raw_semantic_problems(raw: dict[str, Any]) -> list[str]:
     """:func:`_semantic_problems` on a mapping that failed validation: model, augmentations
     and batch size, where they are of the right type to be checked."""
-    from cifarctl.augment.spec import check_steps, geometry_problems
+    from cifarctl.augment.spec import augment_problems
     from cifarctl.registry import is_model, list_models
 
     problems = []
@@ -561,8 +560,7 @@ def _raw_semantic_problems(raw: dict[str, Any]) -> list[str]:
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     augment = data.get("augment")
     if isinstance(augment, list):
-        found = check_steps(augment) or geometry_problems(augment)
-        problems += [f"data.augment{where}: {message}" for where, message in found]
+        problems += [f"data.augment{where}: {message}" for where, message in augment_problems(augment)]
     batch, sub = data.get("batch_size"), data.get("train_subset")
     if isinstance(batch, int) and isinstance(sub, int) and not isinstance(sub, bool) and 0 < sub < batch:
         problems.append(f"data.batch_size: {batch} is larger than data.train_subset ({sub})")

@@ -373,6 +373,14 @@ def test_channel_stats_exact():
     ref = y.reshape(-1, 3) / 255.0
     np.testing.assert_allclose(channel_stats(y)["mean"], ref.mean(0), atol=1e-12)
     np.testing.assert_allclose(channel_stats(y)["std"], ref.std(0), atol=1e-9)
+    # sizes that are not whole rows of 256 pixels (the tail path), down to one pixel; one channel
+    for shape in ((1, 1, 1, 3), (7, 5, 3, 3), (3, 300, 3), (4, 32, 32, 1)):
+        z = rng.integers(0, 256, shape, dtype=np.uint8)
+        flat = z.reshape(-1, shape[-1]) / 255.0
+        got = channel_stats(z)
+        np.testing.assert_allclose(got["mean"], flat.mean(0), atol=1e-12)
+        np.testing.assert_allclose(got["std"], flat.std(0), atol=1e-9)
+        assert got["min"] == tuple(flat.min(0)) and got["max"] == tuple(flat.max(0))
 
 
 # ---------------------------------------------------------------- (7) the shared JPEG copy

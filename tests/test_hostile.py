@@ -1375,30 +1375,33 @@ def test_eval_and_misclassified_write_beside_a_training_run(tmp_path, trained, r
     from cifarctl.runs import RunLock
 
     run = copy_run(trained, tmp_path / "run")
+    kept = "eval-predictions-test.npz"
     (run / "eval.json").write_text('{"previous": true}\n')
+    (run / kept).write_bytes(b"previous")
     Image.new("RGB", (4, 4)).save(run / "misclassified.png")
     seen: list[tuple[str, bytes]] = []
     real_fsync = os.fsync
-    writing = {"name": ""}
 
     def watching_fsync(fd):  # a temp file is complete and synced; its target not yet replaced
         if stat.S_ISREG(os.fstat(fd).st_mode):
-            seen.append((writing["name"], (run / writing["name"]).read_bytes()))
+            temp = Path(os.readlink(f"/proc/self/fd/{fd}")).name  # .<target>.tmp-<pid>
+            name = temp[1:].rpartition(".tmp-")[0]
+            seen.append((name, (run / name).read_bytes()))
         return real_fsync(fd)
 
-    before = {n: (run / n).read_bytes() for n in ("eval.json", "misclassified.png")}
+    names = ("eval.json", kept, "misclassified.png")
+    before = {n: (run / n).read_bytes() for n in names}
     with RunLock(run):  # as `train` holds it for the life of the run
         monkeypatch.setattr(fsutil.os, "fsync", watching_fsync)
-        writing["name"] = "eval.json"
         code, out, exc = run_cli("eval", run, "--device", "cpu", "--json")
         assert exc is None and code == 0, out
-        writing["name"] = "misclassified.png"
         code, out, exc = run_cli("misclassified", run, "--device", "cpu", "--n", "4", "--json")
         assert exc is None and code == 0, out
         monkeypatch.setattr(fsutil.os, "fsync", real_fsync)
         with pytest.raises(UsageError, match=f"pid {os.getpid()} is writing it"):
             RunLock(run)  # still the trainer's
-    assert [n for n, _ in seen] == ["eval.json", "misclassified.png"]
+    # eval keeps its predictions, then writes eval.json; misclassified reads them back, draws the PNG
+    assert [n for n, _ in seen] == [kept, "eval.json", "misclassified.png"]
     for name, content in seen:  # mid-write, a reader sees the old file, whole
         assert content == before[name], name
         assert (run / name).read_bytes() != before[name]  # and then the new one

@@ -8,7 +8,10 @@ it with :func:`cifarctl.analysis.inference.load_for_inference` (the model from t
 training, so a checkpoint scores exactly the ``test_acc`` that ``metrics.jsonl`` logged for
 its epoch (``best.pt``: the best epoch; ``last.pt``: the last, unless a stop saved it
 mid-epoch). The result is also written to ``eval.json`` in the run folder (or beside a
-loose checkpoint). Plain function, no printing.
+loose checkpoint), and the per-image predictions to ``eval-predictions-<split>.npz``
+(:func:`~cifarctl.analysis.inference.predict_cached`): the next ``eval``, ``misclassified`` or
+``report`` of the same checkpoint on the same data reads them instead of predicting again.
+Plain function, no printing.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 
 from pathlib import Path
 
-from cifarctl.analysis.inference import SPLITS, check_options, load_for_inference, predict
+from cifarctl.analysis.inference import SPLITS, check_options, load_for_inference, predict_cached
 
 __all__ = ["SPLITS", "confusion_matrix", "evaluate_checkpoint", "most_confused"]
 
@@ -62,7 +65,7 @@ def evaluate_checkpoint(
 
     check_options(split, tta)  # before anything is loaded
     inf = load_for_inference(target, which=which, data=data, device=device, progress=progress)
-    res = predict(inf, split, tta=tta)
+    res = predict_cached(inf, split, tta=tta, keep=write)
     out_path = (inf.run_dir or inf.path.parent) / "eval.json"
     result = evaluation(inf, res, split, str(out_path) if write else None)
     if write:  # atomic: a reader (compare, a second eval) never sees half of it, even while the run trains
@@ -91,5 +94,5 @@ def evaluation(inf, res: dict, split: str, eval_json: str | None = None) -> dict
         "accuracy": res["acc"], "loss": res["loss"] if math.isfinite(res["loss"]) else None, "classes": classes,
         "per_class": per_class, "confusion": matrix,
         "most_confused": most_confused(matrix, classes),
-        "eval_json": eval_json,
+        "eval_json": eval_json, "cached": bool(res.get("cached")),
     }

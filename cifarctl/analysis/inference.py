@@ -10,10 +10,21 @@ channels_last and test-time augmentation (``eval_tta``).
 
 ``cifarctl eval``, ``cifarctl misclassified`` and Grad-CAM all start here, so they report
 the same accuracy for the same checkpoint.
+
+``predict_cached(inference)`` is ``predict`` with a memory: each split's latest pass is kept
+in ``eval-predictions-<split>.npz`` beside ``eval.json`` (per image: prediction, class probabilities,
+loss), keyed by the checkpoint's SHA-256, the split, the test-time augmentation, the data
+(source, image count and labels), the device type and the cifarctl version. The next
+``eval``, ``misclassified`` or ``report`` of the same checkpoint on the same data reads it
+back instead of predicting again; anything else that differs predicts anew.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +41,9 @@ from cifarctl.training.builders import uses_channels_last
 from cifarctl.training.checkpoint import weights_mismatch
 
 SPLITS = ("test", "train")
+PREDICTIONS_FILE = "eval-predictions-{split}.npz"
+
+log = logging.getLogger("cifarctl.analysis")
 
 
 def check_options(split: str = "test", tta: str | None = None) -> None:
@@ -76,8 +90,12 @@ class Inference:
 
 
 def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: str | None = None,
-                       device: str | torch.device = "auto", progress: bool = False) -> Inference:
-    """A run folder's ``checkpoints/<which>.pt`` (or a checkpoint file) ready to predict."""
+                       device: str | torch.device = "auto", progress: bool = False,
+                       arrays=None) -> Inference:
+    """A run folder's ``checkpoints/<which>.pt`` (or a checkpoint file) ready to predict.
+
+    ``arrays``: the data already loaded from ``data`` (the caller's
+    :func:`~cifarctl.data.load_cifar` with the stored recipe's subsets), not loaded again."""
     from cifarctl.augment.device import make_normalizer
     from cifarctl.data import load_cifar, resolve_source
     from cifarctl.recipe import validate_dict
@@ -111,8 +129,9 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     source = resolve_source(data or recipe.data.source or ckpt.get("data_source"))
-    arrays = load_cifar(source, progress=progress, train_subset=recipe.data.train_subset,
-                        test_subset=recipe.data.test_subset, seed=recipe.seed)
+    if arrays is None:
+        arrays = load_cifar(source, progress=progress, train_subset=recipe.data.train_subset,
+                            test_subset=recipe.data.test_subset, seed=recipe.seed)
     if classes is None and outputs is not None and outputs != len(arrays.classes):
         raise CheckpointError(f"{path}: {what} gives {outputs} scores per image but the data {source} has "
                               f"{len(arrays.classes)} classes")
@@ -172,3 +191,87 @@ def predict(inf: Inference, split: str = "test", *, tta: str | None = None, per_
                    loss_name=r.loss.name, autocast=inf.autocast, channels_last=inf.channels_last, tta=tta,
                    per_image=per_image)
     return {**res, "tta": tta, "x": x, "y": y}
+
+
+# ------------------------------------------------------------------------ predictions kept on disk
+def predictions_path(inf: Inference, split: str = "test") -> Path:
+    """``eval-predictions-<split>.npz`` in the run folder (beside a loose checkpoint)."""
+    return (inf.run_dir or inf.path.parent) / PREDICTIONS_FILE.format(split=split)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def predictions_key(inf: Inference, split: str, tta: str) -> dict[str, Any]:
+    """What a kept pass must match to stand for a new one."""
+    from cifarctl import __version__
+
+    d = inf.data
+    y = np.ascontiguousarray(np.asarray(d.test_y if split == "test" else d.train_y, dtype=np.int64))
+    return {"checkpoint_sha256": _sha256(inf.path), "split": split, "tta": tta, "source": str(inf.source),
+            "images": int(len(y)), "labels_sha256": hashlib.sha256(y.tobytes()).hexdigest(),
+            "classes": list(inf.classes), "device": inf.device.type, "cifarctl": __version__}
+
+
+def _read_predictions(path: Path, key: dict[str, Any], inf: Inference, split: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        import zipfile
+
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not an .npz file")
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("key") != key:
+                return None
+            preds, probs, losses = z["preds"], z["probs"], z["losses"]
+        n = key["images"]
+        if preds.shape != (n,) or probs.shape != (n, len(inf.classes)) or losses.shape != (n,):
+            raise ValueError(f"arrays of shapes {preds.shape}, {probs.shape}, {losses.shape} for {n} images")
+    except Exception as exc:  # noqa: BLE001 - a damaged file only costs a new pass
+        log.warning("warning: %s is unreadable (%s); predicting again", path, str(exc).splitlines()[0][:200]
+                    if str(exc) else type(exc).__name__)
+        return None
+    x, y = inf.split(split)
+    dev = inf.device
+    return {"loss": float(meta["loss"]), "acc": float(meta["acc"]), "n": n, "tta": key["tta"], "x": x, "y": y,
+            "preds": torch.from_numpy(preds.astype(np.int64)).to(dev), "probs": torch.from_numpy(probs).to(dev),
+            "losses": torch.from_numpy(losses).to(dev), "cached": True}
+
+
+def _write_predictions(path: Path, key: dict[str, Any], res: dict) -> None:
+    from cifarctl.errors import CifarctlError
+    from cifarctl.fsutil import write_atomic
+
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps({"key": key, "loss": res["loss"], "acc": res["acc"]})),
+             preds=res["preds"].cpu().numpy().astype(np.int16), probs=res["probs"].float().cpu().numpy(),
+             losses=res["losses"].float().cpu().numpy())
+    try:
+        write_atomic(path, buf.getbuffer())
+    except CifarctlError as exc:  # a read-only run folder: the next pass predicts again, nothing else is lost
+        log.warning("warning: predictions not kept (%s)", exc)
+
+
+def predict_cached(inf: Inference, split: str = "test", *, tta: str | None = None, keep: bool = True) -> dict:
+    """:func:`predict` with ``per_image``, read back from :data:`PREDICTIONS_FILE` when that
+    holds this checkpoint's pass on the same split, augmentation, data, device type and
+    cifarctl version (``"cached": True`` in the result); else predicted, and kept there
+    (``keep``) for the next caller."""
+    check_options(split, tta)
+    tta = inf.recipe.eval_tta if tta is None else tta
+    path = predictions_path(inf, split)
+    key = predictions_key(inf, split, tta)
+    res = _read_predictions(path, key, inf, split)
+    if res is not None:
+        return res
+    res = predict(inf, split, tta=tta, per_image=True)
+    if keep:
+        _write_predictions(path, key, res)
+    return {**res, "cached": False}

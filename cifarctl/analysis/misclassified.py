@@ -131,10 +131,11 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
     ``inference`` (a loaded :class:`~cifarctl.analysis.inference.Inference`) and
     ``predictions`` (its ``predict(..., "test", per_image=True)``) skip loading and
     predicting again when the caller has them (``cifarctl report``: one pass for the
-    evaluation and the misclassified images)."""
+    evaluation and the misclassified images). Otherwise the checkpoint's kept predictions
+    are read when they match (:func:`~cifarctl.analysis.inference.predict_cached`)."""
     import torch
 
-    from cifarctl.analysis.inference import load_for_inference, predict
+    from cifarctl.analysis.inference import load_for_inference, predict_cached
 
     if sort not in SORTS:
         raise UsageError(f"--sort {sort!r}: expected one of {', '.join(SORTS)}")
@@ -148,7 +149,7 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
 
         get_layer(model, layer)  # unknown names fail before the predictions
     # the predictions `cifarctl eval` makes: the recipe's eval_tta, batch size and precision
-    res = predictions or predict(inf, "test", per_image=True)
+    res = predictions or predict_cached(inf, "test")
     x, y, guess, losses = res["x"], res["y"], res["preds"], res["losses"]
     conf = res["probs"].gather(1, guess.view(-1, 1)).squeeze(1)
     wrong = guess != y

@@ -32,6 +32,8 @@ def eval_(
     A run folder's best checkpoint by default (--which last: the latest). Without --data,
     --split, --tta it reproduces exactly the test accuracy metrics.jsonl logged for the
     checkpoint's epoch (same data, batch size and precision): by default the best epoch's.
+    The per-image predictions are kept in eval-predictions-<split>.npz: the next eval,
+    misclassified or report of the same checkpoint on the same data reads them back.
     """
     from cifarctl.analysis.evaluate import evaluate_checkpoint
 
@@ -43,3 +45,10 @@ def eval_(
     from cifarctl.ui.tables import show_eval
 
     show_eval(console, result, fmt)
+    if result.get("cached"):
+        from rich.text import Text
+
+        from cifarctl.cli.app import err_console
+
+        err_console.print(Text("(the predictions an earlier evaluation of this checkpoint kept, read back "
+                               "from eval-predictions-" + result["split"] + ".npz)", style="dim"), soft_wrap=True)

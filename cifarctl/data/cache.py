@@ -19,23 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from cifarctl.errors import DataError
-from cifarctl.fsutil import fsync_dir, remove_temps
+from cifarctl.fsutil import default_cache_dir, fsync_dir, remove_temps  # noqa: F401 (re-exported)
 
 log = logging.getLogger("cifarctl.data")
+
 
 CACHE_VERSION = 1         # bump when the array layout or the readers' output changes
 _EDGE = 1 << 20           # bytes hashed at each end of a file
 _STALE_TEMP_S = 3600      # a temp file this old belongs to a killed process
 ARRAYS = ("train_x", "train_y", "test_x", "test_y")
-
-
-def default_cache_dir() -> Path:
-    """``$CIFARCTL_DATA_DIR``, else ``$XDG_CACHE_HOME/cifarctl``, else ``~/.cache/cifarctl``."""
-    env = os.environ.get("CIFARCTL_DATA_DIR")
-    if env:
-        return Path(os.path.expanduser(env))
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "cifarctl"
 
 
 def _stat(full: str):

@@ -128,12 +128,15 @@ def gather(run, *, data: str | None, which: str, n: int, gradcam: bool, device: 
         return ev
     try:
         from cifarctl.analysis.evaluate import evaluation
-        from cifarctl.analysis.inference import load_for_inference, predict
+        from cifarctl.analysis.inference import load_for_inference, predict_cached
         from cifarctl.analysis.misclassified import find_misclassified
 
         say(f"{run.name}: evaluating checkpoints/{which}.pt on {len(ev.data.test_y):,} test images")
-        inf = load_for_inference(run.path, which=which, data=source, device=device)
-        res = predict(inf, "test", per_image=True)  # one pass for the evaluation and the mistakes
+        inf = load_for_inference(run.path, which=which, data=source, device=device, arrays=ev.data)
+        # one pass for the evaluation and the mistakes, or the one an earlier eval/report kept
+        res = predict_cached(inf, "test")
+        if res["cached"]:
+            say(f"{run.name}: read the predictions an earlier evaluation kept")
         ev.eval = evaluation(inf, res, "test")
         say(f"{run.name}: misclassified images" + (" and Grad-CAM" if gradcam else ""))
         ev.missed = find_misclassified(run.path, n=n, gradcam=gradcam, inference=inf, predictions=res)
@@ -223,7 +226,7 @@ def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
 
 
 def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
-    from cifarctl.runs import write_curves
+    from cifarctl.runs import curves_stamp, curves_stamp_of, write_curves
 
     r, run = ev.recipe, ev.run
     d = r.to_dict()
@@ -242,7 +245,14 @@ def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
         out.append(f"![LR range test](images/{prefix}lr_find.png)")
     if run.metrics:
         curves = images / f"{prefix}curves.png"
-        write_curves(curves, run.metrics, title=run.name)
+        drawn = run.path / "curves.png"
+        # training drew it after the last epoch's line, as this version draws it: reused
+        if _newer(drawn, run.path / "metrics.jsonl") and curves_stamp_of(drawn) == curves_stamp(run.metrics, run.name):
+            from cifarctl.fsutil import write_atomic
+
+            write_atomic(curves, drawn.read_bytes())
+        else:
+            write_curves(curves, run.metrics, title=run.name)
         out.append(f"![loss, accuracy and learning rate by epoch](images/{curves.name})")
         log = Tabular(None, [Column("epoch", "right"), Column("train loss", "right"), Column("train acc", "right"),
                              Column("test loss", "right"), Column("test acc", "right"), Column("lr", "right"),
@@ -255,6 +265,14 @@ def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
     else:
         out.append("_No epoch finished yet: no curves or epoch log._")
     return out
+
+
+def _newer(path: Path, than: Path) -> bool:
+    """``path`` is a file written after ``than`` was last changed."""
+    try:
+        return path.is_file() and path.stat().st_mtime_ns >= than.stat().st_mtime_ns
+    except OSError:
+        return False
 
 
 def _f(v, fmt: str) -> str:

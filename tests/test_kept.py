@@ -1,0 +1,223 @@
+"""What a second look at a run reuses: the predictions an evaluation kept
+(eval-predictions-<split>.npz), the run's own curves.png, and augmentation pipelines
+already checked. Each is reused only when it stands for what would be computed anew."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import train_tiny
+
+KEPT = "eval-predictions-test.npz"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("kept-runs"), "r")
+
+
+@pytest.fixture
+def fresh(run, tmp_path) -> Path:
+    """A copy of the run (times kept) without kept predictions."""
+    dst = tmp_path / "r"
+    shutil.copytree(run, dst)
+    for p in dst.glob("eval*"):
+        p.unlink()
+    return dst
+
+
+def _eval(cli, run: Path, *args: str) -> dict:
+    res = cli("eval", run, "--json", *args)
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def _no_predicting(monkeypatch):
+    """Any new inference pass fails the test: what follows must read kept predictions."""
+    import cifarctl.analysis.inference as inference
+
+    def refuse(*a, **k):
+        raise AssertionError("predicted again instead of reading the kept predictions")
+
+    monkeypatch.setattr(inference, "predict", refuse)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if k != "cached"} == {k: v for k, v in b.items() if k != "cached"}
+
+
+# ------------------------------------------------------------------------ kept predictions
+def test_eval_keeps_its_predictions_and_reads_them_back(cli, fresh, monkeypatch):
+    first = _eval(cli, fresh)
+    assert first["cached"] is False and (fresh / KEPT).is_file()
+    with np.load(fresh / KEPT) as z:
+        meta = json.loads(str(z["meta"]))
+        assert z["preds"].shape == (64,) and z["probs"].shape == (64, 10) and z["losses"].shape == (64,)
+        assert meta["key"]["split"] == "test" and meta["key"]["images"] == 64
+        assert np.allclose(z["probs"].sum(axis=1), 1, atol=1e-5)
+        assert (z["probs"].argmax(axis=1) == z["preds"]).all()
+        # the predictions eval.json counted: its confusion matrix's columns
+        assert np.bincount(z["preds"], minlength=10).tolist() == np.asarray(first["confusion"]).sum(0).tolist()
+    _no_predicting(monkeypatch)
+    second = _eval(cli, fresh)
+    assert second["cached"] is True and _same(first, second)
+
+
+def test_anything_else_predicts_again(cli, fresh):
+    base = _eval(cli, fresh)
+    flip = _eval(cli, fresh, "--tta", "flip")  # another augmentation: another pass, which replaces the kept one
+    assert flip["cached"] is False and flip["tta"] == "flip"
+    again = _eval(cli, fresh)
+    assert again["cached"] is False and _same(again, base)
+    train = _eval(cli, fresh, "--split", "train")  # each split keeps its own
+    assert train["cached"] is False and (fresh / "eval-predictions-train.npz").is_file()
+    assert _eval(cli, fresh)["cached"] is True
+
+
+def test_a_changed_checkpoint_predicts_again(cli, fresh):
+    import torch
+
+    before = _eval(cli, fresh)
+    path = fresh / "checkpoints" / "best.pt"
+    ckpt = torch.load(path, weights_only=True)
+    name = next(k for k, v in ckpt["model"].items() if v.is_floating_point() and v.ndim == 4)
+    ckpt["model"][name] = torch.zeros_like(ckpt["model"][name])  # a first-layer conv of zeros
+    torch.save(ckpt, path)
+    after = _eval(cli, fresh)
+    assert after["cached"] is False
+    assert after["confusion"] != before["confusion"] or after["loss"] != before["loss"]
+
+
+def test_other_data_predicts_again(cli, fresh):
+    before = _eval(cli, fresh)
+    other = _eval(cli, fresh, "--data", "synthetic:256:48")
+    assert other["cached"] is False and other["data"] != before["data"] and other["images"] == 48
+    assert _eval(cli, fresh)["cached"] is False  # and back: the run's own data, predicted again
+
+
+def test_a_damaged_file_is_one_warning_and_a_new_pass(cli, fresh, caplog):
+    first = _eval(cli, fresh)
+    (fresh / KEPT).write_bytes(b"not an npz")
+    caplog.clear()
+    again = _eval(cli, fresh)
+    assert again["cached"] is False and _same(first, again)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: {fresh / KEPT} is unreadable (not an .npz file); predicting again"]
+    assert _eval(cli, fresh)["cached"] is True  # written anew
+
+
+def test_a_folder_that_cannot_keep_them_still_evaluates(cli, fresh, monkeypatch, caplog):
+    from cifarctl import fsutil
+    from cifarctl.errors import WriteError
+
+    real = fsutil.write_atomic
+
+    def no_npz(path, data, **kw):
+        if str(path).endswith(".npz"):
+            raise WriteError(f"cannot write {path}: read-only file system")
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(fsutil, "write_atomic", no_npz)
+    res = _eval(cli, fresh)
+    assert res["cached"] is False and (fresh / "eval.json").is_file() and not (fresh / KEPT).exists()
+    assert any("predictions not kept" in r.getMessage() and "read-only" in r.getMessage() for r in caplog.records)
+
+
+def test_misclassified_reads_the_kept_predictions(cli, fresh, monkeypatch, tmp_path):
+    res = cli("misclassified", fresh, "--json", "--out", tmp_path / "a.png")
+    assert res.exit_code == 0, res.output
+    predicted = json.loads(res.stdout)
+    assert (fresh / KEPT).is_file()  # misclassified keeps its pass too
+    _no_predicting(monkeypatch)
+    res = cli("misclassified", fresh, "--json", "--out", tmp_path / "b.png")
+    assert res.exit_code == 0, res.output
+    read = json.loads(res.stdout)
+    assert read["items"] == predicted["items"] and read["total_wrong"] == predicted["total_wrong"]
+
+
+def test_report_reads_the_kept_predictions_and_writes_the_same(cli, fresh, monkeypatch, tmp_path):
+    res = cli("report", fresh, "-o", tmp_path / "a", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    _no_predicting(monkeypatch)
+    res = cli("report", fresh, "-o", tmp_path / "b", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "read the predictions an earlier evaluation kept" in res.output
+
+    def body(d):
+        return [ln for ln in (d / "README.md").read_text().splitlines() if not ln.startswith("_Generated")]
+
+    assert body(tmp_path / "a") == body(tmp_path / "b")
+    for png in (tmp_path / "a" / "images").glob("*.png"):
+        assert png.read_bytes() == (tmp_path / "b" / "images" / png.name).read_bytes(), png.name
+
+
+# ------------------------------------------------------------------------ the run's own curves.png
+def test_report_reuses_the_runs_curves_png_only_when_it_is_current(cli, fresh, tmp_path):
+    from PIL import Image, ImageDraw
+    from PIL.PngImagePlugin import PngInfo
+
+    from cifarctl.runs import CURVES_KEY
+
+    def shown(name: str) -> bytes:
+        res = cli("report", fresh, "-o", tmp_path / name, "--device", "cpu")
+        assert res.exit_code == 0, res.output
+        return (tmp_path / name / "images" / "curves.png").read_bytes()
+
+    def newer(path: Path, than: Path, by_s: int) -> None:
+        t = than.stat().st_mtime_ns + by_s * 10**9
+        os.utime(path, ns=(t, t))
+
+    curves, metrics = fresh / "curves.png", fresh / "metrics.jsonl"
+    drawn = curves.read_bytes()
+    with Image.open(curves) as im:  # the run's stamped curves.png, marked: a reused file shows the mark
+        stamp = im.text[CURVES_KEY]
+        marked = im.convert("RGB")
+    ImageDraw.Draw(marked).rectangle((0, 0, 30, 30), fill="red")
+    info = PngInfo()
+    info.add_text(CURVES_KEY, stamp)
+    marked.save(curves, pnginfo=info)
+    newer(curves, metrics, 1)
+    assert shown("a") == curves.read_bytes()  # current (stamp and time): reused as it is
+    newer(metrics, curves, 1)  # metrics.jsonl changed after it (a resume): drawn anew
+    again = shown("b")
+    assert again != curves.read_bytes() and again == drawn
+    Image.new("RGB", (40, 20), "red").save(curves)  # no stamp (an older cifarctl's): drawn anew
+    newer(curves, metrics, 1)
+    assert shown("c") == drawn
+
+
+# ------------------------------------------------------------------------ augmentation pipelines checked once
+def _load(recipe: str, cache: Path, *sets: str) -> subprocess.CompletedProcess:
+    code = ("import sys\nfrom cifarctl.recipe import load_recipe\nfrom cifarctl.errors import CifarctlError\n"
+            f"try:\n    load_recipe({recipe!r}, {list(sets)!r})\n    print('ok')\n"
+            "except CifarctlError as e:\n    print('error', e)\n"
+            "print('albumentations' in sys.modules)\n")
+    env = {**os.environ, "CIFARCTL_DATA_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_a_clean_pipeline_is_checked_once(tmp_path):
+    first = _load("s9_dilated", tmp_path)
+    assert first.stdout.split() == ["ok", "True"], first.stderr  # checked: albumentations imported
+    keys = json.loads((tmp_path / "checked-augment.json").read_text())
+    assert len(keys) == 1
+    second = _load("s9_dilated", tmp_path)
+    assert second.stdout.split() == ["ok", "False"], second.stderr  # remembered: not imported
+    changed = _load("s9_dilated", tmp_path, "data.augment=[{HorizontalFlip: {p: 0.3}}]")
+    assert changed.stdout.split() == ["ok", "True"]  # other steps: checked
+    assert len(json.loads((tmp_path / "checked-augment.json").read_text())) == 2
+
+
+def test_a_pipeline_with_a_problem_is_never_remembered(tmp_path):
+    bad = "data.augment=[{CoarseDropout: {max_holes: 1}}]"  # albumentations 1.x name: only a warning there
+    for _ in range(2):
+        res = _load("s9_dilated", tmp_path, bad)
+        assert res.stdout.startswith("error") and "max_holes" in res.stdout, res.stdout + res.stderr
+    assert not (tmp_path / "checked-augment.json").exists()
