@@ -8,10 +8,17 @@ A run folder ``runs/<recipe>-<YYYYmmdd-HHMMSS>/`` holds::
                      train_loss/acc, test_loss/acc, lr, seconds, train_seconds, images_per_s
     summary.json     status, best/final accuracy, target verdict (atomic, every epoch)
     log.txt          the plain per-epoch lines (and a traceback if the run failed)
-    curves.png       loss, accuracy and lr by epoch, titled with the run's name (atomic, every epoch)
+    curves.png       loss, accuracy and lr by epoch, titled with the run's name (atomic, every
+                     epoch), stamped with its format and epochs (report reuses it when current)
     run.json         the run's id (and its data's content key), written when the folder is made
     .lock            locked (flock) by the process writing the folder, which wrote its pid there
     checkpoints/last.pt, checkpoints/best.pt
+
+and, once ``eval``, ``misclassified`` or ``report`` looked at it::
+
+    eval.json                   the latest evaluation (accuracy, per class, confusion matrix)
+    eval-predictions-<split>.npz  that pass's per-image predictions, read back by the next
+                                one of the same checkpoint and data (cifarctl.analysis.inference)
 
 Every checkpoint carries the run id and the data key, so ``--resume`` can prove that the
 checkpoint belongs to this folder and is trained on the same data (:func:`claim_run`).
