@@ -68,6 +68,8 @@ def test_eval_keeps_its_predictions_and_reads_them_back(cli, fresh, monkeypatch)
     _no_predicting(monkeypatch)
     second = _eval(cli, fresh)
     assert second["cached"] is True and _same(first, second)
+    table = cli("eval", fresh)  # the table says where its numbers come from
+    assert table.exit_code == 0 and "(predictions read back from eval-predictions-test.npz" in table.output
 
 
 def test_anything_else_predicts_again(cli, fresh):

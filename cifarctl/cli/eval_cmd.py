@@ -50,5 +50,5 @@ def eval_(
 
         from cifarctl.cli.app import err_console
 
-        err_console.print(Text("(the predictions an earlier evaluation of this checkpoint kept, read back "
-                               "from eval-predictions-" + result["split"] + ".npz)", style="dim"), soft_wrap=True)
+        err_console.print(Text(f"(predictions read back from eval-predictions-{result['split']}.npz, "
+                               "kept by an earlier pass)", style="dim"), soft_wrap=True)
