@@ -486,6 +486,17 @@ def curves_stamp_of(path: Path) -> str | None:
         return None
 
 
+def current_curves(run_dir: Path, history: list[dict], title: str | None) -> Path | None:
+    """The run folder's curves.png when it shows ``history`` as :func:`write_curves` draws it
+    now: written after metrics.jsonl last changed, with this format, title and epochs."""
+    path = Path(run_dir) / "curves.png"
+    try:
+        fresh = path.stat().st_mtime_ns >= (Path(run_dir) / "metrics.jsonl").stat().st_mtime_ns
+    except OSError:
+        return None
+    return path if fresh and curves_stamp_of(path) == curves_stamp(history, title) else None
+
+
 def curves_figure(history: list[dict], title: str | None = None):
     """Loss, accuracy and learning rate by epoch, titled with the run's name (a matplotlib
     Figure on the Agg canvas, no pyplot state). The lr is each epoch's last (metrics.jsonl's ``lr``)."""

@@ -342,11 +342,9 @@ def channel_stats(x: np.ndarray) -> dict[str, tuple[float, ...]]:
     tail = flat[rows * width:].reshape(-1, c).astype(np.uint64)
     sums = total.reshape(-1, c).sum(axis=0) + tail.sum(axis=0)
     sq = squares.reshape(-1, c).sum(axis=0) + (tail * tail).sum(axis=0)
-    lows = lo.reshape(-1, c).min(axis=0) if rows else np.full(c, 255, np.uint8)
-    highs = hi.reshape(-1, c).max(axis=0) if rows else np.zeros(c, np.uint8)
-    if len(tail):
-        lows = np.minimum(lows, tail.min(axis=0))
-        highs = np.maximum(highs, tail.max(axis=0))
+    # lo/hi start at 255/0, neutral for min/max when there is no whole row
+    lows = np.concatenate([lo.reshape(-1, c), tail]).min(axis=0)
+    highs = np.concatenate([hi.reshape(-1, c), tail]).max(axis=0)
     mean = sums.astype(np.float64) / n / 255
     std = np.sqrt(np.maximum(sq.astype(np.float64) / n / (255 * 255) - mean * mean, 0))
     as_tuple = lambda a: tuple(float(t) for t in a)  # noqa: E731

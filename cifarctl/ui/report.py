@@ -226,7 +226,7 @@ def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
 
 
 def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
-    from cifarctl.runs import curves_stamp, curves_stamp_of, write_curves
+    from cifarctl.runs import current_curves, write_curves
 
     r, run = ev.recipe, ev.run
     d = r.to_dict()
@@ -245,9 +245,8 @@ def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
         out.append(f"![LR range test](images/{prefix}lr_find.png)")
     if run.metrics:
         curves = images / f"{prefix}curves.png"
-        drawn = run.path / "curves.png"
-        # training drew it after the last epoch's line, as this version draws it: reused
-        if _newer(drawn, run.path / "metrics.jsonl") and curves_stamp_of(drawn) == curves_stamp(run.metrics, run.name):
+        drawn = current_curves(run.path, run.metrics, run.name)  # training's own, when current
+        if drawn is not None:
             from cifarctl.fsutil import write_atomic
 
             write_atomic(curves, drawn.read_bytes())
@@ -265,14 +264,6 @@ def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
     else:
         out.append("_No epoch finished yet: no curves or epoch log._")
     return out
-
-
-def _newer(path: Path, than: Path) -> bool:
-    """``path`` is a file written after ``than`` was last changed."""
-    try:
-        return path.is_file() and path.stat().st_mtime_ns >= than.stat().st_mtime_ns
-    except OSError:
-        return False
 
 
 def _f(v, fmt: str) -> str:
