@@ -270,6 +270,11 @@ class Recipe(_Strict):
         False, description="torch.compile the model. Off by default: on a 2-core CPU it cost 33-45 s of "
         "compilation and made a step 0.8-1.0x as fast for s8_bn and s9_dilated (only s6_dilated with "
         "channels_last gained, 1.08x over eager channels_last); not measured on a GPU yet.")
+    deterministic: bool = Field(
+        False, description="Deterministic kernels on CUDA (torch.use_deterministic_algorithms, cuDNN "
+        "deterministic, no cuDNN autotuning): the same recipe and seed give identical metrics and a resumed "
+        "run continues bit for bit, at some cost in speed. Off: cuDNN picks the fastest kernels and runs "
+        "agree only to rounding. CPU runs are deterministic either way.")
     sync_bn: bool = Field(False, description="Synchronise BatchNorm across ranks under torchrun.")
     lookahead: Lookahead | None = Field(None, description="Lookahead averaging of the weights (airbench94); "
                                         "null = off.")

@@ -313,6 +313,11 @@ def defer_signal(signal_name: str) -> bool:
 
 @contextlib.contextmanager
 def _signals_deferred():
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; the background writer is drained there
+        return
     _saving["depth"] += 1
     ok = False
     try:

@@ -50,9 +50,9 @@ def test_test_split_shares_cover_every_image_once(n, world_size):
 
 
 @pytest.mark.parametrize("n,batch,world_size,steps,used", [
-    (250, 64, 1, 4, 250), (257, 64, 1, 4, 256),    # one process: only a final batch of 1 is dropped
-    (250, 64, 2, 4, 250), (251, 64, 2, 4, 250),    # the final batch is cut to a multiple of 2
-    (258, 64, 2, 4, 256), (259, 64, 4, 4, 256),    # ... and dropped when a rank would get < 2 images
+    (250, 64, 1, 3, 192), (257, 64, 1, 4, 256),    # full batches only, whatever the processes
+    (250, 64, 2, 3, 192), (255, 64, 2, 3, 192),
+    (258, 64, 2, 4, 256), (259, 64, 4, 4, 256),
     (256, 64, 4, 4, 256), (100, 10, 4, 10, 100),
 ])
 def test_steps_and_images_per_epoch(n, batch, world_size, steps, used):

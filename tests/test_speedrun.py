@@ -48,13 +48,24 @@ def test_data_init_sets_the_whitening_conv_deterministically():
     assert not w.requires_grad and a.whiten.bias.requires_grad
 
 
-def test_start_epoch_freezes_the_whitening_bias_and_bn_scales_are_frozen():
+def test_the_whitening_bias_is_frozen_after_its_epochs_and_bn_scales_are_frozen():
     from cifarctl.registry import create_model
+    from cifarctl.training.model_hooks import Freezer
 
     m = create_model("speedrun_net", whiten_bias_epochs=3)
     for epoch, trains in [(0, True), (2, True), (3, False), (9, False)]:
-        m.start_epoch(epoch)
-        assert m.whiten.bias.requires_grad is trains
+        frozen = m.frozen_parameters(epoch)
+        assert (m.whiten.bias not in frozen) is trains
+        assert m.whiten.bias.requires_grad  # never flipped: no recompile, no unused DDP parameter
+    # the engine's Freezer puts a frozen parameter back after a step that moved it
+    freezer = Freezer(m, 3)
+    before = m.whiten.bias.detach().clone()
+    other = m.block1.conv1.weight.detach().clone()
+    with torch.no_grad():
+        m.whiten.bias.add_(1.0)
+        m.block1.conv1.weight.add_(1.0)
+    freezer.after_step()
+    assert torch.equal(m.whiten.bias, before) and torch.equal(m.block1.conv1.weight, other + 1.0)
     bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
     assert len(bns) == 6 and all(not bn.weight.requires_grad and bn.bias.requires_grad for bn in bns)
     assert all(bn.momentum == pytest.approx(0.4) and bn.eps == 1e-12 for bn in bns)
@@ -79,12 +90,12 @@ def test_prepare_calls_data_init_on_strided_normalized_train_images():
 
 
 def test_models_without_data_init_are_left_alone():
-    from cifarctl.training.model_hooks import init_from_data, start_epoch
+    from cifarctl.training.model_hooks import Freezer, init_from_data
 
     m = nn.Linear(3, 2)
     before = m.weight.clone()
     assert init_from_data(m, torch.zeros(4, 3, 8, 8, dtype=torch.uint8), lambda x: x.float(), "cpu") is False
-    start_epoch(m, 0)
+    Freezer(m, 0).after_step()
     assert torch.equal(m.weight, before)
 
 
@@ -326,9 +337,10 @@ def test_flip_translate_sees_six_views_with_the_right_shapes():
     x = torch.randn(5, 3, 32, 32)
     m = _Recorder()
     out = tta_forward(m, x, "flip_translate")
-    assert out.shape == (5, 10) and len(m.views) == 6
-    assert all(v.shape == x.shape for v in m.views)
-    plain, flipped, down_right, down_right_flipped, up_left, up_left_flipped = m.views
+    assert out.shape == (5, 10) and len(m.views) == 1  # one forward pass of all six views
+    views = m.views[0].chunk(6)
+    assert all(v.shape == x.shape for v in views)
+    plain, flipped, down_right, down_right_flipped, up_left, up_left_flipped = views
     assert torch.equal(plain, x) and torch.equal(flipped, x.flip(3))
     assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])  # shifted one pixel, reflect border
     assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])
@@ -360,3 +372,28 @@ def test_tta_equals_plain_eval_for_an_invariant_model_on_flat_images():
     a = evaluate(edge, rnd, y[:8], normalize=norm, batch_size=8, tta="none")
     b = evaluate(edge, rnd, y[:8], normalize=norm, batch_size=8, tta="flip_translate")
     assert a["loss"] != b["loss"]
+
+
+@pytest.mark.parametrize("mode", ["flip", "flip_translate"])
+def test_batched_tta_equals_the_per_view_average_and_keeps_channels_last(mode):
+    import torch.nn.functional as F
+
+    from cifarctl.training.evaluation import tta_forward
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(7, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    seen = []
+    model[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    out = tta_forward(model, x, mode)
+    assert len(seen) == 1 and seen[0].is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # today's formula, one view at a time
+        mirror = lambda v: 0.5 * model(v) + 0.5 * model(v.flip(3))  # noqa: E731
+        if mode == "flip":
+            want = mirror(x)
+        else:
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            want = 0.5 * mirror(x) + 0.5 * (mirror(padded[:, :, :32, :32]) + mirror(padded[:, :, 2:, 2:])) / 2
+    assert torch.allclose(out, want, atol=1e-5, rtol=1e-5)

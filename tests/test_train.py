@@ -75,12 +75,12 @@ def test_schedulers_and_optimizers(tmp_path, scheduler, optimizer):
         assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] / 2)
 
 
-def test_final_batch_of_one_is_dropped(tmp_path):
+def test_only_full_batches_are_trained(tmp_path):
     from cifarctl.training.batches import count_steps
     from cifarctl.training.run import run_training
 
-    assert count_steps(129, 64) == 2 and count_steps(130, 64) == 3 and count_steps(128, 64) == 2
-    s = run_training("s8_bn", overrides=["data.source=synthetic:129:20", "data.batch_size=64", "epochs=1",
+    assert count_steps(129, 64) == 2 and count_steps(191, 64) == 2 and count_steps(192, 64) == 3
+    s = run_training("s8_bn", overrides=["data.source=synthetic:191:20", "data.batch_size=64", "epochs=1",
                                          "data.augment=[]"], runs_dir=tmp_path, device="cpu")
     assert s["status"] == "completed" and s["steps"] == 2
 

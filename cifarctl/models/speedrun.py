@@ -6,8 +6,9 @@ negatives) and then frozen; three conv groups (conv -> maxpool -> BN -> GELU -> 
 BN -> GELU) of widths 64/256/256 with BatchNorm scales frozen at 1; maxpool 3; a linear
 head scaled by 1/9. Two hooks the engine calls when a model has them
 (:mod:`cifarctl.training.model_hooks`): ``data_init(images)`` with normalized training images
-before the first step of a fresh run, and ``start_epoch(epoch)`` before each epoch (the
-whitening bias trains only during the first ``whiten_bias_epochs``).
+before the first step of a fresh run, and ``frozen_parameters(epoch)`` (the whitening
+bias trains only during the first ``whiten_bias_epochs``; after them the engine keeps it
+as it is).
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ class SpeedrunNet(nn.Module):
         self.whiten.weight.copy_(torch.cat((scaled, -scaled)).to(self.whiten.weight.dtype))
         self.whiten.bias.zero_()
 
-    def start_epoch(self, epoch: int) -> None:
-        """Before epoch ``epoch`` (0-based): the whitening bias trains only in the first ones."""
-        self.whiten.bias.requires_grad = epoch < self.whiten_bias_epochs
+    def frozen_parameters(self, epoch: int) -> list[nn.Parameter]:
+        """What stays put in epoch ``epoch`` (0-based): the whitening bias trains only in
+        the first ``whiten_bias_epochs`` (the engine's :class:`~cifarctl.training.model_hooks.Freezer`)."""
+        return [] if epoch < self.whiten_bias_epochs else [self.whiten.bias]
 
     def forward(self, x):
         x = self.activ(self.whiten(x))

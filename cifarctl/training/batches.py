@@ -2,8 +2,8 @@
 
 The whole uint8 train set lives on the training device as NCHW. Each epoch draws a
 permutation from the engine's ``torch.Generator``; batch ``i`` is ``perm[i*bs:(i+1)*bs]``
-(the last, partial batch included, except a final batch of a single image, which would
-break BatchNorm); :class:`cifarctl.augment.device.DeviceAugment` augments the whole batch.
+(full batches only: the ragged rest of the permutation is left out, a different rest each
+epoch); :class:`cifarctl.augment.device.DeviceAugment` augments the whole batch.
 
 When a step has no batched version (``unsupported_step``) or the recipe says
 ``augment_backend: albumentations``, batches come from a DataLoader over
@@ -35,24 +35,16 @@ from cifarctl.training.builders import uses_channels_last
 
 
 def count_steps(n: int, batch_size: int, world_size: int = 1) -> int:
-    """Batches per epoch: every image once, but never a final batch of one image.
-
-    Data-parallel (``world_size`` > 1): the final batch is cut to a multiple of
-    ``world_size`` so every rank gets as many images, and dropped when that leaves a rank
-    fewer than 2 (BatchNorm needs 2).
-    """
-    if world_size == 1:
-        steps = math.ceil(n / batch_size)
-        return steps - 1 if n % batch_size == 1 and n > 1 else steps
-    full, rest = divmod(n, batch_size)
-    rest -= rest % world_size
-    return full + (1 if rest >= 2 * world_size else 0)
+    """Batches per epoch: full batches only; the last ``n % batch_size`` images of each
+    epoch's permutation wait for a later epoch (airbench does the same). Every step has
+    the same shape, so a compiled model is never recompiled for a ragged batch, and each
+    of ``world_size`` ranks takes ``batch_size / world_size`` images of every batch."""
+    return n // batch_size
 
 
 def images_used(n: int, batch_size: int, world_size: int = 1) -> int:
     """How many images of the epoch's permutation the :func:`count_steps` batches take."""
-    used = min(n, count_steps(n, batch_size, world_size) * batch_size)
-    return used - used % world_size
+    return count_steps(n, batch_size, world_size) * batch_size
 
 
 def _shard(perm: torch.Tensor, rank: int, world_size: int, used: int) -> torch.Tensor:
@@ -84,8 +76,8 @@ class Batches:
         self.steps_per_epoch = count_steps(self.n, d.batch_size, world_size)
         self.used = images_used(self.n, d.batch_size, world_size)
         if self.steps_per_epoch == 0:
-            raise UsageError(f"{self.n} train images make no batch of at least 2 images per process "
-                             f"for {world_size} processes")
+            raise UsageError(f"{self.n} train images make no full batch of data.batch_size "
+                             f"{d.batch_size}: use a smaller batch_size")
         # Data-parallel: augmentation randomness of its own per rank, reseeded every step
         # from the epoch's draw (EpochPlan.aug_seed), so the shared generator stays in step.
         self.aug_generator = generator if world_size == 1 else torch.Generator(device=device)

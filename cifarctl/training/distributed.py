@@ -11,10 +11,12 @@ command. Each one:
   (``data.batch_size / N`` images, see :mod:`cifarctl.training.batches`) through
   ``DistributedDataParallel``, with BatchNorm synchronised when the recipe says
   ``sync_bn: true`` (:func:`wrap_model`, :mod:`cifarctl.training.sync_bn` on the CPU);
-- sums metrics over ranks (:func:`all_reduce_sum`), evaluates its contiguous share of the
-  test split (:func:`shard_range`), agrees with the others on stop requests and losses
-  (:func:`agree_stop`, :func:`mean_over_ranks`), so every rank leaves the loop at the same
-  step with the same error or signal.
+- sums metrics and the loss guards over ranks at display points (:func:`all_reduce_sum`,
+  :func:`all_reduce_min`), evaluates its contiguous share of the test split
+  (:func:`shard_range`), and agrees with the others on stop requests and display points
+  over a host-side channel (:class:`Agreement`, :func:`agree_stop`), so every rank leaves
+  the loop at the same step with the same error or signal. The only collective in a
+  training step is DDP's gradient all-reduce.
 
 Only rank 0 creates and writes the run folder and prints; :class:`SilentFiles` is what the
 other ranks write to. The checkpoint holds the unwrapped model, so its keys are those of a
@@ -35,7 +37,8 @@ import torch
 import torch.distributed as dist
 
 from cifarctl.errors import EXIT_FAILURE, CifarctlError, UsageError
-from cifarctl.training.model_hooks import changes_trainable
+
+_control = None  # the gloo group for host-side flags when the main group is nccl
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 SIGNALS = ("SIGINT", "SIGTERM")  # stop requests, by priority (an all_reduce MAX picks one)
@@ -109,14 +112,17 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
 
     local = int(os.environ["LOCAL_RANK"])
     dev = resolve_device(device)
+    global _control
     if dev.type == "cuda":
         if local >= torch.cuda.device_count():
             raise UsageError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA device(s): "
                              "use at most one process per GPU")
         torch.cuda.set_device(local)
         dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+        _control = dist.new_group(backend="gloo")  # host flags: no device sync to read them
     else:
         dist.init_process_group("gloo")
+        _control = None  # the default group is gloo already
     agreed = failed = False
     try:
         yield current()
@@ -132,6 +138,7 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
             if agreed:
                 dist.barrier()
         finally:
+            _control = None
             dist.destroy_process_group()
             if failed:
                 _exit_quietly()
@@ -152,7 +159,10 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
 
     ``sync_bn`` converts every BatchNorm to one whose batch statistics span all ranks:
     torch's ``SyncBatchNorm`` on CUDA, :class:`CPUSyncBatchNorm` on the CPU (torch's runs
-    on GPUs only). The state_dict keys stay those of the plain model.
+    on GPUs only). The state_dict keys stay those of the plain model. Every trainable
+    parameter gets a gradient at every step (models freeze by
+    ``frozen_parameters``, :mod:`cifarctl.training.model_hooks`), so no
+    ``find_unused_parameters``; DDP broadcasts rank 0's buffers before each forward.
     """
     from torch.nn.parallel import DistributedDataParallel
 
@@ -166,10 +176,7 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     ids = [device.index] if device.type == "cuda" else None
     notices.append(f"data-parallel: {current().world_size} processes ({'nccl' if ids else 'gloo'}), "
                    f"{per_rank} images each per step, BatchNorm {'synchronised' if sync_bn else 'per process'}")
-    # A model that freezes parameters during the run (speedrun_net's whitening bias) leaves
-    # them without gradients: DDP must detect that rather than wait for their reduction.
-    ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None,
-                                  find_unused_parameters=changes_trainable(model))
+    ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None)
     return ddp, model
 
 
@@ -191,9 +198,18 @@ def evaluate_shares(evaluate, t, **kwargs) -> dict:
 
 
 def broadcast_buffers(model) -> None:
-    """Every rank takes rank 0's buffers (BatchNorm running statistics), as in the checkpoint."""
+    """Every rank takes rank 0's buffers (BatchNorm running statistics), as in the checkpoint:
+    one broadcast of them all, flattened per dtype (what DDP does before each forward)."""
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for b in model.buffers():
-        dist.broadcast(b, src=0)
+        by_dtype.setdefault(b.dtype, []).append(b)
+    for tensors in by_dtype.values():
+        flat = _flatten_dense_tensors(tensors)
+        dist.broadcast(flat, src=0)
+        for b, v in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
+            b.copy_(v)
 
 
 # ------------------------------------------------------------------------ agreement
@@ -204,21 +220,74 @@ def all_reduce_sum(t):
     return out
 
 
-def mean_over_ranks(loss):
-    """The mean over ranks of a scalar loss, detached: what every rank's guard judges, so a
-    NaN on one rank stops them all at the same step."""
-    return all_reduce_sum(loss.detach().float()) / dist.get_world_size()
+def all_reduce_min(t):
+    """The minimum of ``t`` over ranks (a new tensor)."""
+    out = t.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MIN)
+    return out
+
+
+def _stop_code(name: str | None) -> int:
+    return SIGNALS.index(name) + 1 if name in SIGNALS else (1 if name else 0)
+
+
+def _stop_name(code: int) -> str | None:
+    return SIGNALS[code - 1] if code else None
 
 
 def agree_stop(trainer) -> str | None:
-    """The stop request of any rank (SIGTERM over SIGINT), now set on every rank."""
-    mine = trainer.stop_requested
-    code = SIGNALS.index(mine) + 1 if mine in SIGNALS else (1 if mine else 0)
-    flag = torch.tensor([code], dtype=torch.int32, device=trainer.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    agreed = int(flag.item())
-    trainer.stop_requested = SIGNALS[agreed - 1] if agreed else None
+    """The stop request of any rank (SIGTERM over SIGINT), now set on every rank (blocking:
+    between epochs only; a CPU tensor over the host-side group, so no device sync)."""
+    flag = torch.tensor([_stop_code(trainer.stop_requested)], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_control)
+    trainer.stop_requested = _stop_name(int(flag[0]))
     return trainer.stop_requested
+
+
+class Agreement:
+    """Stop requests and display wishes agreed by every rank without blocking the step.
+
+    Every :attr:`EVERY` steps each rank starts an asynchronous MAX all-reduce of its host
+    flags (stop signal, rank 0's wish for a display point) over the host-side gloo group,
+    and takes the result of the one it started :attr:`EVERY` steps before, long complete:
+    all ranks see the same answer at the same step. A stop is thus agreed within
+    2 x :attr:`EVERY` steps; :meth:`close` at the epoch end takes any answer in flight.
+    """
+
+    EVERY = 8
+
+    def __init__(self, trainer):
+        self.t = trainer
+        self.work = None
+        self.flags = None
+
+    def _take(self) -> tuple[int, int]:
+        if self.work is None:
+            return 0, 0
+        self.work.wait()
+        self.work = None
+        stop, wish = (int(v) for v in self.flags)
+        return stop, wish
+
+    def poll(self, step: int, wish: bool) -> tuple[str | None, bool]:
+        """(agreed stop request or None, whether this step is a display point) after the
+        epoch's ``step``-th step (1-based)."""
+        if step % self.EVERY:
+            return None, False
+        stop, display = self._take()
+        mine = _stop_code(self.t.stop_requested)
+        self.flags = torch.tensor([mine, int(wish and self.t.rank == 0)], dtype=torch.int32)
+        self.work = dist.all_reduce(self.flags, op=dist.ReduceOp.MAX, group=_control, async_op=True)
+        if stop:
+            self.t.stop_requested = _stop_name(stop)
+        return (self.t.stop_requested if stop else None), bool(display)
+
+    def close(self) -> None:
+        """Take the answer in flight (every rank does, at the same step); a stop in it is
+        kept in ``trainer.stop_requested`` for :func:`agree_stop`."""
+        stop, _ = self._take()
+        if stop:
+            self.t.stop_requested = _stop_name(stop)
 
 
 def broadcast_object(obj: Any) -> Any:

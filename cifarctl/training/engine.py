@@ -6,8 +6,9 @@ yielding dict events (the trainer comes from :func:`cifarctl.training.prepare.pr
 - ``{"type": "start", ...}`` once (a resumed run's ``resumed_step`` > 0 and its
   ``step_in_epoch``, 0 between epochs), then ``{"type": "info", "message"}`` notices;
 - ``{"type": "step", "epoch", "step", "steps", "loss", "acc", "lr", "images_per_s"}`` at
-  display points (every step on CPU, every ``display_every`` steps on CUDA), running
-  epoch averages as floats;
+  display points, running epoch averages as floats. Display points are time-based:
+  every ``trainer.display_interval`` seconds (a live view sets a few per second), none
+  mid-epoch when it is None (off a terminal), and always at a stop;
 - ``{"type": "epoch", "epoch", "epochs", "train_loss", "train_acc", "test_loss",
   "test_acc", "lr", "seconds", "train_seconds", "images_per_s", "best"}`` after each
   epoch's test evaluation (``seconds`` includes it, ``train_seconds`` does not; ``lr`` is
@@ -15,13 +16,21 @@ yielding dict events (the trainer comes from :func:`cifarctl.training.prepare.pr
 - ``{"type": "stopped", "signal", "epoch", "step", "step_in_epoch"}`` when ``trainer.stop_requested`` was set
   (by a signal handler): the generator returns after the current step.
 
-Nothing here prints or writes files. Accuracies are in percent; steps are 1-based. The
-loss guards are :mod:`~cifarctl.training.guards`, checkpoints :mod:`~cifarctl.training.checkpoint`.
+Nothing here prints or writes files. Accuracies are in percent; steps are 1-based.
+
+One step path for every device: the step queues work and reads nothing back. The
+running sums and the loss guards (:class:`~cifarctl.training.guards.LossWatch`) live in
+device tensors and are read in one transfer at display points and at the epoch end, where a
+bad loss raises, naming the step where it began. So the host can run ahead of a GPU, and a
+CPU test that counts host reads tells the truth about CUDA. Checkpoints are
+:mod:`~cifarctl.training.checkpoint`.
 
 Data-parallel under torchrun (``world_size`` > 1, see :mod:`cifarctl.training.distributed`):
-each rank trains on its slice of every global batch through DDP, metrics are summed over
-ranks, the test split is evaluated in shares, and the ranks agree on stops and losses at
-the same steps. With one process all of this is the identity and the arithmetic is unchanged.
+each rank trains on its slice of every global batch through DDP (its gradient all-reduce is
+the only collective in the step), metrics and loss guards are reduced over ranks at display
+points, the test split is evaluated in shares, and stop requests and display wishes travel
+on the host (:class:`~cifarctl.training.distributed.Agreement`), so every rank leaves the
+loop at the same step. With one process all of this is the identity.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from cifarctl.training.builders import autocast, uses_channels_last
 from cifarctl.training.evaluation import evaluate
 from cifarctl.training.faults import FaultPlan
 from cifarctl.training.guards import LossWatch
-from cifarctl.training.model_hooks import start_epoch
+from cifarctl.training.model_hooks import Freezer
 from cifarctl.training.schedules import step_after_epoch
 
 
@@ -70,7 +79,7 @@ class Trainer:
     steps_per_epoch: int
     rank: int = 0
     world_size: int = 1
-    display_every: int = 1
+    display_interval: float | None = None  # seconds between mid-epoch display points; None: none
     epoch: int = 0              # completed epochs
     step: int = 0               # completed optimizer steps, all epochs
     progress: dict | None = None  # mid-epoch state (set by a stop; restored on resume)
@@ -82,6 +91,7 @@ class Trainer:
     faults: FaultPlan = field(default_factory=FaultPlan)  # test-only faults (none by default)
     lr_find: Any = None         # the LRFindResult when max_lr was "auto"
     lookahead: Any = None       # cifarctl.training.lookahead.Lookahead when the recipe has one
+    clock: Callable[[], float] = time.perf_counter
 
     def autocast(self):
         return autocast(self.device, self.amp_dtype)
@@ -125,43 +135,58 @@ def _epoch(t: Trainer):
     start = saved["step_in_epoch"] if saved else 0
     plan = t.batches.plan(saved)  # draws (or replays) this epoch's permutation
     sums = _Sums(t, saved)
+    watch = LossWatch(t.device, t.recipe.loss.name, t.step)
     prior_seconds = saved["train_seconds"] if saved else 0.0
-    watch = LossWatch(t.device, t.recipe.loss.name)
-    start_epoch(t.raw_model, t.epoch)
+    freezer = Freezer(t.raw_model, t.epoch)
+    agreement = distributed.Agreement(t) if t.world_size > 1 else None
     t.model.train()
-    t0 = time.perf_counter()
+    t0 = t.clock()
+    next_display = t0 + t.display_interval if t.display_interval else None
     lr = t.lr
     for i, (x, y) in enumerate(plan.iterate(start), start=start):
         lr = t.lr
-        out, loss = _step(t, x, y, watch)
+        out, loss = _step(t, x, y)
+        freezer.after_step()
         sums.add(out, loss, y)
+        watch.add(loss)
         last = i + 1 == plan.steps
-        display = last or (i + 1) % t.display_every == 0
-        # DDP: ranks agree on a stop at display points only, so they all stop at the same step
-        stop = t.stop_requested if t.world_size == 1 else display and distributed.agree_stop(t)
+        wish = next_display is not None and t.clock() >= next_display
+        if agreement is None:
+            stop, display = t.stop_requested, wish
+        else:  # every rank must reach the same display points and stop at the same step
+            stop, display = agreement.poll(i + 1, wish)
+        if last:
+            break
         if stop or display:
-            watch.flush()
-            ls, c, s = sums.total()
-            elapsed = time.perf_counter() - t0
+            ls, c, s = _read(t, sums, watch)
+            elapsed = t.clock() - t0
             yield {"type": "step", "epoch": epoch, "epochs": t.recipe.epochs, "step": i + 1,
                    "steps": plan.steps, "loss": ls / max(s, 1), "acc": 100.0 * c / max(s, 1), "lr": lr,
                    "images_per_s": sums.here * t.world_size / elapsed if elapsed > 0 else 0.0}
-        if stop and not last:
+            if next_display is not None:
+                next_display = t.clock() + t.display_interval
+        if stop:
+            if agreement is not None:
+                agreement.close()
             t.progress = {"step_in_epoch": i + 1, "loss_sum": ls, "correct": int(c), "seen": int(s),
-                          "train_seconds": prior_seconds + time.perf_counter() - t0,
+                          "train_seconds": prior_seconds + t.clock() - t0,
                           "epoch_generator": plan.start_state}
             yield _stopped(t)
             return False
-    watch.flush()
-    train_time = time.perf_counter() - t0
-    ls, c, s = sums.total()
+    if agreement is not None:
+        agreement.close()
+    ls, c, s = _read(t, sums, watch)
+    train_time = t.clock() - t0
+    yield {"type": "step", "epoch": epoch, "epochs": t.recipe.epochs, "step": plan.steps,
+               "steps": plan.steps, "loss": ls / max(s, 1), "acc": 100.0 * c / max(s, 1), "lr": lr,
+               "images_per_s": sums.here * t.world_size / max(train_time, 1e-9)}
     test = _test_metrics(t)
     if not t.sched_per_batch:
         step_after_epoch(t.scheduler, test)
     t.epoch = epoch
     metrics = {"epoch": epoch, "train_loss": ls / max(s, 1), "train_acc": 100.0 * c / max(s, 1),
                "test_loss": test["loss"], "test_acc": test["acc"], "lr": lr,
-               "seconds": prior_seconds + time.perf_counter() - t0,
+               "seconds": prior_seconds + t.clock() - t0,
                "train_seconds": prior_seconds + train_time,
                "images_per_s": sums.here * t.world_size / max(train_time, 1e-9)}
     t.history.append(metrics)
@@ -172,15 +197,13 @@ def _epoch(t: Trainer):
     return True
 
 
-def _step(t: Trainer, x: torch.Tensor, y: torch.Tensor, watch: LossWatch):
-    """One optimizer step on the batch ``(x, y)``; returns (outputs, loss)."""
+def _step(t: Trainer, x: torch.Tensor, y: torch.Tensor):
+    """One optimizer step on the batch ``(x, y)``; returns (outputs, loss). No host read."""
     with t.autocast():
         out = t.model(x)
         loss = t.loss_fn(out, y)
     loss, stop = t.faults.at_step(t.step + 1, loss)
     t.stop_requested = t.stop_requested or stop
-    # raises DivergedError / NegativeLossError (under DDP on the mean over ranks: all stop)
-    watch.check(loss if t.world_size == 1 else distributed.mean_over_ranks(loss), t.step + 1)
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     t.scaler.step(t.optimizer)
@@ -193,6 +216,18 @@ def _step(t: Trainer, x: torch.Tensor, y: torch.Tensor, watch: LossWatch):
     return out, loss
 
 
+def _read(t: Trainer, sums: _Sums, watch: LossWatch) -> tuple[float, float, float]:
+    """(loss sum, correct, images) of the epoch so far, over all ranks: the one host read
+    of a display point. Raises the loss guards' error first."""
+    head, flags = sums.vector(), watch.vector()
+    if t.world_size > 1:
+        head = distributed.all_reduce_sum(head)
+        flags = torch.cat([distributed.all_reduce_min(flags[:2]), flags[2:]])
+    values = torch.cat([head, flags]).tolist()
+    watch.judge(values[3:])
+    return values[0], values[1], values[2]
+
+
 class _Sums:
     """The epoch's running loss sum, correct count and images, kept on the device (no sync
     per step); a resumed epoch starts from the saved sums (rank 0 carries them: they are
@@ -200,12 +235,12 @@ class _Sums:
 
     def __init__(self, t: Trainer, saved: dict | None):
         mine = saved if t.rank == 0 else None
-        self.world_size = t.world_size
-        self.loss = torch.tensor(mine["loss_sum"] if mine else 0.0, dtype=torch.float64, device=t.device)
-        self.correct = torch.tensor(mine["correct"] if mine else 0, dtype=torch.int64, device=t.device)
+        self.loss = torch.full((), mine["loss_sum"] if mine else 0.0, dtype=torch.float64, device=t.device)
+        self.correct = torch.full((), mine["correct"] if mine else 0, dtype=torch.int64, device=t.device)
         self.seen = mine["seen"] if mine else 0
         self.here = 0  # images of this process since the epoch (re)started: the throughput
 
+    @torch.no_grad()
     def add(self, out: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
         n = y.shape[0]
         self.loss += loss.detach().double() * n
@@ -213,13 +248,9 @@ class _Sums:
         self.seen += n
         self.here += n
 
-    def total(self) -> tuple[float, float, float]:
-        """(loss sum, correct, images) over all ranks."""
-        sums = torch.stack([self.loss, self.correct.double(), self.loss.new_tensor(self.seen)])
-        if self.world_size > 1:
-            sums = distributed.all_reduce_sum(sums)
-        ls, c, s = sums.tolist()
-        return ls, c, s
+    def vector(self) -> torch.Tensor:
+        """[loss sum, correct, images] as float64 on the device (this rank's share)."""
+        return torch.stack([self.loss, self.correct.double(), torch.full_like(self.loss, self.seen)])
 
 
 def _stopped(t: Trainer) -> dict:

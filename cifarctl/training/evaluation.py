@@ -8,7 +8,11 @@ Test-time augmentation (``tta``): the views a model sees, and how they are avera
 - ``flip``: the mean of the image's and its mirror image's outputs;
 - ``flip_translate`` (airbench94's tta_level 2): ``flip`` of the image weighted 1/2, and
   ``flip`` of the image shifted one pixel diagonally, down-right and up-left (reflect
-  padding), weighted 1/4 each: six forward passes.
+  padding), weighted 1/4 each: six views.
+
+Every view of a batch goes through the model in one forward pass, and every forward pass
+of an evaluation has the same shape (``data.test_batch_size`` inputs at most, the last
+chunk padded): a compiled model compiles once for evaluation.
 """
 
 from __future__ import annotations
@@ -23,23 +27,47 @@ from torch import nn
 from cifarctl.recipe import TTA_MODES
 
 
-def _mirror(model, x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * model(x) + 0.5 * model(x.flip(3))
+def tta_views(x: torch.Tensor, mode: str = "none") -> tuple[list[torch.Tensor], list[float]]:
+    """The views of a batch ``x`` (N,C,H,W) under test-time augmentation ``mode``, and the
+    weight of each view's outputs in the average."""
+    if mode == "none":
+        return [x], [1.0]
+    if mode == "flip":
+        return [x, x.flip(3)], [0.5, 0.5]
+    if mode == "flip_translate":
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        a, b = padded[:, :, :h, :w], padded[:, :, 2:, 2:]
+        return [x, x.flip(3), a, a.flip(3), b, b.flip(3)], [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    raise ValueError(f"unknown test-time augmentation {mode!r} (expected one of {', '.join(TTA_MODES)})")
 
 
 def tta_forward(model, x: torch.Tensor, mode: str = "none") -> torch.Tensor:
-    """The model's outputs on a batch ``x`` (N,C,H,W) under test-time augmentation ``mode``."""
-    if mode == "none":
+    """The model's outputs on a batch ``x`` (N,C,H,W) under test-time augmentation ``mode``:
+    every view in one forward pass (the views concatenated, in ``x``'s memory format)."""
+    views, weights = tta_views(x, mode)
+    if len(views) == 1:
         return model(x)
-    if mode == "flip":
-        return _mirror(model, x)
-    if mode == "flip_translate":
-        plain = _mirror(model, x)
-        h, w = x.shape[-2:]
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        shifted = (_mirror(model, padded[:, :, :h, :w]) + _mirror(model, padded[:, :, 2:, 2:])) / 2
-        return 0.5 * plain + 0.5 * shifted
-    raise ValueError(f"unknown test-time augmentation {mode!r} (expected one of {', '.join(TTA_MODES)})")
+    batch = torch.cat(views)
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        batch = batch.contiguous(memory_format=torch.channels_last)  # reflect-pad views are NCHW
+    out = model(batch).float().unflatten(0, (len(views), len(x)))
+    w = torch.tensor(weights, dtype=out.dtype, device=out.device).view(-1, 1, 1)
+    return (out * w).sum(0)
+
+
+def view_count(mode: str) -> int:
+    """How many views :func:`tta_forward` passes through the model per image."""
+    return {"none": 1, "flip": 2, "flip_translate": 6}.get(mode, 1)
+
+
+def chunking(n: int, batch_size: int, views: int = 1) -> int:
+    """Images per forward pass over ``n`` images: as even as possible, at most
+    ``batch_size`` model inputs (views included). :func:`evaluate` pads the last chunk to
+    this size, so every forward pass of an evaluation has the same shape."""
+    most = max(1, batch_size // max(views, 1))
+    chunks = max(1, -(-n // most))
+    return max(1, -(-n // chunks))
 
 
 def eval_loss(out: torch.Tensor, y: torch.Tensor, loss_name: str, reduction: str = "sum") -> torch.Tensor:
@@ -63,15 +91,21 @@ def evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, normalize
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x_u8.device)
     preds, probs, losses = [], [], []
+    n = len(y)
+    size = chunking(n, batch_size, view_count(tta))
     try:
-        for s in range(0, len(y), batch_size):
-            xb = normalize(x_u8[s:s + batch_size])
+        for s in range(0, n, size):
+            xb = x_u8[s:s + size]
+            short = size - len(xb)
+            if short:  # the same shape as every other pass: a compiled model is not recompiled
+                xb = torch.cat([xb, xb.new_zeros((short, *xb.shape[1:]))])
+            xb = normalize(xb)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast():
                 out = tta_forward(model, xb, tta)
-            out = out.float()
-            yb = y[s:s + batch_size]
+            out = out.float()[:size - short]
+            yb = y[s:s + size]
             loss_sum += eval_loss(out, yb, loss_name).double()
             preds.append(out.argmax(1))
             if per_image:  # nll outputs are log-probabilities: their softmax is the same distribution
@@ -80,9 +114,8 @@ def evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, normalize
     finally:
         model.train(was_training)
     pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64, device=y.device)
-    n = max(len(y), 1)
     loss_total, correct = torch.stack([loss_sum, (pred == y).sum().double()]).tolist()
-    result = {"loss": loss_total / n, "acc": 100.0 * correct / n, "preds": pred, "n": len(y)}
+    result = {"loss": loss_total / max(n, 1), "acc": 100.0 * correct / max(n, 1), "preds": pred, "n": n}
     if per_image:
         result["probs"] = torch.cat(probs) if probs else torch.empty(0, 0, device=y.device)
         result["losses"] = torch.cat(losses) if losses else torch.empty(0, device=y.device)

@@ -1,7 +1,12 @@
-"""Loss guards: a NaN/inf or negative loss stops training within one step.
+"""Loss guards: a NaN/inf or negative loss stops training, naming the step where it began.
 
-:class:`LossWatch` judges every step's loss; :class:`DivergedError` (exit code 3) and
-:class:`NegativeLossError` (exit code 4) say what went wrong and what to change.
+:class:`LossWatch` judges every step's loss *on the device*: no host read in the step. It
+keeps, for each kind of bad loss, the first step that had one and its value, in device
+tensors; the engine reads them with the running sums at display points and at the epoch
+end (one host read), and :meth:`LossWatch.judge` raises :class:`DivergedError` (exit code
+3) or :class:`NegativeLossError` (exit code 4). The same code runs on the CPU and on CUDA,
+so the CPU tests exercise the GPU path. A run therefore stops at the next display point
+after a bad step (off a terminal: the epoch end), never saving a checkpoint after it.
 """
 
 from __future__ import annotations
@@ -40,42 +45,43 @@ class NegativeLossError(CifarctlError):
         super().__init__(f"loss is negative ({loss:.2f}) at step {step}: {why}")
 
 
-class LossWatch:
-    """Stops within one step on a NaN/inf or negative loss.
+NONE = 2**62  # "no bad step yet" (a MIN over ranks keeps the earliest real one)
 
-    CPU: ``loss.item()`` every step (no device to wait for) and the error is raised before
-    the backward pass, so the weights stay those of the last good step. CUDA: the loss is
-    copied without blocking into pinned memory and read one step later (step k is judged
-    while step k+1 runs), and at display points/epoch end (``flush``).
+
+class LossWatch:
+    """The first non-finite and the first negative loss of a run, kept on the device.
+
+    ``add(loss)`` after every step (device ops only); ``vector()`` is what the engine reads
+    at display points: ``[first non-finite step, first negative step, their losses]`` as
+    float64 (steps are 1-based run steps, :data:`NONE` for none); ``judge(values)`` raises.
     """
 
     NEGATIVE = -1e-4  # rounding can give -1e-7 for a valid cross-entropy
 
-    def __init__(self, device: torch.device, loss_name: str):
+    def __init__(self, device: torch.device, loss_name: str, step: int = 0):
         self.loss_name = loss_name
-        self.sync = device.type != "cuda"
-        self.pending: int | None = None
-        if not self.sync:
-            self.buf = torch.empty((), dtype=torch.float32, pin_memory=True)
-            self.event = torch.cuda.Event()
+        self.count = torch.full((), step, dtype=torch.int64, device=device)  # steps done
+        self.first = torch.full((2,), NONE, dtype=torch.int64, device=device)
+        self.value = torch.zeros(2, dtype=torch.float32, device=device)
 
-    def _judge(self, value: float, step: int) -> None:
-        if not math.isfinite(value):
-            raise DivergedError(step, value)
-        if value < self.NEGATIVE:
-            raise NegativeLossError(step, value, self.loss_name)
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor) -> None:
+        loss = loss.detach().float().reshape(())
+        self.count += 1
+        bad = torch.stack([~torch.isfinite(loss), loss < self.NEGATIVE])
+        new = bad & (self.first == NONE)
+        self.first = torch.where(new, self.count, self.first)
+        self.value = torch.where(new, loss, self.value)
 
-    def check(self, loss: torch.Tensor, step: int) -> None:
-        if self.sync:
-            self._judge(float(loss.item()), step)
+    def vector(self) -> torch.Tensor:
+        return torch.cat([self.first.double(), self.value.double()])
+
+    def judge(self, values: list[float]) -> None:
+        """Raise for the earliest bad step in ``values`` (a read :meth:`vector`)."""
+        nonfinite, negative, nonfinite_loss, negative_loss = values
+        if min(nonfinite, negative) >= NONE:
             return
-        self.flush()
-        self.buf.copy_(loss.detach().float(), non_blocking=True)
-        self.event.record()
-        self.pending = step
-
-    def flush(self) -> None:
-        if self.pending is not None:
-            self.event.synchronize()
-            step, self.pending = self.pending, None
-            self._judge(float(self.buf.item()), step)
+        if nonfinite <= negative:
+            loss = nonfinite_loss if not math.isfinite(nonfinite_loss) else float("nan")
+            raise DivergedError(int(nonfinite), loss)
+        raise NegativeLossError(int(negative), negative_loss, self.loss_name)

@@ -6,9 +6,11 @@
   ``DATA_INIT_IMAGES`` train images taken at an even stride (no random numbers are drawn,
   and a class-sorted data set still gives every class). A resumed run skips nothing
   here: the checkpoint's weights replace whatever this set.
-- ``model.start_epoch(epoch)``: before each epoch (0-based), also on resume. It may
-  freeze or unfreeze parameters (``requires_grad``), so a model with this hook is trained
-  under DistributedDataParallel with ``find_unused_parameters`` (:func:`changes_trainable`).
+- ``model.frozen_parameters(epoch)``: the parameters that stay as they are during epoch
+  ``epoch`` (0-based), e.g. the speedrun net's whitening bias after its first epochs.
+  The engine puts them back after every optimizer step (:class:`Freezer`) instead of
+  flipping ``requires_grad``: the set of parameters with gradients never changes, so a
+  compiled model is not recompiled and DDP needs no ``find_unused_parameters``.
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ def init_from_data(model: nn.Module, images, normalize: Callable, device: torch.
     return True
 
 
-def changes_trainable(model: nn.Module) -> bool:
-    """Whether the set of parameters that get gradients may change during the run."""
-    return callable(getattr(model, "start_epoch", None))
+class Freezer:
+    """Keeps ``model.frozen_parameters(epoch)`` at their values from the epoch's start."""
 
+    def __init__(self, model: nn.Module, epoch: int):
+        hook = getattr(model, "frozen_parameters", None)
+        self.params = list(hook(epoch)) if hook is not None else []
+        self.values = [p.detach().clone() for p in self.params]
 
-def start_epoch(model: nn.Module, epoch: int) -> None:
-    """Call ``model.start_epoch(epoch)`` if the model has it."""
-    hook = getattr(model, "start_epoch", None)
-    if hook is not None:
-        hook(epoch)
+    @torch.no_grad()
+    def after_step(self) -> None:
+        if self.params:
+            torch._foreach_copy_(self.params, self.values)

@@ -22,6 +22,7 @@ from cifarctl.training.builders import (
     precision_for,
     resolve_device,
     seed_everything,
+    set_determinism,
     uses_channels_last,
 )
 from cifarctl.training.engine import Trainer
@@ -58,8 +59,7 @@ def prepare(
     seed = recipe.seed if seed is None else seed
     seed_everything(seed)
     notices: list[str] = []
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    set_determinism(recipe.deterministic, dev)
 
     source = resolve_source(data_source or recipe.data.source)
     d = recipe.data
@@ -111,7 +111,7 @@ def prepare(
         loss_fn=build_loss(recipe), batches=batches, normalize=batches.normalize.normalize_only,
         test_x=test_x, test_y=to_dev(arrays.test_y), classes=list(arrays.classes), data_source=source,
         generator=generator, params=params, steps_per_epoch=steps, rank=rank, world_size=world_size,
-        display_every=1 if dev.type == "cpu" else 10, notices=notices, faults=faults or FaultPlan(),
+        notices=notices, faults=faults or FaultPlan(),
         lr_find=lr_find, lookahead=lookahead,
     )
 

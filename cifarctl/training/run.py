@@ -175,6 +175,37 @@ def _keep_resolved_max_lr(recipe, stored: dict):
     return recipe.replace({"scheduler.max_lr": float(chosen)}, "max_lr of the resumed run")
 
 
+# ------------------------------------------------------------------------ epoch-end files
+METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
+               "train_seconds", "images_per_s")
+
+
+class _CurvesPace:
+    """curves.png, drawn by the background writer at most every :attr:`EVERY` seconds
+    (matplotlib takes ~0.3 s and the GIL), and once more when the run ends or stops."""
+
+    EVERY = 30.0
+
+    def __init__(self, files):
+        self.files, self.last, self.epochs = files, float("-inf"), None
+
+    def maybe(self, history: list[dict]) -> None:
+        if time.monotonic() - self.last >= self.EVERY:
+            self._draw(history)
+
+    def _draw(self, history: list[dict]) -> None:
+        self.files.curves(history)
+        self.last, self.epochs = time.monotonic(), len(history)
+
+    def now(self, history: list[dict]) -> None:
+        """Draw unless current; best effort (on the way out the run's own error counts)."""
+        if history and self.epochs != len(history):
+            try:
+                self._draw(history)
+            except Exception:
+                pass
+
+
 # ------------------------------------------------------------------------ signals
 class _StopOnSignal:
     """SIGINT/SIGTERM ask the trainer to stop after its current step; a second one aborts."""
@@ -251,6 +282,7 @@ def _run_training(
     from cifarctl.training.guards import DivergedError
     from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_point
     from cifarctl.training.prepare import prepare
+    from cifarctl.training.writer import BackgroundWriter, host_copy
 
     recipe_obj, ckpt, ckpt_path, run_dir = _resolve_recipe(recipe, overrides, seed, data, resume, force)
     check_runnable(recipe_obj)
@@ -324,37 +356,60 @@ def _run_training(
         files.summary(s)
         return s
 
+    writer = BackgroundWriter()
+    buffers: dict = {}  # the host copies' persistent buffers (pinned for CUDA tensors)
+    curves = _CurvesPace(files)
+
+    def epoch_end(ev: dict) -> None:
+        """Hand the epoch's files to the writer: the loop waits only for the host copy."""
+        writer.submit(lambda: None)  # the previous epoch's job is done: its buffers are free
+        snap = host_copy(checkpoint.state_dict(trainer), buffers)
+        row = {k: ev[k] for k in METRIC_KEYS}
+        line, best, history = epoch_line(ev), ev["best"], [dict(h) for h in trainer.history]
+        s = make_summary(trainer, status="running", run_dir=run_dir, started=started)
+
+        def job() -> None:
+            files.metrics(row)
+            files.log(line)
+            state = snap.ready()
+            if best:  # best.pt first: a kill between the two saves leaves last.pt behind
+                save(state, files.best)  # (resume redoes the epoch), never best.pt stale
+            save(state, files.last)
+            files.summary(s)
+            curves.maybe(history)
+
+        writer.submit(job)
+
     summary("running")
     events = engine.train_epochs(trainer)
+    trainer.display_interval = getattr(view, "display_interval", None)
     try:
-        with _StopOnSignal(trainer):
-            for ev in events:
-                if view is not None:
-                    view.handle(ev)
-                kind = ev["type"]
-                if kind == "start":
-                    files.log(start_line(ev))
-                elif kind == "info":
-                    files.log(ev["message"])
-                elif kind == "epoch":
-                    files.metrics({k: ev[k] for k in ("epoch", "train_loss", "train_acc", "test_loss",
-                                                      "test_acc", "lr", "seconds", "train_seconds",
-                                                      "images_per_s")})
-                    files.log(epoch_line(ev))
-                    state = checkpoint.state_dict(trainer)
-                    if ev["best"]:  # best.pt first: a kill between the two saves leaves last.pt
-                        save(state, files.best)  # behind (resume redoes the epoch), never best.pt stale
-                    save(state, files.last)
-                    files.curves(trainer.history)
-                    summary("running")
-                elif kind == "stopped":
-                    save(checkpoint.state_dict(trainer), files.last)
-                    where = stop_point(trainer.epoch, ev["step_in_epoch"], trainer.steps_per_epoch)
-                    msg = (f"stopped by {ev['signal']} {where}: saved {files.last}; continue with "
-                           f"`cifarctl train --resume {run_dir}`")
-                    files.log(msg)
-                    summary("interrupted", msg)
-                    raise TrainingInterrupted(msg, ev["signal"])
+        try:
+            with _StopOnSignal(trainer):
+                for ev in events:
+                    if view is not None:
+                        view.handle(ev)
+                    kind = ev["type"]
+                    if kind == "start":
+                        files.log(start_line(ev))
+                    elif kind == "info":
+                        files.log(ev["message"])
+                    elif kind == "epoch":
+                        epoch_end(ev)
+                    elif kind == "stopped":
+                        writer.drain()
+                        save(checkpoint.state_dict(trainer), files.last)
+                        where = stop_point(trainer.epoch, ev["step_in_epoch"], trainer.steps_per_epoch)
+                        msg = (f"stopped by {ev['signal']} {where}: saved {files.last}; continue with "
+                               f"`cifarctl train --resume {run_dir}`")
+                        files.log(msg)
+                        summary("interrupted", msg)
+                        raise TrainingInterrupted(msg, ev["signal"])
+                writer.drain()  # a failed background write (a full disk) is this run's error
+        finally:
+            events.close()
+            writer.close()  # what the writer had is on disk before the run's status is written
+            curves.now(trainer.history)
     except TrainingInterrupted:
         raise
     except DivergedError as exc:
@@ -375,8 +430,6 @@ def _run_training(
         message = f"training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         summary("failed", message)
         raise TrainingFailed(f"{message} (traceback in {run_dir / 'log.txt'})") from exc
-    finally:
-        events.close()
     final = summary("completed")
     for line in final_lines(final):
         files.log(line)

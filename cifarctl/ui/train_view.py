@@ -85,6 +85,12 @@ class TrainView:
         self.epoch_now = 0  # the epoch under way (or the last one done)
         self._chart_cache: tuple | None = None  # (key, panel)
 
+    @property
+    def display_interval(self) -> float | None:
+        """Seconds between the engine's mid-epoch display points: a few per second for the
+        live dashboard, none off a terminal (one line per epoch: nothing to read mid-epoch)."""
+        return 0.25 if self.tty else None
+
     # -- lifecycle
     def __enter__(self) -> TrainView:
         return self

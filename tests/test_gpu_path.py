@@ -1,0 +1,126 @@
+"""The GPU path, proven on the CPU: the engine runs one step path on every device, so what
+these tests count here is what a GPU would see.
+
+- no host read in a training step (a counting ``TorchFunctionMode``: 10 steps vs 50);
+- epoch-end files written off the loop (a slow checkpoint writer does not hold it up);
+- no recompiles after the first epoch for a compiled model (dynamo's counters, with the
+  eager backend so that nothing is compiled to machine code: the guards are the same);
+- the loss guards still name the step where a divergence began.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from cifarctl.training import engine
+from cifarctl.training.run import run_training
+
+# what makes the host wait for a tensor's value
+READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.__bool__,
+         torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__}
+
+
+class CountReads(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in READS:
+            self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _reads_in_loop(tmp_path, monkeypatch, steps: int, batch: int = 16) -> int:
+    """Host reads while ``steps`` steps of s8_bn run off a terminal (one epoch, 48 test images)."""
+    counter = CountReads()
+    real = engine.train_epochs
+
+    def counted(t):
+        with counter:
+            yield from real(t)
+
+    monkeypatch.setattr(engine, "train_epochs", counted)
+    s = run_training("s8_bn", overrides=[f"data.source=synthetic:{steps * batch}:48", f"data.batch_size={batch}",
+                                         "data.test_batch_size=16", "epochs=1"],
+                     runs_dir=tmp_path / f"runs{steps}", device="cpu", view=None)
+    assert s["status"] == "completed" and s["steps"] == steps
+    return counter.n
+
+
+def test_no_host_read_in_a_training_step(tmp_path, monkeypatch):
+    few, many = _reads_in_loop(tmp_path, monkeypatch, 10), _reads_in_loop(tmp_path, monkeypatch, 50)
+    assert (many - few) / 40 == 0, f"{few} host reads in 10 steps, {many} in 50"
+
+
+def test_epoch_end_files_are_written_off_the_loop(tmp_path, monkeypatch):
+    """Epoch 1's checkpoint save waits until epoch 2 has started training: it can only
+    finish when the loop does not wait for it."""
+    from cifarctl import runs
+
+    next_epoch_started = threading.Event()
+    waited = []
+    real_save, real_step = runs.RunFiles.save_checkpoint, engine._step
+
+    def slow_save(self, state, path, before_replace=None):
+        if state["epoch"] == 1:
+            waited.append(next_epoch_started.wait(timeout=30))
+        real_save(self, state, path, before_replace)
+
+    def step(t, *args):
+        if t.epoch >= 1:
+            next_epoch_started.set()
+        return real_step(t, *args)
+
+    monkeypatch.setattr(runs.RunFiles, "save_checkpoint", slow_save)
+    monkeypatch.setattr(engine, "_step", step)
+    s = run_training("s8_bn", overrides=["data.source=synthetic:128:32", "data.batch_size=32", "epochs=2"],
+                     runs_dir=tmp_path, device="cpu", view=None)
+    assert s["status"] == "completed"
+    assert waited and all(waited), "epoch 1's save held up the loop"
+    from cifarctl.runs import load_checkpoint
+
+    run = next(tmp_path.iterdir())
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 2
+    assert (run / "curves.png").is_file()
+
+
+def test_no_recompiles_after_the_first_epoch(tmp_path, monkeypatch):
+    """Ragged train and test batches, eval mode and TTA views: all compiled in epoch 1."""
+    from torch._dynamo.utils import counters
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager"))
+    torch._dynamo.reset()
+    seen = []
+
+    class View:
+        def handle(self, ev):
+            if ev["type"] == "epoch":
+                seen.append(sum(counters["stats"].values()) + sum(counters["recompiles"].values()))
+
+        def finish(self, summary):
+            pass
+
+    s = run_training("s8_bn", overrides=["data.source=synthetic:200:50", "data.batch_size=64",
+                                         "data.test_batch_size=32", "epochs=3", "compile=true", "eval_tta=flip"],
+                     runs_dir=tmp_path, device="cpu", view=View())
+    torch._dynamo.reset()
+    assert s["status"] == "completed" and s["steps"] == 9  # 3 full batches of 64 per epoch
+    assert seen[0] > 0 and seen[1] == seen[0] == seen[2], f"dynamo counters at each epoch end: {seen}"
+
+
+def test_a_divergence_names_its_first_step_and_no_checkpoint_after_it(tmp_path, monkeypatch):
+    from cifarctl.runs import load_checkpoint
+    from cifarctl.training.guards import DivergedError
+
+    monkeypatch.setenv("CIFARCTL_TEST_NAN_AT_STEP", "6")
+    with pytest.raises(DivergedError, match="diverged at step 6"):
+        run_training("s8_bn", overrides=["data.source=synthetic:256:32", "data.batch_size=64", "epochs=3"],
+                     runs_dir=tmp_path, device="cpu", view=None)
+    ckpt = load_checkpoint(next(tmp_path.iterdir()) / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 4)
