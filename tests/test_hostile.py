@@ -701,7 +701,7 @@ def test_resume_belongs_to_its_run(case, tmp_path, trained, run_cli, monkeypatch
         extra = ["--data", "synthetic:96:20"]
         needle = "was trained on"
     elif case == "other-data-same-name":  # the same path, another content
-        d = _image_folder(tmp_path / "data", n=4)
+        d = _image_folder(tmp_path / "data", n=7)  # 70 images: as many full batches as the run's
         _ckpt_edit(last, data_key="0" * 64, data_source=str(d))
         extra = ["--data", d]
         needle = "another content"
