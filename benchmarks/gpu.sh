@@ -9,7 +9,7 @@
 #
 # A CPU dry run with a tiny setting checks the script itself:
 #   DEVICE=cpu SCALE=tiny bash benchmarks/gpu.sh
-# PARTS picks sections (default all): data augment epoch profile reproduce speedrun, e.g.
+# PARTS picks sections (default all): gpupath data augment epoch profile reproduce speedrun, e.g.
 #   PARTS="reproduce speedrun" bash benchmarks/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ TAG=${TAG:-$(python3 -c 'import torch; print(torch.cuda.get_device_name(0).split
 ARCHIVE=${ARCHIVE:-.data/cifar10-jpeg.tar.xz}
 RESULTS=${RESULTS:-benchmarks/results}
 RECIPES=${RECIPES:-"s10_resnet_custom s8_bn s8_gn s8_ln s6_dilated s9_dilated"}
-PARTS=${PARTS:-"data augment epoch profile reproduce speedrun"}
+PARTS=${PARTS:-"gpupath data augment epoch profile reproduce speedrun"}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
 export CIFARCTL_DATA_DIR=${CIFARCTL_DATA_DIR:-/tmp/cifarctl-cache}
@@ -40,6 +40,17 @@ if [ "$SCALE" = tiny ]; then
   LR_FIND_ITERS=${LR_FIND_ITERS:-10}
 else
   N_AUG=50000; SUBSET=(); EPOCH_ARGS=(); PROFILE_STEPS=20
+fi
+
+if part gpupath; then
+  # Per recipe: ms per epoch boundary, host reads and CUDA syncs per step, recompiles after
+  # epoch 1 with compile: true (benchmarks/bench_epoch_overhead.py), one file per recipe.
+  echo "== GPU path: epoch boundaries, syncs per step, recompiles"
+  if [ "$SCALE" = tiny ]; then OVERHEAD=(--steps 8 --epochs 4 --batch 16 --repeat 1); else OVERHEAD=(--repeat 2); fi
+  for r in $RECIPES speedrun; do
+    python3 benchmarks/bench_epoch_overhead.py --device "$DEVICE" --recipe "$r" "${OVERHEAD[@]}" \
+      --json "$RESULTS/gpu-path-$r-$TAG.json" --md "$RESULTS/gpu-path-$r-$TAG.md" | tail -n 4
+  done
 fi
 
 echo "== data: decode once (cache in $CIFARCTL_DATA_DIR)"

@@ -21,6 +21,8 @@ UNEVEN = ["--set", "data.source=synthetic:250:61", "--set", "data.batch_size=64"
           "--set", "data.test_batch_size=16"]
 # Without augmentation or dropout and with synchronised BatchNorm, 2 processes compute what one does.
 EXACT = [*UNEVEN, "--set", "data.augment=[]", "--set", "model_args.dropout=0", "--set", "sync_bn=true"]
+# 15 steps an epoch: room for a stop agreed mid-epoch (the ranks agree every 4 steps, one step later)
+EXACT15 = [*EXACT, "--set", "data.batch_size=16"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
             "-m", "cifarctl"]
 TIMEOUT = 120  # a hang (ranks disagreeing on a collective) fails instead of blocking the suite
@@ -182,25 +184,35 @@ def test_nproc_2_writes_one_complete_run_evaluated_on_the_whole_test_split(tmp_p
     assert res.stdout.count("run folder") == 1 and res.stdout.count("\ntarget ") == 1
     assert "250 train / 61 test images" in res.stdout and "data-parallel: 2 processes (gloo)" in res.stdout
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["world_size"] == 2 and ckpt["step"] == 8
+    assert ckpt["world_size"] == 2 and ckpt["step"] == 6  # 3 full batches of 64 an epoch
     assert not any(k.startswith("module.") for k in ckpt["model"])  # the keys of a single-process run
 
     res = run([*CLI, "eval", run_dir, "--json"])
     assert res.returncode == 0, res.stdout + res.stderr
     ev = json.loads(res.stdout)
     assert ev["images"] == 61
-    last = rows(run_dir)[-1]
+    last = rows(run_dir)[ev["epoch"] - 1]  # eval takes best.pt
     assert ev["accuracy"] == pytest.approx(last["test_acc"], abs=1e-9)
     assert ev["loss"] == pytest.approx(last["test_loss"], rel=1e-5)
+
+
+def _uninterrupted(tmp_path_factory, args) -> Path:
+    runs = tmp_path_factory.mktemp("ddp-exact")
+    res = run([*TORCHRUN, "train", "s8_bn", *args, "--runs-dir", runs, "--name", "ref"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    return runs / "ref"
 
 
 @pytest.fixture(scope="module")
 def ddp_exact(tmp_path_factory) -> Path:
     """An uninterrupted torchrun run of EXACT on 2 processes."""
-    runs = tmp_path_factory.mktemp("ddp-exact")
-    res = run([*TORCHRUN, "train", "s8_bn", *EXACT, "--runs-dir", runs, "--name", "ref"])
-    assert res.returncode == 0, res.stdout + res.stderr
-    return runs / "ref"
+    return _uninterrupted(tmp_path_factory, EXACT)
+
+
+@pytest.fixture(scope="module")
+def ddp_exact15(tmp_path_factory) -> Path:
+    """An uninterrupted torchrun run of EXACT15 on 2 processes."""
+    return _uninterrupted(tmp_path_factory, EXACT15)
 
 
 @pytest.mark.slow
@@ -218,17 +230,18 @@ def test_torchrun_with_sync_bn_matches_one_process(ddp_exact, cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_interrupted_mid_epoch_then_resumed_equals_uninterrupted(ddp_exact, tmp_path):
+def test_torchrun_interrupted_mid_epoch_then_resumed_equals_uninterrupted(ddp_exact15, tmp_path):
+    ddp_exact = ddp_exact15
     runs = tmp_path / "runs"
-    res = run([*TORCHRUN, "train", "s8_bn", *EXACT, "--runs-dir", runs],
-              CIFARCTL_TEST_STOP_AT_STEP="6")
+    res = run([*TORCHRUN, "train", "s8_bn", *EXACT15, "--runs-dir", runs],
+              CIFARCTL_TEST_STOP_AT_STEP="20")  # epoch 2, step 5: agreed after step 9
     assert res.returncode != 0
-    assert res.stderr.count("stopped by SIGINT in epoch 2 after step 2/4") == 1  # rank 0's line only
+    assert res.stderr.count("stopped by SIGINT in epoch 2 after step 9/15") == 1, res.stderr  # rank 0's only
     assert "error:" not in res.stderr, res.stderr
     run_dir = only_run(runs)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["step"] == 6 and ckpt["progress"]["step_in_epoch"] == 2 and ckpt["world_size"] == 2
+    assert ckpt["step"] == 24 and ckpt["progress"]["step_in_epoch"] == 9 and ckpt["world_size"] == 2
 
     res = run([*TORCHRUN, "train", "--resume", run_dir])
     assert res.returncode == 0, res.stdout + res.stderr

@@ -124,3 +124,38 @@ def test_a_divergence_names_its_first_step_and_no_checkpoint_after_it(tmp_path, 
                      runs_dir=tmp_path, device="cpu", view=None)
     ckpt = load_checkpoint(next(tmp_path.iterdir()) / "checkpoints" / "last.pt")
     assert (ckpt["epoch"], ckpt["step"]) == (1, 4)
+
+
+def test_cuda_n_is_made_the_current_device_and_determinism_is_the_recipes(monkeypatch):
+    """No GPU here: the torch.cuda calls are stubbed and the device each one gets is checked."""
+    from cifarctl.training import builders
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(torch, "use_deterministic_algorithms",
+                        lambda on, warn_only=False: calls.append(("deterministic", on)))
+    builders.enter_device(torch.device("cuda", 1))
+    builders.enter_device(torch.device("cpu"))
+    assert calls == [("set_device", torch.device("cuda", 1))]
+    builders.set_determinism(True, torch.device("cuda", 1))
+    assert calls[-1] == ("deterministic", True)
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    builders.set_determinism(False, torch.device("cuda", 1))
+    assert calls[-1] == ("deterministic", False) and torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
+    n = len(calls)
+    builders.set_determinism(True, torch.device("cpu"))  # CPU kernels are deterministic already
+    assert len(calls) == n
+
+
+def test_host_copy_is_a_copy_and_reuses_its_buffers():
+    from cifarctl.training.writer import host_copy
+
+    live = {"model": {"w": torch.ones(3)}, "opt": [torch.zeros(2), 5], "n": "x"}
+    buffers: dict = {}
+    snap = host_copy(live, buffers).ready()
+    live["model"]["w"].add_(1)
+    assert torch.equal(snap["model"]["w"], torch.ones(3)) and snap["opt"][1] == 5 and snap["n"] == "x"
+    first = buffers[("model", "w")]
+    again = host_copy(live, buffers).ready()
+    assert again["model"]["w"] is first and torch.equal(first, torch.full((3,), 2.0))

@@ -102,6 +102,8 @@ class Batches:
                                                  build_albumentations(d.augment, d.normalize))
             self.x = None
             self.aug = None
+            self.sampler = _EpochBatches()
+            self._loader = None
             if notices is not None:
                 notices.append(f"augmentation: albumentations per image in {d.workers} DataLoader "
                                f"worker(s), not on the device ({reason})")
@@ -109,6 +111,20 @@ class Batches:
             x = np.ascontiguousarray(arrays.train_x.transpose(0, 3, 1, 2))
             self.x = torch.from_numpy(x).to(device)
             self.aug = compile_steps(d.augment, d.normalize, device) if d.augment else None
+
+    def loader(self):
+        """The run's DataLoader over the albumentations dataset: made once, its workers kept
+        between epochs (every batch carries its own augmentation seed, whichever worker
+        makes it, so keeping them changes no image)."""
+        if self._loader is None:
+            from cifarctl.augment.per_image import worker_init_fn
+
+            self._loader = torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=self.sampler, num_workers=self.workers,
+                worker_init_fn=worker_init_fn, persistent_workers=self.workers > 0,
+                generator=torch.Generator().manual_seed(0),  # its own: the global RNG is the model's
+                pin_memory=self.device.type == "cuda")
+        return self._loader
 
     def plan(self, saved: dict | None = None) -> EpochPlan:
         """This epoch's order: drawn now, or replayed from ``saved["epoch_generator"]``."""
@@ -161,19 +177,29 @@ class EpochPlan:
             yield x, b.y[bi]
 
     def _loader(self, start: int):
-        from cifarctl.augment.per_image import SeededBatch, batch_seed, worker_init_fn
+        from cifarctl.augment.per_image import SeededBatch, batch_seed
 
         b = self.b
         order = self.idx.cpu()
-        batches = [SeededBatch(order[slice(*self._bounds(i))].tolist(), batch_seed(self.loader_seed, i))
-                   for i in range(start, self.steps)]
+        b.sampler.batches = [SeededBatch(order[slice(*self._bounds(i))].tolist(), batch_seed(self.loader_seed, i))
+                             for i in range(start, self.steps)]
         b.dataset.reseed(self.loader_seed)  # used as is when workers == 0
-        loader = torch.utils.data.DataLoader(
-            b.dataset, batch_sampler=batches, num_workers=b.workers,
-            worker_init_fn=worker_init_fn, generator=torch.Generator().manual_seed(self.loader_seed),
-            pin_memory=b.device.type == "cuda")
-        for x, y in loader:
+        for x, y in b.loader():
             x = x.to(b.device, non_blocking=True)
             if b.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y.to(b.device, non_blocking=True)
+
+
+class _EpochBatches:
+    """The batch sampler of the one DataLoader a run keeps: this epoch's seeded batches,
+    set before each epoch (read in the main process, so persistent workers see them)."""
+
+    def __init__(self):
+        self.batches: list = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

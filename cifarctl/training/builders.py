@@ -84,6 +84,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def enter_device(device: torch.device) -> None:
+    """Make ``cuda:N`` this process's current CUDA device, so that what belongs to the
+    current device (events, streams, pinned-memory and cuBLAS handles) is ``cuda:N``'s."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+
 def set_determinism(deterministic: bool, device: torch.device) -> None:
     """The recipe's ``deterministic``: on CUDA, deterministic kernels (and cuBLAS's fixed
     workspace, which must be set before its first use) or cuDNN autotuning for speed. The

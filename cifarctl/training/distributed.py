@@ -245,16 +245,16 @@ def agree_stop(trainer) -> str | None:
 
 
 class Agreement:
-    """Stop requests and display wishes agreed by every rank without blocking the step.
+    """Stop requests and display wishes agreed by every rank without blocking on the device.
 
-    Every :attr:`EVERY` steps each rank starts an asynchronous MAX all-reduce of its host
-    flags (stop signal, rank 0's wish for a display point) over the host-side gloo group,
-    and takes the result of the one it started :attr:`EVERY` steps before, long complete:
-    all ranks see the same answer at the same step. A stop is thus agreed within
-    2 x :attr:`EVERY` steps; :meth:`close` at the epoch end takes any answer in flight.
+    After every :attr:`EVERY`-th step of an epoch each rank starts an asynchronous MAX
+    all-reduce of its host flags (stop signal, rank 0's wish for a display point) over the
+    host-side gloo group, and takes its result one step later, by when the few bytes have
+    long crossed: every rank sees the same answer after the same step. A stop is agreed
+    within :attr:`EVERY` + 1 steps; :meth:`close` at the epoch end takes any answer in flight.
     """
 
-    EVERY = 8
+    EVERY = 4
 
     def __init__(self, trainer):
         self.t = trainer
@@ -272,12 +272,11 @@ class Agreement:
     def poll(self, step: int, wish: bool) -> tuple[str | None, bool]:
         """(agreed stop request or None, whether this step is a display point) after the
         epoch's ``step``-th step (1-based)."""
-        if step % self.EVERY:
-            return None, False
-        stop, display = self._take()
-        mine = _stop_code(self.t.stop_requested)
-        self.flags = torch.tensor([mine, int(wish and self.t.rank == 0)], dtype=torch.int32)
-        self.work = dist.all_reduce(self.flags, op=dist.ReduceOp.MAX, group=_control, async_op=True)
+        stop, display = self._take() if self.work is not None else (0, 0)
+        if step % self.EVERY == 0:
+            mine = _stop_code(self.t.stop_requested)
+            self.flags = torch.tensor([mine, int(wish and self.t.rank == 0)], dtype=torch.int32)
+            self.work = dist.all_reduce(self.flags, op=dist.ReduceOp.MAX, group=_control, async_op=True)
         if stop:
             self.t.stop_requested = _stop_name(stop)
         return (self.t.stop_requested if stop else None), bool(display)

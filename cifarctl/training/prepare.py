@@ -18,6 +18,7 @@ from cifarctl.training.builders import (
     build_loss,
     build_model,
     build_optimizer,
+    enter_device,
     is_max_lr_auto,
     precision_for,
     resolve_device,
@@ -59,6 +60,7 @@ def prepare(
     seed = recipe.seed if seed is None else seed
     seed_everything(seed)
     notices: list[str] = []
+    enter_device(dev)
     set_determinism(recipe.deterministic, dev)
 
     source = resolve_source(data_source or recipe.data.source)
