@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -49,10 +50,34 @@ def temp_owner(name: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+_NOT_FILES = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
+              (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+
+
+class NotAFileError(UsageError):
+    """A write target that exists and is not a regular file (exit 2): never replaced."""
+
+
+def check_target(path: Path) -> None:
+    """Refuse to write over a device, FIFO, socket or folder: the atomic replace would put a
+    regular file in its place (as root, ``--out /dev/null`` would replace the system's
+    /dev/null). A symlink itself is replaced, never followed; a missing path is fine."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    kind = next((name for test, name in _NOT_FILES if test(mode)), None)
+    if kind is not None:
+        raise NotAFileError(f"{path} is a {kind}, not a regular file: cifarctl writes a file by replacing "
+                            f"it and never replaces a {kind}; give the path of a file")
+
+
 def replace_file(path: Path, data, before_replace=None) -> None:
     """Write ``data`` (bytes-like) to ``path``'s temp file, fsync it, ``os.replace`` ``path``
-    with it, fsync the folder; raises ``OSError`` (the temp file removed). ``before_replace()``
-    runs between the two (the tests' slow save, :mod:`cifarctl.training.faults`)."""
+    with it, fsync the folder; raises ``OSError`` (the temp file removed), or
+    :class:`NotAFileError` when ``path`` is a device, FIFO, socket or folder (nothing written).
+    ``before_replace()`` runs between the two (the tests' slow save)."""
+    check_target(path)
     tmp = temp_for(path)
     replaced = False
     try:
