@@ -169,6 +169,46 @@ def test_01_kill_9_between_epochs_and_mid_epoch_then_resume_is_bitwise_equal(tmp
 
 # ------------------------------------------------------------------------ 2. kill -9 during a save
 @pytest.mark.slow
+def test_02b_kill_9_while_a_background_save_is_in_flight_and_the_next_epoch_trains(tmp_path):
+    """Epoch-end files are written by a background thread while the next epoch trains: a
+    kill -9 during epoch 2's save (slowed to 2 s) leaves every checkpoint loadable, and the
+    resumed run is bitwise the uninterrupted one."""
+    from cifarctl.runs import load_checkpoint
+
+    runs = tmp_path / "runs"
+    three = ["--set", "epochs=3"]
+    train_in_process(runs, *sets(TINY), *sets(three), name="ref")
+    out = open(tmp_path / "out.txt", "w")
+    proc = subprocess.Popen([*CLI, "train", "s8_bn", *TINY, *three, *CPU, "--runs-dir", str(runs), "--name", "r"],
+                            stdout=out, stderr=subprocess.STDOUT, env=child_env(CIFARCTL_TEST_SLOW_SAVE="2"))
+    ckpts = runs / "r" / "checkpoints"
+    seen, before = 0, set()  # temp files seen: epoch 1's best.pt and last.pt, then epoch 2's first
+    deadline = time.time() + 180
+    try:
+        while seen < 3:
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "out.txt").read_text()
+            now = {p.name for p in ckpts.iterdir() if ".tmp-" in p.name} if ckpts.is_dir() else set()
+            seen += len(now - before)
+            before = now
+            time.sleep(0.02)
+        time.sleep(1.0)  # epoch 3 trains meanwhile (4 tiny steps)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out.close()
+    run = runs / "r"
+    for name in ("best.pt", "last.pt"):
+        assert load_checkpoint(ckpts / name)["epoch"] in (1, 2)
+    assert load_checkpoint(ckpts / "last.pt")["epoch"] == 1
+    train_in_process(runs, resume=run)
+    assert_same_weights(weights(runs / "ref"), weights(run))
+    assert metrics(run) == metrics(runs / "ref")
+    assert not temp_files(run)
+
+
+@pytest.mark.slow
 def test_02_kill_9_during_a_slow_checkpoint_save_every_checkpoint_loads_and_resume_continues(tmp_path, reference):
     from cifarctl.runs import load_checkpoint
 
