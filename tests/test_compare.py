@@ -285,3 +285,15 @@ def test_settings_that_cannot_change_results_do_not_split_groups(tmp_path):
     assert sorted(r.name for r in big.runs) == ["a", "b"] and big.seeds_differ
     assert big.best_mean == 62 and big.best_std == pytest.approx(2 ** 0.5 * 2)
     assert "data.batch_size=128" in big.label and "scheduler" in big.label  # how it differs from c
+
+
+def test_lr_find_output_under_runs_is_left_out_silently(tmp_path):
+    """`compare runs/*` and `report runs/*` reach runs/lr-find/: not a run, and no skip line."""
+    from cifarctl.analysis.compare import collect_runs
+
+    lr = tmp_path / "runs" / "lr-find" / "s8_bn-20260101-000000"
+    lr.mkdir(parents=True)
+    (lr / "lr_find.json").write_text("{}")
+    (lr / "lr_find.png").write_bytes(b"")
+    runs, skipped = collect_runs([tmp_path / "runs" / "lr-find"])
+    assert runs == [] and skipped == []

@@ -170,3 +170,18 @@ def test_augmented_samples_undo_the_normalisation(steps, check):
         assert np.array_equal(out[..., 0], out[..., 1]) and not np.array_equal(out, x)
     else:
         assert np.array_equal(out, x)
+
+
+def test_the_reproduce_command_names_the_data_when_it_was_not_the_download():
+    from types import SimpleNamespace
+
+    from cifarctl.ui.report import command_of
+
+    recipe = SimpleNamespace(name="s8_bn")
+    env = {"command": ["/x/cifarctl", "train", "s8_bn", "--set", "epochs=1"]}
+    assert command_of(env, recipe, 1, "/data/cifar10-jpeg.tar.xz") == \
+        "cifarctl train s8_bn --set epochs=1 --data /data/cifar10-jpeg.tar.xz"
+    assert command_of(env, recipe, 1, "cifar10") == "cifarctl train s8_bn --set epochs=1"
+    given = {"command": ["cifarctl", "train", "s8_bn", "--data", "/d"]}
+    assert command_of(given, recipe, 1, "/d") == "cifarctl train s8_bn --data /d"
+    assert command_of({}, recipe, 3, "/my data") == "cifarctl train s8_bn --seed 3 --data '/my data'"

@@ -288,3 +288,32 @@ def test_bundled_recipe_one_epoch_on_synthetic_data(name, tmp_path):
     s = run_training(name, overrides=sets, runs_dir=tmp_path, device="cpu")
     assert s["status"] == "completed" and s["epochs_done"] == 1 and s["model"] == recipe.model
     assert_complete(only_run(tmp_path), 1)
+
+
+def test_a_relative_data_path_is_stored_absolute_and_eval_works_from_elsewhere(tmp_path, monkeypatch, cli):
+    """CIFARCTL_DATA=relative/path: the run folder names the data by its absolute path."""
+    import numpy as np
+    from PIL import Image
+
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 7), ("test", 2)):
+        for c in classes:
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIFARCTL_DATA", "data")
+    res = cli("train", "s8_bn", "--set", "epochs=1", "--set", "data.batch_size=32", "--runs-dir", "runs",
+              "--name", "r", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
+    assert summary["data"] == str((tmp_path / "data").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("CIFARCTL_DATA")
+    res = cli("eval", str(tmp_path / "runs" / "r"), "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["images"] == 20

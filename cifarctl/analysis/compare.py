@@ -159,11 +159,18 @@ def _candidates(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
                 out.append(p)  # an empty folder: read it as a run, so it is skipped with a reason
                 continue
             for c in children:
+                if c.is_dir() and _is_lr_find_output(c):
+                    continue  # `runs/*` reaches runs/lr-find/: range tests are not runs, and not news
                 if c.is_dir():
                     out.append(c)
                 else:
                     skipped.append((c, "not a folder" if c.exists() else _missing_reason(c)))
     return _unique(out, lambda p: p), _unique(skipped, lambda s: s[0])
+
+
+def _is_lr_find_output(folder: Path) -> bool:
+    """A ``cifarctl lr-find`` result folder (lr_find.json, no metrics.jsonl)."""
+    return (folder / "lr_find.json").is_file() and not os.path.lexists(folder / "metrics.jsonl")
 
 
 def _unique(items: list, path_of) -> list:

@@ -61,10 +61,16 @@ class CifarArrays:
 
 
 def resolve_source(source: str | os.PathLike | None = None) -> str:
-    """The source to use: the argument, else ``$CIFARCTL_DATA``, else ``"cifar10"``."""
+    """The source to use: the argument, else ``$CIFARCTL_DATA``, else ``"cifar10"``; a path
+    that exists as its absolute path, so that a run folder names it from anywhere."""
     if source is not None and str(source) != "":
-        return os.fspath(source)
-    return os.environ.get("CIFARCTL_DATA") or "cifar10"
+        text = os.fspath(source)
+    else:
+        text = os.environ.get("CIFARCTL_DATA") or "cifar10"
+    if text == "cifar10" or text.startswith("synthetic"):
+        return text
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text
 
 
 def load_cifar(

@@ -71,13 +71,18 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def command_of(env: dict[str, Any], recipe, seed) -> str:
-    """The command that started the run (``env.json``), as ``cifarctl train ...``."""
-    argv = env.get("command") or []
+def command_of(env: dict[str, Any], recipe, seed, data: str | None = None) -> str:
+    """The command that started the run (``env.json``), as ``cifarctl train ...``, with
+    ``--data DATA`` added when the run did not use the official download and the command
+    does not say which data (it came from ``$CIFARCTL_DATA`` or the recipe)."""
+    argv = [str(a) for a in env.get("command") or []]
     if argv and "train" in argv:
         args = argv[argv.index("train"):]
-        return "cifarctl " + " ".join(_quote(a) for a in args)
-    return f"cifarctl train {recipe.name}" + (f" --seed {seed}" if seed is not None else "")
+    else:
+        args = ["train", recipe.name] + (["--seed", str(seed)] if seed is not None else [])
+    if isinstance(data, str) and data and data != "cifar10" and "--data" not in args and not any(a.startswith("--data=") for a in args):
+        args += ["--data", data]
+    return "cifarctl " + " ".join(_quote(a) for a in args)
 
 
 def _quote(a: str) -> str:
@@ -305,7 +310,7 @@ def _analysis_part(ev: Evidence) -> list[str]:
 
 def _reproduce_part(ev: Evidence) -> list[str]:
     env = ev.env
-    return ["```bash\n" + command_of(env, ev.recipe, ev.recipe.seed) + "\n```",
+    return ["```bash\n" + command_of(env, ev.recipe, ev.recipe.seed, ev.summary.get("data")) + "\n```",
             f"cifarctl {env.get('cifarctl', '?')}, torch {env.get('torch', '?')}, python {env.get('python', '?')}; "
             f"run folder `{ev.run.name}`."]
 
