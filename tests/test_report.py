@@ -185,3 +185,30 @@ def test_the_reproduce_command_names_the_data_when_it_was_not_the_download():
     given = {"command": ["cifarctl", "train", "s8_bn", "--data", "/d"]}
     assert command_of(given, recipe, 1, "/d") == "cifarctl train s8_bn --data /d"
     assert command_of({}, recipe, 3, "/my data") == "cifarctl train s8_bn --seed 3 --data '/my data'"
+
+
+def test_a_reduced_run_says_so_and_draws_no_fitting_conclusion(tmp_path, cli):
+    from helpers import train_tiny
+
+    run = train_tiny(tmp_path / "runs", "short", "--set", "epochs=1")
+    env = json.loads((run / "env.json").read_text())  # in-process, argv is pytest's: as the CLI writes it
+    env["command"] = ["/venv/bin/cifarctl", "train", "s8_bn", "--set", "epochs=1"]
+    (run / "env.json").write_text(json.dumps(env))
+    res = cli("report", str(run), "-o", str(tmp_path / "rep"))
+    assert res.exit_code == 0, res.output
+    assert "1 epoch," in res.output and "1 epochs" not in res.output
+    text = (tmp_path / "rep" / "README.md").read_text()
+    assert "**Reduced run**: 1 of the recipe's 20 epochs" in text and "epochs=1" in text
+    assert "normalised with the recipe's constants (`data.normalize`), mean (0.4914, 0.4822, 0.4465)" in text
+    analysis = text.split("Analysis", 1)[1]
+    assert "no verdict on fitting" in analysis
+    assert "under-fitting" not in analysis and "over-fitting" not in analysis and "larger model" not in analysis
+
+
+def test_fitting_is_judged_only_from_enough_epochs():
+    from cifarctl.analysis.findings import gap_finding
+
+    rows = [{"epoch": e, "train_acc": 40.0 + e, "test_acc": 50.0 + e} for e in range(1, 3)]
+    assert "no verdict on fitting from 2 epochs" in gap_finding(rows)
+    rows = [{"epoch": e, "train_acc": 40.0 + e, "test_acc": 50.0 + e} for e in range(1, 9)]
+    assert "under-fitting" in gap_finding(rows) and "no verdict" in gap_finding(rows, judge=False)

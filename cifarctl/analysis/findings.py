@@ -33,8 +33,14 @@ def target_finding(metrics: list[dict[str, Any]], target_acc: float | None) -> s
             f"{target_acc - best['test_acc']:.2f} points short.")
 
 
-def gap_finding(metrics: list[dict[str, Any]]) -> str | None:
-    """Train minus test accuracy at the end, and how it moved over the last epochs."""
+MIN_EPOCHS_TO_JUDGE = TAIL + 2  # fewer epochs: no verdict on fitting
+
+
+def gap_finding(metrics: list[dict[str, Any]], judge: bool = True) -> str | None:
+    """Train minus test accuracy at the end, and how it moved over the last epochs; a
+    verdict on fitting only when ``judge`` and the run has :data:`MIN_EPOCHS_TO_JUDGE` epochs
+    (train accuracy is averaged over each epoch with augmentation on: after an epoch or two
+    test above train is what every run shows)."""
     rows = [m for m in _acc_rows(metrics) if isinstance(m.get("train_acc"), (int, float))]
     if not rows:
         return None
@@ -48,6 +54,9 @@ def gap_finding(metrics: list[dict[str, Any]]) -> str | None:
         change = gap - was
         trend = ("widening" if change >= GAP_TREND_PTS else "narrowing" if change <= -GAP_TREND_PTS else "steady")
         text += f", {trend} ({was:+.2f} -> {gap:+.2f} over the last {TAIL} epochs)"
+    if not judge or len(rows) < MIN_EPOCHS_TO_JUDGE:
+        why = "a reduced run" if not judge else f"{len(rows)} epoch{'s' if len(rows) != 1 else ''}"
+        return text + f"; no verdict on fitting from {why}."
     if gap < 0:
         text += ": test above train, under-fitting the augmented training set (room for a larger model or less regularisation)"
     elif len(rows) > TAIL and gap > 0 and gap - was >= GAP_TREND_PTS:
@@ -96,11 +105,12 @@ def class_findings(eval_result: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 
 def findings(metrics: list[dict[str, Any]], target_acc: float | None,
-             eval_result: dict[str, Any] | None = None) -> list[tuple[str, str]]:
-    """Every finding that the data allows, as ``(key, one line)``."""
+             eval_result: dict[str, Any] | None = None, *, reduced: bool = False) -> list[tuple[str, str]]:
+    """Every finding that the data allows, as ``(key, one line)``; a ``reduced`` run (fewer
+    epochs or images than its recipe) gets no advice on fitting or on training longer."""
     out = []
-    for key, text in (("target", target_finding(metrics, target_acc)), ("gap", gap_finding(metrics)),
-                      ("trend", trend_finding(metrics))):
+    for key, text in (("target", target_finding(metrics, target_acc)), ("gap", gap_finding(metrics, not reduced)),
+                      ("trend", None if reduced else trend_finding(metrics))):
         if text:
             out.append((key, text))
     return out + class_findings(eval_result)

@@ -48,7 +48,7 @@ def report(
         acc = rep.accuracy.get(r.name)
         best = "-" if r.best_acc is None else f"{r.best_acc:.2f}%"
         evaluated = "" if acc is None else f", evaluated {acc:.2f}%"
-        console.print(Text(f"{r.name}: {r.status}, {r.epochs} epochs, best {best}{evaluated}, "
+        console.print(Text(f"{r.name}: {r.status}, {r.epochs} epoch{'s' if r.epochs != 1 else ''}, best {best}{evaluated}, "
                            f"target {rep.verdicts.get(r.name, '-')}"), soft_wrap=True)
     console.print(Text(f"wrote {rep.path} and {len(list(rep.path.parent.joinpath('images').glob('*.png')))} "
                        f"images in {rep.seconds:.1f} s"), soft_wrap=True)

@@ -224,8 +224,9 @@ def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
                       list(d.classes), images / f"{prefix}augmented.png", "the same images after the train augmentation")
     names = [next(iter(s)) if isinstance(s, dict) else str(s) for s in steps]
     out = [markdown(_stats_table(ev.data_stats), heading=None),
-           f"Train augmentation: {' → '.join(names) if names else 'none'}; normalised with the train mean/std above"
-           f" ({len(d.train_y):,} train / {len(d.test_y):,} test images).",
+           f"Train augmentation: {' → '.join(names) if names else 'none'}. Inputs normalised with the recipe's "
+           f"constants (`data.normalize`), mean {_triple(r.data.normalize.mean)} and std {_triple(r.data.normalize.std)}, "
+           f"({len(d.train_y):,} train / {len(d.test_y):,} test images; the table above is their own statistics).",
            f"![training images](images/{orig.name})", f"![augmented](images/{aug.name})"]
     return out
 
@@ -301,10 +302,45 @@ def _missed_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
     return [text, f"![misclassified images](images/{Path(png).name})"]
 
 
+def set_options(env: dict[str, Any]) -> list[str]:
+    """The ``--set`` values of the command that started the run (``env.json``)."""
+    argv = [str(a) for a in env.get("command") or []]
+    return [b for a, b in zip(argv, argv[1:]) if a == "--set"] + \
+        [a.split("=", 1)[1] for a in argv if a.startswith("--set=")]
+
+
+def reduced_budget(ev: Evidence) -> str | None:
+    """One line when the run trained on less than its bundled recipe asks for: fewer
+    epochs or a train subset (with the ``--set`` options that made it so), else None."""
+    from cifarctl.bundled import bundled_recipes
+    from cifarctl.recipe import load_recipe
+
+    r, parts = ev.recipe, []
+    path = bundled_recipes().get(r.name)
+    try:
+        full = load_recipe(str(path)).epochs if path is not None else None
+    except Exception:  # noqa: BLE001  a bundled recipe of another version: no comparison
+        full = None
+    if full is not None and r.epochs < full:
+        parts.append(f"{r.epochs} of the recipe's {full} epochs")
+    if r.data.train_subset:
+        parts.append(f"a subset of {r.data.train_subset:,} train images")
+    if not parts:
+        return None
+    sets = set_options(ev.env)
+    how = f" (`--set {' '.join(sets)}`)".replace("``", "") if sets else ""
+    return (f"**Reduced run**: {' and '.join(parts)}{how}. Its accuracy is not the recipe's result, "
+            "and the analysis draws no conclusion about fitting from it.")
+
+
+def _triple(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4f}" for v in values) + ")"
+
+
 def _analysis_part(ev: Evidence) -> list[str]:
     from cifarctl.analysis.findings import findings
 
-    lines = findings(ev.run.metrics, ev.recipe.target.min_test_acc, ev.eval)
+    lines = findings(ev.run.metrics, ev.recipe.target.min_test_acc, ev.eval, reduced=reduced_budget(ev) is not None)
     return ["\n".join(f"- {text}" for _, text in lines) if lines else "_No epoch finished yet._"]
 
 
@@ -321,6 +357,7 @@ def run_section(ev: Evidence, images: Path, prefix: str, level: str) -> str:
     sub = level + "#"
     parts = [f"{level} {ev.run.name}: {r.assignment or r.name}" if level != "#" else f"# {r.name}: {r.assignment}",
              (r.description or "").strip() or f"Recipe `{r.name}`, model `{r.model}`.",
+             *(f"> {note}" for note in [reduced_budget(ev)] if note),
              f"{sub} Target and result", markdown(_target_table(ev), heading=None),
              markdown(_result_table(ev), heading=None),
              f"{sub} Model", *_model_part(ev),
