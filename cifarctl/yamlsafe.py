@@ -161,10 +161,16 @@ def load(text: str | bytes) -> Any:
 
 
 def problem(exc: yaml.YAMLError) -> str:
-    """'line L, column C: what' for a YAML error."""
+    """'line L, column C: what' for a YAML error; where PyYAML gives a context ("while
+    scanning a quoted scalar" at line 3: where the typo is), that comes first, since the
+    problem's own line is often the one after the typo."""
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
     what = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and cmark is not None and (mark is None or cmark.line != mark.line):
+        where = f"line {cmark.line + 1}, column {cmark.column + 1}: {context}: "
+        what = f"{what}" + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
     if isinstance(exc, ConstructorError) and "tag" in what:
         what = f"{what} (only plain YAML is allowed: no python tags)"
     elif isinstance(exc, ComposerError) and "alias" in what:

@@ -80,3 +80,9 @@ def test_bundled_recipes_after_non_editable_install(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "cifarctl/_recipes/s8_bn.yaml" in names
     assert "cifarctl/_recipes/s10_resnet_custom.yaml" in names
+
+
+def test_set_without_equals_says_key_value(cli):
+    res = cli("train", "s8_bn", "--set", "epochs", "1")
+    assert res.exit_code == 2
+    assert "write --set KEY=VALUE" in res.output and "unexpected extra argument" not in res.output

@@ -156,3 +156,11 @@ def test_cli_recipes_show_and_error(tmp_path):
     res = runner.invoke(app, ["recipes", str(bad)])
     assert res.exit_code == 2
     assert "epochz" in res.output and "Traceback" not in res.output
+
+
+def test_a_yaml_typo_is_reported_at_its_own_line(tmp_path, cli):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('name: x\nepochs: 3\nmodel: "s8_bn\noptimizer: {name: sgd}\n')  # quote never closed on line 3
+    res = cli("recipes", str(bad))
+    assert res.exit_code == 2
+    assert "line 3, column 8: while scanning a quoted scalar" in res.output

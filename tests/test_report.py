@@ -212,3 +212,12 @@ def test_fitting_is_judged_only_from_enough_epochs():
     assert "no verdict on fitting from 2 epochs" in gap_finding(rows)
     rows = [{"epoch": e, "train_acc": 40.0 + e, "test_acc": 50.0 + e} for e in range(1, 9)]
     assert "under-fitting" in gap_finding(rows) and "no verdict" in gap_finding(rows, judge=False)
+
+
+def test_the_groups_caption_is_printed_once(tmp_path, cli):
+    from helpers import train_tiny
+
+    runs = [train_tiny(tmp_path / "runs", f"seed{s}", "--seed", str(s), "--set", "epochs=1") for s in (1, 2)]
+    res = cli("report", *map(str, runs), "-o", str(tmp_path / "rep"))
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "rep" / "README.md").read_text().count("same settings but the seed") == 1

@@ -69,6 +69,15 @@ FORMAT_HELP = ("table (a terminal table; off a terminal every column in full), m
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help=FORMAT_HELP)]
 
 
+def check_set(values: list[str] | None) -> list[str] | None:
+    """``--set`` values are KEY=VALUE: ``--set epochs 1`` is refused with that, before Typer
+    would call the ``1`` an unexpected extra argument."""
+    for v in values or ():
+        if "=" not in v:
+            raise typer.BadParameter(f"{v!r} has no '=': write --set KEY=VALUE, e.g. --set epochs=1")
+    return values
+
+
 def output_format(fmt: OutputFormat, as_json: bool) -> str:
     """``--format``, with ``--json`` as its shorthand for json."""
     return "json" if as_json else fmt.value

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cifarctl.cli import complete
-from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
+from cifarctl.cli.app import FormatOption, OutputFormat, app, check_set, console, output_format
 
 
 @app.command("recipes", short_help="List the bundled recipes, or validate and show one.")
@@ -20,7 +20,7 @@ def recipes(
     ] = None,
     set_: Annotated[
         Optional[list[str]],
-        typer.Option("--set", metavar="KEY=VALUE",
+        typer.Option("--set", metavar="KEY=VALUE", callback=check_set,
                      help="Override a key (repeatable), e.g. --set data.batch_size=256."),
     ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print JSON (same as --format json).")] = False,

@@ -34,9 +34,9 @@ def show_misclassified(console: Console, result, png, true: str | None = None, p
     terminal or one line per image off one, and where the PNG went."""
     filters = ", ".join(f for f in (f"true {true}" if true else "", f"pred {pred}" if pred else "") if f)
     epoch = f" ({result.epoch_label})" if result.epoch_label else ""
-    console.print(f"{result.checkpoint}{epoch}: {result.total_wrong} of {result.total} test images wrong "
-                  f"({result.accuracy:.2f}% accuracy); {result.wrong} match{' (' + filters + ')' if filters else ''}, "
-                  f"showing {len(result.items)} by {result.sort}"
+    chosen = f"{result.wrong:,} of them {filters}" if filters else f"all {result.wrong:,} of them"
+    console.print(f"{result.checkpoint}{epoch}: {result.total_wrong:,} of {result.total:,} test images wrong "
+                  f"({result.accuracy:.2f}% accuracy); {chosen}, showing {len(result.items)} by {result.sort}"
                   + (f"; Grad-CAM on {result.layer}" if result.layer else ""), highlight=False, soft_wrap=True)
     if console.is_terminal:
         if result.items:

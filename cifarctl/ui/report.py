@@ -57,8 +57,15 @@ def _dur(s: float | None) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
+def _setting(k: str, v: Any) -> str:
+    """One setting as a person writes it: ``nesterov``, not ``nesterov False``."""
+    if isinstance(v, bool):
+        return k.replace("_", " ") if v else f"no {k.replace('_', ' ')}"
+    return f"{k} {v}"
+
+
 def _settings(d: dict[str, Any]) -> str:
-    parts = [f"{k} {v}" for k, v in d.items() if k != "name" and v is not None and not isinstance(v, (dict, list))]
+    parts = [_setting(k, v) for k, v in d.items() if k != "name" and v is not None and not isinstance(v, (dict, list))]
     return f"{d.get('name', '?')} ({', '.join(parts)})" if parts else str(d.get("name", "?"))
 
 
@@ -382,7 +389,7 @@ def comparison_section(runs, groups, images: Path) -> str:
                       f"{', '.join(sorted({r.recipe for r in runs}))}: {len(runs)} runs compared")
     parts = ["## Comparison", markdown(runs_table(runs), heading=None)]
     if has_groups_table(groups):
-        parts += ["Groups (same settings but the seed; ± sample std over seeds):", markdown(groups_table(groups), heading=None)]
+        parts += [markdown(groups_table(groups), heading=None)]  # its title says what the groups are
     from cifarctl.errors import CifarctlError
     from cifarctl.recipe import load_recipe
     from cifarctl.ui.tables import target_text
