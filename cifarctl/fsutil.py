@@ -50,8 +50,9 @@ def temp_owner(name: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+# a folder is refused by os.replace itself ("Is a directory: give a file name, not a folder")
 _NOT_FILES = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
-              (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+              (stat.S_ISSOCK, "socket"))
 
 
 class NotAFileError(UsageError):
@@ -59,7 +60,7 @@ class NotAFileError(UsageError):
 
 
 def check_target(path: Path) -> None:
-    """Refuse to write over a device, FIFO, socket or folder: the atomic replace would put a
+    """Refuse to write over a device, FIFO or socket: the atomic replace would put a
     regular file in its place (as root, ``--out /dev/null`` would replace the system's
     /dev/null). A symlink itself is replaced, never followed; a missing path is fine."""
     try:
@@ -75,7 +76,7 @@ def check_target(path: Path) -> None:
 def replace_file(path: Path, data, before_replace=None) -> None:
     """Write ``data`` (bytes-like) to ``path``'s temp file, fsync it, ``os.replace`` ``path``
     with it, fsync the folder; raises ``OSError`` (the temp file removed), or
-    :class:`NotAFileError` when ``path`` is a device, FIFO, socket or folder (nothing written).
+    :class:`NotAFileError` when ``path`` is a device, FIFO or socket (nothing written).
     ``before_replace()`` runs between the two (the tests' slow save)."""
     check_target(path)
     tmp = temp_for(path)

@@ -32,23 +32,22 @@ def report(
     Markdown with relative image links: push the folder to GitHub as it is. Without the
     test data, the data, evaluation and misclassified sections say so; the rest is written.
     """
-    from rich.text import Text
-
+    from cifarctl.ui.render import print_line
     from cifarctl.ui.report import write_report
 
     def say(line: str) -> None:
-        err_console.print(Text(line, style="dim"), soft_wrap=True)
+        print_line(err_console, line, "dim")
 
     rep = write_report(run_dirs, out, data=data, which=which, n=n, gradcam=gradcam, device=device, say=say)
     for p, why in rep.skipped:
-        err_console.print(Text(f"skipped {p}: {why}", style="yellow"), soft_wrap=True)
+        print_line(err_console, f"skipped {p}: {why}", "yellow")
     for w in rep.warnings:
-        err_console.print(Text(f"warning: {w}", style="yellow"), soft_wrap=True)
+        print_line(err_console, f"warning: {w}", "yellow")
     for r in rep.runs:
         acc = rep.accuracy.get(r.name)
         best = "-" if r.best_acc is None else f"{r.best_acc:.2f}%"
         evaluated = "" if acc is None else f", evaluated {acc:.2f}%"
-        console.print(Text(f"{r.name}: {r.status}, {r.epochs} epoch{'s' if r.epochs != 1 else ''}, best {best}{evaluated}, "
-                           f"target {rep.verdicts.get(r.name, '-')}"), soft_wrap=True)
-    console.print(Text(f"wrote {rep.path} and {len(list(rep.path.parent.joinpath('images').glob('*.png')))} "
-                       f"images in {rep.seconds:.1f} s"), soft_wrap=True)
+        print_line(console, f"{r.name}: {r.status}, {r.epochs} epoch{'s' if r.epochs != 1 else ''}, best {best}"
+                            f"{evaluated}, target {rep.verdicts.get(r.name, '-')}")
+    print_line(console, f"wrote {rep.path} and {len(list(rep.path.parent.joinpath('images').glob('*.png')))} "
+                        f"images in {rep.seconds:.1f} s")

@@ -6,7 +6,7 @@ from rich.console import Console, Group
 from rich.text import Text
 
 from cifarctl.tabular import Column, Tabular, markdown
-from cifarctl.ui.render import print_table
+from cifarctl.ui.render import print_line, print_table
 
 
 _HUGE = 1e9  # a value past this (a hostile or broken metrics file) is shown in 3 digits, not 300
@@ -124,4 +124,4 @@ def show_compare(console: Console, runs, groups, skipped, lines, metric: str) ->
         console.print()
         console.print(metric_chart(console, lines, metric))
     for p, why in skipped:
-        console.print(Text(f"skipped {p}: {why}", style="yellow"), soft_wrap=True)
+        print_line(console, f"skipped {p}: {why}", "yellow")

@@ -8,6 +8,8 @@ from rich.columns import Columns
 from rich.console import Console, Group
 from rich.text import Text
 
+from cifarctl.ui.render import print_line
+
 
 def render_gallery(result, scale: int = 1, colours: str = "truecolor"):
     """The gallery as a rich renderable: half-block images (with the Grad-CAM overlay
@@ -35,9 +37,9 @@ def show_misclassified(console: Console, result, png, true: str | None = None, p
     filters = ", ".join(f for f in (f"true {true}" if true else "", f"pred {pred}" if pred else "") if f)
     epoch = f" ({result.epoch_label})" if result.epoch_label else ""
     chosen = f"{result.wrong:,} of them {filters}" if filters else f"all {result.wrong:,} of them"
-    console.print(f"{result.checkpoint}{epoch}: {result.total_wrong:,} of {result.total:,} test images wrong "
-                  f"({result.accuracy:.2f}% accuracy); {chosen}, showing {len(result.items)} by {result.sort}"
-                  + (f"; Grad-CAM on {result.layer}" if result.layer else ""), highlight=False, soft_wrap=True)
+    print_line(console, f"{result.checkpoint}{epoch}: {result.total_wrong:,} of {result.total:,} test images "
+               f"wrong ({result.accuracy:.2f}% accuracy); {chosen}, showing {len(result.items)} by {result.sort}"
+               + (f"; Grad-CAM on {result.layer}" if result.layer else ""))
     if console.is_terminal:
         if result.items:
             from cifarctl.ui.images import colour_mode, print_colour_hint
@@ -48,4 +50,4 @@ def show_misclassified(console: Console, result, png, true: str | None = None, p
         for m in result.items:
             print(f"{m.index:6d}  true {m.true:<10}  pred {m.pred:<10}  {100 * m.confidence:6.2f}%  "
                   f"loss {m.loss:.3f}")
-    console.print(f"wrote {png}", highlight=False, soft_wrap=True)
+    print_line(console, f"wrote {png}")

@@ -33,6 +33,7 @@ from rich.text import Text
 
 from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_point
 from cifarctl.ui.eta import Eta, fmt_duration
+from cifarctl.ui.render import print_line
 
 WIDE = 100            # columns from which the dashboard has progress bars; below, one status line
 CHART_MIN_ROWS = 12   # the fewest rows of plot (axes and tick labels included) worth drawing
@@ -124,7 +125,7 @@ class TrainView:
     # -- output
     def line(self, text: str, style: str | None = None) -> None:
         """One plain line (above the bars on a terminal), never wrapped, no markup."""
-        self.console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
+        print_line(self.console, text, style)
 
     def handle(self, ev: dict) -> None:
         kind = ev.get("type")
