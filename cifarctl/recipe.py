@@ -69,6 +69,11 @@ class Data(_Strict):
     normalize: Normalize = Field(default_factory=Normalize)
     train_subset: int | None = Field(None, gt=0, description="Use this many train images (class-balanced).")
     test_subset: int | None = Field(None, gt=0, description="Use this many test images (class-balanced).")
+    val_split: int | None = Field(
+        None, ge=10, description="Hold out this many train images (class-balanced, drawn with the seed) as a "
+        "validation split: best.pt, ReduceLROnPlateau and the reported best epoch are chosen on it, and the "
+        "test split is evaluated every epoch and reported, never selected on. null = no validation split: "
+        "the best epoch is chosen on the test split, as the assignments' seeds report theirs.")
     workers: int = Field(2, ge=0, description="DataLoader workers for the albumentations backend.")
 
 
@@ -698,3 +703,26 @@ def resolve_model_or_recipe(ref: str, overrides: list[str] | tuple[str, ...] = (
     known = list_models() + list(bundled_recipes())
     raise UsageError(f"unknown model or recipe {ref!r}{did_you_mean(ref, known)}; "
                      "`cifarctl models` and `cifarctl recipes` list them")
+
+
+def dotted_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every key a ``--set`` can name (``data.batch_size``, every branch of the optimizer,
+    scheduler and loss unions); :data:`cifarctl.cli.complete.SET_KEYS` is this list, kept
+    in the completion module so that a TAB imports no pydantic (a test checks they agree)."""
+    import types
+    import typing
+
+    def sections(t) -> list[type[BaseModel]]:
+        origin = typing.get_origin(t)
+        if origin is typing.Annotated:
+            return sections(typing.get_args(t)[0])
+        if origin in (typing.Union, types.UnionType):
+            return [m for a in typing.get_args(t) for m in sections(a)]
+        return [t] if isinstance(t, type) and issubclass(t, BaseModel) else []
+
+    keys: set[str] = set()
+    for name, info in (model or Recipe).model_fields.items():
+        keys.add(prefix + name)
+        for sub in sections(info.annotation):
+            keys.update(dotted_keys(sub, f"{prefix}{name}."))
+    return sorted(keys)

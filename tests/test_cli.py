@@ -86,3 +86,17 @@ def test_set_without_equals_says_key_value(cli):
     res = cli("train", "s8_bn", "--set", "epochs", "1")
     assert res.exit_code == 2
     assert "write --set KEY=VALUE" in res.output and "unexpected extra argument" not in res.output
+
+
+@pytest.mark.parametrize("argv", [["train", "s8_bnn"], ["summary", "s8_bnn"], ["lr-find", "resnet_customm"]])
+def test_a_mistyped_name_is_answered_before_torch_is_imported(argv):
+    code = (
+        "import sys\n"
+        "from cifarctl.cli import main\n"
+        f"sys.argv = ['cifarctl', *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "assert 'torch' not in sys.modules and 'cifarctl.recipe' not in sys.modules, 'imported'\n"
+        "sys.exit(code)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert "did you mean" in res.stderr

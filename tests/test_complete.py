@@ -52,7 +52,8 @@ def tabs(tmp_path_factory):
              ("cifarctl summary res", 2), ("cifarctl lr-find s8", 2), ("cifarctl eval ", 2),
              ("cifarctl misclassified ru", 2), ("cifarctl compare runs/sw", 2),
              ("cifarctl train --resume ", 3), ("cifarctl misclassified x --pred d", 4),
-             ("cifarctl recipes s9", 2), ("cifarctl models resnet", 2), ("cifarctl tr", 1)]
+             ("cifarctl recipes s9", 2), ("cifarctl models resnet", 2), ("cifarctl tr", 1),
+             ("cifarctl train s8_bn --set data.ba", 4), ("cifarctl lr-find s8_bn --set sched", 4)]
     res = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(cases)], cwd=root, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -78,6 +79,15 @@ def test_devices_run_folders_and_classes(tabs):
     assert got["cifarctl compare runs/sw"] == ["runs/sweep/a", "runs/sweep/b"]
     assert got["cifarctl train --resume "] == ["old", "runs/s8_bn-1"]  # only those with a checkpoint
     assert got["cifarctl misclassified x --pred d"] == ["deer", "dog"]
+
+
+def test_set_keys_complete_from_the_schema(tabs):
+    from cifarctl.recipe import dotted_keys
+
+    got = tabs["completions"]
+    assert got["cifarctl train s8_bn --set data.ba"] == ["data.batch_size="]
+    assert "scheduler.max_lr=" in got["cifarctl lr-find s8_bn --set sched"]
+    assert list(complete.SET_KEYS) == dotted_keys()  # the list a TAB reads is the schema's
 
 
 def test_a_tab_imports_neither_torch_nor_pydantic(tabs):

@@ -317,3 +317,27 @@ def test_a_relative_data_path_is_stored_absolute_and_eval_works_from_elsewhere(t
     res = cli("eval", str(tmp_path / "runs" / "r"), "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["images"] == 20
+
+
+def test_a_validation_split_chooses_the_best_epoch_and_the_test_split_is_only_reported(tmp_path, cli):
+    from cifarctl.analysis.compare import collect_runs
+    from cifarctl.runs import load_checkpoint
+
+    res = cli("train", "s8_bn", "--set", "data.source=synthetic:400:60", "--set", "data.batch_size=32",
+              "--set", "epochs=3", "--set", "data.val_split=100", "--device", "cpu", "--runs-dir", tmp_path,
+              "--name", "v")
+    assert res.exit_code == 0, res.output
+    assert "300 train / 100 val / 60 test images" in res.output and "chosen on the validation split" in res.output
+    run = tmp_path / "v"
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    chosen = max(rows, key=lambda r: r["val_acc"])  # first of equals, as the engine keeps the first best
+    chosen = next(r for r in rows if r["val_acc"] == chosen["val_acc"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["selected_on"] == "val" and summary["best_epoch"] == chosen["epoch"]
+    assert summary["best_val_acc"] == chosen["val_acc"] and summary["best_test_acc"] == chosen["test_acc"]
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["epoch"] == chosen["epoch"]
+    runs, _ = collect_runs([run])
+    assert runs[0].selected_on == "val" and runs[0].best_acc == chosen["test_acc"]
+    res = cli("train", "s8_bn", "--set", "data.source=synthetic:100:20", "--set", "data.val_split=100",
+              "--device", "cpu", "--runs-dir", tmp_path)
+    assert res.exit_code == 2 and "leaves no train images" in res.output

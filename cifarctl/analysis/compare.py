@@ -66,6 +66,7 @@ class RunRecord:
     verdict: str = "-"
     status: str = "unknown"
     seed: int | None = None
+    selected_on: str = "test"     # the split that chose the best epoch (data.val_split: "val")
     metrics: list[dict[str, Any]] = field(default_factory=list)
     marks: list[str] = field(default_factory=list)
     group: str | None = None      # its group's label (finished runs only)
@@ -393,6 +394,7 @@ def read_run(path: Path) -> RunRecord | str:
         images_per_s=finite_mean(speed),
         status=str(got["status"] or "unknown"),
         seed=_first(_int(got["seed"]), _int(recipe.get("seed"))),
+        selected_on="val" if summary.get("selected_on") == "val" else "test",
         metrics=metrics,
         marks=marks,
     )

@@ -78,6 +78,26 @@ def check_set(values: list[str] | None) -> list[str] | None:
     return values
 
 
+def check_name(ref: str | None, *, models: bool = False) -> None:
+    """Answer a mistyped recipe (or, with ``models``, model) name at once, from the file
+    names alone: the schema and torch are imported only for a name that exists. Paths
+    are left to the loader, which says what is wrong with them."""
+    import os
+
+    from cifarctl.cli.complete import model_names, recipe_names
+    from cifarctl.errors import UsageError, did_you_mean
+
+    if ref is None or os.path.lexists(ref) or ref.endswith((".yaml", ".yml")) or os.sep in ref:
+        return
+    known = recipe_names() + (model_names() if models else [])
+    if ref in known:
+        return
+    if models:
+        raise UsageError(f"unknown model or recipe {ref!r}{did_you_mean(ref, known)}; "
+                         "`cifarctl models` and `cifarctl recipes` list them")
+    raise UsageError(f"unknown recipe {ref!r}{did_you_mean(ref, known)}; `cifarctl recipes` lists the bundled ones")
+
+
 def output_format(fmt: OutputFormat, as_json: bool) -> str:
     """``--format``, with ``--json`` as its shorthand for json."""
     return "json" if as_json else fmt.value

@@ -26,6 +26,87 @@ RUN_MARKS = ("metrics.jsonl", "summary.json", "checkpoints")
 MAX_ENTRIES = 2000  # folder entries looked at per TAB: a TAB in a huge folder stays quick
 
 
+# The recipe keys a --set can name: cifarctl.recipe.dotted_keys(), written out so that a TAB
+# imports no pydantic (tests/test_complete.py checks the two agree).
+SET_KEYS = (
+    "assignment",
+    "channels_last",
+    "compile",
+    "data",
+    "data.augment",
+    "data.augment_backend",
+    "data.batch_size",
+    "data.normalize",
+    "data.normalize.mean",
+    "data.normalize.std",
+    "data.source",
+    "data.test_batch_size",
+    "data.test_subset",
+    "data.train_subset",
+    "data.val_split",
+    "data.workers",
+    "description",
+    "deterministic",
+    "epochs",
+    "eval_tta",
+    "lookahead",
+    "lookahead.decay",
+    "lookahead.every_steps",
+    "lookahead.ramp_power",
+    "loss",
+    "loss.label_smoothing",
+    "loss.name",
+    "model",
+    "model_args",
+    "name",
+    "optimizer",
+    "optimizer.betas",
+    "optimizer.eps",
+    "optimizer.lr",
+    "optimizer.momentum",
+    "optimizer.name",
+    "optimizer.nesterov",
+    "optimizer.norm_lr_scale",
+    "optimizer.weight_decay",
+    "precision",
+    "scheduler",
+    "scheduler.anneal_strategy",
+    "scheduler.div_factor",
+    "scheduler.end_factor",
+    "scheduler.eta_min",
+    "scheduler.factor",
+    "scheduler.final_div_factor",
+    "scheduler.gamma",
+    "scheduler.lr_find",
+    "scheduler.lr_find.accept_range",
+    "scheduler.lr_find.end_lr",
+    "scheduler.lr_find.fallback_max_lr",
+    "scheduler.lr_find.num_iter",
+    "scheduler.lr_find.start_lr",
+    "scheduler.lr_find.step_mode",
+    "scheduler.max_lr",
+    "scheduler.milestones",
+    "scheduler.min_lr",
+    "scheduler.mode",
+    "scheduler.name",
+    "scheduler.patience",
+    "scheduler.pct_start",
+    "scheduler.start_factor",
+    "scheduler.step_size",
+    "scheduler.t_max",
+    "scheduler.three_phase",
+    "scheduler.threshold",
+    "scheduler.warmup_pct",
+    "schema_version",
+    "seed",
+    "sync_bn",
+    "target",
+    "target.max_epochs",
+    "target.max_params",
+    "target.min_test_acc",
+)
+
+
 # ------------------------------------------------------------------------ names
 def model_names() -> list[str]:
     """Registered model names and aliases, from the ``@register_model`` decorators in the
@@ -187,6 +268,14 @@ def complete_recipe(incomplete: str) -> list[str]:
     """A RECIPE argument: bundled recipe names, then ``.yaml`` files."""
     names = _starting(recipe_names(), incomplete) if "/" not in incomplete else []
     return names + recipe_files(incomplete)
+
+
+def complete_set(incomplete: str) -> list[str]:
+    """A ``--set`` value: ``KEY=`` for the recipe keys starting with what is typed (the
+    value is the user's to type)."""
+    if "=" in incomplete:
+        return []
+    return [f"{k}=" for k in SET_KEYS if k.startswith(incomplete)]
 
 
 def complete_model(incomplete: str) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from cifarctl.cli import complete
-from cifarctl.cli.app import app, check_set, console
+from cifarctl.cli.app import app, check_name, check_set, console
 
 
 class OptimizerName(str, Enum):
@@ -43,7 +43,7 @@ def lr_find(
     runs_dir: Annotated[str, typer.Option("--runs-dir", help="Results go to RUNS_DIR/lr-find/<name>-<time>/.")] = "runs",
     json: Annotated[bool, typer.Option("--json", help="Print the result as JSON only.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", metavar="KEY=VALUE", callback=check_set,
+        "--set", metavar="KEY=VALUE", callback=check_set, autocompletion=complete.complete_set,
         help="Override a recipe key (repeatable), e.g. --set data.train_subset=5000.")] = None,
 ) -> None:
     """Run the LR range test: raise the lr step by step, chart the loss, suggest an lr.
@@ -56,6 +56,7 @@ def lr_find(
     Off a terminal a plain progress line every ~10 %; Ctrl-C stops it at once (exit 130).
     Writes lr_find.json and lr_find.png to RUNS_DIR/lr-find/NAME-TIME/.
     """
+    check_name(target, models=True)
     from cifarctl.errors import UsageError
     from cifarctl.recipe import resolve_model_or_recipe
     from cifarctl.training.builders import resolve_device

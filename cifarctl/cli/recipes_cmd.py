@@ -20,7 +20,7 @@ def recipes(
     ] = None,
     set_: Annotated[
         Optional[list[str]],
-        typer.Option("--set", metavar="KEY=VALUE", callback=check_set,
+        typer.Option("--set", metavar="KEY=VALUE", callback=check_set, autocompletion=complete.complete_set,
                      help="Override a key (repeatable), e.g. --set data.batch_size=256."),
     ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print JSON (same as --format json).")] = False,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cifarctl.cli import complete
-from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
+from cifarctl.cli.app import FormatOption, OutputFormat, app, check_name, console, output_format
 from cifarctl.errors import UsageError
 
 
@@ -40,6 +40,7 @@ def summary(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Layer-by-layer summary: output shapes, params, mult-adds, receptive field and jump."""
+    check_name(target, models=True)
     from cifarctl.analysis.layers import summarize_recipe
     from cifarctl.recipe import resolve_model_or_recipe
 

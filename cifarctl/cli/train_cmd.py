@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cifarctl.cli import complete
-from cifarctl.cli.app import app, check_set, console, state
+from cifarctl.cli.app import app, check_name, check_set, console, state
 
 
 @app.command("train", short_help="Train a recipe into a run folder (or --resume one).")
@@ -18,7 +18,7 @@ def train(
         help="A bundled recipe name (`cifarctl recipes`) or a recipe .yaml path; optional with --resume.",
         show_default=False, autocompletion=complete.complete_recipe)] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", metavar="KEY=VALUE", callback=check_set,
+        "--set", metavar="KEY=VALUE", callback=check_set, autocompletion=complete.complete_set,
         help="Override a recipe key (repeatable), e.g. --set epochs=2 --set data.batch_size=256.")] = None,
     data: Annotated[Optional[str], typer.Option(
         "--data", metavar="PATH", help="Data source: a CIFAR-10 folder/archive, 'cifar10' or 'synthetic'.")] = None,
@@ -46,6 +46,7 @@ def train(
     SIGTERM (last.pt saved: continue with --resume), 1 any other failure; with --nproc,
     rank 0's code (torchrun's 1 when rank 0 could not leave one).
     """
+    check_name(recipe)
     if nproc is not None and nproc > 1:
         from cifarctl.cli.launch import command_args, launch
 

@@ -306,6 +306,20 @@ def balanced_indices(y: np.ndarray, n: int, num_classes: int,
     return np.sort(np.concatenate(picked)) if picked else np.empty(0, np.int64)
 
 
+def hold_out(data: CifarArrays, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Take ``n`` class-balanced train images (drawn with ``seed``) out of ``data`` as a
+    validation split: ``(val_x, val_y)``; ``data`` keeps the rest for training."""
+    if n >= len(data.train_y):
+        raise DataError(f"data.val_split {n:,} leaves no train images (there are {len(data.train_y):,}): "
+                        "use fewer")
+    idx = balanced_indices(data.train_y, int(n), data.num_classes, seed=[seed, 2])
+    keep = np.ones(len(data.train_y), dtype=bool)
+    keep[idx] = False
+    val_x, val_y = data.train_x[idx], data.train_y[idx]
+    data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
+    return val_x, val_y
+
+
 def _subset(x, y, n, num_classes, seed, split):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise DataError(f"{split}_subset must be a positive number of images, got {n!r}")

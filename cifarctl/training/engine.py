@@ -10,7 +10,8 @@ yielding dict events (the trainer comes from :func:`cifarctl.training.prepare.pr
   every ``trainer.display_interval`` seconds (a live view sets a few per second), none
   mid-epoch when it is None (off a terminal), and always at a stop;
 - ``{"type": "epoch", "epoch", "epochs", "train_loss", "train_acc", "test_loss",
-  "test_acc", "lr", "seconds", "train_seconds", "images_per_s", "best"}`` after each
+  "test_acc", "lr", "seconds", "train_seconds", "images_per_s", "best"}`` (and
+  ``val_loss``, ``val_acc`` with ``data.val_split``: then ``best`` goes by them) after each
   epoch's test evaluation (``seconds`` includes it, ``train_seconds`` does not; ``lr`` is
   the last step's; ``images_per_s`` is training throughput);
 - ``{"type": "stopped", "signal", "epoch", "step", "step_in_epoch"}`` when ``trainer.stop_requested`` was set
@@ -91,6 +92,8 @@ class Trainer:
     faults: FaultPlan = field(default_factory=FaultPlan)  # test-only faults (none by default)
     lr_find: Any = None         # the LRFindResult when max_lr was "auto"
     lookahead: Any = None       # cifarctl.training.lookahead.Lookahead when the recipe has one
+    val_x: torch.Tensor | None = None  # data.val_split's held-out train images: what selects best.pt
+    val_y: torch.Tensor | None = None
     clock: Callable[[], float] = time.perf_counter
 
     def autocast(self):
@@ -112,6 +115,7 @@ def train_epochs(t: Trainer) -> Iterator[dict]:
     yield {"type": "start", "epoch": t.epoch, "epochs": r.epochs, "steps": t.steps_per_epoch,
            "model": r.model, "params": t.params, "device": str(t.device),
            "train_images": t.batches.n, "test_images": len(t.test_y),
+           "val_images": 0 if t.val_y is None else len(t.val_y),
            "history": list(t.history), "resumed_step": t.step,
            "step_in_epoch": (t.progress or {}).get("step_in_epoch", 0)}
     for message in t.notices:
@@ -180,19 +184,22 @@ def _epoch(t: Trainer):
     yield {"type": "step", "epoch": epoch, "epochs": t.recipe.epochs, "step": plan.steps,
                "steps": plan.steps, "loss": ls / max(s, 1), "acc": 100.0 * c / max(s, 1), "lr": lr,
                "images_per_s": sums.here * t.world_size / max(train_time, 1e-9)}
-    test = _test_metrics(t)
+    test = _test_metrics(t, t.test_x, t.test_y)
+    val = _test_metrics(t, t.val_x, t.val_y) if t.val_y is not None else None
+    chooser = val or test  # what best.pt and a plateau schedule go by
     if not t.sched_per_batch:
-        step_after_epoch(t.scheduler, test)
+        step_after_epoch(t.scheduler, chooser)
     t.epoch = epoch
     metrics = {"epoch": epoch, "train_loss": ls / max(s, 1), "train_acc": 100.0 * c / max(s, 1),
+               **({"val_loss": val["loss"], "val_acc": val["acc"]} if val else {}),
                "test_loss": test["loss"], "test_acc": test["acc"], "lr": lr,
                "seconds": prior_seconds + t.clock() - t0,
                "train_seconds": prior_seconds + train_time,
                "images_per_s": sums.here * t.world_size / max(train_time, 1e-9)}
     t.history.append(metrics)
-    best = test["acc"] > t.best_acc
+    best = chooser["acc"] > t.best_acc
     if best:
-        t.best_acc, t.best_epoch = test["acc"], epoch
+        t.best_acc, t.best_epoch = chooser["acc"], epoch
     yield {"type": "epoch", "epochs": t.recipe.epochs, "best": best, **metrics}
     return True
 
@@ -258,11 +265,11 @@ def _stopped(t: Trainer) -> dict:
             "step_in_epoch": (t.progress or {}).get("step_in_epoch", 0)}
 
 
-def _test_metrics(t: Trainer) -> dict:
-    """The epoch's test loss and accuracy over the whole test split (DDP: in shares, summed)."""
+def _test_metrics(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """The epoch's loss and accuracy over a whole split (DDP: in shares, summed)."""
     r = t.recipe
     kw = dict(normalize=t.normalize, batch_size=r.data.test_batch_size, loss_name=r.loss.name,
               autocast=t.autocast, channels_last=t.channels_last, tta=r.eval_tta)
     if t.world_size == 1:
-        return evaluate(t.model, t.test_x, t.test_y, **kw)
-    return distributed.evaluate_shares(evaluate, t, **kw)
+        return evaluate(t.model, x, y, **kw)
+    return distributed.evaluate_shares(evaluate, t, x, y, **kw)

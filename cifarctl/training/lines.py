@@ -17,8 +17,9 @@ def fmt_seconds(s: float) -> str:
 
 def epoch_line(ev: dict) -> str:
     """``epoch 3/24  train loss 0.612 acc 78.9%  test loss 0.521 acc 82.3%  lr 1.2e-02  14.2s  3,510 img/s``"""
+    val = f"  val loss {ev['val_loss']:.3f} acc {ev['val_acc']:.1f}%" if "val_acc" in ev else ""
     return (f"epoch {ev['epoch']}/{ev['epochs']}  train loss {ev['train_loss']:.3f} acc {ev['train_acc']:.1f}%"
-            f"  test loss {ev['test_loss']:.3f} acc {ev['test_acc']:.1f}%  lr {ev['lr']:.1e}"
+            f"{val}  test loss {ev['test_loss']:.3f} acc {ev['test_acc']:.1f}%  lr {ev['lr']:.1e}"
             f"  {ev['seconds']:.1f}s  {ev['images_per_s']:,.0f} img/s")
 
 
@@ -43,13 +44,21 @@ def start_line(ev: dict) -> str:
     done = (f", resuming {resume_point(ev['epoch'], ev.get('step_in_epoch', 0), ev['steps'])}"
             if ev["resumed_step"] else "")
     return (f"training {ev['model']} ({ev['params']:,} params) on {ev['device']}: {ev['epochs']} "
-            f"epoch{'s' if ev['epochs'] != 1 else ''} of {ev['steps']} steps, {ev['train_images']:,} train / {ev['test_images']:,} test images{done}")
+            f"epoch{'s' if ev['epochs'] != 1 else ''} of {ev['steps']} steps, {ev['train_images']:,} train / "
+            + (f"{ev['val_images']:,} val / " if ev.get("val_images") else "")
+            + f"{ev['test_images']:,} test images{done}")
 
 
 def final_lines(summary: dict) -> list[str]:
     """Best/final test accuracy, time, and the target verdict."""
     lines = []
-    if summary.get("best_test_acc") is not None:
+    if summary.get("selected_on") == "val" and summary.get("best_val_acc") is not None:
+        lines.append(f"best val acc {summary['best_val_acc']:.2f}% (epoch {summary['best_epoch']}, chosen on the "
+                     f"validation split): test acc {summary['best_test_acc']:.2f}% there  "
+                     f"final {summary['final_test_acc']:.2f}%  {summary['epochs_done']} "
+                     f"epoch{'s' if summary['epochs_done'] != 1 else ''} in "
+                     f"{fmt_seconds(summary.get('total_seconds') or 0)}")
+    elif summary.get("best_test_acc") is not None:
         lines.append(f"best test acc {summary['best_test_acc']:.2f}% (epoch {summary['best_epoch']})  "
                      f"final {summary['final_test_acc']:.2f}%  {summary['epochs_done']} "
                      f"epoch{'s' if summary['epochs_done'] != 1 else ''} in "

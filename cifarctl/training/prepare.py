@@ -68,6 +68,11 @@ def prepare(
     with distributed.main_first(world_size):  # rank 0 decodes and caches, the others read the cache
         arrays = load_cifar(source, cache_dir=cache_dir, progress=progress,
                             train_subset=d.train_subset, test_subset=d.test_subset, seed=seed)
+    val = None
+    if d.val_split:
+        from cifarctl.data.sources import hold_out
+
+        val = hold_out(arrays, d.val_split, seed)  # before the LR range test: it never sees them
     if d.batch_size > len(arrays.train_y):  # would silently train on smaller batches
         raise RecipeError(recipe.origin, [f"data.batch_size: {d.batch_size} is larger than the "
                                           f"{len(arrays.train_y)} train images of {source}"])
@@ -111,7 +116,9 @@ def prepare(
         recipe=recipe, device=dev, model=model, raw_model=raw_model, optimizer=optimizer,
         scheduler=scheduler, sched_per_batch=per_batch, scaler=scaler, amp_dtype=amp_dtype,
         loss_fn=build_loss(recipe), batches=batches, normalize=batches.normalize.normalize_only,
-        test_x=test_x, test_y=to_dev(arrays.test_y), classes=list(arrays.classes), data_source=source,
+        test_x=test_x, test_y=to_dev(arrays.test_y),
+        val_x=None if val is None else to_dev(np.ascontiguousarray(val[0].transpose(0, 3, 1, 2))),
+        val_y=None if val is None else to_dev(val[1]), classes=list(arrays.classes), data_source=source,
         generator=generator, params=params, steps_per_epoch=steps, rank=rank, world_size=world_size,
         notices=notices, faults=faults or FaultPlan(),
         lr_find=lr_find, lookahead=lookahead,

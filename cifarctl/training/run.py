@@ -53,13 +53,18 @@ def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: st
     from cifarctl.recipe import target_verdict
 
     r, h = trainer.recipe, trainer.history
-    best = trainer.best_acc if trainer.best_epoch else None
+    on_val = trainer.val_y is not None
+    best_row = next((x for x in h if x["epoch"] == trainer.best_epoch), None)
+    # the test accuracy of the chosen epoch (chosen on the validation split when there is one)
+    best = best_row["test_acc"] if best_row else (trainer.best_acc if trainer.best_epoch and not on_val else None)
     partial = (trainer.progress or {}).get("train_seconds", 0.0)
     return {
         "recipe": r.name, "model": r.model, "params": trainer.params, "seed": r.seed,
         "status": status, "error": error,
         "epochs_done": trainer.epoch, "epochs_planned": r.epochs, "steps": trainer.step,
         "best_test_acc": best, "best_epoch": trainer.best_epoch or None,
+        "selected_on": "val" if on_val else "test",
+        **({"best_val_acc": trainer.best_acc if trainer.best_epoch else None} if on_val else {}),
         "final_test_acc": h[-1]["test_acc"] if h else None,
         "final_test_loss": h[-1]["test_loss"] if h else None,
         "images_per_s": h[-1]["images_per_s"] if h else None,
@@ -176,7 +181,7 @@ def _keep_resolved_max_lr(recipe, stored: dict):
 
 
 # ------------------------------------------------------------------------ epoch-end files
-METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
+METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
                "train_seconds", "images_per_s")
 
 
@@ -364,7 +369,7 @@ def _run_training(
         """Hand the epoch's files to the writer: the loop waits only for the host copy."""
         writer.submit(lambda: None)  # the previous epoch's job is done: its buffers are free
         snap = host_copy(checkpoint.state_dict(trainer), buffers)
-        row = {k: ev[k] for k in METRIC_KEYS}
+        row = {k: ev[k] for k in METRIC_KEYS if k in ev}
         line, best, history = epoch_line(ev), ev["best"], [dict(h) for h in trainer.history]
         s = make_summary(trainer, status="running", run_dir=run_dir, started=started)
 

@@ -71,8 +71,19 @@ def runs_table(runs) -> Tabular:
                     r.verdict, r.status + ("*" if _notes(r) else ""),
                     cell_styles={9: {"PASS": "green", "FAIL": "red"}.get(r.verdict, ""),
                                  10: _STATUS_STYLE.get(r.status, "red")})
-    tab.notes = [f"* {r.name}: {'; '.join(_notes(r))}" for r in runs if _notes(r)]
+    tab.notes = [selection_note(runs)] + [f"* {r.name}: {'; '.join(_notes(r))}" for r in runs if _notes(r)]
     return tab
+
+
+def selection_note(runs) -> str:
+    """Which split chose each run's best epoch (and so its best.pt)."""
+    on_val = sorted(r.name for r in runs if r.selected_on == "val")
+    if not on_val:
+        return "best (ep): the epoch chosen on the test split (no validation split)"
+    if len(on_val) == len(runs):
+        return "best (ep): test accuracy of the epoch chosen on the validation split"
+    return (f"best (ep): chosen on the validation split for {', '.join(on_val)}; on the test split "
+            "for the others")
 
 
 def groups_table(groups) -> Tabular:

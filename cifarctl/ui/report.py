@@ -176,6 +176,8 @@ def _result_table(ev: Evidence) -> Tabular:
     rows = [
         ("status", r.status + ("" if r.status == "completed" else f" (report of {r.epochs} epochs done)")),
         ("best test accuracy", "-" if r.best_acc is None else f"{r.best_acc:.2f} % (epoch {r.best_epoch})"),
+        ("best epoch chosen on", "the validation split (data.val_split)" if r.selected_on == "val"
+         else "the test split (no validation split)"),
         ("final test accuracy", "-" if r.final_acc is None else f"{r.final_acc:.2f} %"),
         ("epochs", f"{r.epochs} of {r.epochs_planned}" if r.epochs_planned else str(r.epochs)),
         ("wall time", _dur(r.total_seconds)),
