@@ -74,7 +74,8 @@ class Data(_Strict):
         "validation split: best.pt, ReduceLROnPlateau and the reported best epoch are chosen on it, and the "
         "test split is evaluated every epoch and reported, never selected on. null = no validation split: "
         "the best epoch is chosen on the test split, as the assignments' seeds report theirs.")
-    workers: int = Field(2, ge=0, description="DataLoader workers for the albumentations backend.")
+    workers: int = Field(2, ge=0, le=32, description="DataLoader workers for the albumentations backend "
+                         "(at most 32: each is a process, and past one per core they only add memory).")
 
 
 # ---------------------------------------------------------------------- optimizer

@@ -82,6 +82,14 @@ class BoundedLoader(yaml.SafeLoader):
             measure(node, self.max_nodes, self.max_depth)
         return node
 
+    # -- numbers too long for int() (Python refuses over 4,300 digits with a ValueError)
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise YamlLimitError(f"a number of {len(str(node.value)):,} characters: not a recipe value",
+                                 node.start_mark) from None
+
     # -- duplicate keys
     def construct_mapping(self, node, deep=False):
         if isinstance(node, MappingNode):
@@ -101,6 +109,9 @@ class BoundedLoader(yaml.SafeLoader):
                                          key_node.start_mark)
                 seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
+
+
+BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
 
 
 def measure(root, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH) -> tuple[int, int]:

@@ -28,7 +28,7 @@ def misclassified(
     target: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT",
                                           help="A run folder or a checkpoint file (.pt).",
                                           autocompletion=complete.complete_run_or_checkpoint)],
-    n: Annotated[int, typer.Option("--n", min=1, help="How many images to show.")] = 25,
+    n: Annotated[int, typer.Option("--n", min=1, max=500, help="How many images to show (at most 500: the grid is one PNG).")] = 25,
     sort: Annotated[SortBy, typer.Option("--sort", help="Wrongest first by predicted-class confidence or by loss.")] = SortBy.confidence,
     true: Annotated[Optional[str], typer.Option("--true", help="Only images of this true class.",
                                                 autocompletion=complete.complete_class)] = None,

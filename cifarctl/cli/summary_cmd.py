@@ -12,6 +12,9 @@ from cifarctl.cli.app import FormatOption, OutputFormat, app, check_name, consol
 from cifarctl.errors import UsageError
 
 
+MAX_CHANNELS, MAX_SIDE = 64, 1024  # 3,20000,20000 took 73 s and 9.9 GB before failing
+
+
 def parse_input_size(text: str) -> tuple[int, ...]:
     """'3,32,32' -> (3, 32, 32); UsageError on anything else."""
     try:
@@ -20,6 +23,9 @@ def parse_input_size(text: str) -> tuple[int, ...]:
         size = ()
     if len(size) != 3 or min(size) < 1:
         raise UsageError(f"--input-size {text!r}: expected C,H,W such as 3,32,32")
+    if size[0] > MAX_CHANNELS or max(size[1:]) > MAX_SIDE:
+        raise UsageError(f"--input-size {text!r}: at most {MAX_CHANNELS} channels and {MAX_SIDE} pixels a side "
+                         "(the summary runs the model on one such image)")
     return size
 
 
@@ -34,7 +40,7 @@ def summary(
         Optional[int], typer.Option("--depth", min=0, help="Show modules nested at most this deep.")
     ] = None,
     input_size: Annotated[
-        str, typer.Option("--input-size", help="Input shape C,H,W (batch 1).")
+        str, typer.Option("--input-size", help="Input shape C,H,W (batch 1); at most 64 channels, 1024 pixels a side.")
     ] = "3,32,32",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (same as --format json).")] = False,
     fmt: FormatOption = OutputFormat.table,
