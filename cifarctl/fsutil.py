@@ -40,8 +40,15 @@ def fsync_dir(folder: Path) -> None:
 
 
 def temp_for(path: Path) -> Path:
-    """The temp file :func:`replace_file` writes ``path`` through: ``.<name>.tmp-<pid>``."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """The temp file :func:`replace_file` writes ``path`` through: ``.<name>.tmp-<pid>``, the
+    name shortened (with a hash of it) when that would pass the 255-byte limit of a name."""
+    name = f".{path.name}.tmp-{os.getpid()}"
+    if len(name.encode()) > 255:
+        import hashlib
+
+        digest = hashlib.sha256(path.name.encode()).hexdigest()[:16]
+        name = f".{path.name.encode()[:200].decode(errors='ignore')}~{digest}.tmp-{os.getpid()}"
+    return path.with_name(name)
 
 
 def temp_owner(name: str) -> int | None:

@@ -682,6 +682,13 @@ def resume_checkpoint(run_dir_or_file: str | os.PathLike) -> tuple[Path, dict, s
     """``(path, checkpoint, note)`` for ``--resume``: ``checkpoints/last.pt``, or, when that
     file is damaged (not when it is refused as unsafe), an intact ``best.pt``, whose epochs
     after it are then trained again; ``note`` says so."""
+    folder = Path(run_dir_or_file)
+    last, best = folder / "checkpoints" / "last.pt", folder / "checkpoints" / "best.pt"
+    if folder.is_dir() and not os.path.lexists(last) and best.is_file():
+        # a full disk or a kill before last.pt was first written: best.pt is the newest state there is
+        ckpt = load_checkpoint(best)
+        return best, ckpt, (f"{folder} has no checkpoints/last.pt; resuming from {best} (epoch "
+                            f"{ckpt['epoch']}), whose epochs after it are trained again")
     path = find_checkpoint(run_dir_or_file, "last")
     try:
         return path, load_checkpoint(path), None

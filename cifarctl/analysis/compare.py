@@ -541,9 +541,11 @@ def _cell(v: Any) -> str:
         return ""
     if isinstance(v, float):
         return f"{v:.4f}".rstrip("0").rstrip(".")
-    if isinstance(v, list):
-        return "; ".join(map(str, v))
-    return str(v)
+    text = "; ".join(map(str, v)) if isinstance(v, list) else str(v)
+    if isinstance(v, (int, float)):
+        return text
+    # a spreadsheet runs a cell that starts with one of these as a formula: keep it text
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def export(

@@ -45,6 +45,11 @@ def eval_(
     from cifarctl.ui.tables import show_eval
 
     show_eval(console, result, fmt)
+    if result.get("warning"):
+        from cifarctl.cli.app import err_console
+        from cifarctl.ui.render import print_line
+
+        print_line(err_console, f"warning: {result['warning']}", "yellow")
     if result.get("cached"):
         from rich.text import Text
 

@@ -41,7 +41,7 @@ from cifarctl.errors import EXIT_FAILURE, CifarctlError, UsageError
 _control = None  # the gloo group for host-side flags when the main group is nccl
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-SIGNALS = ("SIGINT", "SIGTERM")  # stop requests, by priority (an all_reduce MAX picks one)
+SIGNALS = ("SIGINT", "SIGHUP", "SIGTERM")  # stop requests, by priority (an all_reduce MAX picks one)
 
 
 # ------------------------------------------------------------------------ ranks

@@ -29,9 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cifarctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CifarctlError, Stopped, UsageError
+from cifarctl.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED, CifarctlError, Stopped, UsageError
 
-EXIT_FOR_SIGNAL = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED}
+EXIT_FOR_SIGNAL = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED, "SIGHUP": EXIT_HANGUP}
 
 
 class TrainingInterrupted(Stopped):
@@ -213,7 +213,8 @@ class _CurvesPace:
 
 # ------------------------------------------------------------------------ signals
 class _StopOnSignal:
-    """SIGINT/SIGTERM ask the trainer to stop after its current step; a second one aborts."""
+    """SIGINT/SIGTERM/SIGHUP ask the trainer to stop after its current step (saving
+    last.pt, status interrupted); a second one aborts."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -237,7 +238,7 @@ class _StopOnSignal:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: an SSH drop
                 self.old[sig] = signal.signal(sig, self._handler)
         return self
 

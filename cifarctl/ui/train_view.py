@@ -73,6 +73,7 @@ class TrainView:
         self.eta = self.epoch_eta = None
         self.console = console or Console()
         self.tty = self.console.is_terminal if tty is None else tty
+        self.console.on_broken_pipe = self._lost_output  # a closed pipe does not end the run
         self.chart_on = chart
         self.chart_height = chart_height
         self.history: list[dict] = []
@@ -126,6 +127,21 @@ class TrainView:
     def line(self, text: str, style: str | None = None) -> None:
         """One plain line (above the bars on a terminal), never wrapped, no markup."""
         print_line(self.console, text, style)
+
+    def _lost_output(self) -> None:
+        """stdout was a pipe whose reader left (``train ... | head``): training goes on, its
+        lines still reach log.txt; what would have been printed goes nowhere. (Replaces
+        rich's ``Console.on_broken_pipe``, which exits with 1.)"""
+        import os
+        import sys
+
+        self.console.quiet = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush fails no more
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
 
     def handle(self, ev: dict) -> None:
         kind = ev.get("type")
