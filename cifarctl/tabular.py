@@ -76,7 +76,13 @@ class Tabular:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+    """A markdown table cell: one line, ``|`` and ``\\`` escaped, HTML shown as text,
+    control characters shown escaped."""
+    from cifarctl.safetext import shown
+
+    flat = shown(" ".join(str(text).splitlines()))
+    flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return flat.replace("\\", "\\\\").replace("|", "\\|").strip()
 
 
 def markdown(table: Tabular, *, heading: str | None = "###") -> str:

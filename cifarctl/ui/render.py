@@ -18,18 +18,10 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from cifarctl.safetext import shown
 from cifarctl.tabular import Tabular, markdown
 
 _NATURAL_MAX = 1000  # columns: wide enough for any table this tool prints
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x09,)}
-
-
-def shown(text: str) -> str:
-    """``text`` safe to print: control characters (ESC, CR, BEL, newline ...) shown escaped
-    as ``\\x1b`` and so on, so text from files, folders and recipes is shown, never obeyed."""
-    return str(text).translate(_CONTROL)
-
-
 def print_line(console: Console, text: str, style: str | None = None) -> None:
     """One plain line: no markup, control characters escaped (:func:`shown`); on a terminal
     wrapped between words at its width (a continuation indented), never inside a number or

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from cifarctl.safetext import md_block, md_code, md_target, md_text
+
 
 from cifarctl.tabular import Column, Tabular, markdown
 
@@ -221,7 +223,7 @@ def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
     from cifarctl.ui.report_images import sample_grid
 
     if ev.data is None:
-        return [f"_Unavailable: {ev.data_problem or SECTION_NEEDS_DATA}._"]
+        return [f"_Unavailable: {md_text(ev.data_problem or SECTION_NEEDS_DATA)}._"]
     d, r = ev.data, ev.recipe
     steps = r.data.augment or []
     idx = per_class(d.train_y, len(d.classes), SAMPLES_PER_CLASS)
@@ -236,7 +238,7 @@ def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
            f"Train augmentation: {' → '.join(names) if names else 'none'}. Inputs normalised with the recipe's "
            f"constants (`data.normalize`), mean {_triple(r.data.normalize.mean)} and std {_triple(r.data.normalize.std)}, "
            f"({len(d.train_y):,} train / {len(d.test_y):,} test images; the table above is their own statistics).",
-           f"![training images](images/{orig.name})", f"![augmented](images/{aug.name})"]
+           f"![training images]({md_target('images/' + orig.name)})", f"![augmented]({md_target('images/' + aug.name)})"]
     return out
 
 
@@ -245,7 +247,7 @@ def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
 
     r, run = ev.recipe, ev.run
     d = r.to_dict()
-    out = ["```yaml\n" + r.to_yaml().rstrip() + "\n```",
+    out = [md_block(r.to_yaml().rstrip(), "yaml"),
            f"Optimizer {_settings(d['optimizer'])}; scheduler {_settings(d['scheduler'])}; "
            f"loss {_settings(d['loss'])}; batch {r.data.batch_size}, {r.epochs} epochs, seed {r.seed}."]
     lr_png = run.path / "lr_find.png"
@@ -257,7 +259,7 @@ def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
         chosen = d["scheduler"].get("max_lr")
         out.append(f"The run chose max_lr = {chosen} with an LR range test"
                    + (f" ({lr.get('reason')})" if lr.get("reason") else "") + ":")
-        out.append(f"![LR range test](images/{prefix}lr_find.png)")
+        out.append(f"![LR range test]({md_target(f'images/{prefix}lr_find.png')})")
     if run.metrics:
         curves = images / f"{prefix}curves.png"
         drawn = current_curves(run.path, run.metrics, run.name)  # training's own, when current
@@ -267,7 +269,7 @@ def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
             write_atomic(curves, drawn.read_bytes())
         else:
             write_curves(curves, run.metrics, title=run.name)
-        out.append(f"![loss, accuracy and learning rate by epoch](images/{curves.name})")
+        out.append(f"![loss, accuracy and learning rate by epoch]({md_target('images/' + curves.name)})")
         log = Tabular(None, [Column("epoch", "right"), Column("train loss", "right"), Column("train acc", "right"),
                              Column("test loss", "right"), Column("test acc", "right"), Column("lr", "right"),
                              Column("seconds", "right")])
@@ -290,12 +292,12 @@ def _eval_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
     from cifarctl.ui.tables import eval_lines, eval_tables
 
     if ev.eval is None:
-        return [f"_Unavailable: {ev.data_problem or SECTION_NEEDS_DATA}._"]
+        return [f"_Unavailable: {md_text(ev.data_problem or SECTION_NEEDS_DATA)}._"]
     head, acc = eval_lines(ev.eval)
     per, _cm, *top = eval_tables(ev.eval)
     png = confusion_png(ev.eval["confusion"], ev.eval["classes"], images / f"{prefix}confusion.png",
                         f"{ev.run.name}: confusion matrix, % of each true class")
-    return [f"{head}; **{acc}**.", markdown(per, heading=None), f"![confusion matrix](images/{png.name})",
+    return [f"{md_text(head)}; **{md_text(acc)}**.", markdown(per, heading=None), f"![confusion matrix]({md_target('images/' + png.name)})",
             *([markdown(top[0], heading=None)] if top else [])]
 
 
@@ -303,12 +305,12 @@ def _missed_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
     from cifarctl.analysis.misclassified import write_grid
 
     if ev.missed is None:
-        return [f"_Unavailable: {ev.data_problem or SECTION_NEEDS_DATA}._"]
+        return [f"_Unavailable: {md_text(ev.data_problem or SECTION_NEEDS_DATA)}._"]
     m = ev.missed
     png = write_grid(m, images / f"{prefix}misclassified.png")
     text = (f"The {len(m.items)} most confident mistakes of {m.total_wrong:,} on {m.total:,} test images"
-            + (f", with Grad-CAM of the predicted class at `{m.layer}`" if m.layer else "") + ":")
-    return [text, f"![misclassified images](images/{Path(png).name})"]
+            + (f", with Grad-CAM of the predicted class at {md_code(m.layer)}" if m.layer else "") + ":")
+    return [text, f"![misclassified images]({md_target('images/' + Path(png).name)})"]
 
 
 def set_options(env: dict[str, Any]) -> list[str]:
@@ -337,7 +339,7 @@ def reduced_budget(ev: Evidence) -> str | None:
     if not parts:
         return None
     sets = set_options(ev.env)
-    how = f" (`--set {' '.join(sets)}`)".replace("``", "") if sets else ""
+    how = f" ({md_code('--set ' + ' '.join(sets))})" if sets else ""
     return (f"**Reduced run**: {' and '.join(parts)}{how}. Its accuracy is not the recipe's result, "
             "and the analysis draws no conclusion about fitting from it.")
 
@@ -355,17 +357,18 @@ def _analysis_part(ev: Evidence) -> list[str]:
 
 def _reproduce_part(ev: Evidence) -> list[str]:
     env = ev.env
-    return ["```bash\n" + command_of(env, ev.recipe, ev.recipe.seed, ev.summary.get("data")) + "\n```",
-            f"cifarctl {env.get('cifarctl', '?')}, torch {env.get('torch', '?')}, python {env.get('python', '?')}; "
-            f"run folder `{ev.run.name}`."]
+    return [md_block(command_of(env, ev.recipe, ev.recipe.seed, ev.summary.get("data")), "bash"),
+            md_text(f"cifarctl {env.get('cifarctl', '?')}, torch {env.get('torch', '?')}, "
+                    f"python {env.get('python', '?')};") + f" run folder {md_code(ev.run.name)}."]
 
 
 def run_section(ev: Evidence, images: Path, prefix: str, level: str) -> str:
     """One run's write-up, headings at ``level`` ("##" alone, "###" under a comparison)."""
     r = ev.recipe
     sub = level + "#"
-    parts = [f"{level} {ev.run.name}: {r.assignment or r.name}" if level != "#" else f"# {r.name}: {r.assignment}",
-             (r.description or "").strip() or f"Recipe `{r.name}`, model `{r.model}`.",
+    parts = [f"{level} {md_text(ev.run.name)}: {md_text(r.assignment or r.name)}" if level != "#"
+             else f"# {md_text(r.name)}: {md_text(r.assignment)}",
+             md_text((r.description or "").strip()) or f"Recipe {md_code(r.name)}, model {md_code(r.model)}.",
              *(f"> {note}" for note in [reduced_budget(ev)] if note),
              f"{sub} Target and result", markdown(_target_table(ev), heading=None),
              markdown(_result_table(ev), heading=None),
@@ -406,7 +409,7 @@ def comparison_section(runs, groups, images: Path) -> str:
                 seen[r.recipe] = "-"
     for name, text in seen.items():
         targets.add_row(name, text)
-    parts += ["Targets:", markdown(targets, heading=None), f"![runs compared](images/{png.name})"]
+    parts += ["Targets:", markdown(targets, heading=None), f"![runs compared]({md_target('images/' + png.name)})"]
     return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
 
 
@@ -454,7 +457,7 @@ def write_report(run_dirs: list[Path], out_dir: Path | None = None, *, data: str
                 comparison_section(runs, group_runs(runs), images)]
     tail = [f"_Generated by cifarctl report on {time.strftime('%Y-%m-%d %H:%M')}._\n"]
     if skipped:
-        tail.insert(0, "Skipped folders:\n\n" + "\n".join(f"- `{p}`: {w}" for p, w in skipped) + "\n")
+        tail.insert(0, "Skipped folders:\n\n" + "\n".join(f"- {md_code(p)}: {md_text(w)}" for p, w in skipped) + "\n")
     text = "\n".join(head + sections + tail)
     from cifarctl.fsutil import write_atomic
 

@@ -1,0 +1,56 @@
+"""Everything a report interpolates from a run folder is escaped: the README parses into
+the expected sections, with no live HTML, no link it did not make and no control bytes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from helpers import train_tiny
+from markdown_it import MarkdownIt
+
+HOSTILE = [
+    "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "[click](javascript:alert(1))",
+    "# Heading injected", "```\nfenced", "line one\nline two", "`tick` ``double``", "a | b | c",
+    "\x1b]0;title\x07\x1b[2J\rover", "1. list", "> quote", "**bold** _it_",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_tiny(tmp_path_factory.mktemp("runs"), "r", "--set", "epochs=1")
+
+
+def _walk(tokens):
+    for t in tokens:
+        yield t
+        yield from _walk(t.children or [])
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_text_in_a_run_folder_stays_text(hostile, trained, tmp_path, cli):
+    folder_name = "run " + "".join(c for c in hostile.replace("/", "_").replace("\n", " ") if c.isprintable())[:60]
+    run = tmp_path / folder_name
+    shutil.copytree(trained, run)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["description"], recipe["assignment"] = hostile, hostile
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    env = json.loads((run / "env.json").read_text())
+    env["command"] = ["cifarctl", "train", "s8_bn", "--set", f"description={hostile}"]
+    (run / "env.json").write_text(json.dumps(env))
+    res = cli("report", str(run), "-o", str(tmp_path / "rep"))
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "rep" / "README.md").read_text()
+    assert not any(c in text for c in "\x1b\x07\r"), "control bytes in the README"
+    tokens = list(_walk(MarkdownIt("commonmark").enable("table").parse(text)))
+    own = ("<details><summary>", "</details>")  # the report's own collapsible layer table
+    assert not [t.content for t in tokens if t.type in ("html_block", "html_inline")
+                and not t.content.strip().startswith(own)]
+    hrefs = [t.attrs.get("href") or t.attrs.get("src") for t in tokens if t.type in ("link_open", "image")]
+    assert all(h.startswith("images/") for h in hrefs), hrefs
+    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
+    for section in ("Target and result", "Model", "Training", "Analysis", "Reproduce"):
+        assert section in headings, headings
+    assert len([h for h in headings if h.startswith("Heading injected")]) == 0
