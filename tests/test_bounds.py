@@ -29,3 +29,31 @@ def test_a_huge_number_in_a_recipe_file_names_its_line(tmp_path, cli):
     f.write_text(f"name: x\nmodel: s8_bn\nepochs: {HUGE}\n")
     res = cli("recipes", str(f))
     assert res.exit_code == 2 and "line 3, column 9: a number of 4,302 characters" in res.output
+
+
+def test_an_archive_member_declaring_more_than_a_cifar_file_is_refused_before_reading(tmp_path, cli):
+    import tarfile
+
+    info = tarfile.TarInfo("train/cat/0.png")
+    info.size = 50 * 2**30  # declared, never written: the archive is a few KB
+    archive = tmp_path / "bomb.tar"
+    archive.write_bytes(info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 1024)
+    res = cli("data", str(archive))
+    assert res.exit_code == 2, res.output
+    assert "declares 53,687,091,200 bytes" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("kind", ["fifo", "chardev"])
+def test_a_device_or_fifo_is_not_a_data_source(kind, tmp_path, cli):
+    import os
+    import stat
+
+    node = tmp_path / "data"
+    if kind == "fifo":
+        os.mkfifo(node)
+    elif os.geteuid() == 0:
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero: read for ever
+    else:
+        pytest.skip("mknod needs root")
+    res = cli("data", str(node))
+    assert res.exit_code == 2 and "not a file or folder" in res.output

@@ -31,7 +31,12 @@ class _Group(TyperGroup):
     """
 
     def invoke(self, ctx):
-        from rich.markup import escape  # messages hold brackets: "num_holes_range: [min, max]"
+        from rich.markup import escape as _escape  # messages hold brackets: "num_holes_range: [min, max]"
+
+        from cifarctl.safetext import shown
+
+        def escape(text: str) -> str:  # and names from files and folders may hold control characters
+            return _escape(shown(text))
 
         try:
             return super().invoke(ctx)
@@ -46,6 +51,12 @@ class _Group(TyperGroup):
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True,
                               markup=True)
             raise typer.Exit(exc.exit_code) from None
+        except MemoryError:
+            if state["debug"]:
+                raise
+            err_console.print("[bold red]error:[/] out of memory: the data or the request is larger than this "
+                              "machine can hold", highlight=False, soft_wrap=True, markup=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             if state["debug"]:
                 raise

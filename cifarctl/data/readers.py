@@ -437,11 +437,24 @@ def _finish_with_progress(decoder: _Decoder, total: int, progress: Progress | No
 
 # ---------------------------------------------------------------- archives
 
+MAX_IMAGE_BYTES = 1 << 20    # a 32x32 image file, whatever its format, is far smaller
+MAX_BATCH_BYTES = 64 << 20   # a cifar-10-batches-py file is ~31 MB
+
+
 def _members(tf: tarfile.TarFile) -> Iterator[tuple[str, tarfile.TarInfo]]:
     for m in tf:
         if m.isfile():
             name = m.name[2:] if m.name.startswith("./") else m.name
             yield name, m
+
+
+def _read_member(tf: tarfile.TarFile, member: tarfile.TarInfo, where: str, limit: int) -> bytes:
+    """A member's bytes, refused before reading when it declares more than ``limit`` (a
+    sparse member can declare 50 GB in a 193 KB archive)."""
+    if member.size > limit:
+        raise DataError(f"{where}: declares {member.size:,} bytes, more than any CIFAR-10 file "
+                        f"({limit:,} at most): not a CIFAR-10 archive")
+    return tf.extractfile(member).read()
 
 
 _MAGIC = ((b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb"), "gzip"),
@@ -490,12 +503,13 @@ def read_archive(path: Path, progress: Progress | None = None) -> Decoded:
                     key = _image_key(parts)
                     if key:
                         keys.append(key)
-                        chunk.append((f"{path}:{name}", tf.extractfile(member).read()))
+                        chunk.append((f"{path}:{name}", _read_member(tf, member, f"{path}:{name}",
+                                                                     MAX_IMAGE_BYTES)))
                         if len(chunk) == CHUNK:
                             decoder.submit(chunk)
                             chunk = []
                     elif parts[-1] in (*BATCH_NAMES, META_NAME) and len(parts) <= 3:
-                        batches[parts[-1]] = tf.extractfile(member).read()
+                        batches[parts[-1]] = _read_member(tf, member, f"{path}:{name}", MAX_BATCH_BYTES)
                     if progress and raw.tell() - last > size // 100:
                         last = raw.tell()
                         progress(last, size)

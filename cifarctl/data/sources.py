@@ -101,6 +101,7 @@ def load_cifar(
             path = Path(os.path.expanduser(spec))
             if not path.exists():
                 raise DataError(f"data path {path} does not exist: {readers.LAYOUT_HELP}")
+            _check_kind(path)
         data = _load_path(path.resolve(), cache_dir, progress)
     if train_subset is not None:
         data.train_x, data.train_y = _subset(data.train_x, data.train_y, train_subset,
@@ -112,6 +113,18 @@ def load_cifar(
         data.source += (f" [subset: {len(data.train_y)} train / {len(data.test_y)} test, "
                         f"seed {seed}]")
     return data
+
+
+def _check_kind(path: Path) -> None:
+    """Refuse a device, FIFO or socket as a data source (``/dev/zero`` would be read for
+    ever, a FIFO would hang): data is a file or a folder."""
+    import stat
+
+    mode = os.stat(path).st_mode
+    for test, kind in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            raise DataError(f"data path {path} is a {kind}, not a file or folder: {readers.LAYOUT_HELP}")
 
 
 def _load_path(path: Path, cache_dir: Path, progress) -> CifarArrays:
