@@ -80,6 +80,37 @@ def check_target(path: Path) -> None:
                             f"it and never replaces a {kind}; give the path of a file")
 
 
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def open_regular(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that follows no symlink (the last component), never blocks on a FIFO, and
+    returns only a regular file's descriptor: run-folder files are untrusted input."""
+    fd = os.open(path, flags | NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
+def read_regular(path: str | os.PathLike, limit: int = 64 << 20) -> bytes | None:
+    """The bytes of a regular file of at most ``limit`` bytes, or None: no such file, a
+    symlink, a FIFO or device, too large, unreadable."""
+    try:
+        fd = open_regular(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_size > limit:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)[:limit]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def replace_file(path: Path, data, before_replace=None) -> None:
     """Write ``data`` (bytes-like) to ``path``'s temp file, fsync it, ``os.replace`` ``path``
     with it, fsync the folder; raises ``OSError`` (the temp file removed), or

@@ -52,7 +52,8 @@ from cifarctl import __version__
 from cifarctl.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, CheckpointError, UnsafeCheckpointError,
                              UsageError, WriteError)
 from cifarctl.fsutil import FULL_ERRNOS as _FULL
-from cifarctl.fsutil import name_problem, pid_alive, remove_temps, replace_file, write_atomic, write_error
+from cifarctl.fsutil import (name_problem, open_regular, pid_alive, remove_temps, replace_file, write_atomic,
+                             write_error)
 
 CHECKPOINT_FORMAT = "cifarctl-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -169,7 +170,7 @@ class RunLock:
 
         self.path = Path(run_dir) / LOCK_FILE
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            self.fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)  # a symlinked .lock is not followed
         except OSError as exc:
             raise path_error("the lock file", self.path, exc) from None
         try:
@@ -384,10 +385,15 @@ def write_env(run_dir: Path, env: dict) -> None:
     write_json(path, env)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, limit: int = 16 << 20) -> Any:
+    """A run folder's JSON file, or None: missing, not a regular file (a symlink or a FIFO is
+    not followed), over ``limit`` bytes, or not JSON."""
+    from cifarctl.fsutil import read_regular
+
+    data = read_regular(path, limit)
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        return None if data is None else json.loads(data)
+    except (ValueError, RecursionError):
         return None
 
 
@@ -410,9 +416,12 @@ class RunFiles:
             remove_temps(folder, ".*.tmp-*", spare_live=True)  # those of a live eval or misclassified
 
     def _append(self, name: str, line: str) -> None:
+        from cifarctl.fsutil import open_regular
+
         path = self.dir / name
-        try:
-            with open(path, "a", encoding="utf-8") as f:
+        try:  # never through a symlink to a file outside the run, never into a FIFO
+            fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
                 f.write(line.rstrip("\n") + "\n")
                 f.flush()
                 os.fsync(f.fileno())

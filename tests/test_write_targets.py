@@ -46,6 +46,7 @@ def test_a_node_as_output_is_refused_and_left_as_it_was(command, kind, run, tmp_
     if command == "report-readme":  # the report's README.md is the node
         folder = tmp_path / "report"
         folder.mkdir()
+        (folder / ".cifarctl-report").touch()  # a folder an earlier report wrote: the node rule applies
         node = _node(folder, kind)
         node = node.rename(folder / "README.md")
     else:

@@ -10,6 +10,7 @@ its "generated" line, so a student can re-run it after training more.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +40,28 @@ class Report:
 
 def default_out_dir(runs, now: float | None = None) -> Path:
     """``reports/<recipe or recipes>-<time>``."""
-    names = sorted({r.recipe for r in runs}) or ["runs"]
+    import re
+
+    # names come from run folders (summary.json): one plain folder name, never a path
+    names = sorted({re.sub(r"[^A-Za-z0-9._-]+", "_", str(r.recipe)).lstrip(".") or "run" for r in runs}) or ["runs"]
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     return Path("reports") / f"{'+'.join(names)[:80]}-{stamp}"
+
+
+MARKER = ".cifarctl-report"  # in every report folder: what cifarctl may write over
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """A report goes into a new folder, or one a report wrote before (it has the marker):
+    never over an unrelated README.md or images (``report -o .`` in a repository root)."""
+    from cifarctl.errors import UsageError
+
+    if not out_dir.exists() or (out_dir / MARKER).is_file():
+        return
+    for name in ("README.md", "images"):
+        if os.path.lexists(out_dir / name):
+            raise UsageError(f"--out {out_dir}: it holds {out_dir / name}, which a report would replace, and no "
+                             f"earlier report wrote it (no {MARKER}); give a new folder")
 
 
 # ------------------------------------------------------------------------ small pieces
@@ -72,12 +92,11 @@ def _settings(d: dict[str, Any]) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    """A run folder's JSON object, or {} (missing, a symlink, a FIFO, too large, not an object)."""
+    from cifarctl.runs import read_json
+
+    d = read_json(path)
+    return d if isinstance(d, dict) else {}
 
 
 def command_of(env: dict[str, Any], recipe, seed, data: str | None = None) -> str:
@@ -131,7 +150,8 @@ def gather(run, *, data: str | None, which: str, n: int, gradcam: bool, device: 
     ev = Evidence(run=run, recipe=recipe, summary=summary, env=_read_json(run.path / "env.json"))
     say(f"{run.name}: model summary")
     ev.model = summarize_recipe(recipe)
-    source = resolve_source(data or summary.get("data") or recipe.data.source)
+    stored = summary.get("data") if isinstance(summary.get("data"), str) else None
+    source = resolve_source(data or stored or recipe.data.source)
     try:
         say(f"{run.name}: loading {source}")
         ev.data = load_cifar(source, progress=False, train_subset=recipe.data.train_subset,
@@ -165,9 +185,14 @@ def _target_table(ev: Evidence) -> Tabular:
                          Column("result")])
     names = {"min_test_acc": ("best test accuracy", "≥ {:.2f} %", "{:.2f} %"),
              "max_params": ("parameters", "≤ {:,}", "{:,}"), "max_epochs": ("epochs", "≤ {}", "{}")}
-    for check in (ev.summary.get("target") or {}).get("checks", []):
+    from cifarctl.recipe import target_verdict
+
+    # judged anew from the validated recipe and the run's own numbers, not read from summary.json
+    verdict = target_verdict(ev.recipe.target, best_acc=ev.run.best_acc, params=ev.run.params,
+                             epochs=ev.recipe.epochs)
+    for check in verdict.get("checks", []):
         label, req, got = names.get(check.get("name"), (check.get("name"), "{}", "{}"))
-        tab.add_row(label, req.format(check["target"]), got.format(check["value"]),
+        tab.add_row(label, req.format(check["target"]), "-" if check["value"] is None else got.format(check["value"]),
                     "PASS" if check.get("passed") else "FAIL")
     return tab
 
@@ -236,7 +261,7 @@ def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
     names = [next(iter(s)) if isinstance(s, dict) else str(s) for s in steps]
     out = [markdown(_stats_table(ev.data_stats), heading=None),
            f"Train augmentation: {' → '.join(names) if names else 'none'}. Inputs normalised with the recipe's "
-           f"constants (`data.normalize`), mean {_triple(r.data.normalize.mean)} and std {_triple(r.data.normalize.std)}, "
+           f"constants (`data.normalize`), mean {_triple(r.data.normalize.mean)} and std {_triple(r.data.normalize.std)} "
            f"({len(d.train_y):,} train / {len(d.test_y):,} test images; the table above is their own statistics).",
            f"![training images]({md_target('images/' + orig.name)})", f"![augmented]({md_target('images/' + aug.name)})"]
     return out
@@ -250,11 +275,13 @@ def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
     out = [md_block(r.to_yaml().rstrip(), "yaml"),
            f"Optimizer {_settings(d['optimizer'])}; scheduler {_settings(d['scheduler'])}; "
            f"loss {_settings(d['loss'])}; batch {r.data.batch_size}, {r.epochs} epochs, seed {r.seed}."]
-    lr_png = run.path / "lr_find.png"
-    if lr_png.is_file():
+    from cifarctl.fsutil import read_regular
+
+    lr_bytes = read_regular(run.path / "lr_find.png")  # a symlink (to a secret, say) is not copied
+    if lr_bytes is not None:
         from cifarctl.fsutil import write_atomic
 
-        write_atomic(images / f"{prefix}lr_find.png", lr_png.read_bytes())
+        write_atomic(images / f"{prefix}lr_find.png", lr_bytes)
         lr = _read_json(run.path / "lr_find.json")
         chosen = d["scheduler"].get("max_lr")
         out.append(f"The run chose max_lr = {chosen} with an LR range test"
@@ -428,9 +455,11 @@ def write_report(run_dirs: list[Path], out_dir: Path | None = None, *, data: str
         why = "; ".join(f"{p}: {w}" for p, w in skipped[:5])
         raise UsageError(f"no run folders to report in {', '.join(map(str, run_dirs))}" + (f" ({why})" if why else ""))
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(runs)
+    check_out_dir(out_dir)
     images = out_dir / "images"
     try:
         images.mkdir(parents=True, exist_ok=True)
+        (out_dir / MARKER).touch()
     except OSError as exc:
         raise UsageError(f"--out {out_dir}: cannot create the report folder ({exc.strerror or exc})") from None
     report = Report(path=out_dir / "README.md", runs=runs, skipped=skipped)
@@ -453,7 +482,7 @@ def write_report(run_dirs: list[Path], out_dir: Path | None = None, *, data: str
     runs = report.runs = reported
     head = []
     if multi:
-        head = [f"# Report: {', '.join(sorted({r.recipe for r in runs}))}\n",
+        head = [f"# Report: {md_text(', '.join(sorted({r.recipe for r in runs})))}\n",
                 comparison_section(runs, group_runs(runs), images)]
     tail = [f"_Generated by cifarctl report on {time.strftime('%Y-%m-%d %H:%M')}._\n"]
     if skipped:
