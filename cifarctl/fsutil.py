@@ -253,6 +253,8 @@ def name_problem(name: str) -> str | None:
         return f"holds the control or invisible character {bad!r}"
     if name != name.strip():
         return "has leading or trailing spaces"
+    if any(c in name for c in "[]"):
+        return "holds '[' or ']' (a terminal library would read them as markup)"
     size = len(name.encode("utf-8", "surrogatepass"))
     if size > MAX_NAME_BYTES:
         return f"is {size} bytes long (at most {MAX_NAME_BYTES})"

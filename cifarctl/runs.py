@@ -545,7 +545,9 @@ def curves_figure(history: list[dict], title: str | None = None):
         axes[2].set_xticks([])
         axes[2].set_yticks([])
     if title:
-        fig.suptitle(title)
+        from cifarctl.safetext import shown
+
+        fig.suptitle(shown(title))  # a run folder's name: control characters shown, not drawn
     fig.tight_layout()
     return fig
 

@@ -192,6 +192,8 @@ def metric_chart(lines: list[tuple[str, list[int], list[float]]], metric: str, w
     import plotext as plt
     from rich.text import Text
 
+    from cifarctl.safetext import shown
+
     fig = _figure()
     fig.theme(THEME)
     fig.plot_size(width, 18)
@@ -202,7 +204,7 @@ def metric_chart(lines: list[tuple[str, list[int], list[float]]], metric: str, w
         sig.lines()
         fig.draw(sig)
         entries.append(Text.assemble((symbol if colorless else "━━", "" if colorless else f"color({color})"),
-                                     f" {label}"))
+                                     f" {shown(label)}"))
     lo, hi = min(min(xs) for _, xs, _ in lines), max(max(xs) for _, xs, _ in lines)
     fig.ruler("x").ticks(epoch_ticks(lo, hi))  # whole epochs only
     fig.title(f"{metric} per epoch")

@@ -36,9 +36,10 @@ def print_line(console: Console, text: str, style: str | None = None) -> None:
 
 
 def to_rich(tab: Tabular) -> Table:
-    """The rich table of ``tab`` (cells as plain text with their styles; no markup parsed)."""
+    """The rich table of ``tab`` (cells as plain text with their styles: no markup parsed,
+    control characters shown escaped)."""
     compact = tab.compact
-    table = Table(title=tab.title, title_justify="left", header_style="bold",
+    table = Table(title=None if tab.title is None else Text(shown(tab.title)), title_justify="left", header_style="bold",
                   **({"box": _box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1, 0, 0)} if compact else {}))
     for c in tab.columns:
         table.add_column(c.name, justify=c.align, no_wrap=c.drop == 0 or c.align == "right",
@@ -46,7 +47,7 @@ def to_rich(tab: Tabular) -> Table:
     for i, row in enumerate(tab.rows):
         if i in tab.sections:
             table.add_section()
-        table.add_row(*(Text(cell, style=tab.styles.get((i, j), "")) for j, cell in enumerate(row)),
+        table.add_row(*(Text(shown(cell), style=tab.styles.get((i, j), "")) for j, cell in enumerate(row)),
                       style=tab.row_styles.get(i))
     return table
 

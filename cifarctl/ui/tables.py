@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cifarctl.safetext import md_text
 from cifarctl.tabular import Column, Tabular
-from cifarctl.ui.render import print_markdown_doc, print_table
+from cifarctl.ui.render import print_line, print_markdown_doc, print_table
 
 
 # ------------------------------------------------------------------------ models, recipes
@@ -243,14 +244,14 @@ def show_eval(console: Console, result: dict, fmt: str = "table") -> None:
     head, acc = eval_lines(result)
     tables = eval_tables(result)
     if fmt == "md":
-        print_markdown_doc(console, [f"{head}  \n**{acc}**", *tables])
+        print_markdown_doc(console, [f"{md_text(head)}  \n**{md_text(acc)}**", *tables])
         return
-    console.print(Text(head), soft_wrap=True)
-    console.print(Text(acc, style="bold"), soft_wrap=True)
+    print_line(console, head)
+    print_line(console, acc, "bold")
     for tab in tables:
         print_table(console, tab)
     if result.get("eval_json"):
-        console.print(f"wrote {result['eval_json']}", soft_wrap=True, highlight=False)
+        print_line(console, f"wrote {result['eval_json']}")
 
 
 # ------------------------------------------------------------------------ lr-find
