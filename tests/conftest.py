@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,13 +12,29 @@ from helpers import SHARED_ARCHIVE
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+# The suite never writes into the user's home: every test (and every process it starts)
+# gets this session's own cache folder and a HOME of its own; at the end, the session
+# fails if anything of cifarctl's reached that HOME.
+_SESSION = Path(tempfile.mkdtemp(prefix="cifarctl-tests-"))
+_REAL_HOME = os.environ.get("HOME")
+os.environ["CIFARCTL_DATA_DIR"] = str(_SESSION / "cache")
+os.environ["HOME"] = str(_SESSION / "home")
+os.environ.pop("XDG_CACHE_HOME", None)
+(_SESSION / "home").mkdir()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    leaked = [str(p) for p in (_SESSION / "home").rglob("*") if "cifarctl" in p.name]
+    if leaked:
+        print(f"\nerror: the tests wrote into HOME: {leaked[:5]}")
+        session.exitstatus = 1
+    shutil.rmtree(_SESSION, ignore_errors=True)
+
 
 @pytest.fixture(scope="session")
-def data_cache_dir(tmp_path_factory) -> Path:
+def data_cache_dir() -> Path:
     """One decoded-data cache per test session, so the JPEG archive is decoded once."""
-    d = tmp_path_factory.mktemp("cifarctl-cache")
-    os.environ["CIFARCTL_DATA_DIR"] = str(d)
-    return d
+    return Path(os.environ["CIFARCTL_DATA_DIR"])
 
 
 @pytest.fixture(scope="session")

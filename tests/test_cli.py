@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import subprocess
 import sys
 
@@ -100,3 +101,11 @@ def test_a_mistyped_name_is_answered_before_torch_is_imported(argv):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2, res.stderr
     assert "did you mean" in res.stderr
+
+
+def test_the_suite_keeps_out_of_the_users_home():
+    """conftest gives the session its own HOME and cache folder (checked again at the end)."""
+    from cifarctl.fsutil import default_cache_dir
+
+    assert os.environ["HOME"].startswith(tempfile.gettempdir()) and "cifarctl-tests-" in os.environ["HOME"]
+    assert str(default_cache_dir()).startswith(os.environ["HOME"].rsplit("/home", 1)[0])
