@@ -34,7 +34,6 @@ def _sync(dev) -> None:
 
 
 def profile_recipe(name: str, data: str, device: str, steps: int, subset: int | None, top: int) -> dict:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from cifarctl.training.prepare import prepare

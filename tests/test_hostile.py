@@ -1246,7 +1246,7 @@ def test_compare_reads_any_run_folder(case, tmp_path, run_cli):
     root = tmp_path / "runs"
     _hand_run(root, "good1", 1)
     _hand_run(root, "good2", 2, accs=(52.0, 64.0))
-    bad = _bad_folder(root, case)
+    _bad_folder(root, case)
     kind, needle = COMPARE_CASES[case]
     start = time.monotonic()
     tracemalloc.start()

@@ -492,7 +492,6 @@ def test_07_malicious_pickle_is_refused_by_every_command_and_never_runs(tmp_path
 
 
 def test_07_checkpoints_and_their_rng_state_load_with_weights_only(tmp_path, reference):
-    import re
 
     from cifarctl.runs import capture_rng, restore_rng, save_checkpoint
 
@@ -506,13 +505,7 @@ def test_07_checkpoints_and_their_rng_state_load_with_weights_only(tmp_path, ref
     restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"], gen)
     got = draw()
     assert torch.equal(expected[0], got[0]) and expected[1:3] == got[1:3] and torch.equal(expected[3], got[3])
-    # and no code path loads pickles any other way
-    pkg = Path(__file__).resolve().parents[1] / "cifarctl"
-    for py in pkg.rglob("*.py"):
-        text = py.read_text()
-        for call in re.findall(r"torch\.load\([^)]*\)", text):
-            assert "weights_only=True" in call, (py, call)
-        assert not re.search(r"pickle\.loads?\(|yaml\.load\(|yaml\.unsafe_load|yaml\.full_load", text), py
+    # no code path loads pickles any other way: ruff's banned-api rules (pyproject.toml), run by test_lint.py
 
 
 # ------------------------------------------------------------------------ 8. broken run folders

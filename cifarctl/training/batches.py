@@ -23,7 +23,6 @@ worker makes it, so a resumed epoch continues bit for bit there too.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np

@@ -38,7 +38,7 @@ from cifarctl.errors import UsageError
 
 Progress = Callable[[int, int, float, float], None]
 
-from cifarctl.training.lr_suggest import (  # noqa: F401  (re-exported)
+from cifarctl.training.lr_suggest import (  # noqa: F401, E402  (re-exported)
     DIVERGE_K,
     LABELS,
     PREFERENCE,

@@ -9,7 +9,6 @@ its "generated" line, so a student can re-run it after training more.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
