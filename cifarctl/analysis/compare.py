@@ -150,6 +150,8 @@ def _candidates(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
                                "holds it, never a checkpoint)" if checkpoint else "not a folder"))
         elif _is_run_folder(p):
             out.append(p)
+        elif (p / "sweep.json").is_file() and (p / "runs").is_dir():  # a `cifarctl sweep` folder: its runs
+            out.extend(sorted(c for c in (p / "runs").iterdir() if c.is_dir() and not c.name.startswith(".")))
         else:
             try:
                 children = sorted(c for c in p.iterdir() if not c.name.startswith("."))

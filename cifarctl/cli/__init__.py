@@ -18,6 +18,7 @@ from cifarctl.cli import eval_cmd  # noqa: F401,E402
 from cifarctl.cli import misclassified_cmd  # noqa: F401,E402
 from cifarctl.cli import compare_cmd  # noqa: F401,E402
 from cifarctl.cli import report_cmd  # noqa: F401,E402
+from cifarctl.cli import sweep_cmd  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 
