@@ -281,6 +281,10 @@ class Recipe(_Strict):
         "deterministic, no cuDNN autotuning): the same recipe and seed give identical metrics and a resumed "
         "run continues bit for bit, at some cost in speed. Off: cuDNN picks the fastest kernels and runs "
         "agree only to rounding. CPU runs are deterministic either way.")
+    tensorboard: bool = Field(
+        True, description="Write TensorBoard event files into the run folder's tensorboard/ (per-epoch "
+        "metrics, the loss and lr at display points, the recipe as hparams) when the tensorboard package is "
+        "installed (pip install -e \".[logs]\"); false: none. metrics.jsonl and metrics.csv are written either way.")
     sync_bn: bool = Field(False, description="Synchronise BatchNorm across ranks under torchrun.")
     lookahead: Lookahead | None = Field(None, description="Lookahead averaging of the weights (airbench94); "
                                         "null = off.")

@@ -439,6 +439,10 @@ class RunFiles:
     def metrics(self, row: dict) -> None:
         self._append("metrics.jsonl", json.dumps(row))
 
+    def csv(self, text: str) -> None:
+        """metrics.csv (metrics.jsonl's rows as CSV), rewritten whole: it follows a resume's truncation."""
+        write_atomic(self.dir / "metrics.csv", text)
+
     def truncate_metrics(self, epochs: int) -> None:
         """Keep the first ``epochs`` rows (a resume from an older checkpoint drops the rest)."""
         path = self.dir / "metrics.jsonl"

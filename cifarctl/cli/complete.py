@@ -104,6 +104,7 @@ SET_KEYS = (
     "target.max_epochs",
     "target.max_params",
     "target.min_test_acc",
+    "tensorboard",
 )
 
 

@@ -288,6 +288,7 @@ def _run_training(
     from cifarctl.training.guards import DivergedError
     from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_point
     from cifarctl.training.prepare import prepare
+    from cifarctl.training.logs import TensorBoardLog, metrics_csv
     from cifarctl.training.writer import BackgroundWriter, host_copy
 
     recipe_obj, ckpt, ckpt_path, run_dir = _resolve_recipe(recipe, overrides, seed, data, resume, force)
@@ -376,6 +377,7 @@ def _run_training(
 
         def job() -> None:
             files.metrics(row)
+            files.csv(metrics_csv(history))
             files.log(line)
             state = snap.ready()
             if best:  # best.pt first: a kill between the two saves leaves last.pt behind
@@ -389,6 +391,7 @@ def _run_training(
     summary("running")
     events = engine.train_epochs(trainer)
     trainer.display_interval = getattr(view, "display_interval", None)
+    tb = TensorBoardLog(run_dir, recipe_obj, enabled=ranks.main)
     try:
         try:
             with _StopOnSignal(trainer):
@@ -400,7 +403,10 @@ def _run_training(
                         files.log(start_line(ev))
                     elif kind == "info":
                         files.log(ev["message"])
+                    elif kind == "step":
+                        tb.step(ev, trainer.step)
                     elif kind == "epoch":
+                        tb.epoch(ev)
                         epoch_end(ev)
                     elif kind == "stopped":
                         writer.drain()
@@ -412,10 +418,12 @@ def _run_training(
                         summary("interrupted", msg)
                         raise TrainingInterrupted(msg, ev["signal"])
                 writer.drain()  # a failed background write (a full disk) is this run's error
+                tb.close(make_summary(trainer, status="completed", run_dir=run_dir, started=started))
         finally:
             events.close()
             writer.close()  # what the writer had is on disk before the run's status is written
             curves.now(trainer.history)
+            tb.close()
     except TrainingInterrupted:
         raise
     except DivergedError as exc:
