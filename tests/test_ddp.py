@@ -276,3 +276,47 @@ def test_speedrun_whose_whitening_bias_freezes_mid_run_trains_on_2_processes(tmp
     run_dir = only_run(runs)
     assert_complete(run_dir, epochs=2)
     assert [ln.split()[1] for ln in epoch_lines(res.stdout)] == ["1/2", "2/2"]
+
+
+def _two_nodes(args: list, tmp: Path, **env: str) -> list[subprocess.CompletedProcess]:
+    """``torchrun --nnodes 2 --nproc-per-node 1`` twice on this machine (node ranks 0 and 1,
+    static rendezvous over loopback): what two machines of one job run."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    full = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    procs = []
+    for node in (0, 1):
+        out = open(tmp / f"node{node}.txt", "w")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
+               "-m", "cifarctl", *map(str, args)]
+        procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full), out))
+    done = []
+    for p, out in procs:
+        p.wait(timeout=TIMEOUT)
+        out.close()
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, Path(out.name).read_text(), ""))
+    return done
+
+
+@pytest.mark.slow
+def test_two_nodes_write_one_run_folder_and_resume_to_the_single_node_result(ddp_exact15, tmp_path):
+    runs = tmp_path / "runs"
+    first = _two_nodes(["train", "s8_bn", *EXACT15, "--runs-dir", runs, "--name", "mn"], tmp_path,
+                       CIFARCTL_TEST_STOP_AT_STEP="20")
+    assert all(p.returncode != 0 for p in first), [p.stdout[-800:] for p in first]
+    assert [p.name for p in runs.iterdir()] == ["mn"]  # one folder, written by global rank 0 only
+    assert sum(p.stdout.count("run folder") for p in first) == 1
+    ckpt = torch.load(runs / "mn" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["world_size"] == 2 and ckpt["progress"]["step_in_epoch"] == 9
+    again = _two_nodes(["train", "--resume", runs / "mn"], tmp_path)
+    assert all(p.returncode == 0 for p in again), [p.stdout[-800:] for p in again]
+    ref, got = weights(ddp_exact15), weights(runs / "mn")
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    drop = ("seconds", "train_seconds", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows(runs / "mn")] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in rows(ddp_exact15)]
