@@ -250,6 +250,32 @@ class Target(_Strict):
     max_epochs: int | None = Field(None, gt=0, description="Epoch budget of the assignment.")
 
 
+class Reference(_Strict):
+    acc: float = Field(..., ge=0, le=100, description="Test accuracy (%) of the best public submission found.")
+    source: str = Field(..., description="Where it comes from (a repository or page).")
+
+
+class Rules(_Strict):
+    """What the assignment demands (its parameter and epoch budgets are in target:)."""
+
+    assignment: str | None = Field(None, description="The assignment these rules are, e.g. 'ERA V1 S9'.")
+    min_test_acc: float | None = Field(None, ge=0, le=100, description="The assignment's own accuracy threshold (%), "
+                                       "beside the seed's figure in target.min_test_acc.")
+    min_rf: int | None = Field(None, gt=0, description="Smallest final receptive field (pixels).")
+    forbid: list[str] = Field(default_factory=list, description="Layer kinds the model must not have "
+                              "(torch class names, e.g. MaxPool2d).")
+    require: list[Literal["depthwise_separable", "dilated_conv", "gap"]] = Field(
+        default_factory=list, description="Layer kinds the model must have: depthwise_separable (a conv with "
+        "groups = in-channels followed by a 1x1), dilated_conv, gap (global average pooling).")
+    augment: list[str] = Field(default_factory=list, description="Augmentations data.augment must hold (A|B: "
+                               "either).")
+    optimizer: Literal["sgd", "adam", "adamw"] | None = Field(None, description="The optimizer required.")
+    scheduler: str | None = Field(None, description="The scheduler required (e.g. onecycle).")
+    peak_epoch: float | None = Field(None, gt=0, description="OneCycle's peak epoch (pct_start x epochs).")
+    batch_size: int | None = Field(None, gt=0, description="The batch size required.")
+    best_public: Reference | None = Field(None, description="The best public submission's accuracy and source.")
+
+
 # ------------------------------------------------------------------------- recipe
 class Recipe(_Strict):
     schema_version: int = Field(SCHEMA_VERSION, ge=1, description="Recipe schema version.")
@@ -293,6 +319,8 @@ class Recipe(_Strict):
         "eval`: none; flip (mean with the mirror image); flip_translate (airbench94: mirror x "
         "{as is, 1 px up-left, 1 px down-right}, weighted 1/2, 1/4, 1/4).")
     target: Target = Field(default_factory=Target)
+    rules: Rules | None = Field(None, description="The assignment's rules, checked by `summary` and before "
+                                "`train` (null: none).")
 
     @field_validator("name")
     @classmethod

@@ -87,11 +87,13 @@ def test_lr_find_resolves_the_name_and_passes_the_sweep(cli, calls, tmp_path):
 
 def test_summary_resolves_the_name_and_passes_the_recipe(cli, calls):
     calls.patch("cifarctl.analysis.layers.summarize_recipe", SimpleNamespace(to_dict=lambda: {"layers": []}))
+    calls.patch("cifarctl.analysis.rules.check_rules", [])
     res = cli("summary", "s8_bn", "--depth", "2", "--input-size", "3,64,64", "--json")
     assert res.exit_code == 0, res.output
-    (name, (recipe,), kw), = calls.seen
-    assert recipe.name == "s8_bn" and kw == dict(input_size=(3, 64, 64), depth=2)
-    assert json.loads(res.output) == {"layers": [], "recipe": "s8_bn", "model_args": {"dropout": 0.05}}
+    (name, (recipe,), kw), (rules, (same,), _) = calls.seen
+    assert recipe.name == "s8_bn" and kw == dict(input_size=(3, 64, 64), depth=2) and same is recipe
+    assert json.loads(res.output) == {"layers": [], "recipe": "s8_bn", "model_args": {"dropout": 0.05},
+                                      "rules": []}
 
 
 def test_models_passes_the_pattern(cli, calls):

@@ -53,15 +53,25 @@ def summary(
     size = parse_input_size(input_size)
     resolved = resolve_model_or_recipe(target)
     result = summarize_recipe(resolved.recipe, input_size=size, depth=depth)
+    rules = []
+    if resolved.kind == "recipe":
+        from cifarctl.analysis.rules import check_rules
+
+        rules = check_rules(resolved.recipe)
     fmt = output_format(fmt, as_json)
     if fmt == "json":
         d = result.to_dict()
         d.update(recipe=target if resolved.kind == "recipe" else None,
-                 model_args=dict(resolved.recipe.model_args))
+                 model_args=dict(resolved.recipe.model_args),
+                 rules=[{k: r[k] for k in ("rule", "required", "measured", "ok")} for r in rules])
         print(_json.dumps(d, indent=2))
         return
-    from cifarctl.ui.tables import show_summary
+    from cifarctl.ui.tables import rules_table, show_summary
 
     if fmt == "table":
         console.print(resolved.describe(settings=False), highlight=False, soft_wrap=True)
     show_summary(console, result, fmt)
+    if rules:
+        from cifarctl.ui.render import print_table
+
+        print_table(console, rules_table(resolved.recipe, rules), fmt)

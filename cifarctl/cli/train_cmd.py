@@ -33,6 +33,9 @@ def train(
         autocompletion=complete.complete_resume)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="With --resume: accept a recipe that differs from the run's.")] = False,
+    break_rules: Annotated[bool, typer.Option(
+        "--break-rules", help="Train a recipe that breaks its assignment's rules (`cifarctl summary RECIPE` "
+        "lists them); summary.json records what it broke.")] = False,
     nproc: Annotated[Optional[int], typer.Option(
         "--nproc", min=1, metavar="N",
         help="Data-parallel on N processes (one per GPU; gloo on CPU): re-runs this command under "
@@ -47,6 +50,7 @@ def train(
     rank 0's code (torchrun's 1 when rank 0 could not leave one).
     """
     check_name(recipe)
+    broken = _check_rules(recipe, set_ or [], break_rules) if recipe is not None and resume is None else []
     if nproc is not None and nproc > 1:
         from cifarctl.cli.launch import command_args, launch
 
@@ -64,7 +68,7 @@ def train(
         with process_group(device), (TrainView(console) if main else nullcontext()) as view:
             run_training(recipe, overrides=set_ or [], data=data, device=device, runs_dir=runs_dir,
                          name=name, seed=seed, resume=resume, force=force, view=view,
-                         argv=list(sys.argv), progress=True)
+                         argv=list(sys.argv), progress=True, broken_rules=broken)
     except CifarctlError as exc:
         if not main:
             raise typer.Exit(exc.exit_code) from None
@@ -72,3 +76,21 @@ def train(
         if isinstance(exc, TrainingFailed) and state.get("debug") and exc.__cause__ is not None:
             raise exc.__cause__
         raise
+
+
+def _check_rules(recipe: str, overrides: list[str], break_rules: bool) -> list[str]:
+    """The assignment's structural rules, checked before anything is loaded: a break is
+    exit 2 naming the rule and the layer, unless --break-rules (then it is recorded)."""
+    from cifarctl.analysis.rules import broken, broken_line, check_rules
+    from cifarctl.errors import UsageError
+    from cifarctl.recipe import load_recipe
+
+    r = load_recipe(recipe, overrides)
+    rows = check_rules(r)
+    if not broken(rows):
+        return []
+    if not break_rules:
+        name = r.rules.assignment or "its assignment"
+        raise UsageError(f"{recipe}: breaks the rules of {name}: {broken_line(rows)}; change the recipe, or "
+                         "train anyway with --break-rules (the run records what it broke)")
+    return [f"{x['rule']}: required {x['required']}, measured {x['measured']}" for x in broken(rows)]

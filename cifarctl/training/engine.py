@@ -92,6 +92,7 @@ class Trainer:
     faults: FaultPlan = field(default_factory=FaultPlan)  # test-only faults (none by default)
     lr_find: Any = None         # the LRFindResult when max_lr was "auto"
     lookahead: Any = None       # cifarctl.training.lookahead.Lookahead when the recipe has one
+    rules_broken: list[str] = field(default_factory=list)  # trained with --break-rules: what it broke
     val_x: torch.Tensor | None = None  # data.val_split's held-out train images: what selects best.pt
     val_y: torch.Tensor | None = None
     clock: Callable[[], float] = time.perf_counter

@@ -63,6 +63,14 @@ def final_lines(summary: dict) -> list[str]:
                      f"final {summary['final_test_acc']:.2f}%  {summary['epochs_done']} "
                      f"epoch{'s' if summary['epochs_done'] != 1 else ''} in "
                      f"{fmt_seconds(summary.get('total_seconds') or 0)}")
+    ref = summary.get("reference") or {}
+    if any(ref.get(k) is not None for k in ("seed", "assignment", "best_public")):
+        this = summary.get("best_test_acc")
+        parts = [f"this run {this:.2f}%" if isinstance(this, (int, float)) else "this run -"]
+        parts += [f"{label} {ref[k]:.2f}%" for k, label in (("seed", "seed"), ("assignment", "assignment"),
+                                                            ("best_public", "best public"))
+                  if isinstance(ref.get(k), (int, float))]
+        lines.append("reference: " + ", ".join(parts))
     target = summary.get("target") or {}
     checks = target.get("checks") or []
     if checks:

@@ -70,10 +70,21 @@ def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: st
         "images_per_s": h[-1]["images_per_s"] if h else None,
         "total_seconds": sum(x["seconds"] for x in h) + partial,
         "target": target_verdict(r.target, best_acc=best, params=trainer.params, epochs=r.epochs),
+        **({"rules_broken": list(trainer.rules_broken)} if trainer.rules_broken else {}),
+        **({"reference": reference(r)} if r.rules is not None else {}),
         "device": str(trainer.device), "world_size": trainer.world_size,
         "data": trainer.data_source, "run_dir": str(run_dir),
         "started": started, "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+
+
+def reference(recipe) -> dict:
+    """The figures a run is read against: the seed's, the assignment's threshold and the
+    best public submission's (with its source)."""
+    rules = recipe.rules
+    best = rules.best_public
+    return {"seed": recipe.target.min_test_acc, "assignment": rules.min_test_acc,
+            "best_public": best.acc if best else None, "best_public_source": best.source if best else None}
 
 
 # ------------------------------------------------------------------------ recipe
@@ -272,6 +283,7 @@ def _run_training(
     argv: list[str] | None = None,
     progress: bool = False,
     locks=None,
+    broken_rules: list[str] | None = None,
 ) -> dict:
     """Train a recipe (or resume a run) into a run folder; see the module docstring.
 
@@ -312,6 +324,10 @@ def _run_training(
         trainer = prepare(recipe_obj, data_source=source, device=dev, progress=progress,
                           lr_find_progress=lr_bar, rank=ranks.rank, world_size=ranks.world_size, faults=faults)
     recipe_obj = trainer.recipe  # max_lr: auto is now the range test's number
+    if broken_rules:
+        trainer.rules_broken = list(broken_rules)
+        trainer.notices.append("warning: --break-rules: this run breaks its assignment's rules ("
+                               + "; ".join(broken_rules) + "); summary.json records it")
     if ckpt is not None:
         # only with --force: another recipe, or other data (its size sets the steps of the schedule)
         changed = bool(recipe_differences(ckpt["recipe"], recipe_obj.to_dict())) or bool(claimed)

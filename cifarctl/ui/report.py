@@ -196,6 +196,20 @@ def _target_table(ev: Evidence) -> Tabular:
     return tab
 
 
+def _rules_part(ev: Evidence, sub: str) -> list[str]:
+    """The assignment's rules, measured on the model and recipe, the threshold on this run."""
+    if ev.recipe.rules is None:
+        return []
+    from cifarctl.analysis.rules import check_rules
+    from cifarctl.ui.tables import rules_table
+
+    rows = check_rules(ev.recipe, best_acc=ev.run.best_acc)
+    broken = ev.summary.get("rules_broken")
+    note = ([f"_Trained with --break-rules: {md_text('; '.join(map(str, broken)))}._"]
+            if isinstance(broken, list) and broken else [])
+    return [f"{sub} Rules", markdown(rules_table(ev.recipe, rows), heading=None), *note]
+
+
 def _result_table(ev: Evidence) -> Tabular:
     r, s = ev.run, ev.summary
     tab = Tabular(None, [Column("measure"), Column("value")])
@@ -398,6 +412,7 @@ def run_section(ev: Evidence, images: Path, prefix: str, level: str) -> str:
              *(f"> {note}" for note in [reduced_budget(ev)] if note),
              f"{sub} Target and result", markdown(_target_table(ev), heading=None),
              markdown(_result_table(ev), heading=None),
+             *_rules_part(ev, sub),
              f"{sub} Model", *_model_part(ev),
              f"{sub} Data and augmentation", *_data_part(ev, images, prefix),
              f"{sub} Training", *_training_part(ev, images, prefix),

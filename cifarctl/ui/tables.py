@@ -307,3 +307,19 @@ def show_lr_find(console: Console, result, out_dir) -> None:
         console.print(f"[bold red]no lr to recommend[/]: {result.reason}", highlight=False)
     console.print(f"{len(result.lr)} steps in {result.seconds:.1f}s; wrote {out_dir}/ "
                   "(lr_find.json, lr_find.png)", highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------ assignment rules
+def rules_table(recipe, rows: list[dict]) -> Tabular:
+    """The Rules table of ``summary`` and the report: rule, required, measured, PASS/FAIL."""
+    name = (recipe.rules.assignment if recipe.rules is not None else None) or "the assignment"
+    tab = Tabular(f"Rules of {name}", [Column("rule"), Column("required"), Column("measured", drop=1),
+                                        Column("result")])
+    for r in rows:
+        verdict = "-" if r["ok"] is None else "PASS" if r["ok"] else "FAIL"
+        tab.add_row(r["rule"], r["required"], r["measured"], verdict,
+                    cell_styles={3: {"PASS": "green", "FAIL": "bold red"}.get(verdict, "")})
+    best = recipe.rules.best_public if recipe.rules is not None else None
+    if best is not None:
+        tab.notes = [f"best public submission: {best.acc:.2f} % ({best.source})"]
+    return tab

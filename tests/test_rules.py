@@ -1,0 +1,58 @@
+"""The assignments' rules: one recipe or model built to break each kind of rule fails with
+that rule named; every bundled recipe passes its own rules; train refuses a break before
+any step (unless --break-rules, which the run records)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import TINY
+
+from cifarctl.analysis.rules import broken, check_rules
+from cifarctl.bundled import bundled_recipes
+from cifarctl.recipe import load_recipe
+
+
+@pytest.mark.parametrize("name", sorted(n for n in bundled_recipes() if n != "speedrun"))
+def test_every_bundled_recipe_passes_its_own_rules(name):
+    rows = check_rules(load_recipe(name))
+    assert rows and not broken(rows), [r for r in rows if r["ok"] is False]
+
+
+BREAKS = {  # rule kind -> (recipe, --set overrides that break it, the rule named)
+    "forbid": ("s9_dilated", ["rules.forbid=[MaxPool2d, Conv2d]"], "no Conv2d"),
+    "require-depthwise": ("s8_bn", ["rules.require=[depthwise_separable]"], "depthwise separable"),
+    "require-dilated": ("s8_bn", ["rules.require=[dilated_conv]"], "dilated conv"),
+    "require-gap": ("s10_resnet_custom", ["rules.require=[gap]"], "gap"),
+    "min-rf": ("s8_bn", ["rules.min_rf=500"], "receptive field"),
+    "params": ("s10_resnet_custom", ["target.max_params=1000"], "parameters"),
+    "epochs": ("s8_bn", ["epochs=30"], "epochs"),
+    "augment": ("s9_dilated", ["data.augment=[{HorizontalFlip: {}}, {Affine: {}}]"], "augmentation CoarseDropout"),
+    "optimizer": ("s10_resnet_custom", ["optimizer={name: sgd, lr: 0.1}"], "optimizer"),
+    "scheduler": ("s10_resnet_custom", ["scheduler={name: cosine}"], ("scheduler", "lr peak at epoch")),
+    "peak": ("s10_resnet_custom", ["scheduler.pct_start=0.5"], "lr peak at epoch"),
+    "batch": ("s10_resnet_custom", ["data.batch_size=256"], "batch size"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BREAKS))
+def test_a_recipe_built_to_break_a_rule_fails_with_that_rule_named(kind):
+    recipe, sets, rule = BREAKS[kind]
+    bad = broken(check_rules(load_recipe(recipe, sets)))
+    assert [r["rule"] for r in bad] == ([rule] if isinstance(rule, str) else list(rule)), bad
+
+
+def test_a_maxpool_in_an_s9_net_is_refused_by_train_before_any_step(tmp_path, cli):
+    res = cli("train", "s9_dilated", "--set", "model=s8_bn", "--set", "model_args={}", *TINY,
+              "--runs-dir", tmp_path / "runs")
+    assert res.exit_code == 2, res.output
+    assert "breaks the rules of ERA V1 S9" in res.output and "no MaxPool2d" in res.output
+    assert "pool1" in res.output and "--break-rules" in res.output
+    assert not (tmp_path / "runs").exists()
+    res = cli("train", "s9_dilated", "--set", "model=s8_bn", "--set", "model_args={}", *TINY,
+              "--set", "epochs=1", "--runs-dir", tmp_path / "runs", "--name", "b", "--break-rules")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "runs" / "b" / "summary.json").read_text())
+    assert any("no MaxPool2d" in x for x in summary["rules_broken"])
+    assert summary["reference"]["assignment"] == 85.0 and "reference: this run" in res.output
