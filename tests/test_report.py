@@ -65,7 +65,7 @@ def test_one_run(cli, runs, tmp_path):
     assert f"wrote {readme}" in res.output
     text = readme.read_text()
     headings = [ln for ln in text.splitlines() if ln.startswith("#")]
-    assert headings == ["# s8_bn: S8", "## Target and result", "## Model", "## Data and augmentation", "## Training",
+    assert headings == ["# s8_bn: S8", "## Target and result", "## Rules", "## Model", "## Data and augmentation", "## Training",
                         "## Evaluation", "## Misclassified images", "## Analysis", "## Reproduce"]
     pngs = {p.name for p in check_links(readme)}
     assert pngs == {"samples.png", "augmented.png", "curves.png", "confusion.png", "misclassified.png"}
