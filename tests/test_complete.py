@@ -147,3 +147,10 @@ def test_devices_from_the_driver_and_cuda_visible_devices(tmp_path):
         (dev / name).touch()
     assert complete.device_names({}, proc=tmp_path / "none", dev=dev) == ["auto", "cpu", "cuda", "cuda:0", "cuda:1"]
     assert complete.device_names({}, proc=tmp_path / "none", dev=tmp_path / "none") == ["auto", "cpu"]
+
+
+def test_a_folder_name_with_control_characters_is_never_offered(tmp_path, monkeypatch):
+    (tmp_path / "runs" / "ok" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "bad\x1b]0;x\x07" / "checkpoints").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert complete.run_dirs("runs/") == ["runs/ok"]

@@ -45,3 +45,15 @@ def test_control_characters_are_shown_not_obeyed():
     assert shown(hostile) == "run\\x1b]0;pwned\\x07\\x1b[2J\\x0dname\\x0a"
     lines = _render(f"skipped {hostile}: [bold]x[/]", 80)
     assert not any(c in "".join(lines) for c in "\x1b\x07\r") and "[bold]x[/]" in "".join(lines)
+
+
+def test_the_lr_find_legend_keeps_each_label_with_its_number():
+    from types import SimpleNamespace
+
+    from cifarctl.ui.charts import lr_find_key
+
+    result = SimpleNamespace(suggestions={"steepest": 1.1e-2, "valley": 1.6e-3, "min_div_10": 7.8e-3},
+                             recommended_by="valley")
+    assert "\n" not in lr_find_key(result, 200)
+    narrow = lr_find_key(result, 80).splitlines()
+    assert len(narrow) == 3 and all(ln.rstrip()[-1].isdigit() or ln.endswith("(recommended)") for ln in narrow)

@@ -180,7 +180,8 @@ def _split(incomplete: str) -> tuple[str, Path, str]:
 
 def _entries(folder: Path, tail: str, budget: list[int]) -> Iterator[os.DirEntry]:
     """Entries of ``folder`` whose names start with ``tail``, sorted; hidden ones only when
-    ``tail`` starts with a dot. Stops when the budget of entries is spent."""
+    ``tail`` starts with a dot; never one whose name holds a control character. Stops when
+    the budget of entries is spent."""
     try:
         with os.scandir(folder) as it:
             found = []
@@ -188,7 +189,8 @@ def _entries(folder: Path, tail: str, budget: list[int]) -> Iterator[os.DirEntry
                 budget[0] -= 1
                 if budget[0] < 0:
                     break
-                if e.name.startswith(tail) and (tail.startswith(".") or not e.name.startswith(".")):
+                if e.name.startswith(tail) and (tail.startswith(".") or not e.name.startswith(".")) \
+                        and e.name.isprintable():  # a name with ESC or CR would reach the terminal raw
                     found.append(e)
     except OSError:
         return

@@ -170,17 +170,19 @@ def lr_find_chart(result, width: int = 80, height: int = 18, colorless: bool = F
     return text
 
 
-def lr_find_key(result) -> str:
-    """Rich markup naming the lr-find chart's vertical lines, in their colours."""
+def lr_find_key(result, width: int = 80) -> str:
+    """Rich markup naming the lr-find chart's vertical lines, in their colours: on one line
+    when it fits ``width``, else one entry a line (never a label cut from its number)."""
     from cifarctl.training.lrfind import LABELS, SUGGESTIONS
 
-    parts = []
+    parts, plain = [], []
     for k in SUGGESTIONS:
         v = result.suggestions.get(k)
         if v is not None:
             star = " (recommended)" if k == result.recommended_by else ""
             parts.append(f"[{SUGGESTION_COLORS[k]}]│[/] {LABELS[k]} {v:.1e}{star}")
-    return "   ".join(parts)
+            plain.append(f"│ {LABELS[k]} {v:.1e}{star}")
+    return ("   " if len("   ".join(plain)) <= width else "\n").join(parts)
 
 
 def metric_chart(lines: list[tuple[str, list[int], list[float]]], metric: str, width: int,

@@ -292,7 +292,7 @@ def show_lr_find(console: Console, result, out_dir) -> None:
             console.print(Text.from_ansi(text))
         else:
             print(text)
-        console.print(lr_find_key(result), highlight=False)
+        console.print(lr_find_key(result, console.width), highlight=False)
     console.print(suggestions_table(result))
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
