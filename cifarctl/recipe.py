@@ -759,3 +759,13 @@ def dotted_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[
         for sub in sections(info.annotation):
             keys.update(dotted_keys(sub, f"{prefix}{name}."))
     return sorted(keys)
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{"a.b.c": value}`` (the keys ``--set`` takes)."""
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}

@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+
+from cifarctl.recipe import flatten
 
 EPOCH_SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
                  "images_per_s")
@@ -27,15 +28,6 @@ def metrics_csv(history: list[dict]) -> str:
     w.writeheader()
     w.writerows(history)
     return buf.getvalue()
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): d}
 
 
 class TensorBoardLog:
@@ -74,7 +66,7 @@ class TensorBoardLog:
             return
         if summary is not None:
             hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                       for k, v in _flat(self.recipe.to_dict()).items() if v is not None}
+                       for k, v in flatten(self.recipe.to_dict()).items() if v is not None}
             metrics = {f"hparam/{k}": summary[k] for k in ("best_test_acc", "final_test_acc")
                        if isinstance(summary.get(k), (int, float))}
             self.writer.add_hparams(hparams, metrics, run_name=".")

@@ -88,15 +88,6 @@ def reference(recipe) -> dict:
 
 
 # ------------------------------------------------------------------------ recipe
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): d}
-
-
 def _with_defaults(raw: dict) -> dict:
     """A stored recipe dict with every schema default filled in (as stored if it no longer validates)."""
     from pydantic import ValidationError
@@ -115,7 +106,9 @@ def recipe_differences(old: dict, new: dict) -> list[str]:
     ``old`` is completed with today's schema defaults first, so a key added to the schema
     after the run started (at its default) is not a difference.
     """
-    a, b = _flat(_with_defaults(old)), _flat(new)
+    from cifarctl.recipe import flatten
+
+    a, b = flatten(_with_defaults(old)), flatten(new)
     diffs = []
     for k in sorted(set(a) | set(b)):
         if k == "data.source":
