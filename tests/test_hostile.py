@@ -298,7 +298,7 @@ def test_a_crafted_stored_recipe_is_bounded_too():
 
 
 # ------------------------------------------------------------------------ schema, by property
-FILL = {"max_lr": 0.1, "step_size": 1, "milestones": [1]}  # required fields of tagged sections
+FILL = {"max_lr": 0.1, "step_size": 1, "milestones": [1], "acc": 50.0, "source": "x"}  # required fields of sections
 
 
 def _members(annotation) -> list:
