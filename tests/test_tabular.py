@@ -76,6 +76,7 @@ def test_summary_piped_keeps_every_rf_and_param_in_full():
     out = piped("summary", "s9_dilated")
     assert "…" not in out and "\x1b" not in out
     body = [ln for ln in out.splitlines() if ln.startswith("│")]
+    body = body[:len(doc["layers"]) + 9]  # the Rules table follows
     assert len(body) == len(doc["layers"]) + 9  # every layer, then the nine totals
     for line, layer in zip(body, doc["layers"]):
         cells = [c.strip() for c in line.strip("│").split("│")]
@@ -89,7 +90,8 @@ def test_summary_markdown_has_the_numbers_of_json(cli):
     doc = json.loads(cli("summary", "s9_dilated", "--json").stdout)
     res = cli("summary", "s9_dilated", "--format", "md")
     assert res.exit_code == 0, res.output
-    layers, totals = parse_markdown(res.stdout)
+    layers, totals, rules = parse_markdown(res.stdout)
+    assert rules["header"] == ["rule", "required", "measured", "result"] and len(rules["rows"]) == len(doc["rules"])
     assert layers["header"] == ["Layer", "Type", "Output", "Params", "MACs", "Kernel", "RF", "Jump", "Note"]
     by_name = _rows_by_name(doc["layers"])
     assert [r[0] for r in layers["rows"]] == [r["name"] for r in doc["layers"]]

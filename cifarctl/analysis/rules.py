@@ -84,11 +84,12 @@ def check_rules(recipe, *, best_acc: float | None = None) -> list[dict]:
         out.append(_row("optimizer", rules.optimizer, recipe.optimizer.name, recipe.optimizer.name == rules.optimizer))
     if rules.scheduler is not None:
         out.append(_row("scheduler", rules.scheduler, recipe.scheduler.name, recipe.scheduler.name == rules.scheduler))
-    if rules.peak_epoch is not None:
-        s = recipe.scheduler
-        peak = getattr(s, "pct_start", None)
-        at = None if peak is None else peak * recipe.epochs
-        out.append(_row("lr peak at epoch", rules.peak_epoch, "-" if at is None else f"{at:.1f}",
+    if rules.peak_epoch is not None:  # as a fraction of the assignment's epochs: a shorter run peaks as early
+        pct = getattr(recipe.scheduler, "pct_start", None)
+        full = target.max_epochs or recipe.epochs
+        at = None if pct is None else pct * full
+        out.append(_row("lr peak at epoch", f"{rules.peak_epoch:g} of {full}",
+                        "-" if at is None else f"{at:.1f} of {full}",
                         at is not None and abs(at - rules.peak_epoch) <= 0.5))
     if rules.batch_size is not None:
         out.append(_row("batch size", rules.batch_size, recipe.data.batch_size,

@@ -222,11 +222,14 @@ def run_trial(params: dict, spec: Spec, runs: Path, env: dict, resume: bool) -> 
             shutil.rmtree(stale, ignore_errors=True)
         args = train_args(params, spec) + ["--runs-dir", str(runs), "--name", name]
     log = runs.parent / "logs" / f"{name}.txt"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cifarctl", *args], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, preexec_fn=_die_with_parent)
-        code = proc.wait()
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "cifarctl", *args], stdout=out,
+                                    stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+            code = proc.wait()
+    except OSError as exc:
+        return 1, f"error: cannot start the trial ({log}: {exc.strerror or exc})"
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     error = next((ln for ln in reversed(lines) if ln.startswith(("error:", "stopped", "interrupted"))),
                  lines[-1] if lines else "")
@@ -241,7 +244,13 @@ def open_study(out: Path, spec: Spec, storage: str | None):
     except ImportError:
         raise UsageError(f"cifarctl sweep needs Optuna: {INSTALL}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    out.mkdir(parents=True, exist_ok=True)
+    from cifarctl.fsutil import write_error
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "runs").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise write_error(out, exc, user_path=True) from None
     if storage is None:
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -322,8 +331,7 @@ def run_sweep(out: Path, spec: Spec, *, workers: int = 1, gpus: list[int] | None
     study = open_study(Path(out), spec, storage)  # says how to install Optuna when it is missing
     from optuna.trial import TrialState
 
-    runs = out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
+    runs = out / "runs"  # made by open_study
     jobs, results = plan(study, spec, runs)
     yield {"type": "plan", "jobs": len(jobs), "done": len(results), "total": len(jobs) + len(results),
            "results": results}
