@@ -17,7 +17,7 @@ EXIT_DIVERGED = 3     # NaN/inf loss during training
 EXIT_BAD_LOSS = 4     # negative loss (wrong loss for the model's outputs)
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
-EXIT_HANGUP = 129  # SIGHUP: the terminal or SSH session went away
+EXIT_HANGUP = 129  # SIGHUP: the terminal or SSH connection went away
 
 
 class CifarctlError(Exception):

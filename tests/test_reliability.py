@@ -109,6 +109,27 @@ def train_in_process(runs_dir: Path, *sets: str, name: str | None = None, resume
     return run_training("s8_bn", overrides=list(sets), runs_dir=runs_dir, name=name, device="cpu")
 
 
+def kill_after_temp_files(proc, ckpts: Path, count: int, out, log: Path, wait: float = 0.0) -> None:
+    """SIGKILL ``proc`` once ``count`` checkpoint temp files have appeared (by name, one at a
+    time: a save's temp file lives until it is renamed), ``wait`` seconds later."""
+    seen, before = 0, set()
+    deadline = time.time() + 180
+    try:
+        while seen < count:
+            assert proc.poll() is None and time.time() < deadline, log.read_text()
+            now = {p.name for p in ckpts.iterdir() if ".tmp-" in p.name} if ckpts.is_dir() else set()
+            seen += len(now - before)
+            before = now
+            time.sleep(0.02)
+        time.sleep(wait)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out.close()
+
+
 def sets(args: list[str]) -> list[str]:
     """``["--set", "a=1", "--set", "b=2"]`` -> ``["a=1", "b=2"]``."""
     return args[1::2]
@@ -182,22 +203,8 @@ def test_02b_kill_9_while_a_background_save_is_in_flight_and_the_next_epoch_trai
     proc = subprocess.Popen([*CLI, "train", "s8_bn", *TINY, *three, *CPU, "--runs-dir", str(runs), "--name", "r"],
                             stdout=out, stderr=subprocess.STDOUT, env=child_env(CIFARCTL_TEST_SLOW_SAVE="2"))
     ckpts = runs / "r" / "checkpoints"
-    seen, before = 0, set()  # temp files seen: epoch 1's best.pt and last.pt, then epoch 2's first
-    deadline = time.time() + 180
-    try:
-        while seen < 3:
-            assert proc.poll() is None and time.time() < deadline, (tmp_path / "out.txt").read_text()
-            now = {p.name for p in ckpts.iterdir() if ".tmp-" in p.name} if ckpts.is_dir() else set()
-            seen += len(now - before)
-            before = now
-            time.sleep(0.02)
-        time.sleep(1.0)  # epoch 3 trains meanwhile (4 tiny steps)
-        proc.kill()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        out.close()
+    # temp files seen: epoch 1's best.pt and last.pt, then epoch 2's first; epoch 3 trains meanwhile
+    kill_after_temp_files(proc, ckpts, 3, out, tmp_path / "out.txt", wait=1.0)
     run = runs / "r"
     for name in ("best.pt", "last.pt"):
         assert load_checkpoint(ckpts / name)["epoch"] in (1, 2)
@@ -222,21 +229,7 @@ def test_02_kill_9_during_a_slow_checkpoint_save_every_checkpoint_loads_and_resu
     # Saves of epoch 1 (best.pt, last.pt), then of epoch 2: kill during the last one of all,
     # while its temp file is complete but not yet renamed. The saves of an epoch follow each
     # other at once: count the temp files by name.
-    seen, before = 0, set()
-    deadline = time.time() + 180
-    try:
-        while seen < 4:
-            assert proc.poll() is None and time.time() < deadline, (tmp_path / "out.txt").read_text()
-            now = {p.name for p in ckpts.iterdir() if ".tmp-" in p.name} if ckpts.is_dir() else set()
-            seen += len(now - before)
-            before = now
-            time.sleep(0.02)
-        proc.kill()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        out.close()
+    kill_after_temp_files(proc, ckpts, 4, out, tmp_path / "out.txt")
     run = runs / "r"
     on_disk = sorted(p.name for p in ckpts.iterdir() if p.name.endswith(".pt"))
     assert on_disk == ["best.pt", "last.pt"]
