@@ -378,7 +378,7 @@ def _run_training(
 
     def epoch_end(ev: dict) -> None:
         """Hand the epoch's files to the writer: the loop waits only for the host copy."""
-        writer.submit(lambda: None)  # the previous epoch's job is done: its buffers are free
+        writer.drain()  # the previous epoch's job is done (its error raised): its buffers are free
         snap = host_copy(checkpoint.state_dict(trainer), buffers)
         row = {k: ev[k] for k in METRIC_KEYS if k in ev}
         line, best, history = epoch_line(ev), ev["best"], [dict(h) for h in trainer.history]
