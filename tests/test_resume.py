@@ -122,9 +122,9 @@ def _wait_for_training(proc: subprocess.Popen) -> str:
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_mid_epoch_and_exits(tmp_path, sig, code, cli):
-    proc = _start(tmp_path)
+    proc = _start(tmp_path, "--set", "data.source=synthetic:9600:32")  # 300 steps: seconds, not 0.5 s
     _wait_for_training(proc)
-    time.sleep(0.5)
+    time.sleep(0.5)  # past the first step (a signal before it stops at the epoch boundary)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == code, out
@@ -133,8 +133,8 @@ def test_signal_saves_mid_epoch_and_exits(tmp_path, sig, code, cli):
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["step"] >= 1 and ckpt["progress"]["step_in_epoch"] == ckpt["step"]  # mid-epoch 1
     name = signal.Signals(sig).name
-    assert f"{name} received: stopping in epoch 1 after step {ckpt['step']}/30" in out
-    assert f"stopped by {name} in epoch 1 after step {ckpt['step']}/30: saved" in out and "error:" not in out
+    assert f"{name} received: stopping in epoch 1 after step {ckpt['step']}/300" in out
+    assert f"stopped by {name} in epoch 1 after step {ckpt['step']}/300: saved" in out and "error:" not in out
     if sig == signal.SIGINT:
         done = cli("train", "--resume", run)
         assert done.exit_code == 0, done.output
