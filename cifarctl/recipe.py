@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,9 +477,25 @@ def _model_at(loc: tuple, data: dict[str, Any]) -> type[BaseModel] | None:
     return cls
 
 
-# The member tag pydantic appends to the location of an error inside a union (max_lr.float).
-_UNION_BRANCH = re.compile(r"\.(int|float|str|bool|none|literal\[.*\]|function-[a-z]+\[.*\]|"
-                           r"tuple\[.*\]|list\[.*\]|dict\[.*\])$")
+def _union_member_tag(loc: list, data: dict[str, Any]) -> bool:
+    """Whether ``loc`` ends with the member tag pydantic appends to an error inside a union
+    (``scheduler.max_lr`` + ``float`` of ``float | 'auto'``): read from the schema, not the text."""
+    import types
+    import typing
+
+    if len(loc) < 2 or not isinstance(loc[-1], str):
+        return False
+    owner = _model_at(tuple(loc[:-1]), data)
+    field = owner.model_fields.get(loc[-2]) if owner is not None and isinstance(loc[-2], str) else None
+    if field is None:
+        return False
+    ann = field.annotation
+    if typing.get_origin(ann) is typing.Annotated:
+        ann = typing.get_args(ann)[0]
+    if typing.get_origin(ann) not in (typing.Union, types.UnionType):
+        return False
+    members = typing.get_args(ann)
+    return not any(isinstance(m, type) and issubclass(m, BaseModel) and loc[-1] in m.model_fields for m in members)
 
 
 def _format_errors(err: ValidationError, data: dict[str, Any]) -> list[str]:
@@ -492,6 +507,9 @@ def _format_errors(err: ValidationError, data: dict[str, Any]) -> list[str]:
         if len(loc) >= 2 and loc[0] in _TAGGED and isinstance(data.get(loc[0]), dict):
             if loc[1] == data[loc[0]].get("name"):
                 loc.pop(1)
+        branch = e["type"] not in ("extra_forbidden", "missing") and _union_member_tag(loc, data)
+        if branch:  # one member of a union (float | 'auto'): merged into one line below
+            loc.pop()
         path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
         if e["type"] == "extra_forbidden":
             owner = _model_at(tuple(loc), data)
@@ -509,9 +527,6 @@ def _format_errors(err: ValidationError, data: dict[str, Any]) -> list[str]:
             got = e.get("input")
             shown = "" if isinstance(got, (dict, list)) else f" (got {_short(got)})"
             msg = e["msg"].removeprefix("Value error, ").rstrip(".")
-            branch = _UNION_BRANCH.search(path)
-            if branch:  # one member of a union (float | 'auto'): merged into one line below
-                path = path[: branch.start()]
             if isinstance(got, NotANumber):
                 msg = NOT_A_NUMBER
             elif e["type"] == "finite_number":
