@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -193,33 +191,3 @@ def test_report_reuses_the_runs_curves_png_only_when_it_is_current(cli, fresh, t
     Image.new("RGB", (40, 20), "red").save(curves)  # no stamp (an older cifarctl's): drawn anew
     newer(curves, metrics, 1)
     assert shown("c") == drawn
-
-
-# ------------------------------------------------------------------------ augmentation pipelines checked once
-def _load(recipe: str, cache: Path, *sets: str) -> subprocess.CompletedProcess:
-    code = ("import sys\nfrom cifarctl.recipe import load_recipe\nfrom cifarctl.errors import CifarctlError\n"
-            f"try:\n    load_recipe({recipe!r}, {list(sets)!r})\n    print('ok')\n"
-            "except CifarctlError as e:\n    print('error', e)\n"
-            "print('albumentations' in sys.modules)\n")
-    env = {**os.environ, "CIFARCTL_DATA_DIR": str(cache)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-
-
-def test_a_clean_pipeline_is_checked_once(tmp_path):
-    first = _load("s9_dilated", tmp_path)
-    assert first.stdout.split() == ["ok", "True"], first.stderr  # checked: albumentations imported
-    keys = json.loads((tmp_path / "checked-augment.json").read_text())
-    assert len(keys) == 1
-    second = _load("s9_dilated", tmp_path)
-    assert second.stdout.split() == ["ok", "False"], second.stderr  # remembered: not imported
-    changed = _load("s9_dilated", tmp_path, "data.augment=[{HorizontalFlip: {p: 0.3}}]")
-    assert changed.stdout.split() == ["ok", "True"]  # other steps: checked
-    assert len(json.loads((tmp_path / "checked-augment.json").read_text())) == 2
-
-
-def test_a_pipeline_with_a_problem_is_never_remembered(tmp_path):
-    bad = "data.augment=[{CoarseDropout: {max_holes: 1}}]"  # albumentations 1.x name: only a warning there
-    for _ in range(2):
-        res = _load("s9_dilated", tmp_path, bad)
-        assert res.stdout.startswith("error") and "max_holes" in res.stdout, res.stdout + res.stderr
-    assert not (tmp_path / "checked-augment.json").exists()

@@ -8,10 +8,6 @@ warning raised while building a transform into a problem.
 
 This module never imports torch itself (albumentations 2.0.8 imports it on its own import,
 through ``albumentations.pytorch``); albumentations is imported only when there are steps.
-A pipeline found clean once is remembered (:func:`augment_problems`: a hash of the steps,
-the albumentations and cifarctl versions and this file, kept in
-``<cache dir>/checked-augment.json``), so loading the same recipe again skips the ~1 s
-albumentations import. Only clean results are kept: a problem is always checked afresh.
 It is the augmentation half of the recipe schema (``cifarctl.recipe`` validates with it), so
 it stands in the base layer with ``recipe.py``. The steps run as batched tensor ops in
 :mod:`cifarctl.augment.device`, or per image in :mod:`cifarctl.augment.per_image`.
@@ -19,9 +15,7 @@ it stands in the base layer with ``recipe.py``. The steps run as batched tensor 
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -271,62 +265,14 @@ def check_steps(steps: list[dict]) -> list[tuple[str, str]]:
 
 
 IMAGE_SHAPE = (32, 32, 3)  # CIFAR-10: what every step receives, and what the model is fed
-CHECKED_FILE = "checked-augment.json"
-_CHECKED_KEEP = 256  # pipelines remembered
-
-
-def _pipeline_key(steps: list) -> str | None:
-    """A hash of what decides :func:`check_steps` and :func:`geometry_problems`: the steps,
-    the albumentations and cifarctl versions, this file; None when it cannot be had."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from cifarctl import __version__
-
-    try:
-        st = os.stat(__file__)
-        text = json.dumps({"steps": steps, "albumentations": version("albumentations"), "cifarctl": __version__,
-                           "spec": [st.st_size, st.st_mtime_ns]}, sort_keys=True, allow_nan=False)
-    except (OSError, PackageNotFoundError, TypeError, ValueError):
-        return None
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _checked_path():
-    from cifarctl.fsutil import default_cache_dir
-
-    return default_cache_dir() / CHECKED_FILE
-
-
-def _checked() -> list[str]:
-    try:
-        with open(_checked_path(), encoding="utf-8") as f:
-            keys = json.load(f)
-    except (OSError, ValueError):
-        return []
-    return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
 
 
 def augment_problems(steps: list) -> list[tuple[str, str]]:
     """:func:`check_steps`, then :func:`geometry_problems` when those pass: (where, message)
-    pairs, empty when the pipeline is clean. A clean pipeline is remembered in
-    ``<cache dir>/checked-augment.json`` and not checked again (nor albumentations imported)
-    while the steps, albumentations, cifarctl and this file stay the same."""
+    pairs, empty when the pipeline is clean."""
     if not steps:
         return []
-    key = _pipeline_key(steps)
-    known = _checked() if key else []
-    if key in known:
-        return []
-    found = check_steps(steps) or geometry_problems(steps)
-    if not found and key:
-        from cifarctl.fsutil import write_atomic
-        from cifarctl.errors import CifarctlError
-
-        try:  # speed only: a cache folder that cannot be written costs the check next time
-            write_atomic(_checked_path(), json.dumps([*known, key][-_CHECKED_KEEP:]), parents=True)
-        except CifarctlError:
-            pass
-    return found
+    return check_steps(steps) or geometry_problems(steps)
 
 
 def geometry_problems(steps: list[dict], shape: tuple[int, int, int] = IMAGE_SHAPE) -> list[tuple[str, str]]:
