@@ -476,43 +476,13 @@ class RunFiles:
 
 
 CURVES_SIZE = (1500, 440)  # curves.png in pixels: three panels side by side
-CURVES_FORMAT = 2          # bump when curves_figure draws differently: older PNGs are redrawn
-CURVES_KEY = "cifarctl curves"  # the PNG text chunk saying what a curves.png shows
-
-
-def curves_stamp(history: list[dict], title: str | None) -> str:
-    """What a curves.png shows, as kept in its ``cifarctl curves`` text chunk."""
-    return json.dumps({"format": CURVES_FORMAT, "title": title, "epochs": [h.get("epoch") for h in history]})
 
 
 def write_curves(path: Path, history: list[dict], title: str | None = None) -> None:
-    """curves.png: :func:`curves_figure` as a PNG, written atomically, stamped with
-    :func:`curves_stamp` (so ``cifarctl report`` can reuse a run's own curves.png)."""
+    """curves.png: :func:`curves_figure` as a PNG, written atomically."""
     buf = io.BytesIO()
-    curves_figure(history, title).savefig(buf, format="png", metadata={CURVES_KEY: curves_stamp(history, title)})
+    curves_figure(history, title).savefig(buf, format="png")
     write_atomic(path, buf.getbuffer())
-
-
-def curves_stamp_of(path: Path) -> str | None:
-    """The ``cifarctl curves`` stamp of a PNG, or None (no such file, not a PNG, no stamp)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.text.get(CURVES_KEY) if hasattr(im, "text") else None
-    except (OSError, ValueError, SyntaxError):
-        return None
-
-
-def current_curves(run_dir: Path, history: list[dict], title: str | None) -> Path | None:
-    """The run folder's curves.png when it shows ``history`` as :func:`write_curves` draws it
-    now: written after metrics.jsonl last changed, with this format, title and epochs."""
-    path = Path(run_dir) / "curves.png"
-    try:
-        fresh = path.stat().st_mtime_ns >= (Path(run_dir) / "metrics.jsonl").stat().st_mtime_ns
-    except OSError:
-        return None
-    return path if fresh and curves_stamp_of(path) == curves_stamp(history, title) else None
 
 
 def curves_figure(history: list[dict], title: str | None = None):

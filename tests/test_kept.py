@@ -5,7 +5,6 @@ already checked. Each is reused only when it stands for what would be computed a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -156,38 +155,3 @@ def test_report_reads_the_kept_predictions_and_writes_the_same(cli, fresh, monke
     assert body(tmp_path / "a") == body(tmp_path / "b")
     for png in (tmp_path / "a" / "images").glob("*.png"):
         assert png.read_bytes() == (tmp_path / "b" / "images" / png.name).read_bytes(), png.name
-
-
-# ------------------------------------------------------------------------ the run's own curves.png
-def test_report_reuses_the_runs_curves_png_only_when_it_is_current(cli, fresh, tmp_path):
-    from PIL import Image, ImageDraw
-    from PIL.PngImagePlugin import PngInfo
-
-    from cifarctl.runs import CURVES_KEY
-
-    def shown(name: str) -> bytes:
-        res = cli("report", fresh, "-o", tmp_path / name, "--device", "cpu")
-        assert res.exit_code == 0, res.output
-        return (tmp_path / name / "images" / "curves.png").read_bytes()
-
-    def newer(path: Path, than: Path, by_s: int) -> None:
-        t = than.stat().st_mtime_ns + by_s * 10**9
-        os.utime(path, ns=(t, t))
-
-    curves, metrics = fresh / "curves.png", fresh / "metrics.jsonl"
-    drawn = curves.read_bytes()
-    with Image.open(curves) as im:  # the run's stamped curves.png, marked: a reused file shows the mark
-        stamp = im.text[CURVES_KEY]
-        marked = im.convert("RGB")
-    ImageDraw.Draw(marked).rectangle((0, 0, 30, 30), fill="red")
-    info = PngInfo()
-    info.add_text(CURVES_KEY, stamp)
-    marked.save(curves, pnginfo=info)
-    newer(curves, metrics, 1)
-    assert shown("a") == curves.read_bytes()  # current (stamp and time): reused as it is
-    newer(metrics, curves, 1)  # metrics.jsonl changed after it (a resume): drawn anew
-    again = shown("b")
-    assert again != curves.read_bytes() and again == drawn
-    Image.new("RGB", (40, 20), "red").save(curves)  # no stamp (an older cifarctl's): drawn anew
-    newer(curves, metrics, 1)
-    assert shown("c") == drawn

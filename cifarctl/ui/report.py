@@ -281,7 +281,7 @@ def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
 
 
 def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
-    from cifarctl.runs import current_curves, write_curves
+    from cifarctl.runs import write_curves
 
     r, run = ev.recipe, ev.run
     d = r.to_dict()
@@ -302,13 +302,7 @@ def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
         out.append(f"![LR range test]({md_target(f'images/{prefix}lr_find.png')})")
     if run.metrics:
         curves = images / f"{prefix}curves.png"
-        drawn = current_curves(run.path, run.metrics, run.name)  # training's own, when current
-        if drawn is not None:
-            from cifarctl.fsutil import write_atomic
-
-            write_atomic(curves, drawn.read_bytes())
-        else:
-            write_curves(curves, run.metrics, title=run.name)
+        write_curves(curves, run.metrics, title=run.name)
         out.append(f"![loss, accuracy and learning rate by epoch]({md_target('images/' + curves.name)})")
         log = Tabular(None, [Column("epoch", "right"), Column("train loss", "right"), Column("train acc", "right"),
                              Column("test loss", "right"), Column("test acc", "right"), Column("lr", "right"),
