@@ -1,4 +1,5 @@
-"""Run folders and checkpoints.
+"""Run folders: naming, locks, the files a run appends and rewrites (checkpoint files are
+:mod:`cifarctl.checkpoints`, whose names are re-exported here).
 
 A run folder ``runs/<recipe>-<YYYYmmdd-HHMMSS>/`` holds::
 
@@ -8,8 +9,9 @@ A run folder ``runs/<recipe>-<YYYYmmdd-HHMMSS>/`` holds::
                      train_loss/acc, test_loss/acc, lr, seconds, train_seconds, images_per_s
     summary.json     status, best/final accuracy, target verdict (atomic, every epoch)
     log.txt          the plain per-epoch lines (and a traceback if the run failed)
-    curves.png       loss, accuracy and lr by epoch, titled with the run's name (atomic, every
-                     epoch), stamped with its format and epochs (report reuses it when current)
+    metrics.csv      the same rows as CSV;  tensorboard/  event files (with the logs extra)
+    curves.png       loss, accuracy and lr by epoch, titled with the run's name (atomic; at most
+                     every 30 s and when the run ends or stops: cifarctl.training.curves)
     run.json         the run's id (and its data's content key), written when the folder is made
     .lock            locked (flock) by the process writing the folder, which wrote its pid there
     checkpoints/last.pt, checkpoints/best.pt
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import platform
@@ -43,20 +44,21 @@ import socket
 import subprocess
 import sys
 import uuid
-import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cifarctl import __version__
-from cifarctl.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, CheckpointError, UnsafeCheckpointError,
-                             UsageError, WriteError)
+from cifarctl.errors import UsageError, WriteError
 from cifarctl.fsutil import FULL_ERRNOS as _FULL
-from cifarctl.fsutil import (name_problem, open_regular, pid_alive, remove_temps, replace_file, write_atomic,
+from cifarctl.fsutil import (name_problem, open_regular, pid_alive, remove_temps, write_atomic,
                              write_error)
 
-CHECKPOINT_FORMAT = "cifarctl-checkpoint"
-CHECKPOINT_VERSION = 1
+# checkpoint files live in cifarctl.checkpoints; these names are re-exported from here, their first home
+from cifarctl.checkpoints import (  # noqa: E402, F401
+    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, SecondSignal, capture_rng, defer_signal, find_checkpoint,
+    load_checkpoint, restore_rng, resume_checkpoint, save_checkpoint, second_signal_message,
+)
 
 
 # ------------------------------------------------------------------------ folders
@@ -289,58 +291,6 @@ def recipe_file_differences(run_dir: str | os.PathLike, stored: dict, difference
     return differences(stored, raw)
 
 
-# ------------------------------------------------------------------------ signals during saves
-class SecondSignal(KeyboardInterrupt):
-    """A second SIGINT/SIGTERM: stop now. ``exit_code`` says which signal (130 / 143)."""
-
-    def __init__(self, signal_name: str = "SIGINT", after_save: bool = False):
-        super().__init__(signal_name)
-        self.signal_name = signal_name
-        self.after_save = after_save
-        self.exit_code = EXIT_TERMINATED if signal_name == "SIGTERM" else EXIT_INTERRUPTED
-
-
-_saving = {"depth": 0, "pending": None}
-
-
-def defer_signal(signal_name: str) -> bool:
-    """For a signal handler: True when a checkpoint is being saved, in which case the signal
-    is raised (as :class:`SecondSignal`) once the file is complete, instead of now."""
-    if _saving["depth"]:
-        _saving["pending"] = _saving["pending"] or signal_name
-        return True
-    return False
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach the main thread only; the background writer is drained there
-        return
-    _saving["depth"] += 1
-    ok = False
-    try:
-        yield
-        ok = True
-    finally:
-        _saving["depth"] -= 1
-        pending = _saving["pending"] if _saving["depth"] == 0 else None
-        if _saving["depth"] == 0:
-            _saving["pending"] = None
-        if pending and ok:
-            raise SecondSignal(pending, after_save=True)
-
-
-def second_signal_message(exc: BaseException) -> str:
-    """The log line of a run stopped by a second signal."""
-    name = getattr(exc, "signal_name", "signal")
-    if getattr(exc, "after_save", False):
-        return f"interrupted (second {name}): stopped after finishing the checkpoint being saved"
-    return f"interrupted (second {name}): stopped without saving the current epoch"
-
-
 def write_json(path: str | os.PathLike, obj: Any, after: str = "") -> None:
     """``obj`` as indented JSON, written atomically (:func:`write_atomic`; ``after`` is added
     to the error line)."""
@@ -467,246 +417,9 @@ class RunFiles:
                 raise
             # on the way out after an error: that error is the one to report
 
-    def curves(self, history: list[dict]) -> None:
-        write_curves(self.dir / "curves.png", history, title=self.dir.name)
-
     def save_checkpoint(self, state: dict, path: str | os.PathLike, before_replace=None) -> None:
         """:func:`save_checkpoint` with this run's id and data key in the checkpoint."""
         save_checkpoint({**state, "run_id": self.run_id, "data_key": self.data_key}, path, before_replace)
-
-
-CURVES_SIZE = (1500, 440)  # curves.png in pixels: three panels side by side
-
-
-def write_curves(path: Path, history: list[dict], title: str | None = None) -> None:
-    """curves.png: :func:`curves_figure` as a PNG, written atomically."""
-    buf = io.BytesIO()
-    curves_figure(history, title).savefig(buf, format="png")
-    write_atomic(path, buf.getbuffer())
-
-
-def curves_figure(history: list[dict], title: str | None = None):
-    """Loss, accuracy and learning rate by epoch, titled with the run's name (a matplotlib
-    Figure on the Agg canvas, no pyplot state). The lr is each epoch's last (metrics.jsonl's ``lr``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(CURVES_SIZE[0] / 100, CURVES_SIZE[1] / 100), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3)
-    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy (%)")):
-        for split, style in (("train", "-o"), ("test", "-s")):
-            ax.plot(epochs, [h[f"{split}_{key}"] for h in history], style, label=split, markersize=3)
-        ax.set_title(label)
-        ax.legend()
-    lr = [(h["epoch"], h["lr"]) for h in history if h.get("lr") is not None]
-    ax = axes[2]
-    ax.set_title("learning rate (end of epoch)")
-    if lr:
-        ax.plot([e for e, _ in lr], [v for _, v in lr], "-o", color="tab:green", markersize=3)
-        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(set(epochs)) == 1:  # one epoch: the locator would tick fractions around it
-            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
-            ax.set_xticks(epochs[:1])
-        ax.grid(alpha=0.3)
-    if not lr:
-        axes[2].text(0.5, 0.5, "no lr recorded", ha="center", va="center", transform=axes[2].transAxes)
-        axes[2].set_xticks([])
-        axes[2].set_yticks([])
-    if title:
-        from cifarctl.safetext import shown
-
-        fig.suptitle(shown(title))  # a run folder's name: control characters shown, not drawn
-    fig.tight_layout()
-    return fig
-
-
-# ------------------------------------------------------------------------ checkpoints
-def capture_rng(generator=None) -> dict:
-    """Every RNG state as tensors, lists and numbers only (loads with weights_only=True)."""
-    import random
-
-    import numpy as np
-    import torch
-
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "state": [int(v) for v in internal],
-                   "gauss": None if gauss is None else float(gauss)},
-        "generator": generator.get_state() if generator is not None else None,
-    }
-
-
-def restore_rng(rng: dict, generator=None) -> None:
-    """Undo :func:`capture_rng`."""
-    import random
-
-    import numpy as np
-    import torch
-
-    torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    n = rng["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached_gaussian"]))
-    p = rng["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if generator is not None and rng.get("generator") is not None:
-        generator.set_state(rng["generator"])
-
-
-def save_checkpoint(obj: dict, path: str | os.PathLike, before_replace=None) -> None:
-    """torch.save to a temp file in the same folder, fsync, os.replace, fsync the folder.
-
-    Serialized in memory first, so that a full disk is an ``OSError`` we can name (torch's
-    own file writer reports it as an opaque RuntimeError); raises :class:`WriteError`,
-    with the previous checkpoint at ``path`` untouched.
-    """
-    import torch
-
-    path = Path(path)
-    existed = path.is_file()
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    try:
-        with _signals_deferred():  # a second Ctrl-C/SIGTERM waits for the file to be complete
-            replace_file(path, buf.getbuffer(), before_replace)
-    except OSError as exc:
-        run = path.parent.parent if path.parent.name == "checkpoints" else None
-        then = f"continue with `cifarctl train --resume {run}`" if run else "save again"
-        kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was saved"
-        fix = "free some space" if exc.errno in _FULL else "make it writable"
-        raise write_error(path, exc, f"; {kept}: {fix}, then {then}") from None
-
-
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()
-    text = text or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; any problem is one
-    :class:`CheckpointError` line naming the file and what is wrong."""
-    import torch
-
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not a file")
-    try:
-        f = open(path, "rb")  # once: a run that trains replaces the file (os.replace) while it is read
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    with f:
-        if os.fstat(f.fileno()).st_size == 0:
-            raise CheckpointError(f"{path}: not a readable checkpoint (empty file: 0 bytes)")
-        _check_zip(path, f)  # the file that is then loaded, not a newer one
-        try:
-            f.seek(0)
-            obj = torch.load(f, map_location=map_location, weights_only=True)
-        except Exception as exc:  # zip, pickle and unpickling errors of every kind
-            raise _unreadable(path, exc) from None
-    return _checked(path, obj)
-
-
-def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
-    """The one line for a checkpoint that torch.load refused."""
-    if "Weights only load failed" in str(exc):
-        return UnsafeCheckpointError(
-            f"{path}: not a readable checkpoint (refused by weights_only loading: it holds objects "
-            "other than tensors and plain data; it was not written by cifarctl and may be malicious)")
-    return CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: {_first_line(exc)})")
-
-
-def _checked(path: Path, obj: Any) -> dict:
-    """``obj`` if it is a complete cifarctl checkpoint of a version this cifarctl reads."""
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a cifarctl checkpoint (a torch file without the "
-                              f"{CHECKPOINT_FORMAT!r} format marker)")
-    version = obj.get("version")
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {version!r} is newer than this cifarctl "
-                              f"understands ({CHECKPOINT_VERSION}); upgrade cifarctl")
-    missing = [k for k in ("model", "recipe", "model_name", "epoch") if k not in obj]
-    if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint (missing {', '.join(missing)})")
-    return obj
-
-
-def _check_zip(path: Path, f=None) -> None:
-    """torch does not check the CRC-32 of zip members: a flipped bit in a tensor loads as a
-    wrong weight. Check them all (about 1 GB/s) before loading; ``f``: the open file."""
-    src = f if f is not None else path
-    try:
-        if not zipfile.is_zipfile(src):
-            return  # the legacy format, or not a checkpoint: torch.load says which
-        with zipfile.ZipFile(src) as zf:
-            bad = zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted: "
-                              f"{_first_line(exc)})") from None
-    if bad is not None:
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupted: checksum mismatch in {bad}, "
-                              "the file changed after it was written)")
-
-
-def resume_checkpoint(run_dir_or_file: str | os.PathLike) -> tuple[Path, dict, str | None]:
-    """``(path, checkpoint, note)`` for ``--resume``: ``checkpoints/last.pt``, or, when that
-    file is damaged (not when it is refused as unsafe), an intact ``best.pt``, whose epochs
-    after it are then trained again; ``note`` says so."""
-    folder = Path(run_dir_or_file)
-    last, best = folder / "checkpoints" / "last.pt", folder / "checkpoints" / "best.pt"
-    if folder.is_dir() and not os.path.lexists(last) and best.is_file():
-        # a full disk or a kill before last.pt was first written: best.pt is the newest state there is
-        ckpt = load_checkpoint(best)
-        return best, ckpt, (f"{folder} has no checkpoints/last.pt; resuming from {best} (epoch "
-                            f"{ckpt['epoch']}), whose epochs after it are trained again")
-    path = find_checkpoint(run_dir_or_file, "last")
-    try:
-        return path, load_checkpoint(path), None
-    except UnsafeCheckpointError:
-        raise
-    except CheckpointError as exc:
-        best = path.with_name("best.pt")
-        if path.name != "last.pt" or not best.is_file():
-            raise
-        try:
-            ckpt = load_checkpoint(best)
-        except CheckpointError:
-            raise exc from None
-        return best, ckpt, f"{exc}; resuming from {best} (epoch {ckpt['epoch']}) instead"
-
-
-def find_checkpoint(run_dir_or_file: str | os.PathLike, which: str = "last") -> Path:
-    """``which``.pt of a run folder (``checkpoints/<which>.pt``), or the file itself."""
-    p = Path(run_dir_or_file)
-    if which not in ("last", "best"):
-        raise UsageError(f"--which {which!r}: expected best or last")
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such run folder or checkpoint")
-    if p.is_file():
-        return p
-    for candidate in (p / "checkpoints" / f"{which}.pt", p / f"{which}.pt"):
-        if candidate.is_file():
-            return candidate
-    if which == "best" and (p / "checkpoints" / "last.pt").is_file():
-        raise CheckpointError(f"{p}: no checkpoints/best.pt yet (the run stopped before the end of its first "
-                              "epoch); --which last uses its checkpoints/last.pt")
-    raise CheckpointError(f"{p}: no checkpoints/{which}.pt (not a cifarctl run folder, or the run "
-                          "stopped before its first checkpoint)")
 
 
 def run_dir_of(checkpoint: Path) -> Path | None:

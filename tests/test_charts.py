@@ -1,4 +1,4 @@
-"""The terminal charts (cifarctl.ui.charts) and curves.png (cifarctl.runs.write_curves):
+"""The terminal charts (cifarctl.ui.charts) and curves.png (cifarctl.training.curves.write_curves):
 whole-epoch ticks, train and test told apart without colour, legends outside the plot,
 one theme for every chart, and a learning-rate panel in both."""
 
@@ -118,7 +118,7 @@ def test_every_chart_uses_one_theme(monkeypatch):
 
 
 def test_curves_figure_has_the_run_name_and_an_lr_panel():
-    from cifarctl.runs import curves_figure
+    from cifarctl.training.curves import curves_figure
 
     h = history(8)
     fig = curves_figure(h, title="s8_bn-20261201-101500")
@@ -137,7 +137,7 @@ def test_curves_figure_has_the_run_name_and_an_lr_panel():
 def test_curves_png_read_back(tmp_path):
     from PIL import Image
 
-    from cifarctl.runs import CURVES_SIZE, write_curves
+    from cifarctl.training.curves import CURVES_SIZE, write_curves
 
     write_curves(tmp_path / "curves.png", history(8), title="s8_bn-20261201-101500")
     img = Image.open(tmp_path / "curves.png")
@@ -157,12 +157,12 @@ def test_curves_png_read_back(tmp_path):
     assert (grey[:25, 600:900] < 128).sum() > 2 * (untitled[:25, 600:900] < 128).sum() > 0
 
 
-def test_run_files_title_curves_with_the_run_folder(tmp_path, monkeypatch):
-    from cifarctl import runs
+def test_a_run_titles_its_curves_with_the_run_folder(tmp_path, monkeypatch):
+    from cifarctl.training import curves
+    from cifarctl.training.run import run_training
 
     seen = []
-    monkeypatch.setattr(runs, "write_curves", lambda path, hist, title=None: seen.append((path.name, title)))
-    run = tmp_path / "s8_bn-20261201-101500"
-    run.mkdir()
-    runs.RunFiles(run).curves(history(2))
-    assert seen == [("curves.png", "s8_bn-20261201-101500")]
+    monkeypatch.setattr(curves, "write_curves", lambda path, hist, title=None: seen.append((path.name, title)))
+    run_training("s8_bn", overrides=["data.source=synthetic:128:32", "data.batch_size=64", "epochs=1"],
+                 runs_dir=tmp_path, name="s8_bn-20261201-101500", device="cpu", view=None)
+    assert seen and set(seen) == {("curves.png", "s8_bn-20261201-101500")}

@@ -1061,11 +1061,13 @@ def test_run_folder_writes_are_one_line(site, tmp_path, trained):
 
     run = copy_run(trained, tmp_path / "run")
     files = runs.RunFiles(run)
+    from cifarctl.training.curves import write_curves
+
     target = run / ("checkpoints/last.pt" if site == "last.pt" else site)
     before = target.read_bytes() if target.is_file() else None
     write = {
-        "curves.png": lambda: files.curves([{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "train_acc": 50.0,
-                                             "test_acc": 50.0, "lr": 0.1}]),
+        "curves.png": lambda: write_curves(target, [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0,
+                                                     "train_acc": 50.0, "test_acc": 50.0, "lr": 0.1}]),
         "summary.json": lambda: files.summary({"status": "running"}),
         "recipe.yaml": lambda: runs.write_atomic(target, "name: x\n"),
         "last.pt": lambda: files.save_checkpoint({"x": 1}, files.last),

@@ -186,12 +186,12 @@ def test_negative_loss_exit_4(cli, runs_dir):
 
 
 def test_unexpected_failure_exit_1_traceback_in_log(cli, runs_dir, monkeypatch):
-    from cifarctl import runs
+    from cifarctl.training import curves
 
     def broken(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runs, "write_curves", broken)
+    monkeypatch.setattr(curves, "write_curves", broken)  # raised in the background writer, reported by the run
     res = cli("train", "s8_bn", *TINY, "--set", "epochs=1", "--runs-dir", runs_dir)
     assert res.exit_code == 1
     assert "training failed: OSError" in res.output

@@ -195,15 +195,18 @@ class _CurvesPace:
 
     EVERY = 30.0
 
-    def __init__(self, files):
-        self.files, self.last, self.epochs = files, float("-inf"), None
+    def __init__(self, files, enabled: bool = True):
+        self.files, self.enabled, self.last, self.epochs = files, enabled, float("-inf"), None
 
     def maybe(self, history: list[dict]) -> None:
         if time.monotonic() - self.last >= self.EVERY:
             self._draw(history)
 
     def _draw(self, history: list[dict]) -> None:
-        self.files.curves(history)
+        if self.enabled:  # rank 0 only
+            from cifarctl.training.curves import write_curves
+
+            write_curves(self.files.dir / "curves.png", history, title=self.files.dir.name)
         self.last, self.epochs = time.monotonic(), len(history)
 
     def now(self, history: list[dict]) -> None:
@@ -374,7 +377,7 @@ def _run_training(
 
     writer = BackgroundWriter()
     buffers: dict = {}  # the host copies' persistent buffers (pinned for CUDA tensors)
-    curves = _CurvesPace(files)
+    curves = _CurvesPace(files, ranks.main)
 
     def epoch_end(ev: dict) -> None:
         """Hand the epoch's files to the writer: the loop waits only for the host copy."""

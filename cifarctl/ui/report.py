@@ -281,7 +281,7 @@ def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
 
 
 def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
-    from cifarctl.runs import write_curves
+    from cifarctl.training.curves import write_curves
 
     r, run = ev.recipe, ev.run
     d = r.to_dict()
