@@ -118,7 +118,7 @@ def restore_rng(rng: dict, generator=None) -> None:
         generator.set_state(rng["generator"])
 
 
-def save_checkpoint(obj: dict, path: str | os.PathLike, before_replace=None) -> None:
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """torch.save to a temp file in the same folder, fsync, os.replace, fsync the folder.
 
     Serialized in memory first, so that a full disk is an ``OSError`` we can name (torch's
@@ -133,7 +133,7 @@ def save_checkpoint(obj: dict, path: str | os.PathLike, before_replace=None) -> 
     torch.save(obj, buf)
     try:
         with _signals_deferred():  # a second Ctrl-C/SIGTERM waits for the file to be complete
-            replace_file(path, buf.getbuffer(), before_replace)
+            replace_file(path, buf.getbuffer())
     except OSError as exc:
         run = path.parent.parent if path.parent.name == "checkpoints" else None
         then = f"continue with `cifarctl train --resume {run}`" if run else "save again"

@@ -111,11 +111,10 @@ def read_regular(path: str | os.PathLike, limit: int = 64 << 20) -> bytes | None
         os.close(fd)
 
 
-def replace_file(path: Path, data, before_replace=None) -> None:
+def replace_file(path: Path, data) -> None:
     """Write ``data`` (bytes-like) to ``path``'s temp file, fsync it, ``os.replace`` ``path``
     with it, fsync the folder; raises ``OSError`` (the temp file removed), or
-    :class:`NotAFileError` when ``path`` is a device, FIFO or socket (nothing written).
-    ``before_replace()`` runs between the two (the tests' slow save)."""
+    :class:`NotAFileError` when ``path`` is a device, FIFO or socket (nothing written)."""
     check_target(path)
     tmp = temp_for(path)
     replaced = False
@@ -126,8 +125,6 @@ def replace_file(path: Path, data, before_replace=None) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        if before_replace is not None:
-            before_replace()
         os.replace(tmp, path)
         replaced = True
     finally:

@@ -417,9 +417,9 @@ class RunFiles:
                 raise
             # on the way out after an error: that error is the one to report
 
-    def save_checkpoint(self, state: dict, path: str | os.PathLike, before_replace=None) -> None:
+    def save_checkpoint(self, state: dict, path: str | os.PathLike) -> None:
         """:func:`save_checkpoint` with this run's id and data key in the checkpoint."""
-        save_checkpoint({**state, "run_id": self.run_id, "data_key": self.data_key}, path, before_replace)
+        save_checkpoint({**state, "run_id": self.run_id, "data_key": self.data_key}, path)
 
 
 def run_dir_of(checkpoint: Path) -> Path | None:

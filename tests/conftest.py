@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,21 @@ os.environ["CIFARCTL_DATA_DIR"] = str(_SESSION / "cache")
 os.environ["HOME"] = str(_SESSION / "home")
 os.environ.pop("XDG_CACHE_HOME", None)
 (_SESSION / "home").mkdir()
+
+# Test-only faults (tests/faults/sitecustomize.py): every child process loads them at start-up,
+# and this process now; they act only when a CIFARCTL_TEST_* variable asks.
+_FAULTS = str(Path(__file__).resolve().parent / "faults")
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_FAULTS, os.environ.get("PYTHONPATH")) if p)
+sys.path.insert(0, _FAULTS)
+import sitecustomize as _faults  # noqa: E402  (ours: tests/faults comes first on the path)
+
+if not hasattr(_faults, "install"):  # another sitecustomize was imported first: load ours by path
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location("cifarctl_test_faults", Path(_FAULTS) / "sitecustomize.py")
+    _faults = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_faults)
+_faults.install()
 
 
 def pytest_sessionfinish(session, exitstatus):

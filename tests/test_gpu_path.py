@@ -66,10 +66,10 @@ def test_epoch_end_files_are_written_off_the_loop(tmp_path, monkeypatch):
     waited = []
     real_save, real_step = runs.RunFiles.save_checkpoint, engine._step
 
-    def slow_save(self, state, path, before_replace=None):
+    def slow_save(self, state, path):
         if state["epoch"] == 1:
             waited.append(next_epoch_started.wait(timeout=30))
-        real_save(self, state, path, before_replace)
+        real_save(self, state, path)
 
     def step(t, *args):
         if t.epoch >= 1:

@@ -94,9 +94,9 @@ def trained(tmp_path_factory):
     """One tiny run (2 epochs of 2 steps on synthetic:64:20) stopped at step 3, in epoch 2:
     best.pt and last.pt exist and it can be resumed. Made once per module; tests copy it
     (``copy_run``)."""
-    from cifarctl.training.faults import ENV_STOP_AT
     from cifarctl.training.run import TrainingInterrupted, run_training
 
+    ENV_STOP_AT = "CIFARCTL_TEST_STOP_AT_STEP"  # tests/faults/sitecustomize.py
     root = tmp_path_factory.mktemp("hostile-runs")
     os.environ[ENV_STOP_AT] = "3"
     try:

@@ -49,7 +49,6 @@ from cifarctl.training import distributed
 from cifarctl.training.batches import Batches
 from cifarctl.training.builders import autocast, uses_channels_last
 from cifarctl.training.evaluation import evaluate
-from cifarctl.training.faults import FaultPlan
 from cifarctl.training.guards import LossWatch
 from cifarctl.training.model_hooks import Freezer
 from cifarctl.training.schedules import step_after_epoch
@@ -89,7 +88,6 @@ class Trainer:
     history: list[dict] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     stop_requested: str | None = None  # "SIGINT"/"SIGTERM": stop after the current step
-    faults: FaultPlan = field(default_factory=FaultPlan)  # test-only faults (none by default)
     lr_find: Any = None         # the LRFindResult when max_lr was "auto"
     lookahead: Any = None       # cifarctl.training.lookahead.Lookahead when the recipe has one
     rules_broken: list[str] = field(default_factory=list)  # trained with --break-rules: what it broke
@@ -210,8 +208,6 @@ def _step(t: Trainer, x: torch.Tensor, y: torch.Tensor):
     with t.autocast():
         out = t.model(x)
         loss = t.loss_fn(out, y)
-    loss, stop = t.faults.at_step(t.step + 1, loss)
-    t.stop_requested = t.stop_requested or stop
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     t.scaler.step(t.optimizer)

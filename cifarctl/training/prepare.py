@@ -27,7 +27,6 @@ from cifarctl.training.builders import (
     uses_channels_last,
 )
 from cifarctl.training.engine import Trainer
-from cifarctl.training.faults import FaultPlan
 from cifarctl.training.lookahead import build_lookahead
 from cifarctl.training.model_hooks import init_from_data
 from cifarctl.training.schedules import build_scheduler
@@ -44,7 +43,6 @@ def prepare(
     rank: int = 0,
     world_size: int = 1,
     lr_find_progress: Callable | None = None,
-    faults: FaultPlan | None = None,
 ) -> Trainer:
     """Seed, load the data onto the device, build model/optimizer/scheduler/loss/precision.
 
@@ -52,7 +50,6 @@ def prepare(
     cifar10); ``seed`` overrides ``recipe.seed``. ``max_lr: auto`` runs the LR range test
     on the loaded data first (``lr_find_progress(i, n, lr, loss)`` after each of its steps):
     ``trainer.recipe`` then holds the chosen number and ``trainer.lr_find`` the sweep.
-    ``faults`` is the run's :class:`~cifarctl.training.faults.FaultPlan` (tests only).
     """
     from cifarctl.data import load_cifar, resolve_source
 
@@ -120,7 +117,7 @@ def prepare(
         val_x=None if val is None else to_dev(np.ascontiguousarray(val[0].transpose(0, 3, 1, 2))),
         val_y=None if val is None else to_dev(val[1]), classes=list(arrays.classes), data_source=source,
         generator=generator, params=params, steps_per_epoch=steps, rank=rank, world_size=world_size,
-        notices=notices, faults=faults or FaultPlan(),
+        notices=notices,
         lr_find=lr_find, lookahead=lookahead,
     )
 

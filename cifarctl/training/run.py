@@ -14,8 +14,6 @@
 A completed run returns normally (exit 0) whether or not it met the recipe's target:
 the verdict is in the summary and printed.
 
-The test-only faults (``CIFARCTL_TEST_*``, :mod:`cifarctl.training.faults`) are read here,
-once per run, into the :class:`~cifarctl.training.faults.FaultPlan` the engine consults.
 """
 
 from __future__ import annotations
@@ -292,7 +290,6 @@ def _run_training(
     from cifarctl import runs
     from cifarctl.training import checkpoint, distributed, engine
     from cifarctl.training.builders import check_runnable, resolve_device
-    from cifarctl.training.faults import FaultPlan
     from cifarctl.training.guards import DivergedError
     from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_point
     from cifarctl.training.prepare import prepare
@@ -301,7 +298,6 @@ def _run_training(
 
     recipe_obj, ckpt, ckpt_path, run_dir = _resolve_recipe(recipe, overrides, seed, data, resume, force)
     check_runnable(recipe_obj)
-    faults = FaultPlan.from_env()
     dev = resolve_device(device)
     ranks = distributed.current()  # under torchrun: this process's rank; only rank 0 writes and prints
     dev, view, progress = ranks.device(dev), view if ranks.main else None, progress and ranks.main
@@ -318,7 +314,7 @@ def _run_training(
     bar = getattr(view, "lr_find_progress", None) if progress else None
     with (bar() if bar is not None else nullcontext(None)) as lr_bar:
         trainer = prepare(recipe_obj, data_source=source, device=dev, progress=progress,
-                          lr_find_progress=lr_bar, rank=ranks.rank, world_size=ranks.world_size, faults=faults)
+                          lr_find_progress=lr_bar, rank=ranks.rank, world_size=ranks.world_size)
     recipe_obj = trainer.recipe  # max_lr: auto is now the range test's number
     if broken_rules:
         trainer.rules_broken = list(broken_rules)
@@ -344,7 +340,7 @@ def _run_training(
     files = runs.RunFiles(run_dir) if ranks.main else distributed.SilentFiles(run_dir)
     if ranks.main:
         def save(state, path):
-            files.save_checkpoint(state, path, before_replace=faults.before_replace)
+            files.save_checkpoint(state, path)
     else:
         def save(state, path):
             pass
