@@ -7,12 +7,14 @@ faults are asked for with environment variables, read at the moment they apply:
 =============================== ===================================================
 ``CIFARCTL_TEST_STOP_AT_STEP=k``  as if SIGINT arrived during step k: stop after it
 ``CIFARCTL_TEST_NAN_AT_STEP=k``   step k's loss is NaN (the divergence guard's test)
-``CIFARCTL_TEST_KILL_AT_STEP=k``  SIGKILL this process at step k, before its update
+``CIFARCTL_TEST_KILL_AT_STEP=k``  SIGKILL this process at step k, before its update (once
+                                  the background writer has the earlier epochs on disk)
 ``CIFARCTL_TEST_SLOW_SAVE=s``     sleep s seconds before a checkpoint replaces the old one
 =============================== ===================================================
 
-They reach the product through two seams, patched here: the engine's ``_step`` and the
-``os.replace`` of the atomic writer (``cifarctl.fsutil``), slowed for checkpoints only.
+They reach the product through seams patched here: the engine's ``_step``, the
+``os.replace`` of the atomic writer (``cifarctl.fsutil``, slowed for checkpoints only) and
+the background writer's ``submit`` (to know what to wait for before a kill).
 cifarctl itself reads none of these variables.
 """
 
@@ -38,11 +40,21 @@ def install() -> None:
 
     if getattr(engine._step, "_faults", False):
         return
-    real_step = engine._step
+    from cifarctl.training import writer
+
+    real_step, real_submit = engine._step, writer.BackgroundWriter.submit
+    writers: list = []
+
+    def submit(self, job):
+        if self not in writers:
+            writers.append(self)
+        return real_submit(self, job)
 
     def step(t, x, y):
         n = t.step + 1
         if n == _int("CIFARCTL_TEST_KILL_AT_STEP"):
+            for w in writers:  # "at step k": after the earlier epochs' files are on disk (they are
+                w.drain()      # written in the background), before step k's update
             os.kill(os.getpid(), signal.SIGKILL)  # nothing gets to run after this
         if n == _int("CIFARCTL_TEST_STOP_AT_STEP"):
             t.stop_requested = t.stop_requested or "SIGINT"
@@ -67,7 +79,7 @@ def install() -> None:
             return os.replace(src, dst)
 
     step._faults = True
-    engine._step, fsutil.os = step, SlowReplace()
+    engine._step, fsutil.os, writer.BackgroundWriter.submit = step, SlowReplace(), submit
 
 
 if any(os.environ.get(v) for v in VARS):  # a child process started with a fault asked for
