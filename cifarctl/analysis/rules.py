@@ -49,15 +49,17 @@ def _gap(summary) -> str | None:
     return None
 
 
-def check_rules(recipe, *, best_acc: float | None = None) -> list[dict]:
-    """Every rule of ``recipe`` (its ``rules:`` block and its target's budgets), measured."""
+def check_rules(recipe, *, best_acc: float | None = None, summary=None) -> list[dict]:
+    """Every rule of ``recipe`` (its ``rules:`` block and its target's budgets), measured;
+    ``summary``: the recipe's :func:`~cifarctl.analysis.layers.summarize_recipe`, when the
+    caller has it already."""
     from cifarctl.analysis.layers import summarize_recipe
     from cifarctl.training.builders import build_model
 
     rules, target = recipe.rules, recipe.target
     if rules is None:
         return []
-    summary = summarize_recipe(recipe)
+    summary = summary or summarize_recipe(recipe)
     model = build_model(recipe)
     out = []
     if target.max_params is not None:

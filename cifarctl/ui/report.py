@@ -203,7 +203,7 @@ def _rules_part(ev: Evidence, sub: str) -> list[str]:
     from cifarctl.analysis.rules import check_rules
     from cifarctl.ui.tables import rules_table
 
-    rows = check_rules(ev.recipe, best_acc=ev.run.best_acc)
+    rows = check_rules(ev.recipe, best_acc=ev.run.best_acc, summary=ev.model)  # the Model section's pass
     broken = ev.summary.get("rules_broken")
     note = ([f"_Trained with --break-rules: {md_text('; '.join(map(str, broken)))}._"]
             if isinstance(broken, list) and broken else [])
