@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,17 +34,11 @@ FINISHED = ("completed", "diverged")
 _STAMP = re.compile(r"-\d{8}-\d{6}$")
 
 # summary.json key -> accepted spellings, first found wins.
-_ALIASES = {
-    "recipe": ("recipe", "recipe_name", "name"),
-    "model": ("model", "model_name"),
-    "params": ("params", "num_params", "n_params", "total_params"),
-    "epochs_planned": ("epochs_planned", "planned_epochs"),
-    "best_acc": ("best_test_acc", "best_acc"),
-    "best_epoch": ("best_epoch",),
-    "final_acc": ("final_test_acc", "final_acc", "last_test_acc"),
-    "total_seconds": ("total_seconds", "seconds", "wall_seconds", "elapsed_seconds"),
-    "status": ("status",),
-    "seed": ("seed",),
+# summary.json's keys (as `train` writes them) for each RunRecord field read from it.
+_SUMMARY_KEYS = {
+    "recipe": "recipe", "model": "model", "params": "params", "epochs_planned": "epochs_planned",
+    "best_acc": "best_test_acc", "best_epoch": "best_epoch", "final_acc": "final_test_acc",
+    "total_seconds": "total_seconds", "status": "status", "seed": "seed",
 }
 
 
@@ -187,12 +182,9 @@ def _unique(items: list, path_of) -> list:
     return list(kept.values())
 
 
-# Bounds of what is read of a run folder: far above what a run writes (a metrics line is
-# ~300 bytes), far below what would hang or exhaust memory (a 4 GB file, one endless line).
-MAX_METRICS_BYTES = 16 << 20
-MAX_METRICS_LINE = 64 << 10
-MAX_METRICS_ROWS = 100_000
-MAX_SUMMARY_BYTES = 1 << 20
+# The most read of a run folder's metrics.jsonl or summary.json: far above what `train`
+# writes (~300 bytes an epoch), and a bound on memory for a folder of unknown origin.
+MAX_RUN_FILE = 16 << 20
 _SHOWN_BAD_LINES = 3
 
 
@@ -201,6 +193,32 @@ def _size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} bytes"
+
+
+def _read_bounded(path: Path, marks: list[str]) -> bytes | None:
+    """The bytes of a run folder's file, or None with a mark (too large, not a regular file)."""
+    from cifarctl.fsutil import read_regular
+
+    raw = read_regular(path, MAX_RUN_FILE)
+    if raw is None:
+        marks.append(f"{path.name} is {_unreadable(path)}")
+    return raw
+
+
+def _unreadable(path: Path) -> str:
+    """Why :func:`cifarctl.fsutil.read_regular` gave nothing for ``path``."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "missing"
+    if stat.S_ISLNK(st.st_mode):
+        reason = _missing_reason(path)
+        return reason if reason != "does not exist" else "a symbolic link (not followed)"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size > MAX_RUN_FILE:
+        return f"{_size(st.st_size)}, over the {_size(MAX_RUN_FILE)} read"
+    return "unreadable"
 
 
 def _parse_line(raw: bytes) -> Any:
@@ -212,100 +230,61 @@ def _parse_line(raw: bytes) -> Any:
 
 def _read_metrics(path: Path, marks: list[str]) -> list[dict[str, Any]]:
     """Per-epoch dicts sorted by epoch; a later line for the same epoch wins (resumed runs).
-
-    Read as a stream and bounded (:data:`MAX_METRICS_BYTES`, :data:`MAX_METRICS_LINE`,
-    :data:`MAX_METRICS_ROWS`): a larger file is read in part and marked. Bad lines are marked
-    (the first few by number), so are rows with non-finite values (left out of every number).
-    """
+    Bad lines are marked (the first few by number), so are rows with non-finite values
+    (left out of every number)."""
+    raw = _read_bounded(path, marks)
+    if raw is None:
+        return []
+    lines = raw.split(b"\n")
+    last_line = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
     by_epoch: dict[int, dict[str, Any]] = {}
     bad: list[int] = []
     non_finite: dict[str, None] = {}
     non_finite_lines: list[int] = []
-    last_line = 0  # the last non-blank line
-    stopped = ""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            read = 0
-            number = 0
-            while True:
-                if read >= MAX_METRICS_BYTES:
-                    stopped = (f"metrics.jsonl is {_size(max(size, read))}: read its first "
-                               f"{_size(MAX_METRICS_BYTES)} only")
-                    break
-                if len(by_epoch) >= MAX_METRICS_ROWS:
-                    stopped = f"metrics.jsonl has over {MAX_METRICS_ROWS:,} rows: read the first {MAX_METRICS_ROWS:,}"
-                    break
-                raw = f.readline(MAX_METRICS_LINE + 1)
-                if not raw:
-                    break
-                read += len(raw)
-                number += 1
-                if len(raw) > MAX_METRICS_LINE:  # skip the rest of an endless line, within the bound
-                    while not raw.endswith(b"\n") and raw and read < MAX_METRICS_BYTES:
-                        raw = f.readline(MAX_METRICS_LINE)
-                        read += len(raw)
-                    bad.append(number)
-                    last_line = number
-                    continue
-                if not raw.strip():
-                    continue
-                last_line = number
-                obj = _parse_line(raw)
-                if not isinstance(obj, dict):
-                    bad.append(number)
-                    continue
-                odd = [k for k, v in obj.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                       and _num(v) is None]  # inf, nan, 1e400, an integer past float's range
-                if odd:
-                    non_finite.update(dict.fromkeys(odd))
-                    non_finite_lines.append(number)
-                epoch = obj.get("epoch")
-                if not isinstance(epoch, int) or isinstance(epoch, bool):
-                    epoch = len(by_epoch) + 1
-                    obj["epoch"] = epoch
-                by_epoch[epoch] = obj
-    except OSError as exc:
-        marks.append(f"metrics.jsonl unreadable ({exc.strerror or exc})")
-        return []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        obj = _parse_line(line)
+        if not isinstance(obj, dict):
+            bad.append(number)
+            continue
+        odd = [k for k, v in obj.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and _num(v) is None]  # inf, nan, 1e400, an integer past float's range
+        if odd:
+            non_finite.update(dict.fromkeys(odd))
+            non_finite_lines.append(number)
+        epoch = obj.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            epoch = len(by_epoch) + 1
+            obj["epoch"] = epoch
+        by_epoch[epoch] = obj
     for i in bad[:_SHOWN_BAD_LINES]:
-        marks.append(f"{'truncated' if i == last_line and not stopped else 'bad'} metrics line {i}")
+        marks.append(f"{'truncated' if i == last_line else 'bad'} metrics line {i}")
     if len(bad) > _SHOWN_BAD_LINES:
         marks.append(f"{len(bad) - _SHOWN_BAD_LINES:,} more bad metrics lines")
     if non_finite_lines:
         where = ", ".join(map(str, non_finite_lines[:_SHOWN_BAD_LINES])) + (", ..." if len(non_finite_lines) > _SHOWN_BAD_LINES else "")
         marks.append(f"non-finite {', '.join(list(non_finite)[:4])} in metrics line{'s' if len(non_finite_lines) > 1 else ''} "
                      f"{where} (left out)")
-    if stopped:
-        marks.append(stopped)
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def _read_summary(path: Path, marks: list[str]) -> dict[str, Any]:
     """summary.json as a dict ({} and a mark when absent, too large or unparsable)."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         marks.append("no summary.json")
         return {}
+    raw = _read_bounded(path, marks)
+    if raw is None:
+        return {}
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SUMMARY_BYTES + 1)
-        if len(raw) > MAX_SUMMARY_BYTES:
-            marks.append(f"summary.json unparsable (over {_size(MAX_SUMMARY_BYTES)})")
-            return {}
         loaded = json.loads(raw.decode("utf-8"))
-    except (ValueError, OSError, UnicodeDecodeError, RecursionError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         loaded = None
     if not isinstance(loaded, dict) or not loaded:
         marks.append("summary.json unparsable")
         return {}
     return loaded
-
-
-def _pick(d: dict[str, Any], key: str) -> Any:
-    for k in _ALIASES[key]:
-        if d.get(k) is not None:
-            return d[k]
-    return None
 
 
 def _first(*values: Any) -> Any:
@@ -378,7 +357,7 @@ def read_run(path: Path) -> RunRecord | str:
     best_e, best_v = max(acc, key=lambda t: t[1]) if acc else (None, None)
     seconds = [v for _, v in _series(metrics, "seconds")]
     speed = [v for _, v in _series(metrics, "images_per_s")]
-    got = {k: _pick(summary, k) for k in _ALIASES}
+    got = {field: summary.get(key) for field, key in _SUMMARY_KEYS.items()}
     if isinstance(got["recipe"], dict):  # the whole resolved recipe instead of its name
         got["recipe"] = got["recipe"].get("name")
     rec = RunRecord(

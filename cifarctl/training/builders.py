@@ -123,15 +123,6 @@ def build_loss(recipe: Recipe):
     return F.nll_loss
 
 
-def amp_kwargs(recipe: Recipe, device: torch.device) -> dict:
-    """torch-lr-finder's mixed-precision arguments for the recipe's precision."""
-    dtype, _ = precision_for(recipe.precision, device)
-    if dtype is None:
-        return {}
-    return {"amp_backend": "torch", "amp_config": {"device_type": device.type, "dtype": dtype},
-            "grad_scaler": torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)}
-
-
 def build_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
     """SGD / Adam / AdamW over ``model``'s parameters; the fused CUDA kernels when every
     parameter is on a CUDA device (one launch per step instead of several per tensor, and

@@ -1,11 +1,18 @@
-"""The LR range test: torch-lr-finder's sweep, fed from device-resident data.
+"""The LR range test (Smith 2015), fed from device-resident data.
 
-``run_lr_find(recipe)`` builds the recipe's model, optimizer and loss, streams batches
-of uint8 images that live on the training device through the batched augmentation of
-:mod:`cifarctl.augment`, and lets ``torch_lr_finder.LRFinder.range_test`` raise the
-learning rate from ``start_lr`` to ``end_lr``. torch-lr-finder's own tqdm bar and prints
-are silenced; progress goes to a ``progress(i, n, lr, loss)`` callback. The model and
-optimizer are restored afterwards (``LRFinder.reset()``), and so is the RNG state.
+``run_lr_find(recipe)`` builds the recipe's model, optimizer and loss, streams the
+engine's batches (uint8 images on the training device, augmented in batches by
+:mod:`cifarctl.augment`) and raises the learning rate of every parameter group from
+``start_lr`` to ``end_lr`` over ``num_iter`` steps (exponentially or linearly), one
+optimizer step each, recording the lr and the raw loss. Progress goes to a
+``progress(i, n, lr, loss)`` callback. The model, the optimizer and the RNG state are
+restored afterwards.
+
+The sweep is owned here (:func:`_sweep`, ~30 lines) rather than borrowed from
+torch-lr-finder: its ``range_test`` has no per-step callback and no way to plug in our
+divergence rule, and using it meant overriding a private method and patching its
+module's ``tqdm`` and ``print``. The schedule is the same as torch-lr-finder's
+(``start_lr * (end_lr/start_lr) ** (i/(n-1))``, the lr of step i recorded before it).
 
 The sweep stops at divergence (the smoothed loss above 4x its best, or a non-finite
 loss), and :mod:`cifarctl.training.lr_suggest` reads it: smoothing adapted to the
@@ -21,6 +28,7 @@ out-of-range result is a one-line :class:`UsageError` (exit 2), unless the recip
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -134,49 +142,53 @@ def analyse(
 
 
 # ---------------------------------------------------------------------- the sweep
-class _Diverged(Exception):
-    """A step's loss was NaN or inf, or the smoothed loss passed k x its best: stop the sweep."""
+def _lr_at(i: int, n: int, start_lr: float, end_lr: float, step_mode: str) -> float:
+    """The lr of step ``i`` of ``n`` (the first is ``start_lr``, the last ``end_lr``)."""
+    r = i / (n - 1)
+    return start_lr * (end_lr / start_lr) ** r if step_mode == "exp" else start_lr + (end_lr - start_lr) * r
 
 
-class _Passes:
-    """Each ``iter()`` is one shuffled pass of the engine's batches (:class:`cifarctl.training.batches.Batches`):
-    uint8 images on the device, augmented in batches; torch-lr-finder's
-    ``TrainDataLoaderIter`` starts a new pass when one ends."""
+def _sweep(model, opt, criterion, batches, *, num_iter: int, start_lr: float, end_lr: float,
+           step_mode: str, autocast: dict, scaler, watch: DivergenceWatch,
+           progress: Progress | None) -> tuple[list[float], list[float]]:
+    """Train ``num_iter`` steps at rising lrs (new shuffled passes as needed); stop early at
+    divergence. Return the lrs and raw losses of the steps taken. One host read per step:
+    the divergence rule needs each loss."""
+    import torch
 
-    def __init__(self, batches):
-        self.batches = batches
+    lrs: list[float] = []
+    losses: list[float] = []
+    model.train()
+    passes = iter(())
+    while len(lrs) < num_iter:
+        try:
+            x, y = next(passes)
+        except StopIteration:
+            passes = iter(batches.plan().iterate())
+            continue
+        lr = _lr_at(len(lrs), num_iter, start_lr, end_lr, step_mode)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(**autocast) if autocast else _no_autocast():
+            loss = criterion(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        value = float(loss.detach())
+        lrs.append(lr)
+        losses.append(value)
+        if progress is not None:
+            progress(len(lrs), num_iter, lr, value)
+        if watch.update(value):
+            break
+    return lrs, losses
 
-    def __len__(self) -> int:
-        return self.batches.steps_per_epoch
 
-    def __iter__(self):
-        return self.batches.plan().iterate()
+def _no_autocast():
+    from contextlib import nullcontext
 
-
-def _finder_class():
-    from torch_lr_finder import LRFinder
-
-    class _Finder(LRFinder):
-        """Records the lr and raw loss of each step, reports progress, stops at divergence."""
-
-        raw: list[float]
-        lrs: list[float]
-        watch: DivergenceWatch
-        progress: Progress | None = None
-        total: int = 0
-
-        def _train_batch(self, train_iter, accumulation_steps, non_blocking_transfer=True):
-            lr = self.optimizer.param_groups[0]["lr"]
-            loss = super()._train_batch(train_iter, accumulation_steps, non_blocking_transfer)
-            self.raw.append(loss)
-            self.lrs.append(lr)
-            if self.progress is not None:
-                self.progress(len(self.raw), self.total, lr, loss)
-            if self.watch.update(loss):
-                raise _Diverged
-            return loss
-
-    return _Finder
+    return nullcontext()
 
 
 def _override(recipe, optimizer: str | None, weight_decay: float | None, batch_size: int | None):
@@ -241,7 +253,8 @@ def run_lr_find(
     import torch
 
     from cifarctl.training.batches import Batches
-    from cifarctl.training.builders import amp_kwargs, build_loss, build_model, build_optimizer, resolve_device
+    from cifarctl.training.builders import (build_loss, build_model, build_optimizer, precision_for,
+                                            resolve_device)
 
     if not (start_lr > 0 and end_lr > start_lr):
         raise UsageError(f"need 0 < start_lr < end_lr (got {start_lr:g} and {end_lr:g})")
@@ -272,36 +285,26 @@ def run_lr_find(
     opt = build_optimizer(model, recipe)
     criterion = build_loss(recipe)
 
-    import torch_lr_finder.lr_finder as tlf
-    from torch_lr_finder import TrainDataLoaderIter
-
-    finder = _finder_class()(model, opt, criterion, device=dev, **amp_kwargs(recipe, dev))
-    finder.raw, finder.lrs, finder.progress, finder.total = [], [], progress, num_iter
-    finder.watch = DivergenceWatch(num_iter)
-    loader = TrainDataLoaderIter(_Passes(batches))
-    saved = tlf.tqdm, getattr(tlf, "print", None)
-    tlf.tqdm = lambda it, *a, **k: it       # its own bar: we report through `progress`
-    tlf.print = lambda *a, **k: None         # "See the graph with {finder_name}.plot()"
+    dtype, _ = precision_for(recipe.precision, dev)
+    autocast = {"device_type": dev.type, "dtype": dtype} if dtype is not None else {}
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_opt = copy.deepcopy(opt.state_dict())
     t0 = time.perf_counter()
-    try:  # no smoothing or divergence stop of torch-lr-finder's own: finder.watch stops it
-        finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
-                          step_mode=step_mode, smooth_f=0.0, diverge_th=math.inf)
-    except _Diverged:
-        pass
+    try:
+        lrs, losses = _sweep(model, opt, criterion, batches, num_iter=num_iter, start_lr=start_lr,
+                             end_lr=end_lr, step_mode=step_mode, autocast=autocast, scaler=scaler,
+                             watch=DivergenceWatch(num_iter), progress=progress)
     finally:
-        tlf.tqdm = saved[0]
-        if saved[1] is None:
-            del tlf.print
-        else:
-            tlf.print = saved[1]
-        finder.reset()
+        model.load_state_dict(saved_model)
+        opt.load_state_dict(saved_opt)
         model.train(was_training)
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
     seconds = time.perf_counter() - t0
 
-    result = analyse(list(finder.lrs), list(finder.raw), num_iter=num_iter, start_lr=start_lr,
+    result = analyse(lrs, losses, num_iter=num_iter, start_lr=start_lr,
                      end_lr=end_lr, step_mode=step_mode, prefer=prefer)
     result.seconds = seconds
     result.settings = {
