@@ -266,13 +266,28 @@ class Rules(_Strict):
     require: list[Literal["depthwise_separable", "dilated_conv", "gap"]] = Field(
         default_factory=list, description="Layer kinds the model must have: depthwise_separable (a conv with "
         "groups = in-channels followed by a 1x1), dilated_conv, gap (global average pooling).")
-    augment: list[str] = Field(default_factory=list, description="Augmentations data.augment must hold (A|B: "
-                               "either).")
+    augment: list[str | dict[str, dict[str, Any]]] = Field(
+        default_factory=list, description="Augmentations data.augment must hold: a name (A|B: either), or "
+        "{Name: {arg: value}} for a step whose arguments must have those values (e.g. CoarseDropout's hole size).")
+    layer_pattern: str | None = Field(None, description="The layer sequence, e.g. 'C1 C2 c3 P1 ... GAP c10' "
+                                      "(C 3x3 conv, c 1x1 conv, P max-pool, GAP global average pooling; "
+                                      "numbers are ignored).")
     optimizer: Literal["sgd", "adam", "adamw"] | None = Field(None, description="The optimizer required.")
     scheduler: str | None = Field(None, description="The scheduler required (e.g. onecycle).")
     peak_epoch: float | None = Field(None, gt=0, description="OneCycle's peak epoch (pct_start x epochs).")
     batch_size: int | None = Field(None, gt=0, description="The batch size required.")
+    misclassified_grid: tuple[Annotated[int, Field(gt=0, le=10)], Annotated[int, Field(gt=0, le=10)]] | None = Field(
+        None, description="The misclassified images the assignment asks for, as [columns, rows] (S8: [5, 2]): "
+        "what `report` shows unless --n is given.")
     best_public: Reference | None = Field(None, description="The best public submission's accuracy and source.")
+
+    @field_validator("augment")
+    @classmethod
+    def _one_step_each(cls, v: list) -> list:
+        for item in v:
+            if isinstance(item, dict) and len(item) != 1:
+                raise ValueError(f"each entry is a name or {{Name: {{arg: value}}}}, got {len(item)} names in one")
+        return v
 
 
 # ------------------------------------------------------------------------- recipe

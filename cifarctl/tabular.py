@@ -22,11 +22,13 @@ class Column:
 
     ``drop``: 0 for a key column that is never dropped; a column with a higher number is
     dropped before one with a lower number when a terminal is too narrow for the table.
+    ``wrap``: a column of sentences, folded to fit rather than dropped or cropped.
     """
 
     name: str
     align: str = "left"  # "left" | "right"
     drop: int = 0
+    wrap: bool = False
 
 
 @dataclass

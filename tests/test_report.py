@@ -69,6 +69,12 @@ def test_one_run(cli, runs, tmp_path):
                         "## Evaluation", "## Misclassified images", "## Analysis", "## Reproduce"]
     pngs = {p.name for p in check_links(readme)}
     assert pngs == {"samples.png", "augmented.png", "curves.png", "confusion.png", "misclassified.png"}
+    # S8 asks for 10 misclassified images per model as a 5x2 grid (rules.misclassified_grid)
+    from cifarctl.analysis.misclassified import grid_size
+
+    assert "The 10 most confident mistakes" in text
+    with Image.open(out / "images" / "misclassified.png") as im:
+        assert im.size[1] == grid_size(10, False, 5)[1] and im.size[0] >= grid_size(10, False, 5)[0]
     tables = md_tables(text)
     assert len(tables) == len(parse_markdown(text))  # the renderer's tables are GitHub's tables
 

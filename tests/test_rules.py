@@ -33,6 +33,10 @@ BREAKS = {  # rule kind -> (recipe, --set overrides that break it, the rule name
     "scheduler": ("s10_resnet_custom", ["scheduler={name: cosine}"], ("scheduler", "lr peak at epoch")),
     "peak": ("s10_resnet_custom", ["scheduler.pct_start=0.5"], "lr peak at epoch"),
     "batch": ("s10_resnet_custom", ["data.batch_size=256"], "batch size"),
+    "layer-pattern": ("s8_bn", ["rules.layer_pattern=C1 C2 c3 P1 C3 C4 c6 P2 C7 C8 C9 GAP c10"], "layer pattern"),
+    "augment-args": ("s9_dilated", ["data.augment=[{HorizontalFlip: {}}, {Affine: {}}, {CoarseDropout: "
+                                    "{num_holes_range: [1, 1], hole_height_range: [8, 8], hole_width_range: [8, 8], "
+                                    "fill: 0}}]"], "augmentation CoarseDropout"),
 }
 
 
@@ -41,6 +45,18 @@ def test_a_recipe_built_to_break_a_rule_fails_with_that_rule_named(kind):
     recipe, sets, rule = BREAKS[kind]
     bad = broken(check_rules(load_recipe(recipe, sets)))
     assert [r["rule"] for r in bad] == ([rule] if isinstance(rule, str) else list(rule)), bad
+
+
+def test_the_measured_side_names_the_layer_or_the_argument():
+    pattern = check_rules(load_recipe("s8_bn", ["rules.layer_pattern=C1 C2 c3 P1 C3 C4 c6 P2 C7 C8 C9 GAP c10"]))
+    row = next(r for r in pattern if r["rule"] == "layer pattern")
+    assert row["measured"] == "layer 7 is C (conv5.conv), not c"
+    ok = next(r for r in check_rules(load_recipe("s8_bn")) if r["rule"] == "layer pattern")
+    assert ok["ok"] and ok["measured"] == "C C c P C C C c P C C C GAP c"
+    holes = check_rules(load_recipe("s9_dilated", ["data.augment=[{HorizontalFlip: {}}, {Affine: {}}, {CoarseDropout: "
+                                                   "{hole_height_range: [8, 8], hole_width_range: [16, 16], fill: 0}}]"]))
+    row = next(r for r in holes if r["rule"] == "augmentation CoarseDropout")
+    assert row["measured"] == "num_holes_range=-, hole_height_range=[8,8], fill=0"
 
 
 def test_a_maxpool_in_an_s9_net_is_refused_by_train_before_any_step(tmp_path, cli):

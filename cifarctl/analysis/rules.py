@@ -5,13 +5,14 @@ demands; the parameter and epoch budgets stay in ``target:``, with the seed's ac
 :func:`check_rules` measures each rule on the model built as training builds it, with the
 same layer analysis ``summary`` uses (:func:`cifarctl.analysis.layers.summarize_recipe`),
 and returns one row per rule: ``{"rule", "required", "measured", "ok", "structural"}``.
-Structural rules (layers, receptive field, parameters, augmentation, optimizer, schedule,
-batch) are known before training and ``train`` refuses a recipe that breaks one; the
+Structural rules (layers and their sequence, receptive field, parameters, augmentation and
+its arguments, optimizer, schedule, batch) are known before training and ``train`` refuses a recipe that breaks one; the
 accuracy threshold is judged when the run ends (``ok`` is None before).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 REQUIREMENTS = ("depthwise_separable", "dilated_conv", "gap")
@@ -49,6 +50,54 @@ def _gap(summary) -> str | None:
     return None
 
 
+def _kind(row: dict) -> str | None:
+    """A layer's letter in an assignment's pattern: C (3x3 conv), c (1x1 conv), P (max-pool),
+    GAP (average pooling to 1x1); None for layers the pattern does not name."""
+    shape = row.get("output_shape") or []
+    if row["type"] == "Conv2d":
+        return {(3, 3): "C", (1, 1): "c"}.get(tuple(row.get("kernel") or ()), "conv")
+    if row["type"] in ("MaxPool2d", "AdaptiveMaxPool2d"):
+        return "P"
+    if "AvgPool" in row["type"] and len(shape) == 4 and shape[2] == shape[3] == 1:
+        return "GAP"
+    return None
+
+
+def _pattern(required: str, summary) -> tuple[str, bool]:
+    """(what was measured, whether the model's layer sequence is ``required``'s)."""
+    want = [re.sub(r"\d+$", "", tok) for tok in required.split()]
+    have = [(k, row["name"]) for row in summary.layers if row["leaf"] and (k := _kind(row))]
+    for i, (w, h) in enumerate(zip(want, have)):
+        if w != h[0]:
+            return f"layer {i + 1} is {h[0]} ({h[1]}), not {w}", False
+    if len(want) != len(have):
+        extra = f"{len(have) - len(want)} more: {have[len(want)][1]}" if len(have) > len(want) else "fewer"
+        return f"{len(have)} layers, not {len(want)} ({extra})", False
+    return " ".join(k for k, _ in have), True
+
+
+def _augment_row(want: str | dict, steps: list[tuple[str, dict]]) -> dict:
+    if isinstance(want, str):
+        hit = next((n for n, _ in steps if n in want.split("|")), None)
+        return _row(f"augmentation {want}", "in data.augment", hit or "missing", hit is not None)
+    (name, args), = want.items()
+    required = ", ".join(f"{k}={_arg(v)}" for k, v in args.items())
+    got = next((a for n, a in steps if n == name), None)
+    if got is None:
+        return _row(f"augmentation {name}", required, "missing", False)
+    wrong = [f"{k}={_arg(got.get(k, '-'))}" for k, v in args.items() if _plain(got.get(k)) != _plain(v)]
+    return _row(f"augmentation {name}", required, ", ".join(wrong) or "as required", not wrong)
+
+
+def _arg(v: Any) -> str:
+    """An argument's value, lists without spaces (``[16,16]``): a table column folds less."""
+    return "[" + ",".join(_arg(x) for x in v) + "]" if isinstance(v, (list, tuple)) else str(v)
+
+
+def _plain(v: Any) -> Any:
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
 def check_rules(recipe, *, best_acc: float | None = None, summary=None) -> list[dict]:
     """Every rule of ``recipe`` (its ``rules:`` block and its target's budgets), measured;
     ``summary``: the recipe's :func:`~cifarctl.analysis.layers.summarize_recipe`, when the
@@ -77,11 +126,13 @@ def check_rules(recipe, *, best_acc: float | None = None, summary=None) -> list[
         where = {"depthwise_separable": lambda: _depthwise_separable(model), "dilated_conv": lambda: _dilated(model),
                  "gap": lambda: _gap(summary)}[need]()
         out.append(_row(need.replace("_", " "), "at least one", where or "none", where is not None))
-    steps = [next(iter(s)) if isinstance(s, dict) else str(s) for s in recipe.data.augment or []]
+    if rules.layer_pattern is not None:
+        measured, ok = _pattern(rules.layer_pattern, summary)
+        out.append(_row("layer pattern", rules.layer_pattern, measured, ok))
+    steps = [next(iter(s.items())) if isinstance(s, dict) else (str(s), {}) for s in recipe.data.augment or []]
+    steps = [(n, a if isinstance(a, dict) else {}) for n, a in steps]
     for want in rules.augment:
-        options = want.split("|")
-        hit = next((s for s in steps if s in options), None)
-        out.append(_row(f"augmentation {want}", "in data.augment", hit or "missing", hit is not None))
+        out.append(_augment_row(want, steps))
     if rules.optimizer is not None:
         out.append(_row("optimizer", rules.optimizer, recipe.optimizer.name, recipe.optimizer.name == rules.optimizer))
     if rules.scheduler is not None:

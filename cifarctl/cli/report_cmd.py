@@ -22,7 +22,9 @@ def report(
         "(default: the run's own, else $CIFARCTL_DATA).", show_default=False)] = None,
     which: Annotated[str, typer.Option("--which", help="Checkpoint to evaluate: best or last.")] = "best",
     gradcam: Annotated[bool, typer.Option("--gradcam/--no-gradcam", help="Grad-CAM beside each misclassified image.")] = False,
-    n: Annotated[int, typer.Option("--n", min=1, max=100, help="Misclassified images to show.")] = 25,
+    n: Annotated[int | None, typer.Option("--n", min=1, max=100, help="Misclassified images to show "
+                                          "[default: the assignment's grid (S8: 5x2), else 25].",
+                                          show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Write README.md and images/ for run folders: target and result, model and receptive

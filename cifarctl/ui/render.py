@@ -42,7 +42,7 @@ def to_rich(tab: Tabular) -> Table:
     table = Table(title=None if tab.title is None else Text(shown(tab.title)), title_justify="left", header_style="bold",
                   **({"box": _box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1, 0, 0)} if compact else {}))
     for c in tab.columns:
-        table.add_column(c.name, justify=c.align, no_wrap=c.drop == 0 or c.align == "right",
+        table.add_column(c.name, justify=c.align, no_wrap=not c.wrap and (c.drop == 0 or c.align == "right"),
                          overflow="fold")
     for i, row in enumerate(tab.rows):
         if i in tab.sections:

@@ -133,12 +133,14 @@ class Evidence:
     data: Any = None                           # CifarArrays
     data_stats: dict[str, Any] | None = None
     data_problem: str | None = None
+    grid_cols: int | None = None               # the assignment's misclassified grid, when it asks for one
 
 
-def gather(run, *, data: str | None, which: str, n: int, gradcam: bool, device: str,
+def gather(run, *, data: str | None, which: str, n: int | None, gradcam: bool, device: str,
            say: Callable[[str], None]) -> Evidence:
     """Read a run folder and evaluate its checkpoint: the model summary, the data, the
-    evaluation, the misclassified images. Data problems become ``data_problem``."""
+    evaluation, the misclassified images (``n``; None: the grid the assignment asks for,
+    ``rules.misclassified_grid``, else 25). Data problems become ``data_problem``."""
     from cifarctl.analysis.layers import summarize_recipe
     from cifarctl.data import data_summary, load_cifar, resolve_source
     from cifarctl.errors import CifarctlError
@@ -172,7 +174,10 @@ def gather(run, *, data: str | None, which: str, n: int, gradcam: bool, device: 
             say(f"{run.name}: read the predictions an earlier evaluation kept")
         ev.eval = evaluation(inf, res, "test")
         say(f"{run.name}: misclassified images" + (" and Grad-CAM" if gradcam else ""))
-        ev.missed = find_misclassified(run.path, n=n, gradcam=gradcam, inference=inf, predictions=res)
+        grid = recipe.rules.misclassified_grid if recipe.rules is not None else None
+        ev.grid_cols = grid[0] if n is None and grid else None
+        count = n if n is not None else grid[0] * grid[1] if grid else 25
+        ev.missed = find_misclassified(run.path, n=count, gradcam=gradcam, inference=inf, predictions=res)
     except CifarctlError as exc:
         ev.data_problem = f"the checkpoint could not be evaluated: {exc}"
     return ev
@@ -341,7 +346,7 @@ def _missed_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
     if ev.missed is None:
         return [f"_Unavailable: {md_text(ev.data_problem or SECTION_NEEDS_DATA)}._"]
     m = ev.missed
-    png = write_grid(m, images / f"{prefix}misclassified.png")
+    png = write_grid(m, images / f"{prefix}misclassified.png", cols=ev.grid_cols)
     text = (f"The {len(m.items)} most confident mistakes of {m.total_wrong:,} on {m.total:,} test images"
             + (f", with Grad-CAM of the predicted class at {md_code(m.layer)}" if m.layer else "") + ":")
     return [text, f"![misclassified images]({md_target('images/' + Path(png).name)})"]
@@ -450,7 +455,7 @@ def comparison_section(runs, groups, images: Path) -> str:
 
 # ------------------------------------------------------------------------ the whole report
 def write_report(run_dirs: list[Path], out_dir: Path | None = None, *, data: str | None = None, which: str = "best",
-                 n: int = 25, gradcam: bool = False, device: str = "auto",
+                 n: int | None = None, gradcam: bool = False, device: str = "auto",
                  say: Callable[[str], None] = lambda s: None) -> Report:
     """Write ``out_dir/README.md`` and ``out_dir/images/*.png`` for the runs in ``run_dirs``."""
     from cifarctl.analysis.compare import collect_runs, group_runs

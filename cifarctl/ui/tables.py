@@ -313,8 +313,8 @@ def show_lr_find(console: Console, result, out_dir) -> None:
 def rules_table(recipe, rows: list[dict]) -> Tabular:
     """The Rules table of ``summary`` and the report: rule, required, measured, PASS/FAIL."""
     name = (recipe.rules.assignment if recipe.rules is not None else None) or "the assignment"
-    tab = Tabular(f"Rules of {name}", [Column("rule"), Column("required"), Column("measured", drop=1),
-                                        Column("result")])
+    tab = Tabular(f"Rules of {name}", [Column("rule", wrap=True), Column("required", wrap=True),
+                                        Column("measured", wrap=True), Column("result")])
     for r in rows:
         verdict = "-" if r["ok"] is None else "PASS" if r["ok"] else "FAIL"
         tab.add_row(r["rule"], r["required"], r["measured"], verdict,
