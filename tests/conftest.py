@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import SHARED_ARCHIVE
+from helpers import SHARED_ARCHIVE, copy_run, train_tiny
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -59,6 +59,19 @@ def jpeg_archive(data_cache_dir) -> Path:
     if not SHARED_ARCHIVE.is_file():
         pytest.skip(f"shared CIFAR-10 copy not found at {SHARED_ARCHIVE}")
     return SHARED_ARCHIVE
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The session's one TINY training run (s8_bn, 2 epochs of 4 steps, synthetic data),
+    trained once. Read it; a module that writes into a run folder takes ``tiny_copy``."""
+    return train_tiny(tmp_path_factory.mktemp("tiny"), "r")
+
+
+@pytest.fixture(scope="module")
+def tiny_copy(tiny_run, tmp_path_factory) -> Path:
+    """This module's own copy of the session's tiny run (named ``r``)."""
+    return copy_run(tiny_run, tmp_path_factory.mktemp("runs") / "r")
 
 
 @pytest.fixture

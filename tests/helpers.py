@@ -34,6 +34,15 @@ def train_tiny(runs: Path, name: str, *extra: str, recipe: str = "s8_bn") -> Pat
     return runs / name
 
 
+def copy_run(src: Path, dest: Path) -> Path:
+    """A copy of the run folder ``src`` at ``dest`` (times kept, no lock)."""
+    import shutil
+
+    shutil.copytree(src, dest, symlinks=True)
+    (dest / ".lock").unlink(missing_ok=True)
+    return dest
+
+
 def shared_archive() -> Path | None:
     """The shared archive's path, or None where it is absent (tests then skip)."""
     return SHARED_ARCHIVE if SHARED_ARCHIVE.is_file() else None

@@ -56,11 +56,6 @@ def test_debug_shows_traceback():
     assert res.returncode != 0 and "Traceback" in res.stderr
 
 
-def test_completion_is_available():
-    res = run("--help")
-    assert "--install-completion" in res.stdout
-
-
 @pytest.mark.slow
 def test_bundled_recipes_after_non_editable_install(tmp_path):
     """Build a wheel and check the recipes are inside it (what a non-editable install gets)."""

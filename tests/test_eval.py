@@ -7,19 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import TINY
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    from typer.testing import CliRunner
-
-    from cifarctl.cli import app
-
-    runs = tmp_path_factory.mktemp("eval-runs")
-    res = CliRunner().invoke(app, ["train", "s8_bn", *TINY, "--runs-dir", str(runs), "--name", "r"])
-    assert res.exit_code == 0, res.output
-    return runs / "r"
+def run(tiny_copy) -> Path:
+    return tiny_copy
 
 
 def last_metrics(run: Path) -> dict:

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import train_tiny
 
 KEPT = "eval-predictions-test.npz"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    return train_tiny(tmp_path_factory.mktemp("kept-runs"), "r")
+def run(tiny_copy) -> Path:
+    return tiny_copy
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from helpers import TINY, train_tiny
+from helpers import TINY
 
 CLI = [sys.executable, "-m", "cifarctl"]
 
@@ -23,8 +23,8 @@ def _env():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("runs"), "r")
+def trained(tiny_copy):
+    return tiny_copy
 
 
 def test_resume_without_last_pt_starts_from_best_pt_and_says_so(trained, tmp_path, cli):

@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import yaml
-from helpers import train_tiny
 from markdown_it import MarkdownIt
 
 HOSTILE = [
@@ -19,8 +18,8 @@ HOSTILE = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("runs"), "r", "--set", "epochs=1")
+def trained(tiny_copy):
+    return tiny_copy
 
 
 def _walk(tokens):

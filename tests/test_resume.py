@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CLI, TINY, only_run, train_tiny
+from helpers import CLI, TINY, only_run
 
 STOP = "CIFARCTL_TEST_STOP_AT_STEP"
 
@@ -27,9 +27,9 @@ def metrics(run: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tiny_copy):
     """An uninterrupted 2-epoch run (4 steps per epoch) of the TINY recipe."""
-    return train_tiny(tmp_path_factory.mktemp("reference"), "ref")
+    return tiny_copy
 
 
 # ------------------------------------------------------------------------ resume equivalence

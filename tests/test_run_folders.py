@@ -10,12 +10,11 @@ import shutil
 import threading
 
 import pytest
-from helpers import train_tiny
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("runs"), "r", "--set", "epochs=1")
+def trained(tiny_copy):
+    return tiny_copy
 
 
 def _copy(trained, tmp_path):

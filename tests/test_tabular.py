@@ -10,7 +10,7 @@ import os
 import subprocess
 
 import pytest
-from helpers import CLI, train_tiny
+from helpers import CLI
 from rich.console import Console
 
 from cifarctl.tabular import Column, Tabular, markdown, parse_markdown
@@ -154,8 +154,8 @@ def test_data_accepts_data_and_shows_test_split_stats(cli):
 
 # ------------------------------------------------------------------------ eval
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("tab-runs"), "r")
+def run(tiny_copy):
+    return tiny_copy
 
 
 def test_eval_markdown_has_the_numbers_of_json(cli, run):

@@ -8,15 +8,14 @@ import json
 import shutil
 
 import pytest
-from helpers import train_tiny
 
 HOSTILE = ["\x1b]0;pwned\x07", "\x1b[2J", "\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\", "over\rwrite",
            "[bold]markup[/bold]", "a[/x]b"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("runs"), "r", "--set", "epochs=1")
+def trained(tiny_copy):
+    return tiny_copy
 
 
 def _clean(out: str) -> None:

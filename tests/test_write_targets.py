@@ -10,12 +10,11 @@ import socket
 import stat
 
 import pytest
-from helpers import train_tiny
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("runs"), "r")
+def run(tiny_copy):
+    return tiny_copy
 
 
 def _node(tmp_path, kind: str):
