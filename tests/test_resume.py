@@ -121,21 +121,26 @@ def _wait_for_training(proc: subprocess.Popen) -> str:
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_mid_epoch_and_exits(tmp_path, sig, code, cli):
-    proc = _start(tmp_path, "--set", "data.source=synthetic:9600:32")  # 300 steps: seconds, not 0.5 s
-    _wait_for_training(proc)
-    time.sleep(0.5)  # past the first step (a signal before it stops at the epoch boundary)
-    proc.send_signal(sig)
+def test_signal_saves_mid_epoch_and_exits(tmp_path, sig, code, cli, monkeypatch):
+    monkeypatch.setenv("CIFARCTL_TEST_WAIT_AT_STEP", "3")  # tests/faults: the child waits in step 3
+    proc = _start(tmp_path)  # 30 steps
+    seen = _wait_for_training(proc)
+    while "fault: waiting at step 3" not in seen:
+        line = proc.stdout.readline()
+        assert line, f"process ended early: {seen}"
+        seen += line
+    proc.send_signal(sig)  # a real signal, in the middle of epoch 1
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == code, out
     run = only_run(tmp_path)
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["step"] >= 1 and ckpt["progress"]["step_in_epoch"] == ckpt["step"]  # mid-epoch 1
+    assert ckpt["step"] == 3 and ckpt["progress"]["step_in_epoch"] == 3  # the step it was in, finished
     name = signal.Signals(sig).name
-    assert f"{name} received: stopping in epoch 1 after step {ckpt['step']}/300" in out
-    assert f"stopped by {name} in epoch 1 after step {ckpt['step']}/300: saved" in out and "error:" not in out
+    assert f"{name} received: stopping in epoch 1 after step 3/30" in out
+    assert f"stopped by {name} in epoch 1 after step 3/30: saved" in out and "error:" not in out
     if sig == signal.SIGINT:
+        monkeypatch.delenv("CIFARCTL_TEST_WAIT_AT_STEP")
         done = cli("train", "--resume", run)
         assert done.exit_code == 0, done.output
         assert json.loads((run / "summary.json").read_text())["status"] == "completed"

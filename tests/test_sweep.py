@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("optuna")
 
 CLI = [sys.executable, "-m", "cifarctl"]
-GRID = ["sweep", "s8_bn", "--set", "optimizer.lr=0.02,0.05", "--seeds", "1,2", "--set", "epochs=2",
+# Two trials: enough for one finished and one interrupted when the driver is killed.
+GRID = ["sweep", "s8_bn", "--set", "optimizer.lr=0.02,0.05", "--set", "epochs=2",
         "--set", "data.batch_size=64", "--set", "data.test_batch_size=100", "--data", "synthetic:256:100",
         "--device", "cpu"]
 
@@ -64,7 +65,7 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_with_no_trial_train
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "finished before" in res.stdout and "resumed" in res.stdout, res.stdout
     runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir())
-    assert len(runs) == 4
+    assert len(runs) == 2
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["epochs_done"] == 2
@@ -73,9 +74,9 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_with_no_trial_train
         assert (run / "log.txt").read_text().count("training s8_bn") <= 2  # started once, resumed at most once
     doc = json.loads(cli("compare", str(out), "--json").output)
     assert sorted((g["label"], g["n"]) for g in doc["groups"]) == [
-        ("s8_bn [optimizer.lr=0.02]", 2), ("s8_bn [optimizer.lr=0.05]", 2)]
+        ("s8_bn [optimizer.lr=0.02]", 1), ("s8_bn [optimizer.lr=0.05]", 1)]
     again = subprocess.run([*CLI, *GRID, "--out", str(out)], capture_output=True, text=True, env=_env(), timeout=300)
-    assert again.returncode == 0 and "4 finished before, 0 to run" in again.stdout
+    assert again.returncode == 0 and "2 finished before, 0 to run" in again.stdout
     other = cli(*[a.replace("0.02,0.05", "0.02,0.1") for a in GRID], "--out", str(out))
     assert other.exit_code == 2 and "another grid" in other.output
 

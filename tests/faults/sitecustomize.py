@@ -10,6 +10,8 @@ faults are asked for with environment variables, read at the moment they apply:
 ``CIFARCTL_TEST_KILL_AT_STEP=k``  SIGKILL this process at step k, before its update (once
                                   the background writer has the earlier epochs on disk)
 ``CIFARCTL_TEST_SLOW_SAVE=s``     sleep s seconds before a checkpoint replaces the old one
+``CIFARCTL_TEST_WAIT_AT_STEP=k``  at step k print ``fault: waiting at step k`` and wait
+                                  (up to 60 s) for a stop request (a real signal), then train it
 =============================== ===================================================
 
 They reach the product through seams patched here: the engine's ``_step``, the
@@ -25,7 +27,7 @@ import signal
 import time
 
 VARS = ("CIFARCTL_TEST_STOP_AT_STEP", "CIFARCTL_TEST_NAN_AT_STEP", "CIFARCTL_TEST_KILL_AT_STEP",
-        "CIFARCTL_TEST_SLOW_SAVE")
+        "CIFARCTL_TEST_SLOW_SAVE", "CIFARCTL_TEST_WAIT_AT_STEP")
 
 
 def _int(name: str) -> int | None:
@@ -56,6 +58,11 @@ def install() -> None:
             for w in writers:  # "at step k": after the earlier epochs' files are on disk (they are
                 w.drain()      # written in the background), before step k's update
             os.kill(os.getpid(), signal.SIGKILL)  # nothing gets to run after this
+        if n == _int("CIFARCTL_TEST_WAIT_AT_STEP"):
+            print(f"fault: waiting at step {n}", flush=True)
+            deadline = time.monotonic() + 60
+            while not t.stop_requested and time.monotonic() < deadline:
+                time.sleep(0.01)
         if n == _int("CIFARCTL_TEST_STOP_AT_STEP"):
             t.stop_requested = t.stop_requested or "SIGINT"
         if n != _int("CIFARCTL_TEST_NAN_AT_STEP"):
