@@ -299,6 +299,7 @@ def _interrupt(proc: subprocess.Popen, ready) -> tuple[float, float | None, list
     return exited, ack, [ln for _, ln in out], [ln for _, ln in err]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_lr_find_exits_130_at_once(tmp_path, data_cache_dir):
     """Off a terminal, mid-sweep: acknowledged at once, exit 130 within ~2 s, nothing written."""
     proc = _start_lr_find(tmp_path, "s8_bn", "--num-iter", "100000", "--set", "data.train_subset=128",

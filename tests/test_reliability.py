@@ -2,8 +2,8 @@
 bad input a clear error. One test (or one parametrized group) per battery item, numbered
 as in the README's table; each runs in well under a minute on 2 CPU cores.
 
-Faults are real where it matters: ``kill -9`` is a real SIGKILL (the engine sends it to
-itself at a chosen step, ``CIFARCTL_TEST_KILL_AT_STEP``), SIGTERM/SIGINT come from
+Faults are real where it matters: ``kill -9`` is a real SIGKILL (the child sends it to
+itself at a chosen step through tests/faults, ``CIFARCTL_TEST_KILL_AT_STEP``), SIGTERM/SIGINT come from
 outside, "disk full" is ``RLIMIT_FSIZE`` in the child. Parts already covered elsewhere
 are not repeated here: signal exit codes and the simulated-SIGINT resume
 (tests/test_resume.py), library-level data and recipe errors (test_data.py,
@@ -32,6 +32,8 @@ from helpers import CLI, TINY
 from PIL import Image
 
 from cifarctl import CLASSES
+
+pytestmark = pytest.mark.slow  # every item runs cifarctl in child processes
 
 HOOKS = ("CIFARCTL_TEST_STOP_AT_STEP", "CIFARCTL_TEST_NAN_AT_STEP", "CIFARCTL_TEST_SLOW_SAVE",
          "CIFARCTL_TEST_KILL_AT_STEP")

@@ -120,6 +120,7 @@ def _wait_for_training(proc: subprocess.Popen) -> str:
             return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_mid_epoch_and_exits(tmp_path, sig, code, cli, monkeypatch):
     monkeypatch.setenv("CIFARCTL_TEST_WAIT_AT_STEP", "3")  # tests/faults: the child waits in step 3

@@ -96,6 +96,7 @@ def test_sweep_without_optuna_says_how_to_install(monkeypatch, tmp_path, cli):
     assert res.exit_code == 2 and 'pip install -e ".[sweep]"' in res.output
 
 
+@pytest.mark.slow
 def test_a_failed_trial_is_recorded_and_the_exit_code_says_so(tmp_path):
     out = tmp_path / "sw"
     res = subprocess.run([*CLI, "sweep", "s8_bn", "--set", "optimizer.lr=0.02,1e12", "--set", "epochs=2",

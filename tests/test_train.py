@@ -212,6 +212,7 @@ def test_param_budget_warning(cli, runs_dir):
 
 
 # ------------------------------------------------------------------------ terminal UI
+@pytest.mark.slow
 def test_progress_ui_on_a_pseudo_terminal(tmp_path):
     import pty
     import select
