@@ -36,7 +36,7 @@ from cifarctl import CLASSES
 pytestmark = pytest.mark.slow  # every item runs cifarctl in child processes
 
 HOOKS = ("CIFARCTL_TEST_STOP_AT_STEP", "CIFARCTL_TEST_NAN_AT_STEP", "CIFARCTL_TEST_SLOW_SAVE",
-         "CIFARCTL_TEST_KILL_AT_STEP")
+         "CIFARCTL_TEST_KILL_AT_STEP", "CIFARCTL_TEST_WAIT_AT_STEP")
 TIMING = ("seconds", "train_seconds", "images_per_s")
 CPU = ["--device", "cpu"]
 # The per-image albumentations path in 2 DataLoader worker processes (the device path
@@ -250,14 +250,16 @@ def test_02_kill_9_during_a_slow_checkpoint_save_every_checkpoint_loads_and_resu
 
 
 # ------------------------------------------------------------------------ 3. SIGTERM / Ctrl-C
-def _start(tmp_path: Path, args: list[str]) -> tuple[subprocess.Popen, Path]:
+def _start(tmp_path: Path, args: list[str], **env: str) -> tuple[subprocess.Popen, Path]:
+    """``train`` in a child process (its own session, output to a file), once it has
+    printed ``fault: waiting at step 3``: it holds step 3 (of 4 in epoch 1) until a signal."""
     out = tmp_path / "out.txt"
     f = open(out, "w")
     proc = subprocess.Popen([*CLI, "train", "s8_bn", *args], stdout=f, stderr=subprocess.STDOUT,
-                            env=child_env(), start_new_session=True)
+                            env=child_env(CIFARCTL_TEST_WAIT_AT_STEP="3", **env), start_new_session=True)
     f.close()
     deadline = time.time() + 120
-    while "training s8_bn" not in out.read_text():
+    while "fault: waiting at step 3" not in out.read_text():
         assert proc.poll() is None and time.time() < deadline, out.read_text()
         time.sleep(0.02)
     return proc, out
@@ -270,7 +272,6 @@ def test_03_sigterm_and_ctrl_c_save_exit_143_130_and_resume_bitwise(tmp_path, re
     runs = tmp_path / "runs"
     extra = ALB2 if how == "Ctrl-C" else []
     proc, out = _start(tmp_path, [*TINY, *extra, *CPU, "--runs-dir", str(runs), "--name", "r"])
-    time.sleep(random.uniform(0.2, 1.0))
     if how == "SIGTERM":
         proc.send_signal(signal.SIGTERM)
     else:  # what a terminal does: SIGINT to the whole foreground group, workers included
@@ -279,12 +280,13 @@ def test_03_sigterm_and_ctrl_c_save_exit_143_130_and_resume_bitwise(tmp_path, re
     text = out.read_text()
     name = "SIGTERM" if how == "SIGTERM" else "SIGINT"
     assert proc.returncode == (143 if how == "SIGTERM" else 130), text
-    assert f"stopped by {name}" in text and "--resume" in text and "Traceback" not in text
-    assert "error:" not in text, text  # a stop that was asked for
+    assert f"{name} received: stopping in epoch 1 after step 3/4" in text, text
+    assert f"stopped by {name} in epoch 1 after step 3/4: saved" in text and "--resume" in text
+    assert "Traceback" not in text and "error:" not in text, text  # a stop that was asked for
     run = runs / "r"
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert 0 <= ckpt["step"] < 8
+    assert ckpt["step"] == 3 and ckpt["progress"]["step_in_epoch"] == 3  # the step it was in, finished
     train_in_process(runs, resume=run)
     assert_equals_reference(run, reference("albumentations" if extra else "device"))
 

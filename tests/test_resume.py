@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -100,51 +99,6 @@ def test_resume_of_a_missing_or_broken_run(cli, tmp_path):
     (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"")
     res = cli("train", "--resume", tmp_path / "run")
     assert res.exit_code == 2 and "last.pt: not a readable checkpoint (empty file" in res.output
-
-
-# ------------------------------------------------------------------------ real signals
-def _start(tmp_path: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*CLI, "train", "s8_bn", "--set", "data.source=synthetic:960:32", "--set", "data.batch_size=32",
-         "--set", "epochs=1", "--set", "data.test_batch_size=64", "--runs-dir", str(tmp_path), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _wait_for_training(proc: subprocess.Popen) -> str:
-    seen = ""
-    while True:
-        line = proc.stdout.readline()
-        assert line, f"process ended early: {seen}"
-        seen += line
-        if line.startswith("training s8_bn"):
-            return seen
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_mid_epoch_and_exits(tmp_path, sig, code, cli, monkeypatch):
-    monkeypatch.setenv("CIFARCTL_TEST_WAIT_AT_STEP", "3")  # tests/faults: the child waits in step 3
-    proc = _start(tmp_path)  # 30 steps
-    seen = _wait_for_training(proc)
-    while "fault: waiting at step 3" not in seen:
-        line = proc.stdout.readline()
-        assert line, f"process ended early: {seen}"
-        seen += line
-    proc.send_signal(sig)  # a real signal, in the middle of epoch 1
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == code, out
-    run = only_run(tmp_path)
-    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
-    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["step"] == 3 and ckpt["progress"]["step_in_epoch"] == 3  # the step it was in, finished
-    name = signal.Signals(sig).name
-    assert f"{name} received: stopping in epoch 1 after step 3/30" in out
-    assert f"stopped by {name} in epoch 1 after step 3/30: saved" in out and "error:" not in out
-    if sig == signal.SIGINT:
-        monkeypatch.delenv("CIFARCTL_TEST_WAIT_AT_STEP")
-        done = cli("train", "--resume", run)
-        assert done.exit_code == 0, done.output
-        assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
 # ------------------------------------------------------------------------ what a stop leaves on screen
