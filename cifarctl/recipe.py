@@ -7,6 +7,10 @@ loader of :mod:`cifarctl.yamlsafe` (no tags, bounded aliases and depth, no dupli
 
 The schema is documented field by field in the Field descriptions below; ``cifarctl
 recipes --schema`` prints it.
+
+Size (~800 lines, over the ~500 this project aims at): the schema's sections are ~60 %
+of it, and they, the loader and the error formatting share the private validators and
+the key-path wording; split in two, each half would import the other.
 """
 
 from __future__ import annotations

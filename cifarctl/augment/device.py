@@ -16,6 +16,9 @@ batches. Steps without a batched version make :func:`unsupported_step` name them
 then runs them per image in DataLoader workers (:mod:`cifarctl.augment.per_image`).
 Validation (:func:`~cifarctl.augment.spec.check_steps`) lives in :mod:`cifarctl.augment.spec`,
 which does not import torch itself.
+
+Size (~510 lines): each batched step is a short function; they share the row/column
+maps and the generator, and :func:`compile_steps` composes them.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ grouping, ``summary``'s layer table, ``eval``'s and ``misclassified``'s inferenc
 findings of :mod:`cifarctl.analysis.findings`), the tables from the one renderer
 (:mod:`cifarctl.tabular`). The same runs give the same README.md byte for byte but for
 its "generated" line, so a student can re-run it after training more.
+
+Size (~510 lines): one function per section of one document, over one :class:`Evidence`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cifarctl.safetext import md_block, md_code, md_target, md_text
-
-
 from cifarctl.tabular import Column, Tabular, markdown
 
 SAMPLES_PER_CLASS = 4
