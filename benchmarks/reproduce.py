@@ -73,6 +73,24 @@ def run_one(recipe: str, seed: int, args, runs_dir: Path) -> dict:
     return {"recipe": recipe, "seed": seed, "exit_code": proc.returncode, "wall_s": wall, "summary": summary}
 
 
+def references(recipe, name: str | None) -> tuple[float | None, float | None]:
+    """(the assignment's threshold, the best public figure) from the recipe's rules, or
+    from the bundled recipe of that name when the run predates the rules block."""
+    rules = recipe.rules
+    if rules is None and name:
+        try:
+            rules = load_recipe(name).rules
+        except Exception:  # noqa: BLE001 - not a bundled recipe: no reference
+            rules = None
+    if rules is None:
+        return None, None
+    return rules.min_test_acc, rules.best_public.acc if rules.best_public else None
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
 def write_tables(results: list[dict], recipes: list[str], args, torch_version: str) -> list[str]:
     """Write reproduce-<tag>.json/.md from the runs so far; return the markdown lines."""
     rows = []
@@ -87,8 +105,10 @@ def write_tables(results: list[dict], recipes: list[str], args, torch_version: s
         secs = [x["summary"].get("total_seconds", float("nan")) for x in rs]
         target = r.target.min_test_acc
         ok = all(b >= target for b in best) if target is not None else None
+        threshold, public = references(r, recipe)
         rows.append({
             "recipe": recipe, "runs": len(rs), "epochs": r.epochs, "target": target,
+            "assignment_threshold": threshold, "best_public": public,
             "best_mean": mean_std(best)[0], "best_std": mean_std(best)[1],
             "final_mean": mean_std(final)[0], "final_std": mean_std(final)[1],
             "seconds_mean": mean_std(secs)[0], "wall_mean": mean_std(walls)[0], "verdict": "PASS" if ok else ("FAIL" if ok is False else "-"),
@@ -107,12 +127,14 @@ def write_tables(results: list[dict], recipes: list[str], args, torch_version: s
         "",
         f"torch {meta['torch']}, data: {meta['data']}, seeds {args.seeds}, overrides {args.set or 'none'}",
         "",
-        "| recipe | runs | epochs | target % | best % (mean ± std) | final % (mean ± std) | train time s | wall s | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| recipe | runs | epochs | target % | assignment threshold % | best public % | best % (mean ± std) "
+        "| final % (mean ± std) | train time s | wall s | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for x in rows:
         lines.append(
-            f"| {x['recipe']} | {x['runs']} | {x['epochs']} | {x['target']} | {x['best_mean']:.2f} ± {x['best_std']:.2f} "
+            f"| {x['recipe']} | {x['runs']} | {x['epochs']} | {x['target']} | {_pct(x['assignment_threshold'])} "
+            f"| {_pct(x['best_public'])} | {x['best_mean']:.2f} ± {x['best_std']:.2f} "
             f"| {x['final_mean']:.2f} ± {x['final_std']:.2f} | {x['seconds_mean']:.1f} | {x['wall_mean']:.1f} "
             f"| {x['verdict']} |"
         )
@@ -141,11 +163,13 @@ def run_row(run_dir: Path) -> dict:
         verdict = "PASS" if best is not None and best >= target else "FAIL"
     ips = sorted(e["images_per_s"] for e in epochs if e.get("images_per_s"))
     data = summary.get("data") or ""
+    threshold, public = references(recipe, summary.get("recipe"))
     return {
         "run": run_dir.name, "recipe": summary.get("recipe"), "seed": summary.get("seed"),
         "epochs_done": done, "epochs_planned": planned, "best_test_acc": best,
         "best_epoch": summary.get("best_epoch"), "final_test_acc": summary.get("final_test_acc"),
-        "seed_figure": target, "first_epoch_at_target": reached, "verdict": verdict,
+        "seed_figure": target, "assignment_threshold": threshold, "best_public": public,
+        "first_epoch_at_target": reached, "verdict": verdict,
         "train_seconds": sum(e.get("train_seconds", e.get("seconds", 0.0)) for e in epochs),
         "total_seconds": summary.get("total_seconds"),
         "median_img_s": ips[len(ips) // 2] if ips else None,
@@ -167,15 +191,16 @@ def from_runs(args) -> None:
     lines = [
         f"# Reproduction runs ({args.tag}), tabulated {meta['date']}", "",
         *([args.note, ""] if args.note else []),
-        "| run | recipe | seed | epochs | best % (epoch) | final % | seed's figure % | target first met | "
-        "verdict | train s | img/s (median) | device | machine | torch | data |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---|---|",
+        "| run | recipe | seed | epochs | best % (epoch) | final % | seed's figure % | assignment threshold % "
+        "| best public % | target first met | verdict | train s | img/s (median) | device | machine | torch | data |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---|---|",
     ]
     for r in rows:
         met = f"epoch {r['first_epoch_at_target']}" if r["first_epoch_at_target"] else "never"
         lines.append(
             f"| {r['run']} | {r['recipe']} | {r['seed']} | {r['epochs_done']}/{r['epochs_planned']} "
-            f"| {r['best_test_acc']:.2f} ({r['best_epoch']}) | {r['final_test_acc']:.2f} | {r['seed_figure']} | {met} "
+            f"| {r['best_test_acc']:.2f} ({r['best_epoch']}) | {r['final_test_acc']:.2f} | {r['seed_figure']} "
+            f"| {_pct(r['assignment_threshold'])} | {_pct(r['best_public'])} | {met} "
             f"| {r['verdict']} | {r['train_seconds']:,.0f} | {r['median_img_s'] or float('nan'):,.0f} | {r['device']} "
             f"| {r['machine']} | {r['torch']} | {r['data']} |")
     (out / f"reproduce-{args.tag}.md").write_text("\n".join(lines) + "\n")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import CLI, TINY, only_run
+from helpers import TINY, only_run, train_tiny
 from torch import nn
 
 STOP = "CIFARCTL_TEST_STOP_AT_STEP"
@@ -226,14 +225,11 @@ def test_lookahead_equals_airbench94s():
 # ------------------------------------------------------------------------ training through the CLI
 @pytest.fixture(scope="module")
 def speedrun_run(tmp_path_factory) -> Path:
-    """`python -m cifarctl train speedrun` for 1 epoch on a tiny synthetic set, on the CPU, with
-    the narrow widths the other tests use (the full width is checked without training)."""
+    """`cifarctl train speedrun` for 1 epoch on a tiny synthetic set, on the CPU, with the
+    narrow widths the other tests use (the full width is checked without training)."""
     runs = tmp_path_factory.mktemp("speedrun")
-    sets = [*TINY, "--set", "epochs=1", "--set", "model_args.widths=[16, 32, 32]"]
-    proc = subprocess.run([*CLI, "train", "speedrun", *sets, "--runs-dir", str(runs), "--name", "sr",
-                           "--device", "cpu"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return runs / "sr"
+    return train_tiny(runs, "sr", "--set", "epochs=1", "--set", "model_args.widths=[16, 32, 32]",
+                      "--device", "cpu", recipe="speedrun")
 
 
 def test_speedrun_trains_one_epoch_via_the_cli(speedrun_run):
