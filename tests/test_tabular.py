@@ -70,9 +70,9 @@ def _rows_by_name(layers: list[dict]) -> dict[str, dict]:
     return {r["name"]: r for r in layers}
 
 
-def test_summary_piped_keeps_every_rf_and_param_in_full():
+def test_summary_piped_keeps_every_rf_and_param_in_full(cli):
     """The issue's case: `cifarctl summary s9_dilated > file` cut RF to … and params to 19,4…."""
-    doc = json.loads(piped("summary", "s9_dilated", "--json"))
+    doc = json.loads(cli("summary", "s9_dilated", "--json").stdout)
     out = piped("summary", "s9_dilated")
     assert "…" not in out and "\x1b" not in out
     body = [ln for ln in out.splitlines() if ln.startswith("│")]
