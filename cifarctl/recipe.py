@@ -329,7 +329,8 @@ class Recipe(_Strict):
         True, description="Write TensorBoard event files into the run folder's tensorboard/ (per-epoch "
         "metrics, the loss and lr at display points, the recipe as hparams) when the tensorboard package is "
         "installed (pip install -e \".[logs]\"); false: none. metrics.jsonl and metrics.csv are written either way.")
-    sync_bn: bool = Field(False, description="Synchronise BatchNorm across ranks under torchrun.")
+    sync_bn: bool = Field(False, description="Synchronise BatchNorm across ranks under torchrun (CUDA only: "
+                          "torch's SyncBatchNorm has no CPU kernel).")
     lookahead: Lookahead | None = Field(None, description="Lookahead averaging of the weights (airbench94); "
                                         "null = off.")
     eval_tta: Literal[TTA_MODES] = Field(

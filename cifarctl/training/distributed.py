@@ -9,8 +9,8 @@ command. Each one:
   ``cuda:LOCAL_RANK`` as its device (:func:`process_group`);
 - draws the same permutation (same seed) and trains on its slice of every global batch
   (``data.batch_size / N`` images, see :mod:`cifarctl.training.batches`) through
-  ``DistributedDataParallel``, with BatchNorm synchronised when the recipe says
-  ``sync_bn: true`` (:func:`wrap_model`, :mod:`cifarctl.training.sync_bn` on the CPU);
+  ``DistributedDataParallel``, with BatchNorm synchronised on CUDA when the recipe says
+  ``sync_bn: true`` (:func:`wrap_model`; torch's ``SyncBatchNorm`` has no CPU kernel);
 - sums metrics and the loss guards over ranks at display points (:func:`all_reduce_sum`,
   :func:`all_reduce_min`), evaluates its contiguous share of the test split
   (:func:`shard_range`), and agrees with the others on stop requests and display points
@@ -157,25 +157,24 @@ def _exit_quietly() -> None:
 def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     """(DistributedDataParallel model to train, the unwrapped model to save).
 
-    ``sync_bn`` converts every BatchNorm to one whose batch statistics span all ranks:
-    torch's ``SyncBatchNorm`` on CUDA, :class:`CPUSyncBatchNorm` on the CPU (torch's runs
-    on GPUs only). The state_dict keys stay those of the plain model. Every trainable
+    ``sync_bn`` converts every BatchNorm to torch's ``SyncBatchNorm`` (batch statistics over
+    all ranks) on CUDA; on the CPU, where it has no kernel, BatchNorm stays per process and a
+    notice says so. The state_dict keys stay those of the plain model. Every trainable
     parameter gets a gradient at every step (models freeze by
     ``frozen_parameters``, :mod:`cifarctl.training.model_hooks`), so no
     ``find_unused_parameters``; DDP broadcasts rank 0's buffers before each forward.
     """
     from torch.nn.parallel import DistributedDataParallel
 
-    from cifarctl.training.sync_bn import convert_cpu_sync_bn
-
-    if sync_bn:
-        if device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
-            model = convert_cpu_sync_bn(model)
+    synced = sync_bn and device.type == "cuda"
+    if synced:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif sync_bn:
+        notices.append("sync_bn applies to CUDA only (torch's SyncBatchNorm): BatchNorm statistics stay "
+                       "per process on the CPU")
     ids = [device.index] if device.type == "cuda" else None
     notices.append(f"data-parallel: {current().world_size} processes ({'nccl' if ids else 'gloo'}), "
-                   f"{per_rank} images each per step, BatchNorm {'synchronised' if sync_bn else 'per process'}")
+                   f"{per_rank} images each per step, BatchNorm {'synchronised' if synced else 'per process'}")
     ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None)
     return ddp, model
 
