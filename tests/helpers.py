@@ -74,3 +74,45 @@ def assert_complete(run: Path, epochs: int) -> dict:
     assert isinstance(summary["target"]["passed"], bool)
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return summary
+
+
+def parse_markdown(text: str) -> list[dict[str, list]]:
+    """The tables in a markdown text: ``[{"header": [...], "rows": [[...], ...]}, ...]``.
+
+    A reader for the tables :func:`cifarctl.tabular.markdown` writes (escaped ``|`` kept as
+    text), to check that what was written reads back."""
+    tables, cur = [], None
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("|") and s.endswith("|"):
+            cells = _split_md_row(s)
+            if cur is None:
+                cur = {"header": cells, "rows": []}
+            elif all(set(c) <= set(":-") and c for c in cells):
+                continue
+            else:
+                cur["rows"].append(cells)
+        elif cur is not None:
+            tables.append(cur)
+            cur = None
+    if cur is not None:
+        tables.append(cur)
+    return tables
+
+
+def _split_md_row(s: str) -> list[str]:
+    cells, buf, i = [], "", 1
+    while i < len(s) - 1:
+        ch = s[i]
+        if ch == "\\" and i + 1 < len(s) - 1:
+            buf += s[i + 1]
+            i += 2
+            continue
+        if ch == "|":
+            cells.append(buf.strip())
+            buf = ""
+        else:
+            buf += ch
+        i += 1
+    cells.append(buf.strip())
+    return cells

@@ -202,7 +202,7 @@ def test_cli_export_csv(runs_root):
 
 
 def test_cli_export_md_and_json_to_file(runs_root, tmp_path):
-    from cifarctl.tabular import parse_markdown
+    from helpers import parse_markdown
 
     res = cli(str(runs_root), "--export", "md")
     assert res.exit_code == 0 and res.output.startswith("### 9 run(s)\n")

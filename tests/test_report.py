@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import copy_run, train_tiny
+from helpers import copy_run, parse_markdown, train_tiny
 from markdown_it import MarkdownIt
 from PIL import Image
 
-from cifarctl.tabular import parse_markdown
+
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import os
 import subprocess
 
 import pytest
-from helpers import CLI
+from helpers import CLI, parse_markdown
 from rich.console import Console
 
-from cifarctl.tabular import Column, Tabular, markdown, parse_markdown
+from cifarctl.tabular import Column, Tabular, markdown
 
 
 def piped(*args: str) -> str:
