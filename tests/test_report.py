@@ -13,8 +13,6 @@ from markdown_it import MarkdownIt
 from PIL import Image
 
 
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_run) -> Path:
     root = tmp_path_factory.mktemp("report-runs")
