@@ -132,8 +132,9 @@ def test_resume_refuses_another_world_size_mid_epoch():
 @pytest.mark.slow
 def test_nproc_2_writes_one_complete_run_evaluated_on_the_whole_test_split(tmp_path):
     runs = tmp_path / "runs"
-    res = run([*CLI, "train", "s8_bn", *UNEVEN, "--nproc", "2", "--runs-dir", runs])
+    res = run([*CLI, "train", "s8_bn", *UNEVEN, "--set", "sync_bn=true", "--nproc", "2", "--runs-dir", runs])
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "sync_bn applies to CUDA only" in res.stdout and "BatchNorm per process" in res.stdout
     run_dir = only_run(runs)
     summary = assert_complete(run_dir, epochs=2)
     assert summary["world_size"] == 2
