@@ -164,7 +164,7 @@ def assert_equals_reference(run: Path, ref: Path) -> None:
 
 # ------------------------------------------------------------------------ 1. kill -9
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [0, 2], ids=["device-0-workers", "albumentations-2-workers"])
+@pytest.mark.parametrize("workers", [0], ids=["device-0-workers"])  # the workers' path: item 3's Ctrl-C
 def test_01_kill_9_between_epochs_and_mid_epoch_then_resume_is_bitwise_equal(tmp_path, reference, workers):
     from cifarctl.runs import load_checkpoint
 
