@@ -36,7 +36,6 @@ EXPORT_FORMATS = ("csv", "json")  # machine-readable; markdown is the terminal v
 FINISHED = ("completed", "diverged")
 _STAMP = re.compile(r"-\d{8}-\d{6}$")
 
-# summary.json key -> accepted spellings, first found wins.
 # summary.json's keys (as `train` writes them) for each RunRecord field read from it.
 _SUMMARY_KEYS = {
     "recipe": "recipe", "model": "model", "params": "params", "epochs_planned": "epochs_planned",
@@ -349,7 +348,7 @@ def read_run(path: Path) -> RunRecord | str:
             why = [m for m in marks if "metrics" in m]
             reason = "metrics.jsonl has no readable lines" + (f" ({'; '.join(why)})" if why else "")
         else:
-            reason = "no metrics.jsonl" if not os.path.lexists(mpath) else f"metrics.jsonl is {_missing_reason(mpath)}"
+            reason = "no metrics.jsonl" if not os.path.lexists(mpath) else f"metrics.jsonl is {_unreadable(mpath)}"
         if summary.get("status"):
             reason += f" (status {summary['status']}"
             reason += f": {summary['error']})" if summary.get("error") else ")"
