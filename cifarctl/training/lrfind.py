@@ -35,6 +35,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -159,18 +160,21 @@ def _sweep(model, opt, criterion, batches, *, num_iter: int, start_lr: float, en
     lrs: list[float] = []
     losses: list[float] = []
     model.train()
-    passes = iter(())
+    passes, fresh = iter(()), False
     while len(lrs) < num_iter:
         try:
             x, y = next(passes)
         except StopIteration:
-            passes = iter(batches.plan().iterate())
+            if fresh:  # a whole pass without one batch
+                raise UsageError("lr-find: the training data holds no full batch: lower data.batch_size") from None
+            passes, fresh = iter(batches.plan().iterate()), True
             continue
+        fresh = False
         lr = _lr_at(len(lrs), num_iter, start_lr, end_lr, step_mode)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(**autocast) if autocast else _no_autocast():
+        with torch.autocast(**autocast) if autocast else nullcontext():
             loss = criterion(model(x), y)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -183,12 +187,6 @@ def _sweep(model, opt, criterion, batches, *, num_iter: int, start_lr: float, en
         if watch.update(value):
             break
     return lrs, losses
-
-
-def _no_autocast():
-    from contextlib import nullcontext
-
-    return nullcontext()
 
 
 def _override(recipe, optimizer: str | None, weight_decay: float | None, batch_size: int | None):
