@@ -268,9 +268,9 @@ def test_repeats_of_one_seed_show_no_spread(tmp_path):
 
 
 def test_settings_that_cannot_change_results_do_not_split_groups(tmp_path):
-    """Workers, the evaluation batch, the augmentation backend, the data's folder, texts
-    and a range-test-chosen max_lr (lr_find.json) do not make another set-up; the
-    batch size does."""
+    """Workers, the evaluation batch, the augmentation backend, the data's folder, texts,
+    the assignment's rules, TensorBoard and a range-test-chosen max_lr (lr_find.json) do
+    not make another set-up; the batch size does."""
     sched = {"name": "onecycle", "max_lr": 0.1}
     make_run(tmp_path, "a", "s8_bn", 1, [50, 60], scheduler=sched, lr_find=True,
              data={"batch_size": 128, "workers": 0, "source": "/home/me/cifar10-jpeg.tar.xz"})
@@ -278,6 +278,8 @@ def test_settings_that_cannot_change_results_do_not_split_groups(tmp_path):
              data={"batch_size": 128, "workers": 8, "test_batch_size": 500, "augment_backend": "albumentations",
                    "source": "../shared/data/cifar10-jpeg.tar.xz"})
     make_run(tmp_path, "c", "s8_bn", 3, [40, 45], data={"batch_size": 256})
+    b = tmp_path / "b" / "recipe.yaml"  # a newer run: the assignment's rules, no TensorBoard
+    b.write_text(b.read_text() + "rules: {assignment: ERA V1 S8, min_test_acc: 70.0}\ntensorboard: false\n")
     groups = group_runs(collect_runs([tmp_path])[0])
     by_label = {g.label: g for g in groups}
     assert len(groups) == 2, list(by_label)

@@ -4,7 +4,7 @@ Two runs belong together when every recipe setting that can change their results
 equal; only then is their spread "the spread over seeds". The set-up of a run is its
 resolved ``recipe.yaml`` (completed with today's schema defaults), flattened to dotted
 keys, minus the seed and the settings that cannot change results (:data:`NEUTRAL`:
-worker counts, device-only speed knobs, texts, the target). ``data.source`` counts by
+worker counts, device-only speed knobs, texts, the target and rules, logging). ``data.source`` counts by
 its file name, so the same archive at two paths is one set-up; ``scheduler.max_lr`` of
 a run whose range test chose it (``lr_find.json`` in the folder) counts as ``auto``.
 
@@ -27,6 +27,8 @@ T = TypeVar("T")
 NEUTRAL = (
     "seed",                     # what a group is taken over
     "schema_version", "description", "assignment", "target",   # texts and the verdict's bar
+    "rules",                    # the assignment's rules: checked, not trained (older runs have none)
+    "tensorboard",              # logging only
     "data.workers",             # DataLoader processes
     "data.test_batch_size",     # evaluation batch (eval mode: no batch statistics)
     "data.augment_backend",     # the same transforms, on the device or in workers
