@@ -6,8 +6,9 @@ demands; the parameter and epoch budgets stay in ``target:``, with the seed's ac
 same layer analysis ``summary`` uses (:func:`cifarctl.analysis.layers.summarize_recipe`),
 and returns one row per rule: ``{"rule", "required", "measured", "ok", "structural"}``.
 Structural rules (layers and their sequence, receptive field, parameters, augmentation and
-its arguments, optimizer, schedule, batch) are known before training and ``train`` refuses a recipe that breaks one; the
-accuracy threshold is judged when the run ends (``ok`` is None before).
+its arguments, optimizer, schedule, batch) are known before training and ``train``
+refuses a recipe that breaks one; the accuracy threshold is judged when the run ends
+(``ok`` is None before).
 """
 
 from __future__ import annotations
@@ -41,15 +42,6 @@ def _dilated(model) -> str | None:
     return next((name for name, m in _convs(model) if max(m.dilation) > 1), None)
 
 
-def _gap(summary) -> str | None:
-    """A pooling layer whose output is 1x1 over its whole input: global average pooling."""
-    for row in summary.layers:
-        shape = row.get("output_shape") or []
-        if "AvgPool" in row["type"] and len(shape) == 4 and shape[2] == shape[3] == 1:
-            return row["name"]
-    return None
-
-
 def _kind(row: dict) -> str | None:
     """A layer's letter in an assignment's pattern: C (3x3 conv), c (1x1 conv), P (max-pool),
     GAP (average pooling to 1x1); None for layers the pattern does not name."""
@@ -74,6 +66,11 @@ def _pattern(required: str, summary) -> tuple[str, bool]:
         extra = f"{len(have) - len(want)} more: {have[len(want)][1]}" if len(have) > len(want) else "fewer"
         return f"{len(have)} layers, not {len(want)} ({extra})", False
     return " ".join(k for k, _ in have), True
+
+
+def _gap(summary) -> str | None:
+    """The first pooling layer whose output is 1x1 over its whole input: global average pooling."""
+    return next((row["name"] for row in summary.layers if _kind(row) == "GAP"), None)
 
 
 def _augment_row(want: str | dict, steps: list[tuple[str, dict]]) -> dict:
