@@ -35,7 +35,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -150,13 +149,14 @@ def _lr_at(i: int, n: int, start_lr: float, end_lr: float, step_mode: str) -> fl
 
 
 def _sweep(model, opt, criterion, batches, *, num_iter: int, start_lr: float, end_lr: float,
-           step_mode: str, autocast: dict, scaler, watch: DivergenceWatch,
+           step_mode: str, amp_dtype, scaler, watch: DivergenceWatch,
            progress: Progress | None) -> tuple[list[float], list[float]]:
     """Train ``num_iter`` steps at rising lrs (new shuffled passes as needed); stop early at
     divergence. Return the lrs and raw losses of the steps taken. One host read per step:
     the divergence rule needs each loss."""
-    import torch
+    from cifarctl.training.builders import autocast
 
+    device = next(model.parameters()).device
     lrs: list[float] = []
     losses: list[float] = []
     model.train()
@@ -174,7 +174,7 @@ def _sweep(model, opt, criterion, batches, *, num_iter: int, start_lr: float, en
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(**autocast) if autocast else nullcontext():
+        with autocast(device, amp_dtype):
             loss = criterion(model(x), y)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -284,14 +284,13 @@ def run_lr_find(
     criterion = build_loss(recipe)
 
     dtype, _ = precision_for(recipe.precision, dev)
-    autocast = {"device_type": dev.type, "dtype": dtype} if dtype is not None else {}
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(opt.state_dict())
     t0 = time.perf_counter()
     try:
         lrs, losses = _sweep(model, opt, criterion, batches, num_iter=num_iter, start_lr=start_lr,
-                             end_lr=end_lr, step_mode=step_mode, autocast=autocast, scaler=scaler,
+                             end_lr=end_lr, step_mode=step_mode, amp_dtype=dtype, scaler=scaler,
                              watch=DivergenceWatch(num_iter), progress=progress)
     finally:
         model.load_state_dict(saved_model)
