@@ -16,15 +16,19 @@ C4     4      sep 128, sep d2 128, conv 1x1 128               103
 out    1      GAP, 1x1 conv 128 -> 10                         127
 =====  =====  ==============================================  =============
 
-138,608 params.
+138,608 params. ``widths`` (``model_args.widths``) sets the out channels of the twelve
+conv blocks in order (C1 x3, C2 x3, C3 x3, C4 x3); the layout above is the default.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from torch import Tensor, nn
 
 from cifarctl.models._blocks import ConvBlock
-from cifarctl.registry import Dropout, register_model
+from cifarctl.registry import Dropout, PositiveInt, register_model
 
 # (out channels, kernel, stride, dilation, separable) per conv block, four blocks.
 LAYOUT: tuple[tuple[tuple[int, int, int, int, bool], ...], ...] = (
@@ -34,16 +38,27 @@ LAYOUT: tuple[tuple[tuple[int, int, int, int, bool], ...], ...] = (
     ((128, 3, 1, 1, True), (128, 3, 1, 2, True), (128, 1, 1, 1, False)),
 )
 
+WIDTHS = tuple(cout for block in LAYOUT for cout, *_ in block)
+Widths = Annotated[tuple[PositiveInt, ...], Field(min_length=12, max_length=12)]  # model_args.widths
+
 
 class S9Net(nn.Module):
     """Four conv blocks (C1..C4), strided/dilated downsampling, GAP + 1x1 head."""
 
-    def __init__(self, dropout: float = 0.05, norm: str = "bn", num_classes: int = 10):
+    def __init__(
+        self,
+        dropout: float = 0.05,
+        norm: str = "bn",
+        widths: tuple[int, ...] = WIDTHS,
+        num_classes: int = 10,
+    ):
         super().__init__()
         cin = 3
+        outs = iter(widths)
         for i, block in enumerate(LAYOUT, start=1):
             layers = []
-            for cout, k, stride, dilation, sep in block:
+            for _, k, stride, dilation, sep in block:
+                cout = next(outs)
                 layers.append(
                     ConvBlock(
                         cin, cout, k, stride=stride, dilation=dilation, norm=norm,
@@ -65,6 +80,6 @@ class S9Net(nn.Module):
     description="C1-C2-C3-C4, no max-pool: strided, dilated and separable convs, GAP",
     aliases=("s9",),
 )
-def s9_dilated(dropout: Dropout = 0.05) -> nn.Module:
+def s9_dilated(dropout: Dropout = 0.05, widths: Widths = WIDTHS) -> nn.Module:
     """The S9 network."""
-    return S9Net(dropout=dropout)
+    return S9Net(dropout=dropout, widths=tuple(widths))
