@@ -82,12 +82,23 @@ def test_s8_gn_groups_argument():
 
 def test_s9_constraints():
     model = create_model("s9_dilated")
-    assert n_params(model) < 200_000
+    assert n_params(model) == 138_608  # the default layout (runs trained before widths load)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert any(c.groups == c.in_channels > 1 for c in convs), "no depthwise conv"
     assert any(c.dilation[0] > 1 for c in convs), "no dilated conv"
     assert not any(isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) for m in model.modules())
     assert summarize(model).receptive_field > 44
+
+
+def test_s9_widths_set_each_conv_block():
+    wide = [32, 32, 32, 64, 64, 64, 128, 128, 128, 160, 160, 160]
+    model = create_model("s9_dilated", widths=wide)
+    assert n_params(model) == 185_184
+    outs = [m.conv.out_channels if isinstance(m.conv, nn.Conv2d) else m.conv.pointwise.out_channels
+            for m in model.modules() if hasattr(m, "conv") and hasattr(m, "norm")]
+    assert outs == wide
+    with pytest.raises(UsageError, match="model_args.widths"):
+        create_model("s9_dilated", widths=wide[:11])
 
 
 def test_s6_exact_counts():
