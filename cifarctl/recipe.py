@@ -691,6 +691,15 @@ def _number(v: Any) -> float | None:
     return v
 
 
+def reference(recipe: Recipe) -> dict:
+    """The figures a run is read against (``train``'s last lines, ``report``): the seed's,
+    the assignment's threshold and the best public submission's (with its source)."""
+    rules = recipe.rules
+    best = rules.best_public if rules else None
+    return {"seed": recipe.target.min_test_acc, "assignment": rules.min_test_acc if rules else None,
+            "best_public": best.acc if best else None, "best_public_source": best.source if best else None}
+
+
 def target_verdict(target: Target | Mapping[str, Any] | None, *, best_acc: float | None, params: int | None,
                    epochs: int) -> dict:
     """The recipe's ``target`` checked: best test acc, params (when known), epochs.

@@ -48,7 +48,7 @@ class TrainingFailed(CifarctlError):
 # ------------------------------------------------------------------------ summary
 def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: str | None = None) -> dict:
     """summary.json: status, best/final accuracy, time, the target verdict, where and what."""
-    from cifarctl.recipe import target_verdict
+    from cifarctl.recipe import reference, target_verdict
 
     r, h = trainer.recipe, trainer.history
     on_val = trainer.val_y is not None
@@ -74,15 +74,6 @@ def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: st
         "data": trainer.data_source, "run_dir": str(run_dir),
         "started": started, "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-
-
-def reference(recipe) -> dict:
-    """The figures a run is read against: the seed's, the assignment's threshold and the
-    best public submission's (with its source)."""
-    rules = recipe.rules
-    best = rules.best_public
-    return {"seed": recipe.target.min_test_acc, "assignment": rules.min_test_acc,
-            "best_public": best.acc if best else None, "best_public_source": best.source if best else None}
 
 
 # ------------------------------------------------------------------------ recipe

@@ -201,6 +201,21 @@ def _target_table(ev: Evidence) -> Tabular:
     return tab
 
 
+def _reference_part(ev: Evidence) -> list[str]:
+    """This run beside the seed's figure, the assignment's threshold and the best public
+    submission (from the validated recipe), as ``train``'s last line shows them."""
+    from cifarctl.recipe import reference
+
+    ref = reference(ev.recipe)
+    if ev.recipe.rules is None or all(ref[k] is None for k in ("seed", "assignment", "best_public")):
+        return []
+    tab = Tabular(None, [Column("this run", "right"), Column("seed's figure", "right"),
+                         Column("assignment threshold", "right"), Column("best public", "right")])
+    tab.add_row(*("-" if v is None else f"{v:.2f} %"
+                  for v in (ev.run.best_acc, ref["seed"], ref["assignment"], ref["best_public"])))
+    return [markdown(tab, heading=None)]  # the source is under the Rules table
+
+
 def _rules_part(ev: Evidence, sub: str) -> list[str]:
     """The assignment's rules, measured on the model and recipe, the threshold on this run."""
     if ev.recipe.rules is None:
@@ -410,6 +425,7 @@ def run_section(ev: Evidence, images: Path, prefix: str, level: str) -> str:
              md_text((r.description or "").strip()) or f"Recipe {md_code(r.name)}, model {md_code(r.model)}.",
              *(f"> {note}" for note in [reduced_budget(ev)] if note),
              f"{sub} Target and result", markdown(_target_table(ev), heading=None),
+             *_reference_part(ev),
              markdown(_result_table(ev), heading=None),
              *_rules_part(ev, sub),
              f"{sub} Model", *_model_part(ev),
