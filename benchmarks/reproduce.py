@@ -208,6 +208,8 @@ def from_runs(args) -> None:
     if args.copy_runs:
         for d in map(Path, args.from_runs):
             dest = out / "reproduction" / d.name  # not ".../runs/": run folders with checkpoints stay untracked
+            if dest.resolve() == d.resolve():  # a run already copied, tabulated again
+                continue
             dest.mkdir(parents=True, exist_ok=True)
             for f in ("metrics.jsonl", "summary.json", "recipe.yaml", "env.json", "log.txt"):
                 if (d / f).exists():
