@@ -148,6 +148,15 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def model_weights(ckpt: dict) -> dict:
+    """The weights a checkpoint's run stands for: the averaged ones when the recipe had
+    ``ema`` (AveragedModel's ``module.*`` entries), else the trained ones."""
+    ema = ckpt.get("ema")
+    if not isinstance(ema, dict):
+        return ckpt["model"]
+    return {k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")}
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Read a checkpoint with ``torch.load(weights_only=True)``; any problem is one
     :class:`CheckpointError` line naming the file and what is wrong."""

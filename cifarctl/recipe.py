@@ -247,6 +247,27 @@ class Lookahead(_Strict):
     ramp_power: float = Field(3.0, ge=0, description="d grows as (step / total_steps) ** ramp_power.")
 
 
+class Ema(_Strict):
+    """An exponential moving average of the weights (torch's AveragedModel with
+    get_ema_multi_avg_fn), evaluated each epoch beside the raw weights and saved with them;
+    what selects best.pt and what eval, misclassified and export use."""
+
+    decay: float = Field(0.999, ge=0, lt=1, description="ema <- decay * ema + (1 - decay) * weights, every step.")
+    warmup_steps: int = Field(0, ge=0, description="Optimizer steps during which the average follows the "
+                              "weights (a copy) before averaging starts.")
+
+
+class EarlyStop(_Strict):
+    """Stop when the monitored figure stops improving (on the validation split when there is
+    one, else the test split; the averaged weights' with ema)."""
+
+    monitor: Literal["acc", "loss"] = Field("acc", description="Accuracy or loss of the split that chooses best.pt.")
+    mode: Literal["max", "min"] | None = Field(None, description="max or min; null: max for acc, min for loss.")
+    patience: int = Field(5, gt=0, description="Epochs without improvement before the run stops.")
+    min_delta: float = Field(0.0, ge=0, description="The smallest change that counts as an improvement "
+                             "(percentage points for acc).")
+
+
 class Target(_Strict):
     min_test_acc: float | None = Field(None, ge=0, le=100, description="Best test accuracy (%) to reach.")
     max_params: int | None = Field(None, gt=0, description="Parameter budget of the assignment.")
@@ -333,6 +354,9 @@ class Recipe(_Strict):
                           "torch's SyncBatchNorm has no CPU kernel).")
     lookahead: Lookahead | None = Field(None, description="Lookahead averaging of the weights (airbench94); "
                                         "null = off.")
+    ema: Ema | None = Field(None, description="Exponential moving average of the weights; null = off.")
+    early_stop: EarlyStop | None = Field(None, description="Stop when the chosen figure stops improving; "
+                                         "null = off.")
     eval_tta: Literal[TTA_MODES] = Field(
         "none", description="Test-time augmentation of the per-epoch test accuracy and of `cifarctl "
         "eval`: none; flip (mean with the mirror image); flip_translate (airbench94: mirror x "

@@ -64,6 +64,8 @@ class RunRecord:
     status: str = "unknown"
     seed: int | None = None
     selected_on: str = "test"     # the split that chose the best epoch (data.val_split: "val")
+    weights: str = "trained"      # "ema": the figures are the averaged weights' (recipe ema)
+    stopped_early: str | None = None  # why early_stop ended the run
     metrics: list[dict[str, Any]] = field(default_factory=list)
     marks: list[str] = field(default_factory=list)
     group: str | None = None      # its group's label (finished runs only)
@@ -378,6 +380,8 @@ def read_run(path: Path) -> RunRecord | str:
         status=str(got["status"] or "unknown"),
         seed=_first(_int(got["seed"]), _int(recipe.get("seed"))),
         selected_on="val" if summary.get("selected_on") == "val" else "test",
+        weights="ema" if summary.get("weights") == "ema" else "trained",
+        stopped_early=str(summary["stopped_early"])[:200] if summary.get("stopped_early") else None,
         metrics=metrics,
         marks=marks,
     )
@@ -389,6 +393,11 @@ def read_run(path: Path) -> RunRecord | str:
         marks.insert(0, rec.status)
     if summary.get("error"):
         marks.append(f"error: {str(summary['error']).splitlines()[0][:120]}")
+    if rec.weights == "ema":
+        decay = _num((summary.get("ema") or {}).get("decay"))
+        marks.append("EMA weights" + (f" (decay {decay:g})" if decay is not None else ""))
+    if rec.stopped_early:
+        marks.append(rec.stopped_early)
     target = summary.get("target")
     if rec.status == "running":
         rec.verdict = "-"

@@ -100,6 +100,7 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     from cifarctl.data import load_cifar, resolve_source
     from cifarctl.recipe import validate_dict
     from cifarctl.registry import create_model
+    from cifarctl.checkpoints import model_weights
     from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of
     from cifarctl.training.builders import precision_for, resolve_device
 
@@ -113,11 +114,12 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
         raise CheckpointError(f"{path}: {exc}") from None
     args = ckpt.get("model_args")
     what = f"model {ckpt['model_name']!r}" + (f" with model_args {str(args)[:120]}" if args else "")
-    problem = weights_mismatch(model, ckpt["model"])
+    weights = model_weights(ckpt)  # the averaged weights when the run had ema
+    problem = weights_mismatch(model, weights)
     if problem:
         raise CheckpointError(f"{path}: the weights do not fit {what}: {problem}")
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: the weights do not fit {what} ({first[:200]})") from None
@@ -140,7 +142,7 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
                               f"({_names(arrays.classes)}): its predictions would not mean the data's labels")
     amp_dtype, _ = precision_for(recipe.precision, dev)
     return Inference(
-        model=model, recipe=recipe, checkpoint={k: v for k, v in ckpt.items() if k != "model"}, path=path,
+        model=model, recipe=recipe, checkpoint={k: v for k, v in ckpt.items() if k not in ("model", "ema")}, path=path,
         run_dir=run_dir_of(path), classes=list(classes or arrays.classes), data=arrays,
         source=source, normalize=make_normalizer(recipe.data.normalize, dev, recipe.data.augment).normalize_only,
         device=dev, amp_dtype=amp_dtype, channels_last=channels_last)

@@ -2,7 +2,7 @@
 
 The file side (atomic writes, ``weights_only`` loading, the format marker) is
 :mod:`cifarctl.runs`; this module decides what a checkpoint holds: the unwrapped model,
-optimizer, scheduler, scaler, lookahead, every RNG, counters, the mid-epoch progress,
+optimizer, scheduler, scaler, lookahead, the EMA weights and early-stop state, every RNG, counters, the mid-epoch progress,
 history, and the resolved recipe.
 """
 
@@ -27,6 +27,8 @@ def state_dict(t: Trainer) -> dict:
         "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
         "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else None,
         "lookahead": t.lookahead.state_dict() if t.lookahead is not None else None,
+        "ema": t.ema.state_dict() if t.ema is not None else None,
+        "early_stop": t.early_stop.state_dict() if t.early_stop is not None else None,
         "rng": capture_rng(t.generator),
         "epoch": t.epoch, "step": t.step, "progress": dict(t.progress) if t.progress else None,
         "world_size": t.world_size,
@@ -86,6 +88,14 @@ def load_state_dict(t: Trainer, ckpt: dict, *, scheduler: bool = True) -> None:
         t.lookahead.load_state_dict(ckpt["lookahead"])
     elif t.lookahead is not None:  # lookahead added with --force: it starts from the loaded weights
         t.lookahead.reset()
+    if t.ema is not None and ckpt.get("ema") is not None:
+        t.ema.load_state_dict(ckpt["ema"])
+    elif t.ema is not None:  # ema added with --force: the average starts from the loaded weights
+        t.ema.reset(t.raw_model)
+    if t.early_stop is not None and ckpt.get("early_stop") is not None:
+        t.early_stop.load_state_dict(ckpt["early_stop"])
+        if not scheduler:  # a changed recipe (--force) trains on: the patience starts afresh
+            t.early_stop.bad_epochs, t.early_stop.reason = 0, None
     restore_rng(ckpt["rng"], t.generator)
     t.epoch, t.step = int(ckpt["epoch"]), int(ckpt["step"])
     t.progress = ckpt.get("progress")

@@ -179,17 +179,18 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     return ddp, model
 
 
-def evaluate_shares(evaluate, t, x, y_all, **kwargs) -> dict:
+def evaluate_shares(evaluate, t, x, y_all, model=None, **kwargs) -> dict:
     """Loss and accuracy of a whole split (``x``, ``y_all``), each rank evaluating its contiguous share.
 
     Every rank first takes rank 0's buffers, so the numbers are those of the checkpoint's
     model (``cifarctl eval`` agrees). The unwrapped model is called, not DDP's forward:
     the shares may differ by a batch, and DDP's forward runs collectives.
     """
-    broadcast_buffers(t.raw_model)
+    model = t.raw_model if model is None else model  # or the averaged weights (recipe ema)
+    broadcast_buffers(model)
     lo, hi = shard_range(len(y_all), t.rank, t.world_size)
     y = y_all[lo:hi]
-    part = evaluate(t.raw_model, x[lo:hi], y, **kwargs)
+    part = evaluate(model, x[lo:hi], y, **kwargs)
     sums = torch.tensor([part["loss"] * max(len(y), 1), float((part["preds"] == y).sum()), float(len(y))],
                         dtype=torch.float64, device=t.device)
     loss_sum, correct, n = all_reduce_sum(sums).tolist()

@@ -90,6 +90,8 @@ class Trainer:
     stop_requested: str | None = None  # "SIGINT"/"SIGTERM": stop after the current step
     lr_find: Any = None         # the LRFindResult when max_lr was "auto"
     lookahead: Any = None       # cifarctl.training.lookahead.Lookahead when the recipe has one
+    ema: Any = None             # cifarctl.training.ema.EMA when the recipe has one
+    early_stop: Any = None      # cifarctl.training.ema.EarlyStop when the recipe has one
     rules_broken: list[str] = field(default_factory=list)  # trained with --break-rules: what it broke
     val_x: torch.Tensor | None = None  # data.val_split's held-out train images: what selects best.pt
     val_y: torch.Tensor | None = None
@@ -128,6 +130,9 @@ def train_epochs(t: Trainer) -> Iterator[dict]:
             return
         finished = yield from _epoch(t)
         if not finished:
+            return
+        if t.early_stop is not None and t.early_stop.reason:
+            yield {"type": "info", "message": t.early_stop.reason}
             return
 
 
@@ -186,12 +191,19 @@ def _epoch(t: Trainer):
     test = _test_metrics(t, t.test_x, t.test_y)
     val = _test_metrics(t, t.val_x, t.val_y) if t.val_y is not None else None
     chooser = val or test  # what best.pt and a plateau schedule go by
+    averaged = {}
+    if t.ema is not None:  # the averaged weights are the run's model: they choose best.pt
+        ema_test = _test_metrics(t, t.test_x, t.test_y, t.ema.module)
+        ema_val = _test_metrics(t, t.val_x, t.val_y, t.ema.module) if t.val_y is not None else None
+        chooser = ema_val or ema_test
+        averaged = {"ema_test_loss": ema_test["loss"], "ema_test_acc": ema_test["acc"],
+                    **({"ema_val_loss": ema_val["loss"], "ema_val_acc": ema_val["acc"]} if ema_val else {})}
     if not t.sched_per_batch:
         step_after_epoch(t.scheduler, chooser)
     t.epoch = epoch
     metrics = {"epoch": epoch, "train_loss": ls / max(s, 1), "train_acc": 100.0 * c / max(s, 1),
                **({"val_loss": val["loss"], "val_acc": val["acc"]} if val else {}),
-               "test_loss": test["loss"], "test_acc": test["acc"], "lr": lr,
+               "test_loss": test["loss"], "test_acc": test["acc"], **averaged, "lr": lr,
                "seconds": prior_seconds + t.clock() - t0,
                "train_seconds": prior_seconds + train_time,
                "images_per_s": sums.here * t.world_size / max(train_time, 1e-9)}
@@ -199,6 +211,8 @@ def _epoch(t: Trainer):
     best = chooser["acc"] > t.best_acc
     if best:
         t.best_acc, t.best_epoch = chooser["acc"], epoch
+    if t.early_stop is not None:  # before the epoch's files are written: the checkpoint holds the verdict
+        t.early_stop.update(epoch, chooser[t.early_stop.monitor])
     yield {"type": "epoch", "epochs": t.recipe.epochs, "best": best, **metrics}
     return True
 
@@ -217,6 +231,8 @@ def _step(t: Trainer, x: torch.Tensor, y: torch.Tensor):
     t.step += 1
     if t.lookahead is not None:
         t.lookahead.after_step(t.step)
+    if t.ema is not None:
+        t.ema.after_step(t.step)
     return out, loss
 
 
@@ -262,11 +278,13 @@ def _stopped(t: Trainer) -> dict:
             "step_in_epoch": (t.progress or {}).get("step_in_epoch", 0)}
 
 
-def _test_metrics(t: Trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """The epoch's loss and accuracy over a whole split (DDP: in shares, summed)."""
+def _test_metrics(t: Trainer, x: torch.Tensor, y: torch.Tensor, model: nn.Module | None = None) -> dict:
+    """The epoch's loss and accuracy of ``model`` (the trained one by default) over a whole
+    split (DDP: in shares, summed)."""
     r = t.recipe
     kw = dict(normalize=t.normalize, batch_size=r.data.test_batch_size, loss_name=r.loss.name,
               autocast=t.autocast, channels_last=t.channels_last, tta=r.eval_tta)
+    model = t.model if model is None else model
     if t.world_size == 1:
-        return evaluate(t.model, x, y, **kw)
-    return distributed.evaluate_shares(evaluate, t, x, y, **kw)
+        return evaluate(model, x, y, **kw)
+    return distributed.evaluate_shares(evaluate, t, x, y, model=model, **kw)

@@ -18,8 +18,9 @@ def fmt_seconds(s: float) -> str:
 def epoch_line(ev: dict) -> str:
     """``epoch 3/24  train loss 0.612 acc 78.9%  test loss 0.521 acc 82.3%  lr 1.2e-02  14.2s  3,510 img/s``"""
     val = f"  val loss {ev['val_loss']:.3f} acc {ev['val_acc']:.1f}%" if "val_acc" in ev else ""
+    ema = f"  ema acc {ev['ema_test_acc']:.1f}%" if "ema_test_acc" in ev else ""
     return (f"epoch {ev['epoch']}/{ev['epochs']}  train loss {ev['train_loss']:.3f} acc {ev['train_acc']:.1f}%"
-            f"{val}  test loss {ev['test_loss']:.3f} acc {ev['test_acc']:.1f}%  lr {ev['lr']:.1e}"
+            f"{val}  test loss {ev['test_loss']:.3f} acc {ev['test_acc']:.1f}%{ema}  lr {ev['lr']:.1e}"
             f"  {ev['seconds']:.1f}s  {ev['images_per_s']:,.0f} img/s")
 
 
@@ -63,6 +64,13 @@ def final_lines(summary: dict) -> list[str]:
                      f"final {summary['final_test_acc']:.2f}%  {summary['epochs_done']} "
                      f"epoch{'s' if summary['epochs_done'] != 1 else ''} in "
                      f"{fmt_seconds(summary.get('total_seconds') or 0)}")
+    if summary.get("weights") == "ema":
+        ema = summary.get("ema") or {}
+        raw = ema.get("trained_final_test_acc")
+        lines.append(f"weights: EMA (decay {ema.get('decay')})" +
+                     (f"; the trained weights ended at {raw:.2f}%" if isinstance(raw, (int, float)) else ""))
+    if summary.get("stopped_early"):
+        lines.append(str(summary["stopped_early"]))
     ref = summary.get("reference") or {}
     if any(ref.get(k) is not None for k in ("seed", "assignment", "best_public")):
         this = summary.get("best_test_acc")

@@ -27,6 +27,7 @@ from cifarctl.training.builders import (
     uses_channels_last,
 )
 from cifarctl.training.engine import Trainer
+from cifarctl.training.ema import build_early_stop, build_ema
 from cifarctl.training.lookahead import build_lookahead
 from cifarctl.training.model_hooks import init_from_data
 from cifarctl.training.schedules import build_scheduler
@@ -101,6 +102,7 @@ def prepare(
     steps = batches.steps_per_epoch
     scheduler, per_batch = build_scheduler(recipe, optimizer, steps)
     lookahead = build_lookahead(recipe, raw_model, recipe.epochs * steps)
+    ema = build_ema(recipe, raw_model)
 
     max_params = recipe.target.max_params
     if max_params is not None and params > max_params:
@@ -118,7 +120,7 @@ def prepare(
         val_y=None if val is None else to_dev(val[1]), classes=list(arrays.classes), data_source=source,
         generator=generator, params=params, steps_per_epoch=steps, rank=rank, world_size=world_size,
         notices=notices,
-        lr_find=lr_find, lookahead=lookahead,
+        lr_find=lr_find, lookahead=lookahead, ema=ema, early_stop=build_early_stop(recipe, val is not None),
     )
 
 

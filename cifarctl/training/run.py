@@ -53,18 +53,24 @@ def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: st
     r, h = trainer.recipe, trainer.history
     on_val = trainer.val_y is not None
     best_row = next((x for x in h if x["epoch"] == trainer.best_epoch), None)
+    ema = trainer.ema is not None  # then the averaged weights are the run's model
+    test_key = "ema_test_acc" if ema else "test_acc"
     # the test accuracy of the chosen epoch (chosen on the validation split when there is one)
-    best = best_row["test_acc"] if best_row else (trainer.best_acc if trainer.best_epoch and not on_val else None)
+    best = best_row.get(test_key) if best_row else (trainer.best_acc if trainer.best_epoch and not on_val else None)
+    stopped = trainer.early_stop.reason if trainer.early_stop is not None else None
     partial = (trainer.progress or {}).get("train_seconds", 0.0)
     return {
         "recipe": r.name, "model": r.model, "params": trainer.params, "seed": r.seed,
         "status": status, "error": error,
         "epochs_done": trainer.epoch, "epochs_planned": r.epochs, "steps": trainer.step,
         "best_test_acc": best, "best_epoch": trainer.best_epoch or None,
-        "selected_on": "val" if on_val else "test",
+        "selected_on": "val" if on_val else "test", "weights": "ema" if ema else "trained",
         **({"best_val_acc": trainer.best_acc if trainer.best_epoch else None} if on_val else {}),
-        "final_test_acc": h[-1]["test_acc"] if h else None,
-        "final_test_loss": h[-1]["test_loss"] if h else None,
+        "final_test_acc": h[-1].get(test_key) if h else None,
+        "final_test_loss": h[-1].get("ema_test_loss" if ema else "test_loss") if h else None,
+        **({"ema": {"decay": trainer.ema.decay, "warmup_steps": trainer.ema.warmup_steps,
+                    "trained_final_test_acc": h[-1]["test_acc"] if h else None}} if ema else {}),
+        **({"stopped_early": stopped} if stopped else {}),
         "images_per_s": h[-1]["images_per_s"] if h else None,
         "total_seconds": sum(x["seconds"] for x in h) + partial,
         "target": target_verdict(r.target, best_acc=best, params=trainer.params, epochs=r.epochs),
@@ -153,6 +159,10 @@ def _resolve_recipe(recipe_ref, overrides, seed, data, resume, force):
         if int(ckpt["epoch"]) >= recipe.epochs and not ckpt.get("progress"):
             raise UsageError(f"{run_dir} already finished its {recipe.epochs} epochs: nothing to resume "
                              "(to train longer: --set epochs=N --force)")
+        stopped = (ckpt.get("early_stop") or {}).get("reason")
+        if stopped and recipe.early_stop is not None and not diffs:
+            raise UsageError(f"{run_dir} stopped early ({stopped}): nothing to resume (to train on: "
+                             "--set early_stop.patience=N --force, or --set early_stop=null --force)")
     return recipe, ckpt, ckpt_path, run_dir
 
 
@@ -174,7 +184,8 @@ def _keep_resolved_max_lr(recipe, stored: dict):
 
 
 # ------------------------------------------------------------------------ epoch-end files
-METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
+METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+               "ema_val_loss", "ema_val_acc", "ema_test_loss", "ema_test_acc", "lr", "seconds",
                "train_seconds", "images_per_s")
 
 

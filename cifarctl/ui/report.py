@@ -239,6 +239,9 @@ def _result_table(ev: Evidence) -> Tabular:
         ("best epoch chosen on", "the validation split (data.val_split)" if r.selected_on == "val"
          else "the test split (no validation split)"),
         ("final test accuracy", "-" if r.final_acc is None else f"{r.final_acc:.2f} %"),
+        *([("weights", "the exponential moving average of the trained weights (recipe ema)")]
+          if r.weights == "ema" else []),
+        *([("stopped early", r.stopped_early)] if r.stopped_early else []),
         ("epochs", f"{r.epochs} of {r.epochs_planned}" if r.epochs_planned else str(r.epochs)),
         ("wall time", _dur(r.total_seconds)),
         ("throughput", "-" if r.images_per_s is None else f"{r.images_per_s:,.0f} images/s"),
