@@ -145,6 +145,39 @@ def write_tables(results: list[dict], recipes: list[str], args, torch_version: s
 JPEG_COPY = "cifar10-jpeg.tar.xz"
 
 
+def _bundled_at(name: str, revision: str | None) -> str | None:
+    """The text of recipes/<name>.yaml at git ``revision`` (None: the working tree's)."""
+    if revision is None:
+        path = ROOT / "recipes" / f"{name}.yaml"
+        return path.read_text() if path.is_file() else None
+    proc = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:recipes/{name}.yaml"],
+                          capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def bundled_differences(run_recipe: dict, name: str | None, seed, revision: str | None) -> list[str] | None:
+    """How the run's resolved recipe differs from the bundled recipe ``name`` as it was at
+    ``revision`` (None: as it is now); None when there is no such bundled recipe (or it no
+    longer validates). Compared key by key as ``compare`` groups runs (resolved with today's
+    schema defaults, minus the seed and the settings that cannot change results: texts,
+    target, rules, logging, speed-only knobs); data.source is not part of a recipe."""
+    from cifarctl.analysis.grouping import setup_of
+
+    text = _bundled_at(name, revision) if name else None
+    if text is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.yaml"
+        path.write_text(text)
+        try:
+            bundled = load_recipe(str(path), [f"seed={int(seed)}"] if seed is not None else [])
+        except Exception:  # noqa: BLE001 - a recipe of an older schema
+            return None
+    mine, theirs = setup_of(run_recipe), setup_of(bundled.to_dict())
+    return [f"{k}: {mine.get(k, '<unset>')!r} -> {theirs.get(k, '<unset>')!r}"
+            for k in sorted(set(mine) | set(theirs)) if k != "data.source" and mine.get(k) != theirs.get(k)]
+
+
 def run_row(run_dir: Path) -> dict:
     """One finished (or unfinished) run folder as a reproduction row."""
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -164,20 +197,51 @@ def run_row(run_dir: Path) -> dict:
     ips = sorted(e["images_per_s"] for e in epochs if e.get("images_per_s"))
     data = summary.get("data") or ""
     threshold, public = references(recipe, summary.get("recipe"))
+    revision = env.get("git_revision")
+    then = bundled_differences(recipe.to_dict(), summary.get("recipe"), summary.get("seed"), revision) \
+        if revision else None
+    now = bundled_differences(recipe.to_dict(), summary.get("recipe"), summary.get("seed"), None)
     return {
         "run": run_dir.name, "recipe": summary.get("recipe"), "seed": summary.get("seed"),
         "epochs_done": done, "epochs_planned": planned, "best_test_acc": best,
         "best_epoch": summary.get("best_epoch"), "final_test_acc": summary.get("final_test_acc"),
         "seed_figure": target, "assignment_threshold": threshold, "best_public": public,
         "first_epoch_at_target": reached, "verdict": verdict,
+        # trained the bundled recipe exactly as it was at the run's own commit / as it is now
+        "bundled": then == [], "git_revision": revision, "bundled_now": now == [],
+        "differs_from_bundled_now": now,
         "train_seconds": sum(e.get("train_seconds", e.get("seconds", 0.0)) for e in epochs),
         "total_seconds": summary.get("total_seconds"),
         "median_img_s": ips[len(ips) // 2] if ips else None,
         "device": summary.get("device"), "machine": env.get("hostname"), "torch": env.get("torch"),
+        "started": env.get("started") or summary.get("started"),
         "data": "JPEG copy" if data.endswith(JPEG_COPY) else data, "status": summary.get("status"),
         "per_epoch": [{k: e.get(k) for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")}
                       for e in epochs],
     }
+
+
+def bundled_table(rows: list[dict]) -> list[str]:
+    """The recipes as bundled now: best test accuracy, mean ± sample std over the finished
+    runs that trained exactly that recipe (one per seed: the last started), with the number
+    of seeds."""
+    lines = ["## The recipes as bundled now (runs whose resolved recipe equals it)", "",
+             "| recipe | seeds | best % (mean ± std) | final % (mean ± std) | best public % | runs |",
+             "|---|---:|---:|---:|---:|---|"]
+    latest: dict[tuple, dict] = {}  # one run per recipe and seed: the last one started
+    for r in sorted(rows, key=lambda r: r.get("started") or ""):
+        if r["bundled_now"] and r["status"] == "completed":
+            latest[(r["recipe"], r["seed"])] = r
+    by: dict[str, list[dict]] = {}
+    for (name, _), r in sorted(latest.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        by.setdefault(name, []).append(r)
+    for name, rs in sorted(by.items()):
+        b = mean_std([r["best_test_acc"] for r in rs])
+        f = mean_std([r["final_test_acc"] for r in rs])
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        lines.append(f"| {name} | {len(rs)} ({seeds}) | {b[0]:.2f} ± {b[1]:.2f} | {f[0]:.2f} ± {f[1]:.2f} "
+                     f"| {_pct(rs[0]['best_public'])} | {', '.join(r['run'] for r in rs)} |")
+    return lines
 
 
 def from_runs(args) -> None:
@@ -192,8 +256,9 @@ def from_runs(args) -> None:
         f"# Reproduction runs ({args.tag}), tabulated {meta['date']}", "",
         *([args.note, ""] if args.note else []),
         "| run | recipe | seed | epochs | best % (epoch) | final % | seed's figure % | assignment threshold % "
-        "| best public % | target first met | verdict | train s | img/s (median) | device | machine | torch | data |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---|---|",
+        "| best public % | target first met | verdict | bundled then/now | train s | img/s (median) | device "
+        "| machine | torch | data |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|---|---|---|",
     ]
     for r in rows:
         met = f"epoch {r['first_epoch_at_target']}" if r["first_epoch_at_target"] else "never"
@@ -201,8 +266,10 @@ def from_runs(args) -> None:
             f"| {r['run']} | {r['recipe']} | {r['seed']} | {r['epochs_done']}/{r['epochs_planned']} "
             f"| {r['best_test_acc']:.2f} ({r['best_epoch']}) | {r['final_test_acc']:.2f} | {r['seed_figure']} "
             f"| {_pct(r['assignment_threshold'])} | {_pct(r['best_public'])} | {met} "
-            f"| {r['verdict']} | {r['train_seconds']:,.0f} | {r['median_img_s'] or float('nan'):,.0f} | {r['device']} "
+            f"| {r['verdict']} | {'yes' if r['bundled'] else 'no'}/{'yes' if r['bundled_now'] else 'no'} "
+            f"| {r['train_seconds']:,.0f} | {r['median_img_s'] or float('nan'):,.0f} | {r['device']} "
             f"| {r['machine']} | {r['torch']} | {r['data']} |")
+    lines += ["", *bundled_table(rows)]
     (out / f"reproduce-{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.copy_runs:
