@@ -78,10 +78,16 @@ def lr_find(
                       f"{device_label(dev)}: {sweep['num_iter']} steps, lr {sweep['start_lr']:.0e} → "
                       f"{sweep['end_lr']:g} ({sweep['step_mode']})", highlight=False)
 
+    import sys
+
+    from rich.console import Console
+
+    bound = Console(file=sys.stdout)  # the sweep sends sys.stdout to a buffer (sweep_progress.py)
     with answer_interrupts("the LR range test; nothing is written"), \
-            SweepProgress(console, sweep["num_iter"], enabled=show) as progress:
+            SweepProgress(bound, sweep["num_iter"], enabled=show) as progress:
         result = run_lr_find(recipe, data_source=data, device=dev, optimizer=opt,
-                             weight_decay=weight_decay, batch_size=batch_size, progress=progress, **sweep)
+                             weight_decay=weight_decay, batch_size=batch_size, progress=progress,
+                             on_start=progress.planned if show else None, **sweep)
         progress.finished(result)
     out_dir = make_out_dir(runs_dir, recipe.name)
     json_path, png_path = write_lr_find(result, out_dir)
