@@ -481,3 +481,44 @@ def test_torch_lr_finder_is_used_through_its_public_api_only():
            "class _Finder(LRFinder):\n    pass\n"
            "tlf.tqdm = lambda it, *a, **k: it\nfinder = LRFinder(m, o, c)\nfinder._set_learning_rate(1)\n")
     assert len(_private_uses(old)) == 4
+
+
+@pytest.mark.slow
+def test_lr_find_on_a_pseudo_terminal(tmp_path, data_cache_dir):
+    """The real command on a terminal: the live bar is drawn during the sweep (its console is
+    bound to the terminal while sys.stdout/stderr go to torch-lr-finder's buffer), and
+    nothing of torch-lr-finder (tqdm's bar, its prints) reaches the terminal."""
+    import pty
+    import select
+    import sys
+
+    n = 30
+    pid, fd = pty.fork()
+    if pid == 0:  # child: a 100x40 terminal, stdout and stderr both on it
+        os.environ.update({"COLUMNS": "100", "LINES": "40", "TERM": "xterm-256color"})
+        os.environ.pop("NO_COLOR", None)
+        os.execv(sys.executable, [*CLI, "lr-find", "s8_bn", "--num-iter", str(n), "--data", "synthetic",
+                                  "--device", "cpu", "--runs-dir", str(tmp_path), "--set", "data.train_subset=128",
+                                  "--batch-size", "32"])
+    out = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 240)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert "━" in text and f"sweep: {n} steps, about" in plain
+    drawn = {int(m) for m in re.findall(rf"\b(\d+)/{n}\b", plain)}
+    assert len(drawn) >= 3, drawn  # redrawn during the sweep, not only when it starts and stops
+    assert "it/s" not in plain and "%|" not in plain  # tqdm
+    assert "Learning rate search finished" not in plain and "See the graph" not in plain
+    assert "recommended lr" in plain or "inconclusive" in plain

@@ -46,14 +46,15 @@ def lr_find(
         "--set", metavar="KEY=VALUE", callback=check_set, autocompletion=complete.complete_set,
         help="Override a recipe key (repeatable), e.g. --set data.train_subset=5000.")] = None,
 ) -> None:
-    """Run the LR range test: raise the lr step by step, chart the loss, suggest an lr.
+    """Run the LR range test (torch-lr-finder): raise the lr step by step, chart the loss, suggest an lr.
 
     Suggests: valley (recommended), steepest gradient, minimum/10, all from before the
     loss diverges and before its lowest point; the sweep stops when the smoothed loss
     passes 4x its best. A sweep whose loss never falls meaningfully is reported as
     inconclusive, with what to try, and recommends nothing.
     Nothing is trained: the model and optimizer are restored afterwards.
-    Off a terminal a plain progress line every ~10 %; Ctrl-C stops it at once (exit 130).
+    Before the first step it says how many steps and about how long (a timed pass); off a
+    terminal a plain progress line every ~10 %; Ctrl-C stops it at once (exit 130).
     Writes lr_find.json and lr_find.png to RUNS_DIR/lr-find/NAME-TIME/.
     """
     check_name(target, models=True)
