@@ -58,6 +58,10 @@ def lr_find(
     Writes lr_find.json and lr_find.png to RUNS_DIR/lr-find/NAME-TIME/.
     """
     check_name(target, models=True)
+    import sys
+
+    from rich.console import Console
+
     from cifarctl.errors import UsageError
     from cifarctl.recipe import resolve_model_or_recipe
     from cifarctl.training.builders import resolve_device
@@ -78,10 +82,6 @@ def lr_find(
         console.print(f"{opt or recipe.optimizer.name}, batch {batch_size or recipe.data.batch_size} on "
                       f"{device_label(dev)}: {sweep['num_iter']} steps, lr {sweep['start_lr']:.0e} → "
                       f"{sweep['end_lr']:g} ({sweep['step_mode']})", highlight=False)
-
-    import sys
-
-    from rich.console import Console
 
     bound = Console(file=sys.stdout)  # the sweep sends sys.stdout to a buffer (sweep_progress.py)
     with answer_interrupts("the LR range test; nothing is written"), \
