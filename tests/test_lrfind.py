@@ -229,6 +229,9 @@ def test_cli_lr_find(tmp_path, data_cache_dir):
     # off a terminal: the device in the header, a duration estimate, a line every ~10 %
     assert "on cpu (" in "\n".join(out.splitlines()[:2])  # the header: what was resolved, then the sweep
     assert "s/step after 3 steps: about" in out
+    lines = out.splitlines()  # the length and a first estimate before the first step
+    planned = next(i for i, ln in enumerate(lines) if ln.startswith("sweep: 20 steps, about "))
+    assert planned < next(i for i, ln in enumerate(lines) if ln.startswith(("sweep 1/", "sweep 2/")))
     progress = [ln for ln in out.splitlines() if re.match(r"sweep \d+/20 \(\d+%\)", ln)]
     assert len(progress) >= 8 and progress[0].startswith("sweep 2/20 (10%)")
     assert progress[-1].startswith("sweep 20/20") or "sweep stopped at step" in out
