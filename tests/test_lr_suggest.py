@@ -166,3 +166,25 @@ def test_valley_index_is_fastais_rule():
     losses = [3.0, 3.1, 3.0, 2.9, 2.8, 2.7, 2.6, 2.5, 2.4, 5.0]
     assert valley_index(losses) == 3
     assert valley_index([1.0, 2.0, 3.0]) == 0  # nothing decreases
+
+
+def test_steepest_is_the_steepest_descent_not_the_minimum():
+    """A textbook descent (steepest at lr 1e-2) that stalls for a step and then drops into
+    its minimum at ~5e-2 before blowing up, as the s8_bn sweep on the JPEG copy does. The
+    last step into the minimum is steeper than any central difference of the descent, so a
+    one-sided difference at the segment's end made the minimum the "steepest" point."""
+    lrs, loss = textbook(blow_up=False)
+    loss = loss.copy()
+    x = np.log10(lrs)
+    mi = int(np.searchsorted(x, np.log10(5e-2)))
+    steepest = int(np.argmin(np.gradient(loss)))  # the sigmoid's inflection
+    assert abs(x[steepest] + 2) < 0.05
+    step = float(loss[steepest + 1] - loss[steepest])  # its steepest step (< 0)
+    loss[mi - 1] = loss[mi - 2]               # a stall...
+    loss[mi] = loss[mi - 2] + 1.2 * step      # ...then a drop steeper than any step before
+    loss[mi + 1:] = loss[mi] + np.geomspace(0.05, 50, loss.size - mi - 1)  # the blow-up
+    a = analyse_sweep(lrs, loss, num_iter=100, window=1)
+    assert a.minimum_index == mi and a.conclusive
+    assert a.suggestions["steepest"] != pytest.approx(lrs[mi])
+    assert a.suggestions["steepest"] == pytest.approx(lrs[steepest])
+    assert_bounded(a, lrs)

@@ -229,6 +229,9 @@ def test_cli_lr_find(tmp_path, data_cache_dir):
     # off a terminal: the device in the header, a duration estimate, a line every ~10 %
     assert "on cpu (" in "\n".join(out.splitlines()[:2])  # the header: what was resolved, then the sweep
     assert "s/step after 3 steps: about" in out
+    lines = out.splitlines()  # the length and a first estimate before the first step
+    planned = next(i for i, ln in enumerate(lines) if ln.startswith("sweep: 20 steps, about "))
+    assert planned < next(i for i, ln in enumerate(lines) if ln.startswith(("sweep 1/", "sweep 2/")))
     progress = [ln for ln in out.splitlines() if re.match(r"sweep \d+/20 \(\d+%\)", ln)]
     assert len(progress) >= 8 and progress[0].startswith("sweep 2/20 (10%)")
     assert progress[-1].startswith("sweep 20/20") or "sweep stopped at step" in out
@@ -324,3 +327,201 @@ def test_ctrl_c_during_a_long_step(tmp_path, data_cache_dir):
     assert ack is not None and ack < 1.0, err
     assert exited < 2.5, exited
     assert "Traceback" not in "".join(err)
+
+
+# ------------------------------------------------------------ torch-lr-finder, held to it
+PARITY = ["data.train_subset=128", "data.test_subset=20", "data.batch_size=32", "optimizer.lr=1e-4"]
+
+
+def _seed_style_finder(recipe, num_iter: int, end_lr: float, **range_test):
+    """torch-lr-finder as the seeds call it: ``LRFinder(model, optimizer, criterion)`` and
+    ``range_test(train_loader, end_lr=..., num_iter=..., step_mode="exp")`` on a DataLoader,
+    fed the batches cifarctl's engine makes for that recipe and seed (same order, same
+    augmentation draws), on a model built from the same seed."""
+    from torch_lr_finder import LRFinder
+
+    from cifarctl.data import load_cifar, resolve_source
+    from cifarctl.training.batches import Batches
+    from cifarctl.training.builders import build_loss, build_model, build_optimizer
+
+    dev = torch.device("cpu")
+    data = load_cifar(resolve_source("synthetic"), progress=False, train_subset=recipe.data.train_subset,
+                      test_subset=recipe.data.test_subset, seed=recipe.seed)
+    batches = Batches(recipe, data, dev, torch.Generator(device=dev).manual_seed(recipe.seed))
+    stream: list = []
+    while len(stream) < num_iter:
+        stream += [xy for _, xy in zip(range(num_iter - len(stream)), batches.plan().iterate())]
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, generator=torch.Generator())
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe)
+    finder = LRFinder(model, build_optimizer(model, recipe), build_loss(recipe), device="cpu")
+    finder.range_test(loader, end_lr=end_lr, num_iter=num_iter, step_mode="exp", **range_test)
+    return finder.history
+
+
+def test_lr_find_records_what_torch_lr_finder_records(tmp_path, data_cache_dir, capsys):
+    """Same seed, model, batches and schedule: `cifarctl lr-find` and a plain
+    ``LRFinder.range_test`` record the same lrs and losses up to the divergence."""
+    n, end = 40, 100.0  # the optimizer's lr (1e-4) to 100: diverges near lr 50
+    res = _invoke("lr-find", "s8_bn", "--num-iter", str(n), "--start-lr", "1e-4", "--end-lr", str(end),
+                  "--data", "synthetic", "--device", "cpu", "--runs-dir", str(tmp_path),
+                  *[a for s in PARITY for a in ("--set", s)])
+    assert res.exit_code == 0, res.output
+    (folder,) = (tmp_path / "lr-find").iterdir()
+    ours = json.loads((folder / "lr_find.json").read_text())
+    assert ours["diverged"] and len(ours["lr"]) < n  # stopped by our rule, before the end
+    lrs, raw = ours["lr"], ours["loss"]
+
+    recipe = load_recipe("s8_bn", PARITY)
+    capsys.readouterr()
+    seeds = _seed_style_finder(recipe, n, end)  # default smoothing (0.05) and divergence rule (5x)
+    out, err = capsys.readouterr()
+    assert "Learning rate search finished" in out and "it/s" in err  # what lr-find keeps quiet
+    plain = _seed_style_finder(recipe, n, end, smooth_f=0, diverge_th=math.inf)  # raw losses
+
+    k = min(len(lrs), len(seeds["lr"]))
+    assert k == len(lrs) >= 15  # everything up to our divergence is compared
+    ema = [raw[0]]
+    for v in raw[1:k]:
+        ema.append(0.05 * v + 0.95 * ema[-1])  # torch-lr-finder's smoothing of our raw series
+    d_lr = max(abs(a - b) / b for a, b in zip(lrs, plain["lr"]))
+    d_raw = max(abs(a - b) for a, b in zip(raw, plain["loss"]))
+    d_smoothed = max(abs(a - b) for a, b in zip(ema, seeds["loss"]))
+    print(f"parity over {k} steps: max rel |dlr| {d_lr:.1e}, max |dloss| raw {d_raw:.1e}, "
+          f"smoothed {d_smoothed:.1e}")
+    assert seeds["lr"][:k] == pytest.approx(lrs, rel=1e-12)
+    assert d_lr <= 1e-12 and d_raw <= 1e-6 and d_smoothed <= 1e-6
+
+
+def test_the_bar_shows_and_torch_lr_finder_stays_quiet(capsys, data_cache_dir):
+    """On a terminal: our bar draws on its console, during the sweep too (the refresh
+    thread), while nothing of torch-lr-finder (its tqdm bar, its prints) reaches stdout or
+    stderr; the estimate comes before the first step."""
+    import io
+
+    from rich.console import Console
+
+    from cifarctl.ui.sweep_progress import SweepProgress
+
+    term = io.StringIO()
+    console = Console(file=term, force_terminal=True, width=100)
+    steps: list[int] = []
+
+    def first(n, seconds):
+        assert not steps and n == 12 and seconds > 0
+
+    with SweepProgress(console, 12) as bar:
+        def progress(i, n, lr, loss):
+            steps.append(i)
+            bar(i, n, lr, loss)
+
+        run_lr_find(load_recipe("s8_bn", TINY), data_source="synthetic", device="cpu", num_iter=12,
+                    progress=progress, on_start=lambda n, s: (first(n, s), bar.planned(n, s)))
+    out, err = capsys.readouterr()
+    assert steps and out == "" and err == ""
+    drawn = term.getvalue()
+    assert "━" in drawn and "sweep" in drawn and f"{len(steps)}/12" in drawn
+    assert "sweep: 12 steps, about" in drawn
+
+
+def _private_uses(source: str) -> list[str]:
+    """Where ``source`` reaches past torch-lr-finder's public API: a private name, a
+    submodule, a subclass of LRFinder, an assignment to one of its module attributes, a
+    private attribute of something it made."""
+    import ast
+
+    tree = ast.parse(source)
+    module_names: set[str] = set()   # names bound to torch_lr_finder (or a submodule)
+    made: set[str] = set()           # names bound to what it exports or to instances of it
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "torch_lr_finder":
+                    if a.name != "torch_lr_finder":
+                        found.append(f"line {node.lineno}: imports the submodule {a.name}")
+                    module_names.add((a.asname or a.name).split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch_lr_finder":
+            if node.module != "torch_lr_finder":
+                found.append(f"line {node.lineno}: imports from the submodule {node.module}")
+            for a in node.names:
+                if a.name.startswith("_"):
+                    found.append(f"line {node.lineno}: imports the private name {a.name}")
+                made.add(a.asname or a.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            f = node.value.func
+            if (isinstance(f, ast.Name) and f.id in made) or (
+                    isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in module_names):
+                made.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            owner = node.value.id
+            if owner in module_names | made and node.attr.startswith("_") and not node.attr.endswith("__"):
+                found.append(f"line {node.lineno}: uses the private {owner}.{node.attr}")
+            if owner in module_names and isinstance(node.ctx, ast.Store):
+                found.append(f"line {node.lineno}: assigns {owner}.{node.attr}")
+        elif isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                name = base.id if isinstance(base, ast.Name) else getattr(base, "attr", "")
+                if name == "LRFinder":
+                    found.append(f"line {node.lineno}: subclasses LRFinder")
+    return found
+
+
+def test_torch_lr_finder_is_used_through_its_public_api_only():
+    from pathlib import Path
+
+    import cifarctl
+
+    root = Path(cifarctl.__file__).parent
+    users = {p: p.read_text() for p in root.rglob("*.py") if "torch_lr_finder" in p.read_text()}
+    assert root / "training" / "lrfind.py" in users
+    for path, text in users.items():
+        assert _private_uses(text) == [], path
+    # the check sees what the earlier version did
+    old = ("import torch_lr_finder.lr_finder as tlf\nfrom torch_lr_finder import LRFinder\n"
+           "class _Finder(LRFinder):\n    pass\n"
+           "tlf.tqdm = lambda it, *a, **k: it\nfinder = LRFinder(m, o, c)\nfinder._set_learning_rate(1)\n")
+    assert len(_private_uses(old)) == 4
+
+
+@pytest.mark.slow
+def test_lr_find_on_a_pseudo_terminal(tmp_path, data_cache_dir):
+    """The real command on a terminal: the live bar is drawn during the sweep (its console is
+    bound to the terminal while sys.stdout/stderr go to torch-lr-finder's buffer), and
+    nothing of torch-lr-finder (tqdm's bar, its prints) reaches the terminal."""
+    import pty
+    import select
+    import sys
+
+    n = 30
+    pid, fd = pty.fork()
+    if pid == 0:  # child: a 100x40 terminal, stdout and stderr both on it
+        os.environ.update({"COLUMNS": "100", "LINES": "40", "TERM": "xterm-256color"})
+        os.environ.pop("NO_COLOR", None)
+        os.execv(sys.executable, [*CLI, "lr-find", "s8_bn", "--num-iter", str(n), "--data", "synthetic",
+                                  "--device", "cpu", "--runs-dir", str(tmp_path), "--set", "data.train_subset=128",
+                                  "--batch-size", "32"])
+    out = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 240)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert "━" in text and f"sweep: {n} steps, about" in plain
+    drawn = {int(m) for m in re.findall(rf"\b(\d+)/{n}\b", plain)}
+    assert len(drawn) >= 3, drawn  # redrawn during the sweep, not only when it starts and stops
+    assert "it/s" not in plain and "%|" not in plain  # tqdm
+    assert "Learning rate search finished" not in plain and "See the graph" not in plain
+    assert "recommended lr" in plain or "inconclusive" in plain

@@ -46,17 +46,22 @@ def lr_find(
         "--set", metavar="KEY=VALUE", callback=check_set, autocompletion=complete.complete_set,
         help="Override a recipe key (repeatable), e.g. --set data.train_subset=5000.")] = None,
 ) -> None:
-    """Run the LR range test: raise the lr step by step, chart the loss, suggest an lr.
+    """Run the LR range test (torch-lr-finder): raise the lr step by step, chart the loss, suggest an lr.
 
     Suggests: valley (recommended), steepest gradient, minimum/10, all from before the
     loss diverges and before its lowest point; the sweep stops when the smoothed loss
     passes 4x its best. A sweep whose loss never falls meaningfully is reported as
     inconclusive, with what to try, and recommends nothing.
     Nothing is trained: the model and optimizer are restored afterwards.
-    Off a terminal a plain progress line every ~10 %; Ctrl-C stops it at once (exit 130).
+    Before the first step it says how many steps and about how long (a timed pass); off a
+    terminal a plain progress line every ~10 %; Ctrl-C stops it at once (exit 130).
     Writes lr_find.json and lr_find.png to RUNS_DIR/lr-find/NAME-TIME/.
     """
     check_name(target, models=True)
+    import sys
+
+    from rich.console import Console
+
     from cifarctl.errors import UsageError
     from cifarctl.recipe import resolve_model_or_recipe
     from cifarctl.training.builders import resolve_device
@@ -78,10 +83,12 @@ def lr_find(
                       f"{device_label(dev)}: {sweep['num_iter']} steps, lr {sweep['start_lr']:.0e} → "
                       f"{sweep['end_lr']:g} ({sweep['step_mode']})", highlight=False)
 
+    bound = Console(file=sys.stdout)  # the sweep sends sys.stdout to a buffer (sweep_progress.py)
     with answer_interrupts("the LR range test; nothing is written"), \
-            SweepProgress(console, sweep["num_iter"], enabled=show) as progress:
+            SweepProgress(bound, sweep["num_iter"], enabled=show) as progress:
         result = run_lr_find(recipe, data_source=data, device=dev, optimizer=opt,
-                             weight_decay=weight_decay, batch_size=batch_size, progress=progress, **sweep)
+                             weight_decay=weight_decay, batch_size=batch_size, progress=progress,
+                             on_start=progress.planned if show else None, **sweep)
         progress.finished(result)
     out_dir = make_out_dir(runs_dir, recipe.name)
     json_path, png_path = write_lr_find(result, out_dir)

@@ -12,7 +12,8 @@ torch. :func:`analyse_sweep` is the whole reading:
 3. **Suggestions** only from the points before the divergence *and* up to the lowest
    smoothed loss: no suggestion lies past either, so a bump after a blow-up cannot win.
 
-   * ``steepest``: where the smoothed loss falls fastest per step (the first tenth skipped);
+   * ``steepest``: where the smoothed loss falls fastest per step (the first tenth skipped;
+     central differences, so the lowest point itself, where the slope is ~0, never wins);
    * ``valley``: fastai's rule, 1/3 + 1/6 of the way down the longest decreasing run,
      looked for in the descent (from where the loss has fallen 10 % of its total fall);
    * ``min_div_10``: the lr of the lowest smoothed loss, divided by 10.
@@ -284,7 +285,11 @@ def analyse_sweep(
     lo = min(skip, m - 2) if m >= 2 else 0
     seg_lr, seg = lr_a[lo: m + 1], smoothed_kept[lo: m + 1]
     if seg.size >= 3:
-        out["steepest"] = float(seg_lr[int(np.gradient(seg).argmin())])
+        # the gradient of the whole kept curve, read over the segment: central differences up
+        # to the minimum itself (~0 there). np.gradient of the segment alone takes a one-sided
+        # difference at its end, the last step *into* the minimum, and the minimum won.
+        slope = np.gradient(smoothed_kept)[lo: m + 1]
+        out["steepest"] = float(seg_lr[int(slope.argmin())])
         # fastai's valley, over the descent only: from the last point still within 10 % of
         # the total fall of the starting level (in a flat, noisy start the longest
         # decreasing run would otherwise begin among the noise, far too early)

@@ -1,18 +1,25 @@
-"""The LR range test (Smith 2015), fed from device-resident data.
+"""The LR range test (Smith 2015) on torch-lr-finder, fed from device-resident data.
 
-``run_lr_find(recipe)`` builds the recipe's model, optimizer and loss, streams the
-engine's batches (uint8 images on the training device, augmented in batches by
-:mod:`cifarctl.augment`) and raises the learning rate of every parameter group from
-``start_lr`` to ``end_lr`` over ``num_iter`` steps (exponentially or linearly), one
-optimizer step each, recording the lr and the raw loss. Progress goes to a
-``progress(i, n, lr, loss)`` callback. The model, the optimizer and the RNG state are
-restored afterwards.
+``run_lr_find(recipe)`` builds the recipe's model, optimizer and loss and hands them to
+torch-lr-finder's ``LRFinder``, whose ``range_test`` raises the learning rate of every
+parameter group from ``start_lr`` to ``end_lr`` over ``num_iter`` steps (exponentially
+or linearly), one optimizer step each. Only its documented API is used:
 
-The sweep is owned here (:func:`_sweep`, ~30 lines) rather than borrowed from
-torch-lr-finder: its ``range_test`` has no per-step callback and no way to plug in our
-divergence rule, and using it meant overriding a private method and patching its
-module's ``tqdm`` and ``print``. The schedule is the same as torch-lr-finder's
-(``start_lr * (end_lr/start_lr) ** (i/(n-1))``, the lr of step i recorded before it).
+- the data: a ``TrainDataLoaderIter`` (its documented place for custom batches) over the
+  engine's batches (uint8 images on the training device, augmented in batches by
+  :mod:`cifarctl.augment`); ``range_test`` only calls ``iter()`` on it, one shuffled pass
+  each time a pass ends;
+- the per-step hook: the criterion, wrapped (:class:`_WatchedLoss`). Each call sees the
+  optimizer's current lr and the raw loss, reports ``progress(i, n, lr, loss)``, and on
+  divergence (our rule, :class:`DivergenceWatch`: ``diverge_th`` never fires on a NaN)
+  raises before ``backward``, so the diverged step is never applied. ``range_test`` runs
+  with ``smooth_f=0, diverge_th=inf``; the lrs and raw losses are the wrapper's;
+- precision: ``amp_backend="torch"`` with the recipe's autocast dtype and a GradScaler
+  (enabled for fp16), none for fp32;
+- its tqdm bar and prints go to a buffer (stdout and stderr redirected around
+  ``range_test``; the progress callback runs with the real streams);
+- ``reset()`` restores the model and optimizer; train/eval mode and the RNG state are
+  restored here.
 
 The sweep stops at divergence (the smoothed loss above 4x its best, or a non-finite
 loss), and :mod:`cifarctl.training.lr_suggest` reads it: smoothing adapted to the
@@ -28,13 +35,14 @@ out-of-range result is a one-line :class:`UsageError` (exit 2), unless the recip
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -142,51 +150,80 @@ def analyse(
 
 
 # ---------------------------------------------------------------------- the sweep
-def _lr_at(i: int, n: int, start_lr: float, end_lr: float, step_mode: str) -> float:
-    """The lr of step ``i`` of ``n`` (the first is ``start_lr``, the last ``end_lr``)."""
-    r = i / (n - 1)
-    return start_lr * (end_lr / start_lr) ** r if step_mode == "exp" else start_lr + (end_lr - start_lr) * r
+class _Diverged(Exception):
+    """Raised by :class:`_WatchedLoss` before ``backward``: the sweep has diverged."""
 
 
-def _sweep(model, opt, criterion, batches, *, num_iter: int, start_lr: float, end_lr: float,
-           step_mode: str, amp_dtype, scaler, watch: DivergenceWatch,
-           progress: Progress | None) -> tuple[list[float], list[float]]:
-    """Train ``num_iter`` steps at rising lrs (new shuffled passes as needed); stop early at
-    divergence. Return the lrs and raw losses of the steps taken. One host read per step:
-    the divergence rule needs each loss."""
+class _Passes:
+    """What ``TrainDataLoaderIter`` iterates: each ``iter()`` is a new shuffled pass of the
+    engine's batches (:class:`cifarctl.training.batches.Batches`, at least one full batch)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return self.batches.plan().iterate()
+
+
+class _WatchedLoss:
+    """The recipe's loss as ``LRFinder`` calls it, once per step: records the optimizer's
+    lr and the raw loss, reports progress (with the streams ``range_test`` runs without)
+    and raises :class:`_Diverged` when :class:`DivergenceWatch` says so. One host read a
+    step: the divergence rule needs each loss before ``backward``."""
+
+    def __init__(self, criterion, optimizer, num_iter: int, progress: Progress | None, streams):
+        self.criterion, self.optimizer, self.num_iter = criterion, optimizer, num_iter
+        self.progress, self.streams = progress, streams
+        self.watch = DivergenceWatch(num_iter)
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+
+    def __call__(self, outputs, labels):
+        loss = self.criterion(outputs, labels)
+        lr, value = float(self.optimizer.param_groups[0]["lr"]), float(loss.detach())
+        self.lrs.append(lr)
+        self.losses.append(value)
+        if self.progress is not None:
+            with redirect_stdout(self.streams[0]), redirect_stderr(self.streams[1]):
+                self.progress(len(self.lrs), self.num_iter, lr, value)
+        if self.watch.update(value):
+            raise _Diverged
+        return loss
+
+
+PROBE_IMAGES = 32  # images in the timed pass that estimates a sweep's duration up front
+
+
+def seconds_per_step(model, criterion, shape: tuple[int, ...], batch_size: int, device, dtype,
+                     channels_last: bool = False) -> float:
+    """About how long one sweep step takes, measured before the sweep: a forward and backward
+    pass on ``min(batch_size, PROBE_IMAGES)`` blank images of ``shape`` (C, H, W), timed on
+    the second of two runs (the first warms up) and scaled to ``batch_size``. In eval mode,
+    so no BatchNorm statistic moves and no dropout draw is taken; gradients are cleared."""
+    import torch
+
     from cifarctl.training.builders import autocast
 
-    device = next(model.parameters()).device
-    lrs: list[float] = []
-    losses: list[float] = []
-    model.train()
-    passes, fresh = iter(()), False
-    while len(lrs) < num_iter:
-        try:
-            x, y = next(passes)
-        except StopIteration:
-            if fresh:  # a whole pass without one batch
-                raise UsageError("lr-find: the training data holds no full batch: lower data.batch_size") from None
-            passes, fresh = iter(batches.plan().iterate()), True
-            continue
-        fresh = False
-        lr = _lr_at(len(lrs), num_iter, start_lr, end_lr, step_mode)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        with autocast(device, amp_dtype):
-            loss = criterion(model(x), y)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        value = float(loss.detach())
-        lrs.append(lr)
-        losses.append(value)
-        if progress is not None:
-            progress(len(lrs), num_iter, lr, value)
-        if watch.update(value):
-            break
-    return lrs, losses
+    n = max(1, min(batch_size, PROBE_IMAGES))
+    x = torch.zeros((n, *shape), device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(n, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(2):
+            t0 = time.perf_counter()
+            with autocast(device, dtype):
+                loss = criterion(model(x), y)
+            loss.backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            took = time.perf_counter() - t0
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return took * batch_size / n
 
 
 def _override(recipe, optimizer: str | None, weight_decay: float | None, batch_size: int | None):
@@ -239,6 +276,7 @@ def run_lr_find(
     model=None,
     data=None,
     prefer: str = "valley",
+    on_start: Callable[[int, float], None] | None = None,
 ) -> LRFindResult:
     """Run the LR range test for ``recipe`` and return the sweep with its suggestions.
 
@@ -246,7 +284,9 @@ def run_lr_find(
     the recipe's. ``model`` (an ``nn.Module``) runs the test on that model instead of a
     fresh one from the recipe; it is restored afterwards either way. ``data`` (a
     ``CifarArrays``) skips loading ``data_source`` / the recipe's source.
-    ``progress(i, n, lr, loss)`` is called after every step.
+    ``progress(i, n, lr, loss)`` is called after every step; ``on_start(num_iter,
+    seconds_per_step)``, when given, once before the first, with an estimate from a timed
+    pass (:func:`seconds_per_step`).
     """
     import torch
 
@@ -283,22 +323,32 @@ def run_lr_find(
     opt = build_optimizer(model, recipe)
     criterion = build_loss(recipe)
 
+    from torch_lr_finder import LRFinder, TrainDataLoaderIter
+
     dtype, _ = precision_for(recipe.precision, dev)
-    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
-    saved_model = copy.deepcopy(model.state_dict())
-    saved_opt = copy.deepcopy(opt.state_dict())
+    amp = {} if dtype is None else {
+        "amp_backend": "torch", "amp_config": {"device_type": dev.type, "dtype": dtype},
+        "grad_scaler": torch.amp.GradScaler(dev.type, enabled=dtype is torch.float16)}
+    if on_start is not None:
+        _, h, w, c = data.train_x.shape  # NHWC
+        on_start(num_iter, seconds_per_step(model, criterion, (c, h, w), recipe.data.batch_size, dev, dtype,
+                                            batches.channels_last))
+    watched = _WatchedLoss(criterion, opt, num_iter, progress, (sys.stdout, sys.stderr))
+    finder = LRFinder(model, opt, watched, device=dev, **amp)  # keeps the model's and optimizer's state
     t0 = time.perf_counter()
     try:
-        lrs, losses = _sweep(model, opt, criterion, batches, num_iter=num_iter, start_lr=start_lr,
-                             end_lr=end_lr, step_mode=step_mode, amp_dtype=dtype, scaler=scaler,
-                             watch=DivergenceWatch(num_iter), progress=progress)
+        with redirect_stdout(io.StringIO()) as buffer, redirect_stderr(buffer):
+            finder.range_test(TrainDataLoaderIter(_Passes(batches)), start_lr=start_lr, end_lr=end_lr,
+                              num_iter=num_iter, step_mode=step_mode, smooth_f=0, diverge_th=math.inf)
+    except _Diverged:
+        pass
     finally:
-        model.load_state_dict(saved_model)
-        opt.load_state_dict(saved_opt)
+        finder.reset()
         model.train(was_training)
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+    lrs, losses = watched.lrs, watched.losses
     seconds = time.perf_counter() - t0
 
     result = analyse(lrs, losses, num_iter=num_iter, start_lr=start_lr,

@@ -5,7 +5,12 @@
 from :class:`cifarctl.ui.eta.Eta` (rich's own needs steps shorter than 30 s). Off one
 (a pipe, a log file, ``nohup``) it prints, with no escape codes: one line with the
 estimated duration once the first steps are timed, then a line about every 10 % of
-the sweep, so a 7-minute CPU sweep is not 7 minutes of silence.
+the sweep, so a 7-minute CPU sweep is not 7 minutes of silence. :meth:`SweepProgress.planned`
+says the number of steps and a first estimate before the sweep starts, on both.
+
+The LR range test runs with stdout and stderr sent to a buffer (torch-lr-finder's own
+bar and prints): give it a console bound to its stream (``Console(file=sys.stdout)``),
+or the live bar's refresh thread draws into that buffer.
 """
 
 from __future__ import annotations
@@ -75,6 +80,19 @@ class SweepProgress:
 
     def _line(self, text: str) -> None:
         self.console.print(Text(text), soft_wrap=True, highlight=False)
+
+    # -- before the first step
+    def planned(self, n: int, seconds_per_step: float) -> None:
+        """The sweep's length and an estimate of its duration, said before its first step
+        (``run_lr_find``'s ``on_start``: from a timed forward and backward pass)."""
+        self.total = int(n)
+        if not self.enabled:
+            return
+        guess = f"about {fmt_duration(n * seconds_per_step)}"
+        self._line(f"{self.label}: {n} steps, {guess} ({seconds_per_step:.2g} s/step from a timed pass; "
+                   "less if the loss diverges first)")
+        if self.bar is not None:
+            self.bar.update(self.task, total=n, eta=guess)
 
     # -- the callback
     def __call__(self, i: int, n: int, lr: float, loss: float) -> None:

@@ -177,7 +177,7 @@ class TrainView:
 
             with Progress(TextColumn("LR range test for max_lr: auto"), BarColumn(),
                           TextColumn("{task.completed}/{task.total}  lr {task.fields[lr]:.2e}"),
-                          TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
+                          TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True) as prog:
                 task = prog.add_task("lr", total=None, lr=0.0)
                 yield lambda i, n, lr, loss: prog.update(task, completed=i, total=n, lr=lr)
 
