@@ -35,6 +35,7 @@ from cifarctl.strict import NOT_A_NUMBER, NotANumber, StrictModel  # noqa: F401 
 TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentations: cifarctl.training.evaluation
 
 SCHEMA_VERSION = 1
+MAX_SEED = 2**64 - 1  # torch.manual_seed's limit (a larger seed overflows its unsigned 64 bits)
 
 
 _Strict = StrictModel
@@ -307,7 +308,7 @@ class Recipe(_Strict):
     scheduler: Scheduler = Field(default_factory=lambda: NoScheduler(name="none"))
     loss: Loss = Field(default_factory=lambda: CrossEntropy(name="cross_entropy"))
     epochs: int = Field(..., gt=0, description="Training epochs.")
-    seed: int = Field(1, ge=0, description="Seed of every random number generator.")
+    seed: int = Field(1, ge=0, le=MAX_SEED, description="Seed of every random number generator (0 to 2**64 - 1).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="'auto' = bf16 autocast on CUDA, fp32 on the CPU (bf16 autocast on an AVX2-only "
         "CPU made a step 6-8x slower: benchmarks/results/cpu-speed-cpu.md)."

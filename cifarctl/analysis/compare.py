@@ -64,6 +64,7 @@ class RunRecord:
     status: str = "unknown"
     seed: int | None = None
     selected_on: str = "test"     # the split that chose the best epoch (data.val_split: "val")
+    best_val_acc: float | None = None  # the best validation accuracy (data.val_split)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     marks: list[str] = field(default_factory=list)
     group: str | None = None      # its group's label (finished runs only)
@@ -378,6 +379,7 @@ def read_run(path: Path) -> RunRecord | str:
         status=str(got["status"] or "unknown"),
         seed=_first(_int(got["seed"]), _int(recipe.get("seed"))),
         selected_on="val" if summary.get("selected_on") == "val" else "test",
+        best_val_acc=_num(summary.get("best_val_acc")),
         metrics=metrics,
         marks=marks,
     )
@@ -459,6 +461,23 @@ def group_runs(runs: list[RunRecord]) -> list[RunGroup]:
             r.group = label
         groups.append(g)
     return groups
+
+
+def best_setting(groups: list[RunGroup]) -> tuple[RunGroup, float, str] | None:
+    """(group, its mean best accuracy, "validation"/"test") of the best set-up, counting only
+    groups whose every run completed (a diverged or failed run disqualifies its set-up), on
+    the split that chose their checkpoints: validation when all had one, else test."""
+    from cifarctl.analysis.grouping import mean_std
+
+    scored = []
+    for g in groups:
+        if not g.runs or any(r.status != "completed" for r in g.runs):
+            continue
+        on_val = all(r.selected_on == "val" and r.best_val_acc is not None for r in g.runs)
+        mean = mean_std([r.best_val_acc if on_val else r.best_acc for r in g.runs], False)[0]
+        if mean is not None:
+            scored.append((g, mean, "validation" if on_val else "test"))
+    return max(scored, key=lambda t: t[1]) if scored else None
 
 
 def sort_runs(runs: list[RunRecord], key: str = "best") -> list[RunRecord]:
