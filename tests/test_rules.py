@@ -72,3 +72,18 @@ def test_a_maxpool_in_an_s9_net_is_refused_by_train_before_any_step(tmp_path, cl
     summary = json.loads((tmp_path / "runs" / "b" / "summary.json").read_text())
     assert any("no MaxPool2d" in x for x in summary["rules_broken"])
     assert summary["reference"]["assignment"] == 85.0 and "reference: this run" in res.output
+
+
+def test_a_break_rules_run_stays_marked_across_a_resume_and_in_compare(tmp_path, cli, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("CIFARCTL_TEST_STOP_AT_STEP", "2")  # stopped mid-epoch, resumed below
+    res = cli("train", "s9_dilated", "--set", "model=s8_bn", "--set", "model_args={}", *TINY,
+              "--set", "epochs=1", "--runs-dir", runs, "--name", "b", "--break-rules")
+    assert res.exit_code != 0 and "stopped" in res.output, res.output
+    monkeypatch.delenv("CIFARCTL_TEST_STOP_AT_STEP")
+    res = cli("train", "--resume", runs / "b")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((runs / "b" / "summary.json").read_text())
+    assert summary["status"] == "completed" and any("no MaxPool2d" in x for x in summary["rules_broken"])
+    doc = json.loads(cli("compare", runs, "--json").output)
+    assert "broke its rules (--break-rules)" in doc["runs"][0]["marks"]

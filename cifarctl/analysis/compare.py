@@ -389,6 +389,8 @@ def read_run(path: Path) -> RunRecord | str:
         "name": rec.recipe, "model": rec.model, "epochs": rec.epochs_planned})
     if rec.status not in ("completed", "unknown"):
         marks.insert(0, rec.status)
+    if summary.get("rules_broken"):
+        marks.append("broke its rules (--break-rules)")
     if summary.get("error"):
         marks.append(f"error: {str(summary['error']).splitlines()[0][:120]}")
     target = summary.get("target")
