@@ -1,4 +1,4 @@
-"""Hostile inputs to the sweep's files and caps, in-process (trials by the fake trainer of
+"""Hostile inputs to the sweep's files and caps, in-process (trials by the fake_train trainer of
 test_sweep_bookkeeping): a log, journal or tensorboard/ that is a link, FIFO or device; a
 damaged journal; bad --storage URLs; --out a run folder or a file; worker and grid caps;
 null values, int ranges, huge seeds; the rules block and a batch that cannot fit."""
@@ -11,7 +11,7 @@ import stat
 
 import pytest
 from helpers import TINY
-from test_sweep_bookkeeping import Q, FakeTrain, fake  # noqa: F401  (the fixture)
+from test_sweep_bookkeeping import Q
 
 optuna = pytest.importorskip("optuna")
 
@@ -28,7 +28,7 @@ def _one_line_error(res, *needles):
 
 # ------------------------------------------------------------------ files
 @pytest.mark.parametrize("kind", ["symlink", "fifo", "device"])
-def test_a_trials_log_that_is_not_a_file_is_never_followed_or_opened(kind, tmp_path, cli, fake):
+def test_a_trials_log_that_is_not_a_file_is_never_followed_or_opened(kind, tmp_path, cli, fake_train):
     out = tmp_path / "sw"
     (out / "logs").mkdir(parents=True)
     log = out / "logs" / f"{sw.trial_name({'recipe': 's8_bn', 'epochs': 1})}.txt"
@@ -43,11 +43,11 @@ def test_a_trials_log_that_is_not_a_file_is_never_followed_or_opened(kind, tmp_p
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=0.02", "--set", "epochs=1,2", "--out", out)
     assert res.exit_code == 1 and "log" in res.output, res.output  # that trial failed, in one line
     assert target.read_text() == "keep me\n" and os.path.lexists(log)
-    assert len(fake.calls) == 1  # the other trial ran
+    assert len(fake_train.calls) == 1  # the other trial ran
 
 
 @pytest.mark.parametrize("kind", ["fifo", "folder", "symlink", "device", "random", "middle"])
-def test_a_damaged_journal_is_one_line_saying_how_to_go_on(kind, tmp_path, cli, fake):
+def test_a_damaged_journal_is_one_line_saying_how_to_go_on(kind, tmp_path, cli, fake_train):
     out = tmp_path / "sw"
     out.mkdir()
     j = out / "study.journal"
@@ -66,10 +66,10 @@ def test_a_damaged_journal_is_one_line_saying_how_to_go_on(kind, tmp_path, cli, 
         j.write_text('{"op_code": 0, "worker_id": "x", "study_name": "a", "directions": [1]}\n{"torn\n{}\n')
     res = cli("sweep", "s8_bn", *Q, *LR, "--out", out)
     _one_line_error(res, "study.journal", "move it aside")
-    assert fake.calls == []
+    assert fake_train.calls == []
 
 
-def test_a_torn_last_line_of_the_journal_is_cut_and_the_sweep_goes_on(tmp_path, cli, fake):
+def test_a_torn_last_line_of_the_journal_is_cut_and_the_sweep_goes_on(tmp_path, cli, fake_train):
     out = tmp_path / "sw"
     assert cli("sweep", "s8_bn", *Q, *LR, "--out", out).exit_code == 0
     j = out / "study.journal"
@@ -86,14 +86,14 @@ def test_a_torn_last_line_of_the_journal_is_cut_and_the_sweep_goes_on(tmp_path, 
     ("not a url", "not a URL"), ("bogus://x", "cannot open it"), ("postgresql://u:secret@h/db", "cannot open it"),
     ("sqlite:////nonexistent-folder-xyz/a.db", "cannot open it"),
 ])
-def test_a_bad_storage_url_is_one_line(url, needle, tmp_path, cli, fake):
+def test_a_bad_storage_url_is_one_line(url, needle, tmp_path, cli, fake_train):
     res = cli("sweep", "s8_bn", *Q, *LR, "--storage", url, "--out", tmp_path / "sw")
     _one_line_error(res, "--storage", needle)
-    assert "secret" not in res.output and fake.calls == []
+    assert "secret" not in res.output and fake_train.calls == []
 
 
 @pytest.mark.parametrize("kind", ["run", "file", "fifo"])
-def test_out_must_be_a_sweep_folder(kind, tmp_path, cli, fake):
+def test_out_must_be_a_sweep_folder(kind, tmp_path, cli, fake_train):
     out = tmp_path / "x"
     if kind == "run":
         out.mkdir()
@@ -105,7 +105,7 @@ def test_out_must_be_a_sweep_folder(kind, tmp_path, cli, fake):
         os.mkfifo(out)
     res = cli("sweep", "s8_bn", *Q, *LR, "--out", out)
     _one_line_error(res, "--out", {"run": "a run folder", "file": "a file", "fifo": "a FIFO"}[kind])
-    assert fake.calls == [] and not (out / "runs").exists() if kind == "run" else True
+    assert fake_train.calls == [] and not (out / "runs").exists() if kind == "run" else True
 
 
 @pytest.mark.parametrize("kind", ["symlink", "file"])
@@ -137,13 +137,13 @@ def test_a_tensorboard_folder_that_is_not_the_runs_own_stops_the_resume(kind, tm
 @pytest.mark.parametrize("gpus, needle", [(",", "expected GPU ids"), (" ", "expected GPU ids"),
                                           ("-1,-2", "expected GPU ids"), ("0,0", "given twice"),
                                           (",".join(map(str, range(200))), "at most 64")])
-def test_gpus_are_validated_and_capped(gpus, needle, tmp_path, cli, fake):
+def test_gpus_are_validated_and_capped(gpus, needle, tmp_path, cli, fake_train):
     res = cli("sweep", "s8_bn", *Q, *LR, "--gpus", gpus, "--out", tmp_path / "sw")
     _one_line_error(res, "--gpus", needle)
-    assert fake.calls == [] and not (tmp_path / "sw").exists()
+    assert fake_train.calls == [] and not (tmp_path / "sw").exists()
 
 
-def test_the_grid_size_is_capped_before_it_is_built(tmp_path, cli, fake, monkeypatch):
+def test_the_grid_size_is_capped_before_it_is_built(tmp_path, cli, fake_train, monkeypatch):
     monkeypatch.setattr(sw.Spec, "grid", lambda self: pytest.fail("the grid was built"))
     many = ",".join(f"{i}e-5" for i in range(1, 201))
     res = cli("sweep", "s8_bn", *Q, "--set", f"optimizer.lr={many}", "--set", f"optimizer.weight_decay={many}",
@@ -151,7 +151,7 @@ def test_the_grid_size_is_capped_before_it_is_built(tmp_path, cli, fake, monkeyp
     _one_line_error(res, "40,000 points", "at most 10,000")
 
 
-def test_null_and_empty_grid_values_reach_training_as_none(tmp_path, cli, fake):
+def test_null_and_empty_grid_values_reach_training_as_none(tmp_path, cli, fake_train):
     with pytest.raises(Exception, match="given twice"):
         sw.parse_axis("model_args.dropout=null,~")  # one value, twice
     a = sw.parse_axis("optimizer.weight_decay=null,0.001")
@@ -174,19 +174,19 @@ def test_int_ranges_need_whole_bounds(text):
     ["train", "s8_bn", *TINY, "--set", f"seed={2**64}"],
     ["sweep", "s8_bn", "--seeds", f"1,{2**64}", "--out", "{tmp}/sw"],
 ])
-def test_seeds_beyond_what_torch_takes_are_refused_when_parsed(argv, tmp_path, cli, fake):
+def test_seeds_beyond_what_torch_takes_are_refused_when_parsed(argv, tmp_path, cli, fake_train):
     res = cli(*[a.replace("{tmp}", str(tmp_path)) for a in argv], "--runs-dir" if argv[0] == "train" else "--data",
               tmp_path / "runs" if argv[0] == "train" else "synthetic:64:64")
     assert res.exit_code == 2 and "Traceback" not in res.output and "Overflow" not in res.output, res.output
-    assert not (tmp_path / "runs").exists() and fake.calls == []
+    assert not (tmp_path / "runs").exists() and fake_train.calls == []
 
 
-def test_a_mistyped_set_key_is_refused_before_the_first_trial(tmp_path, cli, fake):
+def test_a_mistyped_set_key_is_refused_before_the_first_trial(tmp_path, cli, fake_train):
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lrr=0.02,0.05", "--out", tmp_path / "sw")
     assert res.exit_code == 2 and "lrr" in res.output, res.output
-    assert fake.calls == [] and not (tmp_path / "sw").exists()
+    assert fake_train.calls == [] and not (tmp_path / "sw").exists()
     res = cli("sweep", "s8_bn", *Q, "--set", "epochz=1", *LR, "--out", tmp_path / "sw")
-    assert res.exit_code == 2 and "epochz" in res.output and fake.calls == []
+    assert res.exit_code == 2 and "epochz" in res.output and fake_train.calls == []
     res = cli("sweep", "s8_bn", "no_such_recipe", *Q, *LR, "--out", tmp_path / "sw")
-    assert res.exit_code == 2 and "no_such_recipe" in res.output and fake.calls == []
+    assert res.exit_code == 2 and "no_such_recipe" in res.output and fake_train.calls == []
     assert cli("sweep", "s8_bn", *Q, *LR, "--out", tmp_path / "sw").exit_code == 0  # the folder is not tied

@@ -1,4 +1,4 @@
-"""`cifarctl sweep`'s bookkeeping, in-process: trials are "trained" by a fake child process
+"""`cifarctl sweep`'s bookkeeping, in-process: trials are "trained" by a fake_train child process
 (the one seam: ``subprocess.Popen`` as the sweep module calls it) that writes a run folder
 as `cifarctl train` would. Names, several drivers, the study, the best setting, the
 sweep's files and its caps; the real trainings are in test_sweep.py (slow)."""
@@ -6,74 +6,14 @@ sweep's files and its caps; the real trainings are in test_sweep.py (slow)."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-import yaml
 
 optuna = pytest.importorskip("optuna")
 
 from cifarctl.training import sweep as sw  # noqa: E402
 
 Q = ["--set", "epochs=1", "--set", "data.train_subset=256", "--set", "data.test_subset=200"]
-
-
-class FakeTrain:
-    """Stands in for ``python -m cifarctl train ...``: writes the run folder and exits."""
-
-    calls: list[list[str]] = []
-    diverge_lr: float | None = None   # this lr "diverges" late: status diverged, exit 3
-    hook = None                        # called with the argv before anything is written
-
-    def __init__(self, argv, stdout=None, stderr=None, env=None, preexec_fn=None):
-        args = list(argv[3:])
-        FakeTrain.calls.append(args)
-        if FakeTrain.hook is not None:
-            FakeTrain.hook(args)
-        self.code = 0
-        if "--resume" in args:
-            folder = args[args.index("--resume") + 1]
-            summary = json.loads(open(os.path.join(folder, "summary.json")).read())
-            summary["status"] = "completed"
-            self._write(folder, summary, None)
-            return
-        recipe = args[1]
-        sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
-        from cifarctl.recipe import load_recipe
-
-        r = load_recipe(recipe, sets)  # refuses what train would refuse
-        lr = r.optimizer.lr
-        folder = os.path.join(args[args.index("--runs-dir") + 1], args[args.index("--name") + 1])
-        os.mkdir(folder)  # as create_run_dir: a folder that exists is an error here
-        status = "diverged" if lr == FakeTrain.diverge_lr else "completed"
-        self.code = 3 if status == "diverged" else 0
-        acc = 24.2 if status == "diverged" else 10.0 + min(lr, 1) * 100
-        summary = {"status": status, "best_test_acc": acc, "final_test_acc": acc, "epochs_planned": 1,
-                   "recipe": r.name, "seed": r.seed, "selected_on": "test"}
-        self._write(folder, summary, {"name": r.name, "epochs": r.epochs, "seed": r.seed,
-                                      "optimizer": {"name": "sgd", "lr": lr}})
-        stdout.write(b"error: diverged\n" if self.code else b"done\n")
-
-    @staticmethod
-    def _write(folder, summary, recipe):
-        os.makedirs(os.path.join(folder, "checkpoints"), exist_ok=True)
-        with open(os.path.join(folder, "summary.json"), "w") as f:
-            json.dump(summary, f)
-        with open(os.path.join(folder, "metrics.jsonl"), "w") as f:
-            f.write(json.dumps({"epoch": 1, "test_acc": summary["best_test_acc"]}) + "\n")
-        if recipe is not None:
-            with open(os.path.join(folder, "recipe.yaml"), "w") as f:
-                yaml.safe_dump(recipe, f)
-
-    def wait(self):
-        return self.code
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    FakeTrain.calls, FakeTrain.diverge_lr, FakeTrain.hook = [], None, None
-    monkeypatch.setattr(sw.subprocess, "Popen", FakeTrain)
-    return FakeTrain
 
 
 def _study(out):
@@ -89,11 +29,11 @@ def _folders(out):
 
 
 # ------------------------------------------------------------------ names: no lost results
-def test_a_recipe_argument_that_is_not_a_recipe_is_refused_before_any_trial(tmp_path, cli, fake):
+def test_a_recipe_argument_that_is_not_a_recipe_is_refused_before_any_trial(tmp_path, cli, fake_train):
     out = tmp_path / "sw"
     res = cli("sweep", "s8_bn", "..", *Q, "--out", out)
     assert res.exit_code == 2 and "recipe" in res.output, res.output
-    assert fake.calls == [] and not (out / "runs").exists()
+    assert fake_train.calls == [] and not (out / "runs").exists()
 
 
 def test_trial_names_are_unique_and_never_empty():
@@ -106,35 +46,35 @@ def test_trial_names_are_unique_and_never_empty():
     assert all(name_problem(n) is None and not n.startswith((".", "-")) for n in names), names
 
 
-def test_values_that_print_alike_get_their_own_folders_and_none_is_deleted(tmp_path, cli, fake):
+def test_values_that_print_alike_get_their_own_folders_and_none_is_deleted(tmp_path, cli, fake_train):
     out = tmp_path / "sw"
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=0.0500001,0.0500002", "--workers", "2", "--out", out)
     assert res.exit_code == 0, res.output
-    assert len(_folders(out)) == 2 and len(fake.calls) == 2
+    assert len(_folders(out)) == 2 and len(fake_train.calls) == 2
     values = sorted(t.value for t in _study(out).trials)
     assert values == pytest.approx([15.00001, 15.00002])  # each trial's score from its own folder
     again = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=0.0500001,0.0500002", "--out", out)
     assert again.exit_code == 0 and "2 finished before, 0 to run" in again.output
-    assert len(_folders(out)) == 2 and len(fake.calls) == 2
+    assert len(_folders(out)) == 2 and len(fake_train.calls) == 2
 
 
-def test_values_equal_to_optuna_are_refused(cli, tmp_path, fake):
+def test_values_equal_to_optuna_are_refused(cli, tmp_path, fake_train):
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=1,1.0", "--out", tmp_path / "sw")
-    assert res.exit_code == 2 and "given twice" in res.output and fake.calls == []
+    assert res.exit_code == 2 and "given twice" in res.output and fake_train.calls == []
 
 
-def test_a_repeated_sample_reuses_its_finished_trial(tmp_path, cli, fake):
+def test_a_repeated_sample_reuses_its_finished_trial(tmp_path, cli, fake_train):
     out = tmp_path / "sw"
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=0.02,0.05", "--sampler", "random", "--trials", "4",
               "--out", out)
     assert res.exit_code == 0, res.output
     trials = _study(out).trials
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
-    assert len(fake.calls) == len(_folders(out)) == len({sw.setting_key(t.params) for t in trials})
+    assert len(fake_train.calls) == len(_folders(out)) == len({sw.setting_key(t.params) for t in trials})
     assert "recorded (trained before)" in res.output
 
 
-def test_a_completed_folder_is_never_removed(tmp_path, fake):
+def test_a_completed_folder_is_never_removed(tmp_path, fake_train):
     spec = sw.Spec(["s8_bn"], [sw.parse_axis("optimizer.lr=0.02,0.05")])
     out = tmp_path / "sw"
     list(sw.run_sweep(out, spec))
@@ -143,11 +83,11 @@ def test_a_completed_folder_is_never_removed(tmp_path, fake):
     events = list(sw.run_sweep(out, spec))
     assert [e.get("reused") for e in events if e["type"] == "start"] == [True, True]
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/summary.json")} == before
-    assert len(fake.calls) == 2
+    assert len(fake_train.calls) == 2
 
 
 # ------------------------------------------------------------------ several drivers
-def test_a_live_trial_of_another_driver_is_left_alone(tmp_path, fake):
+def test_a_live_trial_of_another_driver_is_left_alone(tmp_path, fake_train):
     spec = sw.Spec(["s8_bn"], [sw.parse_axis("optimizer.lr=0.02,0.05")])
     out = tmp_path / "sw"
     study = sw.open_study(out, spec, None)
@@ -158,7 +98,7 @@ def test_a_live_trial_of_another_driver_is_left_alone(tmp_path, fake):
     (out / "runs" / sw.trial_name(live)).mkdir()  # its trainer has made the folder
     events = list(sw.run_sweep(out, spec))
     assert [e["type"] for e in events if e["type"] in ("elsewhere", "end")] == ["elsewhere", "end"]
-    assert (out / "runs" / sw.trial_name(live)).is_dir() and len(fake.calls) == 1
+    assert (out / "runs" / sw.trial_name(live)).is_dir() and len(fake_train.calls) == 1
     assert _study(out).trials[trial.number].state.name == "RUNNING"
     # the other driver finishes: its result is recorded, whatever happened meanwhile
     study.tell(trial, 12.0)
@@ -166,7 +106,7 @@ def test_a_live_trial_of_another_driver_is_left_alone(tmp_path, fake):
     assert sorted(t.state.name for t in _study(out).trials) == ["COMPLETE", "COMPLETE"]
 
 
-def test_a_trial_failed_by_another_driver_keeps_its_result(tmp_path, fake):
+def test_a_trial_failed_by_another_driver_keeps_its_result(tmp_path, fake_train):
     spec = sw.Spec(["s8_bn"], [sw.parse_axis("optimizer.lr=0.02,0.05")])
     out = tmp_path / "sw"
 
@@ -175,23 +115,23 @@ def test_a_trial_failed_by_another_driver_keeps_its_result(tmp_path, fake):
         for t in s.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
             s.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
-    fake.hook = meddle
+    fake_train.hook = meddle
     events = list(sw.run_sweep(out, spec))
     assert events[-1] == {"type": "done", "failed": 0}
     complete = [t for t in _study(out).trials if t.state.name == "COMPLETE"]
     assert len(complete) == 2
 
 
-def test_a_crash_in_a_worker_exits_non_zero(tmp_path, cli, fake):
+def test_a_crash_in_a_worker_exits_non_zero(tmp_path, cli, fake_train):
     def boom(args):
         raise RuntimeError("the disk went away")
 
-    fake.hook = boom
+    fake_train.hook = boom
     with pytest.raises(RuntimeError, match="disk went away"):
         cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=0.02,0.05", "--out", tmp_path / "sw")
 
 
-def test_the_study_name_is_the_sweeps_and_a_foreign_study_is_left_untouched(tmp_path, cli, fake):
+def test_the_study_name_is_the_sweeps_and_a_foreign_study_is_left_untouched(tmp_path, cli, fake_train):
     a = sw.Spec(["s8_bn"], [sw.parse_axis("optimizer.lr=0.02,0.05")])
     b = sw.Spec(["s8_bn"], [sw.parse_axis("optimizer.lr=0.02,0.1")])
     assert len({sw.study_name(tmp_path / "x", a), sw.study_name(tmp_path / "y", a),
@@ -205,12 +145,12 @@ def test_the_study_name_is_the_sweeps_and_a_foreign_study_is_left_untouched(tmp_
     assert res.exit_code == 2 and "left untouched" in res.output, res.output
     again = optuna.load_study(study_name=other.study_name, storage=db)
     assert again.user_attrs == {} and again.trials[running.number].state.name == "RUNNING"
-    assert fake.calls == []
+    assert fake_train.calls == []
 
 
 # ------------------------------------------------------------------ the headline result
-def test_the_best_setting_leaves_out_a_diverged_run(tmp_path, cli, fake):
-    fake.diverge_lr = 1e-12
+def test_the_best_setting_leaves_out_a_diverged_run(tmp_path, cli, fake_train):
+    fake_train.diverge_lr = 1e-12
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=0.02,1e-12", "--out", tmp_path / "sw")
     assert res.exit_code == 1
     line = next(ln for ln in res.output.splitlines() if ln.startswith("best setting"))
