@@ -581,6 +581,10 @@ def _semantic_problems(recipe: Recipe) -> list[str]:
         from cifarctl.registry import check_model_args
 
         problems += check_model_args(recipe.model, recipe.model_args)
+    if recipe.rules is not None and recipe.rules.forbid:
+        kinds = _layer_kinds()
+        problems += [f"rules.forbid[{i}]: unknown layer kind {k!r}{did_you_mean(k, kinds)} (a torch.nn class "
+                     "name, e.g. MaxPool2d)" for i, k in enumerate(recipe.rules.forbid) if k not in kinds]
     from cifarctl.augment.spec import augment_problems  # no torch: validation stays fast
 
     for where, message in augment_problems(recipe.data.augment):
@@ -593,6 +597,20 @@ def _semantic_problems(recipe: Recipe) -> list[str]:
     if isinstance(recipe.scheduler, MultiStep) and sorted(recipe.scheduler.milestones) != recipe.scheduler.milestones:
         problems.append("scheduler.milestones: must be increasing")
     return problems
+
+
+def _layer_kinds() -> set[str]:
+    """The class names of every layer kind loaded (torch.nn's and the model families'): what
+    ``rules.forbid`` may name."""
+    import torch.nn
+
+    seen, todo = set(), [torch.nn.Module]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+    return {cls.__name__ for cls in seen}
 
 
 def validate_dict(raw: Any, source: str) -> Recipe:
