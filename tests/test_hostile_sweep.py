@@ -190,3 +190,24 @@ def test_a_mistyped_set_key_is_refused_before_the_first_trial(tmp_path, cli, fak
     res = cli("sweep", "s8_bn", "no_such_recipe", *Q, *LR, "--out", tmp_path / "sw")
     assert res.exit_code == 2 and "no_such_recipe" in res.output and fake_train.calls == []
     assert cli("sweep", "s8_bn", *Q, *LR, "--out", tmp_path / "sw").exit_code == 0  # the folder is not tied
+
+
+def test_an_eval_batch_that_cannot_fit_is_reported_before_training(tmp_path, cli, monkeypatch):
+    import torch
+
+    from cifarctl.training import engine
+
+    real = engine.evaluate
+
+    def evaluate(model, x, y, *, batch_size, **kw):  # the device's memory: 64 images at once
+        if min(len(y), batch_size) > 64:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 5.20 GiB")
+        return real(model, x, y, batch_size=batch_size, **kw)
+
+    monkeypatch.setattr(engine, "evaluate", evaluate)
+    res = cli("train", "s8_bn", *TINY, "--set", "data.source=synthetic:256:100",
+              "--set", "data.test_batch_size=10000000", "--runs-dir", tmp_path / "runs", "--name", "r")
+    assert res.exit_code == 2, res.output
+    assert "data.test_batch_size=10000000: one evaluation pass of 100 images does not fit" in res.output
+    assert "lower data.test_batch_size" in res.output and "epoch 1" not in res.output
+    assert not (tmp_path / "runs" / "r" / "metrics.jsonl").exists()
