@@ -2,15 +2,21 @@
 trials, resumable, one run folder per trial.
 
 ``cifarctl sweep RECIPE... --out DIR`` keeps the study in ``DIR/study.journal`` (Optuna's
-journal file storage: no server, several processes or machines sharing a file system may
-work one study; ``storage`` takes a database URL instead) and every trial's run folder in
-``DIR/runs/<name>``, named from its values, so each is an ordinary run folder. A trial is
-one ``cifarctl train`` process (``python -m cifarctl``), so a crash or a kill takes one
-trial, never the driver's bookkeeping.
+journal file storage: no server; ``storage`` takes a database URL instead) and every
+trial's run folder in ``DIR/runs/<name>``, an ordinary run folder named by a readable part
+and a hash of the trial's whole setting (:func:`trial_name`), so two settings never share
+one. A trial is one ``cifarctl train`` process (``python -m cifarctl``), so a crash or a
+kill takes one trial, never the driver's bookkeeping.
 
-Resuming: the same command again keeps the finished trials, resumes an interrupted one
-from its checkpoint (``train --resume``), records one whose training finished after the
-driver died, and trains nothing twice; a different grid in the same folder is refused.
+Several drivers (processes or machines sharing the folder, or ``--storage``) work one
+sweep: a driver claims each trial with a lock on ``DIR/.claims/<name>`` (dropped by the
+kernel when the driver dies), so no driver fails, deletes or retrains another's live trial.
+The study is named from the sweep's folder and setting (:func:`study_name`).
+
+Resuming: the same command again keeps the finished trials (a completed folder is never
+deleted; a repeated sample reuses it), resumes an interrupted one from its checkpoint
+(``train --resume``), records one whose training finished after the driver died, and
+trains nothing twice; a different grid in the same folder is refused.
 
 :func:`run_sweep` is a generator of plain events (``plan``, ``start``, ``end``), as the
 training loop is; :mod:`cifarctl.ui.sweep_view` shows them.
