@@ -12,6 +12,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from cifarctl.training import sweep as sw  # noqa: E402
+from cifarctl.training import sweep_store as store  # noqa: E402
 
 Q = ["--set", "epochs=1", "--set", "data.train_subset=256", "--set", "data.test_subset=200"]
 
@@ -90,9 +91,9 @@ def test_a_completed_folder_is_never_removed(tmp_path, fake_train):
 def test_a_live_trial_of_another_driver_is_left_alone(tmp_path, fake_train):
     spec = sw.Spec(["s8_bn"], [sw.parse_axis("optimizer.lr=0.02,0.05")])
     out = tmp_path / "sw"
-    study = sw.open_study(out, spec, None)
+    study = store.open_study(out, spec, None)
     live = {"recipe": "s8_bn", "optimizer.lr": 0.02}
-    held = sw.claim(out, sw.trial_name(live))  # the other driver, mid-trial
+    held = store.claim(out, sw.trial_name(live))  # the other driver, mid-trial
     study.enqueue_trial(live)
     trial = study.ask(spec.distributions())
     (out / "runs" / sw.trial_name(live)).mkdir()  # its trainer has made the folder
@@ -134,11 +135,11 @@ def test_a_crash_in_a_worker_exits_non_zero(tmp_path, cli, fake_train):
 def test_the_study_name_is_the_sweeps_and_a_foreign_study_is_left_untouched(tmp_path, cli, fake_train):
     a = sw.Spec(["s8_bn"], [sw.parse_axis("optimizer.lr=0.02,0.05")])
     b = sw.Spec(["s8_bn"], [sw.parse_axis("optimizer.lr=0.02,0.1")])
-    assert len({sw.study_name(tmp_path / "x", a), sw.study_name(tmp_path / "y", a),
-                sw.study_name(tmp_path / "x", b)}) == 3
+    assert len({store.study_name(tmp_path / "x", a), store.study_name(tmp_path / "y", a),
+                store.study_name(tmp_path / "x", b)}) == 3
     db = f"sqlite:///{tmp_path / 'shared.db'}"
     out = tmp_path / "sw"
-    other = optuna.create_study(study_name=sw.study_name(out, a), storage=db, direction="minimize")
+    other = optuna.create_study(study_name=store.study_name(out, a), storage=db, direction="minimize")
     other.enqueue_trial({"x": 1.0})
     running = other.ask({"x": optuna.distributions.FloatDistribution(0, 2)})
     res = cli("sweep", "s8_bn", "--set", "optimizer.lr=0.02,0.05", "--storage", db, "--out", out)
