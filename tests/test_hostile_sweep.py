@@ -211,3 +211,11 @@ def test_an_eval_batch_that_cannot_fit_is_reported_before_training(tmp_path, cli
     assert "data.test_batch_size=10000000: one evaluation pass of 100 images does not fit" in res.output
     assert "lower data.test_batch_size" in res.output and "epoch 1" not in res.output
     assert not (tmp_path / "runs" / "r" / "metrics.jsonl").exists()
+
+
+def test_a_mapping_value_still_reaches_training_as_a_mapping():
+    from cifarctl.recipe import parse_override
+
+    fixed = sw.parse_axis("scheduler={name: none}")
+    assert parse_override("scheduler=" + sw.set_value(fixed.values[0]))[1] == {"name": "none"}
+    assert parse_override("k=" + sw.set_value("[1, 2]"))[1] == [1, 2]

@@ -218,6 +218,14 @@ def set_value(v: Any) -> str:
     'None'), a string is quoted, a float keeps every digit."""
     if isinstance(v, float) and not math.isfinite(v):
         return ".nan" if math.isnan(v) else (".inf" if v > 0 else "-.inf")
+    if isinstance(v, str):
+        import yaml
+
+        try:
+            if isinstance(yaml.safe_load(v), (dict, list)):
+                return v  # a mapping or list written in YAML (--set 'scheduler={name: none}'): as given
+        except yaml.YAMLError:
+            pass
     return "null" if v is None else json.dumps(v)
 
 
