@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import yaml
+
+REAL_POPEN = subprocess.Popen
 
 
 class FakeTrain:
@@ -15,6 +18,11 @@ class FakeTrain:
     calls: list[list[str]] = []
     diverge_lr: float | None = None   # this lr "diverges" late: status diverged, exit 3
     hook = None                        # called with the argv before anything is written
+
+    def __new__(cls, argv, *args, **kwargs):
+        if list(argv[1:3]) != ["-m", "cifarctl"]:  # anything else the process starts (ldconfig ...)
+            return REAL_POPEN(argv, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, argv, stdout=None, stderr=None, env=None, preexec_fn=None):
         args = list(argv[3:])

@@ -84,5 +84,5 @@ def _summary(out: Path) -> None:
     best = best_setting(groups)
     if best is not None:
         group, value, split = best
-        print_line(console, f"best setting: {group.label} ({value:.2f}% mean best {split} accuracy over "
-                            f"{group.n} run(s); only runs completed without divergence count)", "bold")
+        print_line(console, f"best setting: {group.label} ({value:.2f}% mean best {split} accuracy, "
+                            f"{group.n} run(s); diverged and failed runs left out)", "bold")
