@@ -394,14 +394,15 @@ def run_sweep(out: Path, spec: Spec, *, workers: int = 1, gpus: list[int] | None
     """Run the sweep, yielding ``{"type": "plan", "jobs", "done", "total"}``, then
     ``{"type": "start", "name", "params", "resume"}`` and ``{"type": "end", "name",
     "params", "value", "ok", "error", "seconds"}`` per trial (``{"type": "elsewhere"}`` for
-    one another driver is training), ``{"type": "note", "text"}``, and ``{"type": "done",
-    "failed"}``. Trials run on ``workers`` threads, each waiting on its child process; an
+    one another driver is training), ``{"type": "note", "text"}`` (before the plan: what was
+    repaired), and ``{"type": "done", "failed"}``. Trials run on ``workers`` threads, each waiting on its child process; an
     error in a worker stops the sweep and is raised here."""
     spec.check()
     envs = worker_envs(workers, gpus)
     preflight(spec)
     out = Path(out)
-    study = open_study(out, spec, storage)  # says how to install Optuna when it is missing
+    notes: list[str] = []
+    study = open_study(out, spec, storage, notes)  # says how to install Optuna when it is missing
     import optuna
     from optuna.trial import TrialState
 
@@ -409,6 +410,8 @@ def run_sweep(out: Path, spec: Spec, *, workers: int = 1, gpus: list[int] | None
 
     runs = out / "runs"  # made by open_study
     jobs, results = plan(study, spec, runs)
+    for note in notes:
+        yield {"type": "note", "text": note}
     yield {"type": "plan", "jobs": len(jobs), "done": len(results), "total": len(jobs) + len(results),
            "results": results}
     lock = threading.Lock()

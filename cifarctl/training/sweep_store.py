@@ -155,7 +155,7 @@ def _redact(url: str) -> str:
     return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)[:200]
 
 
-def open_storage(out: Path, storage: str | None):
+def open_storage(out: Path, storage: str | None, notes: list[str] | None = None):
     """The study's storage: ``OUT/study.journal`` (checked first), or a database URL; any
     problem is one line."""
     from cifarctl.safetext import shown
@@ -164,7 +164,9 @@ def open_storage(out: Path, storage: str | None):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        check_journal(out / "study.journal")
+        note = check_journal(out / "study.journal")
+        if note and notes is not None:
+            notes.append(note)
         return JournalStorage(JournalFileBackend(str(out / "study.journal")))
     problem = _storage_problem(storage)
     if problem:
@@ -182,9 +184,10 @@ def open_storage(out: Path, storage: str | None):
                          f"{shown(first)}): {hint}") from None
 
 
-def open_study(out: Path, spec: Spec, storage: str | None):
+def open_study(out: Path, spec: Spec, storage: str | None, notes: list[str] | None = None):
     """The sweep's Optuna study, created or reopened; a different spec is refused, and so is
-    a study of the same name that is not this sweep's (left untouched)."""
+    a study of the same name that is not this sweep's (left untouched). What was repaired on
+    the way (a torn journal line) is added to ``notes``."""
     try:
         import optuna
     except ImportError:
@@ -209,7 +212,7 @@ def open_study(out: Path, spec: Spec, storage: str | None):
     except OSError as exc:
         raise write_error(out, exc, user_path=True) from None
     check_out(out)  # made by another process meanwhile: still plain folders
-    backend = open_storage(out, storage)
+    backend = open_storage(out, storage, notes)
     sampler = {"grid": None, "random": optuna.samplers.RandomSampler(seed=0),
                "tpe": optuna.samplers.TPESampler(seed=0)}[spec.sampler]
     text = json.dumps(mine, sort_keys=True)

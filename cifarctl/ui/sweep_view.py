@@ -59,7 +59,9 @@ class SweepView:
 
     def handle(self, ev: dict) -> None:
         kind = ev["type"]
-        if kind == "plan":
+        if kind == "note":
+            print_line(self.console, f"note: {ev['text']}")
+        elif kind == "plan":
             self.total, self.finished = ev["total"], ev["done"]
             print_line(self.console, f"sweep: {ev['total']} trial(s), {ev['done']} finished before, "
                                      f"{ev['jobs']} to run")
