@@ -45,6 +45,8 @@ def test_trial_names_are_unique_and_never_empty():
     from cifarctl.fsutil import name_problem
 
     assert all(name_problem(n) is None and not n.startswith((".", "-")) for n in names), names
+    assert sw.trial_name({"recipe": "r", "a": 1, "b": 2, "seed": 3}) == sw.trial_name(
+        {"seed": 3, "b": 2, "a": 1, "recipe": "r"})
 
 
 def test_values_that_print_alike_get_their_own_folders_and_none_is_deleted(tmp_path, cli, fake_train):

@@ -200,9 +200,10 @@ def setting_key(params: dict) -> str:
 def trial_name(params: dict) -> str:
     """The run folder name of a trial: a readable part (its recipe and values, escaped to
     ``[A-Za-z0-9._=+-]``, cut at 60 characters) and a hash of its whole setting, so two
-    settings never share a folder however alike they print."""
+    settings never share a folder however alike they print; the order of the keys does not
+    matter."""
     parts = [Path(str(params["recipe"])).name.removesuffix(".yaml").removesuffix(".yml")]
-    parts += [f"{k.split('.')[-1]}={_short(v)}" for k, v in params.items() if k not in ("recipe", "seed")]
+    parts += [f"{k.split('.')[-1]}={_short(params[k])}" for k in sorted(params) if k not in ("recipe", "seed")]
     if "seed" in params:
         parts.append(f"seed{params['seed']}")
     readable = re.sub(r"[^A-Za-z0-9._=+-]+", "_", "-".join(parts))[:60].lstrip(".-_") or "trial"
