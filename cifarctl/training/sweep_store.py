@@ -115,13 +115,24 @@ def check_journal(path: Path) -> str:
         raise UsageError(f"{path} is {kind}: {fix}")
     try:
         fd = open_regular(path, os.O_RDWR)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot open it ({exc.strerror or exc}): {fix}") from None
-    with os.fdopen(fd, "rb+") as f:
-        offset, bad = 0, None
-        for number, line in enumerate(f, start=1):
-            if bad is not None:
+        with os.fdopen(fd, "rb+") as f:
+            bad = _first_bad_line(f)
+            if bad is None:
+                return ""
+            if bad[1] != "no end of line" or bad[2] == 0 or bad[0] != bad[3]:  # a torn write lacks only its end
                 raise UsageError(f"{path}: line {bad[0]} is damaged ({bad[1]}): {fix}")
+            f.truncate(bad[2])
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read or repair it ({exc.strerror or exc}): {fix}") from None
+    return f"{path}: cut its torn last line {bad[0]} (a writer stopped mid-line)"
+
+
+def _first_bad_line(f) -> tuple[int, str, int, int] | None:
+    """(its number, why, its offset, the number of lines) of the first line of a journal
+    that is not a whole JSON object, or None."""
+    offset, bad, number = 0, None, 0
+    for number, line in enumerate(f, start=1):
+        if bad is None:
             try:
                 if not line.endswith(b"\n"):
                     raise ValueError("no end of line")
@@ -129,13 +140,8 @@ def check_journal(path: Path) -> str:
                     raise ValueError("not a JSON object")
             except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 bad = (number, str(exc).splitlines()[0][:80], offset)
-            offset += len(line)
-        if bad is None:
-            return ""
-        if bad[1] != "no end of line" or bad[2] == 0:  # a torn write lacks only its end
-            raise UsageError(f"{path}: line {bad[0]} is damaged ({bad[1]}): {fix}")
-        f.truncate(bad[2])
-    return f"{path}: cut its torn last line {bad[0]} (a writer stopped mid-line)"
+        offset += len(line)
+    return None if bad is None else (*bad, number)
 
 
 def _storage_problem(url: str) -> str | None:
