@@ -89,7 +89,7 @@ def test_a_torn_last_line_of_the_journal_is_cut_and_the_sweep_goes_on(tmp_path, 
 def test_a_bad_storage_url_is_one_line(url, needle, tmp_path, cli, fake_train):
     res = cli("sweep", "s8_bn", *Q, *LR, "--storage", url, "--out", tmp_path / "sw")
     _one_line_error(res, "--storage", needle)
-    assert "secret" not in res.output and fake_train.calls == []
+    assert "secret" not in res.output and fake_train.calls == [] and not (tmp_path / "sw").exists()
 
 
 @pytest.mark.parametrize("kind", ["run", "file", "fifo"])

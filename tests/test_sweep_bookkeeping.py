@@ -148,7 +148,7 @@ def test_the_study_name_is_the_sweeps_and_a_foreign_study_is_left_untouched(tmp_
     assert res.exit_code == 2 and "left untouched" in res.output, res.output
     again = optuna.load_study(study_name=other.study_name, storage=db)
     assert again.user_attrs == {} and again.trials[running.number].state.name == "RUNNING"
-    assert fake_train.calls == []
+    assert fake_train.calls == [] and not out.exists()
 
 
 # ------------------------------------------------------------------ the headline result

@@ -211,6 +211,13 @@ def open_study(out: Path, spec: Spec, storage: str | None, notes: list[str] | No
             raise UsageError(f"{out} holds a sweep of another grid ({_diff(stored, mine)}): "
                              "run the same command to continue it, or give a new --out")
     name = (saved.get("study") or STUDY) if isinstance(saved, dict) else study_name(out, spec)
+    sampler = {"grid": None, "random": optuna.samplers.RandomSampler(seed=0),
+               "tpe": optuna.samplers.TPESampler(seed=0)}[spec.sampler]
+    text = json.dumps(mine, sort_keys=True)
+    where = "--storage" if storage else out / "study.journal"
+    # a database is opened, and its study checked, before any folder is made
+    backend = open_storage(out, storage, notes) if storage is not None else None
+    study = _load_study(optuna, name, backend, sampler, text, where) if backend is not None else None
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "runs").mkdir(exist_ok=True)
@@ -218,25 +225,36 @@ def open_study(out: Path, spec: Spec, storage: str | None, notes: list[str] | No
     except OSError as exc:
         raise write_error(out, exc, user_path=True) from None
     check_out(out)  # made by another process meanwhile: still plain folders
-    backend = open_storage(out, storage, notes)
-    sampler = {"grid": None, "random": optuna.samplers.RandomSampler(seed=0),
-               "tpe": optuna.samplers.TPESampler(seed=0)}[spec.sampler]
-    text = json.dumps(mine, sort_keys=True)
-    try:
-        study = optuna.load_study(study_name=name, storage=backend, sampler=sampler)
-    except KeyError:
+    if backend is None:
+        backend = open_storage(out, storage, notes)
+        study = _load_study(optuna, name, backend, sampler, text, where)
+    if study is None:
         try:
             study = optuna.create_study(study_name=name, storage=backend, sampler=sampler, direction="maximize")
             study.set_user_attr("spec", text)
         except optuna.exceptions.DuplicatedStudyError:  # another driver made it meanwhile
-            study = optuna.load_study(study_name=name, storage=backend, sampler=sampler)
-    stored = study.user_attrs.get("spec")
-    if stored != text or study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        what = "another sweep's" if stored else "not a cifarctl sweep's"
-        raise UsageError(f"study {name!r} in {'--storage' if storage else out / 'study.journal'} is {what} "
-                         "(other parameters or direction); left untouched: give a new --out")
+            study = _load_study(optuna, name, backend, sampler, text, where)
     if not isinstance(saved, dict):
         write_atomic(out / SPEC_FILE, json.dumps({**mine, "study": name}, indent=2) + "\n", user_path=True)
+    return study
+
+
+def _load_study(optuna, name: str, backend, sampler, text: str, where):
+    """The study ``name`` when it is this sweep's, None when there is none; one of another
+    sweep, or not a sweep's, is refused and left untouched."""
+    try:
+        study = optuna.load_study(study_name=name, storage=backend, sampler=sampler)
+    except KeyError:
+        return None
+    stored = study.user_attrs.get("spec")
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    if stored is None and maximize and not study.get_trials(deepcopy=False):
+        study.set_user_attr("spec", text)  # another driver is creating it this instant
+        stored = text
+    if stored != text or not maximize:
+        what = "another sweep's" if stored else "not a cifarctl sweep's"
+        raise UsageError(f"study {name!r} in {where} is {what} (other parameters or direction); left "
+                         "untouched: give a new --out")
     return study
 
 
