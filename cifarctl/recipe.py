@@ -35,6 +35,7 @@ from cifarctl.strict import NOT_A_NUMBER, NotANumber, StrictModel  # noqa: F401 
 TTA_MODES = ("none", "flip", "flip_translate")  # test-time augmentations: cifarctl.training.evaluation
 
 SCHEMA_VERSION = 1
+MAX_SEED = 2**64 - 1  # torch.manual_seed's limit (a larger seed overflows its unsigned 64 bits)
 
 
 _Strict = StrictModel
@@ -328,7 +329,7 @@ class Recipe(_Strict):
     scheduler: Scheduler = Field(default_factory=lambda: NoScheduler(name="none"))
     loss: Loss = Field(default_factory=lambda: CrossEntropy(name="cross_entropy"))
     epochs: int = Field(..., gt=0, description="Training epochs.")
-    seed: int = Field(1, ge=0, description="Seed of every random number generator.")
+    seed: int = Field(1, ge=0, le=MAX_SEED, description="Seed of every random number generator (0 to 2**64 - 1).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="'auto' = bf16 autocast on CUDA, fp32 on the CPU (bf16 autocast on an AVX2-only "
         "CPU made a step 6-8x slower: benchmarks/results/cpu-speed-cpu.md)."
@@ -604,6 +605,10 @@ def _semantic_problems(recipe: Recipe) -> list[str]:
         from cifarctl.registry import check_model_args
 
         problems += check_model_args(recipe.model, recipe.model_args)
+    if recipe.rules is not None and recipe.rules.forbid:
+        kinds = _layer_kinds()
+        problems += [f"rules.forbid[{i}]: unknown layer kind {k!r}{did_you_mean(k, kinds)} (a torch.nn class "
+                     "name, e.g. MaxPool2d)" for i, k in enumerate(recipe.rules.forbid) if k not in kinds]
     from cifarctl.augment.spec import augment_problems  # no torch: validation stays fast
 
     for where, message in augment_problems(recipe.data.augment):
@@ -616,6 +621,20 @@ def _semantic_problems(recipe: Recipe) -> list[str]:
     if isinstance(recipe.scheduler, MultiStep) and sorted(recipe.scheduler.milestones) != recipe.scheduler.milestones:
         problems.append("scheduler.milestones: must be increasing")
     return problems
+
+
+def _layer_kinds() -> set[str]:
+    """The class names of every layer kind loaded (torch.nn's and the model families'): what
+    ``rules.forbid`` may name."""
+    import torch.nn
+
+    seen, todo = set(), [torch.nn.Module]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+    return {cls.__name__ for cls in seen}
 
 
 def validate_dict(raw: Any, source: str) -> Recipe:

@@ -162,6 +162,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
+class RunInUse(UsageError):
+    """The folder's lock is held by another live process (exit 2)."""
+
+
 class RunLock:
     """An exclusive ``flock`` on ``<run>/.lock`` for the life of a writer (released on close,
     or by the kernel when the process dies, however it dies; forked workers do not inherit
@@ -187,7 +191,7 @@ class RunLock:
                     who = f"a process left by pid {holder} (which has ended) still holds it"
                 else:
                     who = f"pid {holder} is writing it" if holder.isdigit() else "another process is writing it"
-                raise UsageError(f"{Path(run_dir)} is in use: {who} (two writers would mix their "
+                raise RunInUse(f"{Path(run_dir)} is in use: {who} (two writers would mix their "
                                  "checkpoints and metrics); wait for it to finish or stop it, then "
                                  "try again") from None
             raise path_error("a lock on", self.path, exc) from None

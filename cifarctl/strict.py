@@ -1,5 +1,6 @@
 """The strict pydantic base of every schema (recipe sections, model arguments): unknown
-keys are errors, every float is finite, and a boolean is not a number.
+keys are errors, every float is finite, a boolean is not a number and a number is not a
+boolean.
 
 It sits below both :mod:`cifarctl.recipe` and :mod:`cifarctl.registry` (which checks model
 arguments against it), so neither has to import the other's schema.
@@ -27,6 +28,26 @@ class NotANumber:
 NOT_A_NUMBER = "expected a number, not a boolean (true/false)"
 
 
+class NotABool:
+    """Stands in for a number or a string given where a boolean is expected (pydantic's lax
+    mode would read ``1`` or ``yes`` as true), so that it is refused at its key."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _wants_bool(annotation: Any) -> bool:
+    """True for ``bool`` and ``bool | None``."""
+    if annotation is bool:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return {a for a in get_args(annotation) if a is not type(None)} == {bool}
+    return False
+
+
 def _mark_bools(annotation: Any, value: Any) -> Any:
     """``value`` with every boolean that stands where ``annotation`` wants a number (and no
     boolean) replaced by a :class:`NotANumber`."""
@@ -52,8 +73,9 @@ def _mark_bools(annotation: Any, value: Any) -> Any:
 
 class StrictModel(BaseModel):
     """The base of every schema section: unknown keys are errors, every float is finite
-    (``.nan``, ``.inf`` and ``1e400`` are refused) and a boolean is not a number (pydantic's
-    lax mode would read ``epochs: true`` as 1)."""
+    (``.nan``, ``.inf`` and ``1e400`` are refused), a boolean is not a number (pydantic's
+    lax mode would read ``epochs: true`` as 1) and a number or string is not a boolean (it
+    would read ``deterministic: 1`` or ``yes`` as true)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -68,6 +90,8 @@ class StrictModel(BaseModel):
             if field is None or isinstance(value, dict):
                 continue
             marked = _mark_bools(field.annotation, value)
+            if value is not None and not isinstance(value, bool) and _wants_bool(field.annotation):
+                marked = NotABool(value)
             if marked is not value:
                 out = out if out is not None else dict(data)
                 out[key] = marked

@@ -77,14 +77,19 @@ class Tabular:
         )
 
 
-def _md_cell(text: str) -> str:
-    """A markdown table cell: one line, ``|`` and ``\\`` escaped, HTML shown as text,
-    control characters shown escaped."""
+def _md_inline(text: str) -> str:
+    """One line of markdown shown as written: control characters escaped, HTML shown as
+    text, and ``\\``, ``[`` and ``]`` escaped (no link or image can open)."""
     from cifarctl.safetext import shown
 
     flat = shown(" ".join(str(text).splitlines()))
     flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return flat.replace("\\", "\\\\").replace("|", "\\|").strip()
+    return flat.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+
+
+def _md_cell(text: str) -> str:
+    """A markdown table cell: :func:`_md_inline`, and ``|`` escaped."""
+    return _md_inline(text).replace("|", "\\|").strip()
 
 
 def markdown(table: Tabular, *, heading: str | None = "###") -> str:
@@ -92,10 +97,11 @@ def markdown(table: Tabular, *, heading: str | None = "###") -> str:
     None), the table with right-aligned numeric columns, then the notes."""
     out = []
     if table.title:
-        out += [f"{heading} {table.title}" if heading else f"**{_md_cell(table.title)}**", ""]
+        out += [f"{heading} {_md_cell(table.title)}" if heading else f"**{_md_cell(table.title)}**", ""]
     out.append("| " + " | ".join(_md_cell(c.name) for c in table.columns) + " |")
     out.append("|" + "|".join("--:" if c.align == "right" else ":--" for c in table.columns) + "|")
     out += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in table.rows]
     if table.notes:
-        out += [""] + [f"{n}  " if k < len(table.notes) - 1 else n for k, n in enumerate(table.notes)]
+        notes = [_md_inline(n) for n in table.notes]
+        out += [""] + [f"{n}  " if k < len(notes) - 1 else n for k, n in enumerate(notes)]
     return "\n".join(out) + "\n"

@@ -92,3 +92,16 @@ def cli():
 @pytest.fixture
 def runs_dir(tmp_path) -> Path:
     return tmp_path / "runs"
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    """Sweep trials "trained" in-process by :class:`sweep_fakes.FakeTrain` (the sweep's one
+    seam: its ``subprocess.Popen``)."""
+    from sweep_fakes import FakeTrain
+
+    from cifarctl.training import sweep
+
+    FakeTrain.calls, FakeTrain.diverge_lr, FakeTrain.hook = [], None, None
+    monkeypatch.setattr(sweep.subprocess, "Popen", FakeTrain)
+    return FakeTrain

@@ -253,7 +253,7 @@ def test_same_seed_different_subsets_are_two_groups(tmp_path):
     rows = list(csv.DictReader(io.StringIO(cli(str(tmp_path), "--export", "csv").output)))
     assert sorted(r["group"] for r in rows) == labels and {r["group_n"] for r in rows} == {"1"}
     md = cli(str(tmp_path), "--export", "md").output
-    assert "| group |" in md and "| s8_bn [data.train_subset=3000] |" in md
+    assert "| group |" in md and "| s8_bn \\[data.train_subset=3000\\] |" in md
 
 
 def test_repeats_of_one_seed_show_no_spread(tmp_path):

@@ -72,3 +72,49 @@ def test_a_maxpool_in_an_s9_net_is_refused_by_train_before_any_step(tmp_path, cl
     summary = json.loads((tmp_path / "runs" / "b" / "summary.json").read_text())
     assert any("no MaxPool2d" in x for x in summary["rules_broken"])
     assert summary["reference"]["assignment"] == 85.0 and "reference: this run" in res.output
+
+
+def test_a_break_rules_run_stays_marked_across_a_resume_and_in_compare(tmp_path, cli, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("CIFARCTL_TEST_STOP_AT_STEP", "2")  # stopped mid-epoch, resumed below
+    res = cli("train", "s9_dilated", "--set", "model=s8_bn", "--set", "model_args={}", *TINY,
+              "--set", "epochs=1", "--runs-dir", runs, "--name", "b", "--break-rules")
+    assert res.exit_code != 0 and "stopped" in res.output, res.output
+    monkeypatch.delenv("CIFARCTL_TEST_STOP_AT_STEP")
+    res = cli("train", "--resume", runs / "b")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((runs / "b" / "summary.json").read_text())
+    assert summary["status"] == "completed" and any("no MaxPool2d" in x for x in summary["rules_broken"])
+    doc = json.loads(cli("compare", runs, "--json").output)
+    assert "broke its rules (--break-rules)" in doc["runs"][0]["marks"]
+
+
+def test_rules_text_is_shown_not_rendered_in_markdown():
+    import re
+
+    from cifarctl.tabular import markdown
+    from cifarctl.ui.tables import rules_table
+
+    r = load_recipe("s9_dilated", ['rules.assignment="S9 [a](http://x.example) ![i](http://x.example/i.png)"',
+                                   'rules.best_public={acc: 90, source: "![j](http://x.example/j.png) [b](http://y)"}',
+                                   'rules.scheduler="[c](http://z)"'])
+    md = markdown(rules_table(r, check_rules(r)))
+    assert not re.search(r"(?<!\\)\[[^\]]*(?<!\\)\]\(", md), md  # no link or image opens
+    assert "S9 \\[a\\](http://x.example)" in md and "\\[c\\](http://z)" in md
+
+
+def test_an_unknown_layer_kind_in_forbid_is_an_error_naming_the_close_one():
+    from cifarctl.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"rules.forbid\[0\]: unknown layer kind 'MaxPool2D' \(did you mean 'MaxPool2d'"):
+        load_recipe("s9_dilated", ["rules.forbid=[MaxPool2D]"])
+
+
+@pytest.mark.parametrize("value", ["1", "0", "'yes'", "2.0"])
+def test_booleans_are_strict_like_numbers(value):
+    from cifarctl.errors import RecipeError
+
+    for key in ("deterministic", "optimizer.nesterov", "tensorboard"):
+        with pytest.raises(RecipeError, match=f"{key}: Input should be a valid boolean"):
+            load_recipe("s8_bn", [f"{key}={value}"])
+    assert load_recipe("s8_bn", ["deterministic=true"]).deterministic is True

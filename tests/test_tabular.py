@@ -144,8 +144,8 @@ def test_data_accepts_data_and_shows_test_split_stats(cli):
     assert set(doc["test_stats"]) == {"mean", "std", "min", "max"} and doc["test_stats"] != doc["train_stats"]
     md = cli("data", "--data", "synthetic:200:100", "--format", "md").stdout
     titles = [ln for ln in md.splitlines() if ln.startswith("### ")]
-    assert titles == ["### images per class", "### train channels, scaled to [0, 1]",
-                      "### test channels, scaled to [0, 1]"]
+    assert titles == ["### images per class", "### train channels, scaled to \\[0, 1\\]",
+                      "### test channels, scaled to \\[0, 1\\]"]
     test_tab = parse_markdown(md)[2]
     assert test_tab["rows"][0] == ["R", *(f"{doc['test_stats'][k][0]:.4f}" for k in ("mean", "std", "min", "max"))]
     res = cli("data", "synthetic:200:100", "--data", "synthetic:10:10")

@@ -66,6 +66,7 @@ class RunRecord:
     selected_on: str = "test"     # the split that chose the best epoch (data.val_split: "val")
     weights: str = "trained"      # "ema": the figures are the averaged weights' (recipe ema)
     stopped_early: str | None = None  # why early_stop ended the run
+    best_val_acc: float | None = None  # the best validation accuracy (data.val_split)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     marks: list[str] = field(default_factory=list)
     group: str | None = None      # its group's label (finished runs only)
@@ -382,6 +383,7 @@ def read_run(path: Path) -> RunRecord | str:
         selected_on="val" if summary.get("selected_on") == "val" else "test",
         weights="ema" if summary.get("weights") == "ema" else "trained",
         stopped_early=str(summary["stopped_early"])[:200] if summary.get("stopped_early") else None,
+        best_val_acc=_num(summary.get("best_val_acc")),
         metrics=metrics,
         marks=marks,
     )
@@ -391,6 +393,8 @@ def read_run(path: Path) -> RunRecord | str:
         "name": rec.recipe, "model": rec.model, "epochs": rec.epochs_planned})
     if rec.status not in ("completed", "unknown"):
         marks.insert(0, rec.status)
+    if summary.get("rules_broken"):
+        marks.append("broke its rules (--break-rules)")
     if summary.get("error"):
         marks.append(f"error: {str(summary['error']).splitlines()[0][:120]}")
     if rec.weights == "ema":
@@ -468,6 +472,23 @@ def group_runs(runs: list[RunRecord]) -> list[RunGroup]:
             r.group = label
         groups.append(g)
     return groups
+
+
+def best_setting(groups: list[RunGroup]) -> tuple[RunGroup, float, str] | None:
+    """(group, its mean best accuracy, "validation"/"test") of the best set-up, counting only
+    groups whose every run completed (a diverged or failed run disqualifies its set-up), on
+    the split that chose their checkpoints: validation when all had one, else test."""
+    from cifarctl.analysis.grouping import mean_std
+
+    scored = []
+    for g in groups:
+        if not g.runs or any(r.status != "completed" for r in g.runs):
+            continue
+        on_val = all(r.selected_on == "val" and r.best_val_acc is not None for r in g.runs)
+        mean = mean_std([r.best_val_acc if on_val else r.best_acc for r in g.runs], False)[0]
+        if mean is not None:
+            scored.append((g, mean, "validation" if on_val else "test"))
+    return max(scored, key=lambda t: t[1]) if scored else None
 
 
 def sort_runs(runs: list[RunRecord], key: str = "best") -> list[RunRecord]:

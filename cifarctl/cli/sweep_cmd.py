@@ -9,6 +9,7 @@ import typer
 
 from cifarctl.cli import complete
 from cifarctl.cli.app import app, check_name, console
+from cifarctl.training.sweep import MAX_GRID, MAX_WORKERS
 
 
 @app.command("sweep", short_help="Many runs: a grid of values and seeds, or sampled trials (Optuna).")
@@ -22,10 +23,10 @@ def sweep(
         help="A grid over values (--set optimizer.lr=0.02,0.05), or a range for --sampler random|tpe "
              "(--set optimizer.lr=log:0.01..0.3, int:LOW..HIGH); a single value applies to every trial.")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="A grid over seeds, e.g. 1,2,3.")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, max=10000,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, max=MAX_GRID,
                                                  help="Sampled trials (with --sampler random|tpe).")] = None,
     sampler: Annotated[str, typer.Option("--sampler", help="grid (every combination), random or tpe.")] = "grid",
-    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Trials at once: on the CPU they "
+    workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS, help="Trials at once: on the CPU they "
                                          "share the cores; on CUDA give --gpus.")] = 1,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids, one worker each (CUDA_VISIBLE_DEVICES "
                                                 "pinned), e.g. 0,1,2,3.")] = None,
@@ -43,24 +44,17 @@ def sweep(
     over seeds) and the best setting; `cifarctl compare OUT` and `cifarctl report OUT`
     work on the folder. Exit code 1 when a trial failed.
     """
-    from cifarctl.errors import UsageError
-    from cifarctl.training.sweep import Spec, parse_axis, parse_seeds, run_sweep
+    from cifarctl.training.sweep import Spec, parse_axis, parse_gpus, parse_seeds, run_sweep, set_value
     from cifarctl.ui.sweep_view import SweepView
 
     for r in recipes:
         check_name(r)
     axes = [parse_axis(s) for s in set_ or ()]
-    fixed = [f"{a.key}={a.values[0]}" for a in axes if not a.is_range and len(a.values) == 1]
+    fixed = [f"{a.key}={set_value(a.values[0])}" for a in axes if not a.is_range and len(a.values) == 1]
     extra = [x for f in fixed for x in ("--set", f)]
     extra += ["--data", data] if data else []
     extra += ["--device", device] if device else []
-    gpu_ids = None
-    if gpus:
-        try:
-            gpu_ids = [int(g) for g in gpus.split(",") if g.strip()]
-        except ValueError:
-            raise UsageError(f"--gpus {gpus!r}: expected GPU ids, e.g. 0,1") from None
-        workers = len(gpu_ids)
+    gpu_ids = parse_gpus(gpus) if gpus is not None else None
     spec = Spec(recipes=list(recipes), axes=[a for a in axes if a.is_range or len(a.values) > 1],
                 seeds=parse_seeds(seeds), sampler=sampler, trials=trials, extra=extra)
     failed = 0
@@ -77,7 +71,7 @@ def sweep(
 
 def _summary(out: Path) -> None:
     """The compare table of the sweep's runs, and the best setting."""
-    from cifarctl.analysis.compare import collect_runs, curves, group_runs, sort_runs
+    from cifarctl.analysis.compare import best_setting, collect_runs, curves, group_runs, sort_runs
     from cifarctl.ui.compare_view import show_compare
     from cifarctl.ui.render import print_line
 
@@ -87,8 +81,8 @@ def _summary(out: Path) -> None:
     runs = sort_runs(runs, "best")
     groups = group_runs(runs)
     show_compare(console, runs, groups, skipped, curves(runs, groups, "test_acc", False), "test_acc")
-    scored = [g for g in groups if g.best_mean is not None]
-    if scored:
-        best = max(scored, key=lambda g: g.best_mean)
-        print_line(console, f"best setting: {best.label} ({best.best_mean:.2f}% mean best accuracy over "
-                            f"{best.n} run(s))", "bold")
+    best = best_setting(groups)
+    if best is not None:
+        group, value, split = best
+        print_line(console, f"best setting: {group.label} ({value:.2f}% mean best {split} accuracy, "
+                            f"{group.n} run(s); diverged and failed runs left out)", "bold")

@@ -27,7 +27,8 @@ def train(
     runs_dir: Annotated[str, typer.Option("--runs-dir", metavar="DIR", help="Where run folders go.")] = "runs",
     name: Annotated[Optional[str], typer.Option(
         "--name", help="Run folder name (default: <recipe>-<YYYYmmdd-HHMMSS>).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Override the recipe's seed.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=2**64 - 1,
+                                                   help="Override the recipe's seed (0 to 2**64 - 1).")] = None,
     resume: Annotated[Optional[str], typer.Option(
         "--resume", metavar="RUN_DIR", help="Continue a run from its checkpoints/last.pt, in the same folder.",
         autocompletion=complete.complete_resume)] = None,

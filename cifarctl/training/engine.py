@@ -122,6 +122,8 @@ def train_epochs(t: Trainer) -> Iterator[dict]:
     for message in t.notices:
         yield {"type": "info", "message": message}
     t.notices = []
+    if t.epoch < r.epochs:
+        _check_eval_fits(t)
     while t.epoch < r.epochs:
         if t.world_size > 1:  # a signal may have reached one rank during the evaluation
             distributed.agree_stop(t)
@@ -271,6 +273,28 @@ class _Sums:
     def vector(self) -> torch.Tensor:
         """[loss sum, correct, images] as float64 on the device (this rank's share)."""
         return torch.stack([self.loss, self.correct.double(), torch.full_like(self.loss, self.seen)])
+
+
+def _check_eval_fits(t: Trainer) -> None:
+    """One evaluation pass of the epochs' largest shape, before the first step: a
+    ``data.test_batch_size`` too large for the device's memory is one line now, not an
+    out-of-memory error after a whole epoch of training. No random numbers are drawn."""
+    from cifarctl.errors import UsageError
+    from cifarctl.training.evaluation import chunking, view_count
+
+    r = t.recipe
+    size = chunking(len(t.test_y), r.data.test_batch_size, view_count(r.eval_tta))
+    try:
+        evaluate(t.model, t.test_x[:size], t.test_y[:size], normalize=t.normalize,
+                 batch_size=r.data.test_batch_size, loss_name=r.loss.name, autocast=t.autocast,
+                 channels_last=t.channels_last, tta=r.eval_tta)
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        if not isinstance(exc, torch.OutOfMemoryError) and "memory" not in first.lower():
+            raise
+        raise UsageError(f"data.test_batch_size={r.data.test_batch_size}: one evaluation pass of {size} images"
+                         f"{'' if r.eval_tta == 'none' else f' x {view_count(r.eval_tta)} views'} does not fit "
+                         f"in {t.device} memory ({first}); lower data.test_batch_size") from None
 
 
 def _stopped(t: Trainer) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 from cifarctl.recipe import flatten
@@ -42,7 +43,14 @@ class TensorBoardLog:
         except ImportError:  # the optional extra is not installed
             return
         self.recipe = recipe
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        folder = Path(run_dir) / "tensorboard"
+        if os.path.lexists(folder) and (folder.is_symlink() or not folder.is_dir()):
+            from cifarctl.errors import UsageError
+
+            kind = "a symbolic link" if folder.is_symlink() else "not a folder"
+            raise UsageError(f"{folder} is {kind}: TensorBoard's events go only into the run's own "
+                             "tensorboard/ folder; move it aside, or set tensorboard: false")
+        self.writer = SummaryWriter(log_dir=str(folder))
 
     @property
     def on(self) -> bool:

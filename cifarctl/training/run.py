@@ -359,6 +359,8 @@ def _run_training(
 
         write_lr_find(trainer.lr_find, run_dir)
     old = runs.read_json(run_dir / "summary.json") if ckpt is not None else None
+    if ckpt is not None and not trainer.rules_broken and isinstance((old or {}).get("rules_broken"), list):
+        trainer.rules_broken = [str(r) for r in old["rules_broken"]]  # a --break-rules run stays marked
     started = (old or {}).get("started") or datetime.now().astimezone().isoformat(timespec="seconds")
     if ckpt is not None:
         files.truncate_metrics(trainer.epoch)
@@ -398,10 +400,10 @@ def _run_training(
 
         writer.submit(job)
 
+    tb = TensorBoardLog(run_dir, recipe_obj, enabled=ranks.main)  # a bad tensorboard/ stops it here
     summary("running")
     events = engine.train_epochs(trainer)
     trainer.display_interval = getattr(view, "display_interval", None)
-    tb = TensorBoardLog(run_dir, recipe_obj, enabled=ranks.main)
     try:
         try:
             with _StopOnSignal(trainer):

@@ -59,7 +59,9 @@ class SweepView:
 
     def handle(self, ev: dict) -> None:
         kind = ev["type"]
-        if kind == "plan":
+        if kind == "note":
+            print_line(self.console, f"note: {ev['text']}")
+        elif kind == "plan":
             self.total, self.finished = ev["total"], ev["done"]
             print_line(self.console, f"sweep: {ev['total']} trial(s), {ev['done']} finished before, "
                                      f"{ev['jobs']} to run")
@@ -75,7 +77,15 @@ class SweepView:
             self.trials[ev["name"]] = {"params": ev["params"], "status": "resuming" if ev["resume"] else "running",
                                        "t0": time.monotonic(), "value": None}
             if not self.tty:
-                print_line(self.console, f"trial {ev['name']}: {'resumed' if ev['resume'] else 'started'}")
+                how = "recorded (trained before)" if ev.get("reused") else "resumed" if ev["resume"] else "started"
+                print_line(self.console, f"trial {ev['name']}: {how}")
+        elif kind == "elsewhere":
+            self.finished += 1
+            line = f"trial {ev['name']}: left to another sweep driver, which is training it"
+            if self.live is not None:
+                self.live.console.print(Text(shown(line)), soft_wrap=True)
+            else:
+                print_line(self.console, line)
         elif kind == "end":
             t = self.trials.setdefault(ev["name"], {"params": ev["params"], "t0": time.monotonic()})
             t.update(status="done" if ev["ok"] else "failed", value=ev["value"], seconds=ev["seconds"],
