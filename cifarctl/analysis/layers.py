@@ -235,7 +235,7 @@ def summarize(
             rec = {"name": mod_name, "type": type(module).__name__, "depth": depth_,
                    "params": params.get(id(module), 0), "leaf": id(module) in leaves,
                    "mult_adds": 0, "kernel": None, "stride": None, "dilation": None,
-                   "padding": None, "merges": 0, "note": ""}
+                   "padding": None, "merges": 0, "note": "", "args": module.extra_repr()}
             if tracer.stack and tracer.stack[-1]["depth"] == 0:
                 paths = max((tracer.merged.get(id(t), 0) for t in _tensors(inputs)), default=0)
                 if paths:
