@@ -123,3 +123,27 @@ def test_checked_in_captures_are_what_the_code_renders(name):
     stored = (FOLDER / name).read_text(encoding="utf-8")
     assert CAPTURES[name]() == stored
     assert "…" not in stored and "\x1b" not in stored
+
+
+def test_the_lr_range_test_bar_appears_with_the_range_test_not_before(monkeypatch):
+    """``train`` holds the bar's context while the data loads (and for a numeric max_lr):
+    nothing is drawn until the range test takes its first step."""
+    import io
+    import sys
+
+    from captures import FakeClock, terminal
+
+    from cifarctl.ui.train_view import TrainView
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    view = TrainView(terminal(80, 24), tty=True, clock=FakeClock())
+    with view.lr_find_progress() as step:
+        assert "LR range test" not in err.getvalue() and "None" not in err.getvalue()
+        step(1, 100, 1e-5, 2.3)
+        step(2, 100, 2e-5, 2.2)
+    assert "LR range test for max_lr: auto" in err.getvalue() and "0/None" not in err.getvalue()

@@ -175,11 +175,22 @@ class TrainView:
         def bar():
             from rich.progress import TimeRemainingColumn
 
-            with Progress(TextColumn("LR range test for max_lr: auto"), BarColumn(),
-                          TextColumn("{task.completed}/{task.total}  lr {task.fields[lr]:.2e}"),
-                          TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
-                task = prog.add_task("lr", total=None, lr=0.0)
-                yield lambda i, n, lr, loss: prog.update(task, completed=i, total=n, lr=lr)
+            # started by the test's first step: no bar while the data loads, none for a numeric max_lr
+            prog = Progress(TextColumn("LR range test for max_lr: auto"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total}  lr {task.fields[lr]:.2e}"),
+                            TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            task = prog.add_task("lr", total=None, lr=0.0)
+
+            def step(i, n, lr, loss):
+                prog.update(task, completed=i, total=n, lr=lr)
+                if not prog.live.is_started:
+                    prog.start()
+
+            try:
+                yield step
+            finally:
+                if prog.live.is_started:
+                    prog.stop()
 
         return bar()
 
