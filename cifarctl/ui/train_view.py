@@ -126,7 +126,15 @@ class TrainView:
     # -- output
     def line(self, text: str, style: str | None = None) -> None:
         """One plain line (above the bars on a terminal), never wrapped, no markup."""
-        print_line(self.console, text, style)
+        live = self.live
+        if live is None:
+            print_line(self.console, text, style)
+            return
+        # rich moves the cursor up over the live display for a printed line under the Live's
+        # lock but writes after releasing it: a refresh from its thread in between (the chart
+        # is slow to draw) leaves a whole frame behind, the chart twice. Hold it across the print.
+        with live._lock:
+            print_line(self.console, text, style)
 
     def _lost_output(self) -> None:
         """stdout was a pipe whose reader left (``train ... | head``): training goes on, its
