@@ -104,3 +104,30 @@ def test_the_suite_keeps_out_of_the_users_home():
 
     assert os.environ["HOME"].startswith(tempfile.gettempdir()) and "cifarctl-tests-" in os.environ["HOME"]
     assert str(default_cache_dir()).startswith(os.environ["HOME"].rsplit("/home", 1)[0])
+
+
+def test_an_option_given_without_its_value_names_its_choices(cli, tmp_path):
+    res = cli("eval", str(tmp_path), "--tta")
+    assert res.exit_code == 2
+    assert "--tta' requires an argument: one of none, flip, flip_translate (e.g. --tta flip)" in res.output
+
+
+def test_every_option_the_readme_shows_bare_is_a_flag():
+    """The README's command table writes ``(`--tta flip`)`` for an option that takes a value:
+    one shown bare must work bare."""
+    import re
+    from pathlib import Path
+
+    import typer.main
+
+    from cifarctl.cli import app
+
+    group = typer.main.get_command(app)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    checked = 0
+    for name, cell in re.findall(r"^\| `cifarctl (\S+)[^`]*` \| (.*) \|$", readme, re.M):
+        for opt in re.findall(r"`(--[a-z-]+)`", cell):
+            param = next(p for p in group.commands[name].params if opt in p.opts or opt in p.secondary_opts)
+            assert param.is_flag or opt in param.secondary_opts, f"README: `cifarctl {name} ... {opt}` needs a value"
+            checked += 1
+    assert checked >= 1  # --gradcam

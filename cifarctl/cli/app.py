@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Annotated
 
 import typer
+from typer._click.exceptions import BadOptionUsage  # typer bundles its own click
 from rich.console import Console
 from typer.core import TyperGroup
 
@@ -51,6 +52,9 @@ class _Group(TyperGroup):
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True,
                               markup=True)
             raise typer.Exit(exc.exit_code) from None
+        except BadOptionUsage as exc:  # "Option '--tta' requires an argument."
+            _name_the_choices(exc, [p for c in self.commands.values() for p in c.params])
+            raise
         except MemoryError:
             if state["debug"]:
                 raise
@@ -66,6 +70,17 @@ class _Group(TyperGroup):
             text = second_signal_message(exc) if hasattr(exc, "signal_name") else "interrupted"
             err_console.print(f"[yellow]{escape(text)}[/]", highlight=False, soft_wrap=True, markup=True)
             raise typer.Exit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None  # 143 for SIGTERM
+
+def _name_the_choices(exc, params) -> None:
+    """An option given without its value: when its metavar lists the choices (``a|b|c``),
+    the error names them (click raises it before the command's context exists)."""
+    metavars = {getattr(p, "metavar", None) or "" for p in params if exc.option_name in getattr(p, "opts", ())}
+    metavar = next(iter(metavars)) if len(metavars) == 1 else ""
+    if "|" in metavar and "requires an argument" in exc.message:
+        choices = metavar.split("|")
+        exc.message = (f"{exc.message.rstrip('.')}: one of {', '.join(choices)} "
+                       f"(e.g. {exc.option_name} {choices[1] if len(choices) > 1 else choices[0]}).")
+
 
 class OutputFormat(str, Enum):
     """How a command prints its tables."""
