@@ -22,17 +22,22 @@ from cifarctl.safetext import shown
 from cifarctl.tabular import Tabular, markdown
 
 _NATURAL_MAX = 1000  # columns: wide enough for any table this tool prints
-def print_line(console: Console, text: str, style: str | None = None) -> None:
+def print_line(console: Console, text: str, style: str | None = None, *, lead: str = "",
+               lead_style: str | None = None) -> None:
     """One plain line: no markup, control characters escaped (:func:`shown`); on a terminal
     wrapped between words at its width (a continuation indented), never inside a number or
-    a path; off one, a single line whatever its length."""
+    a path; off one, a single line whatever its length. ``lead`` (e.g. ``"error:"``) starts
+    the line in ``lead_style``."""
     import textwrap
 
-    text = shown(text)
+    text = (lead + " " if lead else "") + shown(text)
     if console.is_terminal and len(text) > console.width:
         text = "\n".join(textwrap.wrap(text, console.width, subsequent_indent="  ", break_long_words=False,
                                         break_on_hyphens=False)) or text
-    console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
+    out = Text(text, style=style or "")
+    if lead and lead_style:
+        out.stylize(lead_style, 0, len(lead))
+    console.print(out, soft_wrap=True, highlight=False)
 
 
 def to_rich(tab: Tabular) -> Table:
@@ -41,9 +46,15 @@ def to_rich(tab: Tabular) -> Table:
     compact = tab.compact
     table = Table(title=None if tab.title is None else Text(shown(tab.title)), title_justify="left", header_style="bold",
                   **({"box": _box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1, 0, 0)} if compact else {}))
-    for c in tab.columns:
-        table.add_column(c.name, justify=c.align, no_wrap=not c.wrap and (c.drop == 0 or c.align == "right"),
-                         overflow="fold")
+    for j, c in enumerate(tab.columns):
+        no_wrap = not c.wrap and (c.drop == 0 or c.align == "right")
+        # a key column (a name the user types, a number) asks for its whole width, header included;
+        # one cut anyway ends in an ellipsis, never silently
+        cells = [shown(row[j]) for row in tab.rows] + [c.name]
+        # a wrapped column gets room for its longest word: it wraps between words, never inside one
+        whole = max(len(x) for x in cells) if no_wrap else max(len(w) for x in cells for w in x.split() or [""])
+        table.add_column(c.name, justify=c.align, no_wrap=no_wrap, min_width=whole,
+                         overflow="ellipsis" if no_wrap else "fold")
     for i, row in enumerate(tab.rows):
         if i in tab.sections:
             table.add_section()

@@ -398,7 +398,6 @@ def sections_of(evs, groups) -> list[tuple[Any, list]]:
 
 def groups_report(evs, groups, images: Path, comparison: str) -> str:
     """The whole README.md of several runs but its tail."""
-    from cifarctl.ui.report import reduced_budget
 
     from cifarctl.ui.report import reduced_parts, set_options
 
