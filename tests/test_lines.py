@@ -139,3 +139,15 @@ def test_a_status_line_of_summary_wraps_between_words(cli, monkeypatch):
     described = resolve_model_or_recipe("s9_dilated").describe(settings=False)  # 130 characters
     # a line longer than the terminal is cut by the terminal wherever column 80 falls
     assert all(len(ln) <= 80 for ln in first.splitlines()) and not _tokens_whole(first, [described]), first
+
+
+@pytest.mark.parametrize("width", [80, 140])
+def test_a_table_title_is_one_line_where_the_terminal_has_room(width):
+    from cifarctl.tabular import Column, Tabular
+
+    tab = Tabular("Groups: finished runs, same settings but the seed (± sample std over seeds)",
+                  [Column("group"), Column("n", "right"), Column("best", "right")])
+    tab.add_row("s8_bn", "3", "79.66 ± 0.22")
+    con, out = _terminal(width)
+    print_table(con, tab)
+    assert out.getvalue().splitlines()[0].strip() == tab.title

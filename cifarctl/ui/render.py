@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from rich import box as _box
 from rich.console import Console
@@ -104,7 +105,10 @@ def print_table(console: Console, tab: Tabular, fmt: str = "table") -> None:
         if dropped:
             notes.append(f"(hidden to fit {console.width} columns: {', '.join(dropped)}; "
                          "widen the terminal or use --format md)")
-    print_natural_width(console, to_rich(tab))
+    # the title as a line of its own: a rich title wraps at the table's width, however wide the terminal
+    if tab.title:
+        print_line(console, tab.title, "italic")
+    print_natural_width(console, to_rich(replace(tab, title=None)))
     for note in notes:  # word-wrapped on a terminal, whole lines into a file
         console.print(Text(note, style="dim"), soft_wrap=not console.is_terminal)
 
