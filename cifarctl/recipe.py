@@ -407,9 +407,11 @@ def resolve_recipe_path(ref: str) -> Path:
         return p
     if os.path.lexists(p):  # a folder, a device (/dev/null), a pipe, a dangling link
         raise UsageError(f"recipe file {ref} {yamlsafe.file_problem(p) or 'is not a regular file'}")
-    if ref.endswith((".yaml", ".yml")) or os.sep in ref:
-        raise UsageError(f"recipe file {ref} does not exist")
     bundled = bundled_recipes()
+    if ref.endswith((".yaml", ".yml")) or os.sep in ref:
+        stem = p.name.rsplit(".", 1)[0]
+        hint = f"; the bundled recipe is named without .yaml: {stem}" if stem in bundled else ""
+        raise UsageError(f"recipe file {ref} does not exist{hint}")
     if ref in bundled:
         return bundled[ref]
     raise UsageError(

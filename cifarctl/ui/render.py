@@ -100,7 +100,7 @@ def print_table(console: Console, tab: Tabular, fmt: str = "table") -> None:
         console.out(markdown(tab), highlight=False, end="")
         return
     notes = list(tab.notes)
-    if console.is_terminal:
+    if console.is_terminal or "COLUMNS" in os.environ:  # a width to fit: whole columns go, not parts of cells
         tab, dropped = fitted(console, tab)
         if dropped:
             notes.append(f"(hidden to fit {console.width} columns: {', '.join(dropped)}; "

@@ -21,11 +21,17 @@ from cifarctl.ui.render import print_line, print_markdown_doc, print_table
 # ------------------------------------------------------------------------ models, recipes
 def models_table(rows: list[dict[str, Any]]) -> Tabular:
     """The registry: name (aliases), params, assignment, description."""
-    tab = Tabular(None, [Column("Model"), Column("Params", "right"), Column("Assignment", drop=1),
-                         Column("Description", drop=2)])
+    tab = Tabular(None, [Column("Model"), Column("Params", "right"), Column("In its recipe", "right", drop=1),
+                         Column("Assignment", drop=2), Column("Description", drop=3)])
     for r in rows:
         name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
-        tab.add_row(name, f"{r['params']:,}", r["assignment"], r["description"])
+        other = {k: v for k, v in (r.get("recipe_params") or {}).items() if v != r["params"]}
+        tab.add_row(name, f"{r['params']:,}", ", ".join(f"{v:,} ({k})" for k, v in other.items()),
+                    r["assignment"], r["description"])
+    if any(row[2] for row in tab.rows):
+        tab.notes = ["Params: with the model's defaults; In its recipe: as the bundled recipe builds it (model_args)."]
+    else:
+        tab = tab.without({"In its recipe"})
     return tab
 
 
