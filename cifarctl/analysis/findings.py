@@ -194,16 +194,18 @@ def apart(a: tuple[float | None, float | None], b: tuple[float | None, float | N
 TOO_SHORT = "too short to conclude"
 
 
-def _verdict(a, b, what: str, reduced: bool) -> str:
-    """The clause after a comparison: whether the seeds' spread and the run length allow a conclusion."""
+def _verdict(a, b, what: str, reduced: bool, digits: int = 2) -> str:
+    """The clause after a comparison: whether the seeds' spread and the run length allow a
+    conclusion (the spreads with the table's ``digits``)."""
     side = apart(a, b)
     if side is None:
         return f"one seed each, so the spread is unknown: {TOO_SHORT}"
+    sa, sb = f"{a[1]:.{digits}f}", f"{b[1]:.{digits}f}"
     if side == "within":
-        return f"within the seeds' spread (± {a[1]:.2f} and ± {b[1]:.2f}): {TOO_SHORT}"
+        return f"within the seeds' spread (± {sa} and ± {sb}): {TOO_SHORT}"
     if reduced:
-        return f"beyond the seeds' spread (± {a[1]:.2f}, ± {b[1]:.2f}), but from reduced runs: {TOO_SHORT}"
-    return f"beyond the seeds' spread (± {a[1]:.2f}, ± {b[1]:.2f}): {what}"
+        return f"beyond the seeds' spread (± {sa}, ± {sb}), but from reduced runs: {TOO_SHORT}"
+    return f"beyond the seeds' spread (± {sa}, ± {sb}): {what}"
 
 
 def class_spread(figs: list[GroupFigures]) -> list[tuple[str, float]]:
@@ -276,7 +278,8 @@ def group_findings(figs: list[GroupFigures], reduced: str | None = None) -> list
         out.append(f"Per class they differ most on {cls}: "
                    + ", ".join(f"{f.label} {pm(f.per_class[cls], '%', 1)}" for f in figs)
                    + f" ({width:.1f} points apart), "
-                   + _verdict(hi.per_class[cls], lo.per_class[cls], f"{hi.label} recognises {cls} better", bool(reduced))
+                   + _verdict(hi.per_class[cls], lo.per_class[cls], f"{hi.label} recognises {cls} better", bool(reduced),
+                              digits=1)
                    + ".")
         hardest = {f.label: min(f.per_class, key=lambda c: (f.per_class[c][0], c)) for f in figs}
         names = sorted(set(hardest.values()))
