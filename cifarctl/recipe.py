@@ -432,9 +432,11 @@ def resolve_recipe_path(ref: str) -> Path:
         return p
     if os.path.lexists(p):  # a folder, a device (/dev/null), a pipe, a dangling link
         raise UsageError(f"recipe file {ref} {yamlsafe.file_problem(p) or 'is not a regular file'}")
-    if ref.endswith((".yaml", ".yml")) or os.sep in ref:
-        raise UsageError(f"recipe file {ref} does not exist")
     bundled = bundled_recipes()
+    if ref.endswith((".yaml", ".yml")) or os.sep in ref:
+        stem = p.name.rsplit(".", 1)[0]
+        hint = f"; the bundled recipe is named without .yaml: {stem}" if stem in bundled else ""
+        raise UsageError(f"recipe file {ref} does not exist{hint}")
     if ref in bundled:
         return bundled[ref]
     raise UsageError(
@@ -743,9 +745,21 @@ def reference(recipe: Recipe) -> dict:
             "best_public": best.acc if best else None, "best_public_source": best.source if best else None}
 
 
+def assignment_threshold(recipe: Recipe | Mapping[str, Any] | None) -> float | None:
+    """The assignment's accuracy threshold (``rules.min_test_acc``) of a recipe, or of a
+    mapping read back from a run's recipe.yaml; None when it has none."""
+    if isinstance(recipe, Recipe):
+        return recipe.rules.min_test_acc if recipe.rules is not None else None
+    rules = recipe.get("rules") if isinstance(recipe, Mapping) else None
+    return _number(rules.get("min_test_acc")) if isinstance(rules, Mapping) else None
+
+
 def target_verdict(target: Target | Mapping[str, Any] | None, *, best_acc: float | None, params: int | None,
-                   epochs: int) -> dict:
-    """The recipe's ``target`` checked: best test acc, params (when known), epochs.
+                   epochs: int, assignment: float | None = None) -> dict:
+    """The recipe's ``target`` checked: best test acc against the seed's figure
+    (``target.min_test_acc``) and against the assignment's threshold (``assignment``, the
+    rules' ``min_test_acc``), params (when known), epochs. PASS means every check: a run
+    above the seed's figure but below the assignment's threshold fails.
 
     ``{"passed", "checks": [{"name", "target", "value", "passed", "text"}]}``; ``passed`` is
     True when there is nothing to check. ``target`` may be a mapping read back from a
@@ -755,12 +769,14 @@ def target_verdict(target: Target | Mapping[str, Any] | None, *, best_acc: float
         target = target.model_dump()
     get = (lambda k: _number(target.get(k))) if isinstance(target, Mapping) else (lambda k: None)
     checks = []
-    lo = get("min_test_acc")
-    if lo is not None:
+    shown = "n/a" if best_acc is None else f"{best_acc:.2f}%"
+    for name, lo, whose in (("min_test_acc", get("min_test_acc"), "seed's figure"),
+                            ("assignment_acc", _number(assignment), "assignment's threshold")):
+        if lo is None:
+            continue
         ok = best_acc is not None and best_acc >= lo
-        shown = "n/a" if best_acc is None else f"{best_acc:.2f}%"
-        checks.append({"name": "min_test_acc", "target": lo, "value": best_acc, "passed": ok,
-                       "text": f"best test acc {shown} {'>=' if ok else '<'} {lo:.2f}%"})
+        checks.append({"name": name, "target": lo, "value": best_acc, "passed": ok,
+                       "text": f"best test acc {shown} {'>=' if ok else '<'} {lo:.2f}% ({whose})"})
     most = get("max_params")
     if most is not None and params is not None:
         ok = params <= most

@@ -76,6 +76,37 @@ def plain(text: str) -> str:
     return "\n".join(line.rstrip() for line in ANSI.sub("", text).splitlines()).rstrip("\n") + "\n"
 
 
+_TOKEN = re.compile(r"\x1b\[\??([0-9;]*)([A-Za-z])|\r|\n|[^\x1b\r\n]+")
+
+
+def scrollback(raw: str) -> list[str]:
+    """The lines a terminal holds, scrollback included, once it has been sent ``raw``: text,
+    carriage return, line feed, cursor up and erase line are obeyed (what rich's live
+    display uses); colours and the cursor's visibility are ignored."""
+    lines, row, col = [""], 0, 0
+    for m in _TOKEN.finditer(raw):
+        t = m.group(0)
+        if t == "\r":
+            col = 0
+        elif t == "\n":
+            row, col = row + 1, 0
+            if row == len(lines):
+                lines.append("")
+        elif t.startswith("\x1b["):
+            n = int(m.group(1)) if m.group(1).isdigit() else 1
+            if m.group(2) == "A":
+                row = max(0, row - n)
+            elif m.group(2) == "K":
+                lines[row] = ""
+            elif m.group(2) == "G":
+                col = n - 1
+        else:
+            line = lines[row].ljust(col)
+            lines[row] = line[:col] + t + line[col + len(t):]
+            col += len(t)
+    return [ln.rstrip() for ln in lines]
+
+
 def render_screen(view, width: int, height: int, colour: bool = False) -> str:
     """What ``view``'s live display shows on a ``width`` x ``height`` terminal."""
     out = terminal(width, height)

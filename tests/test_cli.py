@@ -104,3 +104,65 @@ def test_the_suite_keeps_out_of_the_users_home():
 
     assert os.environ["HOME"].startswith(tempfile.gettempdir()) and "cifarctl-tests-" in os.environ["HOME"]
     assert str(default_cache_dir()).startswith(os.environ["HOME"].rsplit("/home", 1)[0])
+
+
+def test_an_option_given_without_its_value_names_its_choices(cli, tmp_path):
+    res = cli("eval", str(tmp_path), "--tta")
+    assert res.exit_code == 2
+    assert "--tta' requires an argument: one of none, flip, flip_translate (e.g. --tta flip)" in res.output
+
+
+def test_every_option_the_readme_shows_bare_is_a_flag():
+    """The README's command table writes ``(`--tta flip`)`` for an option that takes a value:
+    one shown bare must work bare."""
+    import re
+    from pathlib import Path
+
+    import typer.main
+
+    from cifarctl.cli import app
+
+    group = typer.main.get_command(app)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    checked = 0
+    for name, cell in re.findall(r"^\| `cifarctl (\S+)[^`]*` \| (.*) \|$", readme, re.M):
+        for opt in re.findall(r"`(--[a-z-]+)`", cell):
+            param = next(p for p in group.commands[name].params if opt in p.opts or opt in p.secondary_opts)
+            assert param.is_flag or opt in param.secondary_opts, f"README: `cifarctl {name} ... {opt}` needs a value"
+            checked += 1
+    assert checked >= 1  # --gradcam
+
+
+def test_a_missing_yaml_named_like_a_bundled_recipe_says_so(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = cli("train", "s8_bn.yaml")
+    assert res.exit_code == 2
+    assert "recipe file s8_bn.yaml does not exist; the bundled recipe is named without .yaml: s8_bn" in res.output
+    assert "without .yaml" not in cli("train", "mine.yaml").output
+
+
+def test_models_shows_the_params_the_bundled_recipe_trains(cli):
+    import json
+    import re
+    from pathlib import Path
+
+    rows = {r["name"]: r for r in json.loads(cli("models", "--json").stdout)}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for recipe, params in re.findall(r"^\| `(\w+)` \| ([\d,]+) \|", readme, re.M):
+        from cifarctl.bundled import bundled_recipes
+        from cifarctl.recipe import load_recipe
+
+        model = load_recipe(str(bundled_recipes()[recipe])).model
+        row = rows.get(model) or next(r for r in rows.values() if model in r["aliases"])
+        trained = row["recipe_params"].get(recipe, row["params"])
+        assert f"{trained:,}" == params, (recipe, trained, params)
+    assert rows["s9_dilated"]["recipe_params"] == {"s9_dilated": 185_184}
+    assert "185,184 (s9_dilated)" in cli("models", "s9", "--format", "md").stdout
+
+
+def test_the_readme_installs_the_cpu_torch_before_the_package_and_names_the_fast_tests():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert readme.index("download.pytorch.org/whl/cpu") < readme.index('pip install -e ".[dev]"')
+    assert 'python -m pytest -q -m "not slow"' in readme

@@ -299,3 +299,33 @@ def test_lr_find_output_under_runs_is_left_out_silently(tmp_path):
     (lr / "lr_find.png").write_bytes(b"")
     runs, skipped = collect_runs([tmp_path / "runs" / "lr-find"])
     assert runs == [] and skipped == []
+
+
+def test_a_verdict_stored_against_the_seeds_figure_only_is_judged_again(tmp_path):
+    """s8_ln's seed reached 67.14 %, its assignment asks 70 %: a run at 68.5 % that an older
+    cifarctl marked PASS (seed's figure only) is a FAIL, as the Rules table says."""
+    from cifarctl.analysis.compare import read_run
+
+    d = make_run(tmp_path, "s8_ln-1", "s8_ln", 1, [60.0, 68.5], target={"min_test_acc": 67.14, "max_params": None,
+                                                                        "max_epochs": None})
+    raw = yaml.safe_load((d / "recipe.yaml").read_text())
+    assert read_run(d).verdict == "PASS"  # no rules: the seed's figure is all there is
+    raw["rules"] = {"assignment": "ERA V1 S8", "min_test_acc": 70.0}
+    (d / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    assert read_run(d).verdict == "FAIL"
+
+
+def test_target_pass_means_the_seeds_figure_and_the_assignments_threshold():
+    from cifarctl.bundled import bundled_recipes
+    from cifarctl.recipe import assignment_threshold, load_recipe, target_verdict
+    from cifarctl.training.lines import final_lines
+
+    r = load_recipe(str(bundled_recipes()["s8_ln"]))
+    v = target_verdict(r.target, best_acc=68.5, params=43_266, epochs=20, assignment=assignment_threshold(r))
+    assert not v["passed"]
+    assert [c["text"] for c in v["checks"]][:2] == ["best test acc 68.50% >= 67.14% (seed's figure)",
+                                                    "best test acc 68.50% < 70.00% (assignment's threshold)"]
+    line = final_lines({"best_test_acc": 68.5, "best_epoch": 20, "final_test_acc": 68.0, "epochs_done": 20,
+                        "total_seconds": 600, "target": v})[-1]
+    assert line.startswith("target FAIL") and "(seed's figure) (ok)" in line and "(assignment's threshold) (FAIL)" in line
+    assert target_verdict(r.target, best_acc=71.0, params=43_266, epochs=20, assignment=70.0)["passed"]

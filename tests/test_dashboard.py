@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from captures import CAPTURES, FOLDER, FakeClock, dashboard, drive, plain, render_screen, terminal
+from captures import CAPTURES, EPOCHS, FOLDER, STEPS, FakeClock, dashboard, drive, plain, render_screen, terminal
 
 from cifarctl.ui.train_view import WIDE, TrainView
 
@@ -123,3 +123,62 @@ def test_checked_in_captures_are_what_the_code_renders(name):
     stored = (FOLDER / name).read_text(encoding="utf-8")
     assert CAPTURES[name]() == stored
     assert "…" not in stored and "\x1b" not in stored
+
+
+def test_the_lr_range_test_bar_appears_with_the_range_test_not_before(monkeypatch):
+    """``train`` holds the bar's context while the data loads (and for a numeric max_lr):
+    nothing is drawn until the range test takes its first step."""
+    import io
+    import sys
+
+    from captures import FakeClock, terminal
+
+    from cifarctl.ui.train_view import TrainView
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    view = TrainView(terminal(80, 24), tty=True, clock=FakeClock())
+    with view.lr_find_progress() as step:
+        assert "LR range test" not in err.getvalue() and "None" not in err.getvalue()
+        step(1, 100, 1e-5, 2.3)
+        step(2, 100, 2e-5, 2.2)
+    assert "LR range test for max_lr: auto" in err.getvalue() and "0/None" not in err.getvalue()
+
+
+@pytest.mark.parametrize("width,height", [(80, 40), (140, 45)])
+def test_the_chart_is_left_on_the_screen_once_when_a_refresh_races_a_line(monkeypatch, width, height):
+    """rich's refresh thread may draw the screen while an epoch's line is being printed
+    above it (the chart is slow to build): the terminal must still end with one chart."""
+    import threading
+
+    from captures import scrollback
+
+    from cifarctl.ui import train_view
+
+    real = train_view._Screen.__rich_console__
+    raced: list[threading.Thread] = []
+
+    def racing(self, console, options):
+        if self.view.history and not raced and threading.current_thread() is threading.main_thread():
+            t = threading.Thread(target=self.view.live.refresh)  # what rich's refresh thread does
+            raced.append(t)
+            t.start()
+            t.join(0.5)
+        yield from real(self, console, options)
+
+    monkeypatch.setattr(train_view._Screen, "__rich_console__", racing)
+    con, clock = terminal(width, height), FakeClock()
+    view = TrainView(con, tty=True, clock=clock)
+    drive(view, clock, stop_at=(EPOCHS, STEPS))
+    view.finish({"best_test_acc": 81.7, "best_epoch": 5, "final_test_acc": 81.7, "epochs_done": 5,
+                 "total_seconds": 618.0, "target": {"passed": True, "checks": []}})
+    for t in raced:
+        t.join()
+    screen = scrollback(con.file.getvalue())
+    assert raced and sum("by epoch" in ln for ln in screen) == 1, "\n".join(screen)
+    assert screen.index(next(ln for ln in screen if "by epoch" in ln)) > max(
+        i for i, ln in enumerate(screen) if ln.startswith("epoch 5/5  train"))

@@ -222,6 +222,9 @@ def test_cli_plain_output_and_default_png(run_dir):
     assert len(lines) == 3 and "%" in lines[0]
     assert (run_dir / "misclassified_gradcam.png").is_file()
     assert str(run_dir / "misclassified_gradcam.png") in res.output.replace("\n", "")
+    # --help names the file each way writes
+    help_text = " ".join(_invoke("misclassified", "--help").output.split())
+    assert "default: misclassified.png in the run folder; misclassified_gradcam.png with --gradcam" in help_text
 
 
 def test_cli_bad_class_and_layer_exit_2(run_dir):

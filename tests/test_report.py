@@ -115,16 +115,79 @@ def test_three_runs_two_recipes(cli, runs, tmp_path):
     assert res.exit_code == 0, res.output
     text = (out / "README.md").read_text()
     assert text.startswith("# Report: s8_bn, s8_gn\n") and "## Comparison" in text
-    for name in ("s8_bn-a", "s8_bn-b", "s8_gn-a"):
-        assert f"## {name}: S8" in text
+    headings = [ln for ln in text.splitlines() if ln.startswith("#")]
+    assert headings == ["# Report: s8_bn, s8_gn", "## Findings", "## Comparison", "## Recipe", "### Rules of ERA V1 S8",
+                        "## Model", "## Data and augmentation", "## Training", "## s8_bn: mean of 2 seeds",
+                        "## s8_gn: 1 run", "## Reproduce"]
+    for name, seed in (("s8_bn-a", 1), ("s8_bn-b", 2), ("s8_gn-a", 1)):
+        assert f"<details><summary>{name} (seed {seed}): best" in text
     check_links(out / "README.md")
     assert (out / "images" / "comparison.png").is_file()
     cmp = json.loads(cli("compare", runs, "--json").stdout)
     tables = md_tables(text)
-    groups = next(t for t in tables if t[0][0] == "group")
+    side = next(t for t in tables if t[0][:3] == ["group", "runs", "best test acc %"])
     bn = next(g for g in cmp["groups"] if g["recipe"] == "s8_bn")
-    row = next(r for r in groups[1:] if r[0] == "s8_bn")
-    assert row[2] == "2" and row[4] == f"{bn['best_mean']:.2f} ± {bn['best_std']:.2f}"
+    row = next(r for r in side[1:] if r[0] == "s8_bn")
+    assert row[1] == "2" and row[2] == f"{bn['best_mean']:.2f} ± {bn['best_std']:.2f}"
+    # what every run shares is shown once: one recipe, one model table, one data section
+    assert text.count("```yaml") == 1 and text.count("| Layer | Type |") == 1 and text.count("![training images]") == 1
+    differ = next(t for t in tables if t[0] == ["setting", "s8_bn", "s8_gn"])
+    assert ["model", "s8_bn", "s8_gn"] in differ
+    layers = next(t for t in tables if t[0] == ["layer", "s8_bn", "s8_gn"])
+    assert layers[1][1].startswith("BatchNorm2d(") and layers[1][2].startswith("GroupNorm(")
+    # each group shows one misclassified grid (its best run's) in the open, the others are folded
+    for group in text.split("\n## ")[1:]:
+        if group.startswith("s8_"):
+            assert group.split("<details>")[0].count("![misclassified images") == 1
+
+
+def test_a_report_of_several_runs_leads_with_findings_drawn_from_its_tables(cli, runs, tmp_path):
+    out = tmp_path / "findings"
+    assert cli("report", runs, "-o", out).exit_code == 0
+    text = (out / "README.md").read_text()
+    findings = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    tables = md_tables(findings)
+    side, per_class = tables[0], tables[1]
+    assert side[0] == ["group", "runs", "best test acc %", "final %", "train − test (points)",
+                       f"epoch at {70.0:.2f} %", "time"]
+    assert per_class[0] == ["class", "s8_bn", "s8_gn", "apart"]
+    apart = [float(r[-1]) for r in per_class[1:]]
+    assert apart == sorted(apart, reverse=True) and len(apart) == 10
+    sentences = [ln[2:] for ln in findings.splitlines() if ln.startswith("- ")]
+    assert re.match(r"These are reduced runs \(\d+ of the recipe.s 20 epochs", sentences[0])
+    assert all("too short to conclude" in s for s in sentences if " leads " in s or "differ most" in s)
+    # every figure a sentence quotes is a cell of the tables beside it
+    cells = {c.split(" ± ")[0] for t in tables for row in t[1:] for c in row}
+    bn = next(r for r in side[1:] if r[0] == "s8_bn")
+    ranking = next(s for s in sentences if s.startswith("Best test accuracy ranks"))
+    assert f"s8_bn {bn[2]} %" in ranking
+    top = per_class[1]
+    diff = next(s for s in sentences if "differ most" in s)
+    assert f"on {top[0]}:" in diff and f"({top[-1]} points apart)" in diff
+    assert all(n in cells for n in re.findall(r"s8_\w+ (-?\d+\.\d+)", ranking))
+
+
+def test_a_difference_within_the_seeds_spread_is_too_short_to_conclude():
+    from cifarctl.analysis.findings import GroupFigures, group_findings
+
+    def fig(label, best, std, gap=(-1.0, 0.2), epochs=20):
+        return GroupFigures(label=label, n=3, over_seeds=True, best=(best, std), final=(best, std), gap=gap,
+                            seconds=(60.0, 1.0), epochs=epochs, threshold=70.0, reached=[12, 14, None],
+                            per_class={"cat": (best - 20, std), "dog": (best - 10, std)})
+
+    close = group_findings([fig("s8_bn", 79.66, 0.22), fig("s8_gn", 79.40, 0.28)])
+    assert "within the seeds' spread (± 0.22 and ± 0.28): too short to conclude" in close[0]
+    far = group_findings([fig("s8_bn", 79.66, 0.22), fig("s8_gn", 77.32, 0.28)])
+    assert "s8_bn leads s8_gn by 2.34 points, beyond the seeds' spread (± 0.22, ± 0.28): s8_bn is ahead" in far[0]
+    assert not any("too short" in s for s in far if "leads" in s)
+    assert "s8_bn in 2 of 3 at epoch 13.0 on average (12, 14)" in " ".join(far)
+    short = group_findings([fig("s8_bn", 79.66, 0.22), fig("s8_gn", 77.32, 0.28)], reduced="2 of 20 epochs")
+    assert short[0].startswith("These are reduced runs (2 of 20 epochs)")
+    assert "but from reduced runs: too short to conclude" in short[1]
+    one_seed = group_findings([GroupFigures("a", 1, False, (80.0, None), (80.0, None), (1.0, None), (1.0, None), 20,
+                                            None), GroupFigures("b", 1, False, (78.0, None), (78.0, None), (1.0, None),
+                                                                (1.0, None), 20, None)])
+    assert "one seed each, so the spread is unknown: too short to conclude" in one_seed[0]
 
 
 def test_without_data_the_rest_is_written(cli, runs, tmp_path):
@@ -154,7 +217,7 @@ def test_a_broken_run_folder_is_skipped_with_a_line(cli, runs, tmp_path):
     assert res.exit_code == 0, res.output
     assert "skipped" in res.output and "s8_bn-b" in res.output
     text = (tmp_path / "out" / "README.md").read_text()
-    assert "## s8_bn-a: S8" in text and "## s8_bn-b:" not in text
+    assert "<summary>s8_bn-a (seed 1)" in text and "s8_bn-b (seed" not in text
     assert "Skipped folders:" in text
 
 

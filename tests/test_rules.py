@@ -56,7 +56,7 @@ def test_the_measured_side_names_the_layer_or_the_argument():
     holes = check_rules(load_recipe("s9_dilated", ["data.augment=[{HorizontalFlip: {}}, {Affine: {}}, {CoarseDropout: "
                                                    "{hole_height_range: [8, 8], hole_width_range: [16, 16], fill: 0}}]"]))
     row = next(r for r in holes if r["rule"] == "augmentation CoarseDropout")
-    assert row["measured"] == "num_holes_range=-, hole_height_range=[8,8], fill=0"
+    assert row["measured"] == "num_holes_range=-, hole_height_range=[8, 8], fill=0"
 
 
 def test_a_maxpool_in_an_s9_net_is_refused_by_train_before_any_step(tmp_path, cli):

@@ -405,14 +405,26 @@ def read_run(path: Path) -> RunRecord | str:
     target = summary.get("target")
     if rec.status == "running":
         rec.verdict = "-"
-    elif isinstance(target, dict) and isinstance(target.get("passed"), bool):
+    elif isinstance(target, dict) and isinstance(target.get("passed"), bool) and not _judged_without_assignment(
+            target, recipe):
         rec.verdict = "PASS" if target["passed"] else "FAIL"
-    elif not summary and rec.epochs_planned is not None and rec.epochs >= rec.epochs_planned:
-        from cifarctl.recipe import target_verdict  # as `train` judges it, from recipe.yaml
+    elif (not summary or isinstance(target, dict)) and rec.epochs_planned is not None and rec.epochs >= rec.epochs_planned:
+        from cifarctl.recipe import assignment_threshold, target_verdict  # as `train` judges it
 
-        verdict = target_verdict(recipe.get("target"), best_acc=rec.best_acc, params=rec.params, epochs=rec.epochs)
+        verdict = target_verdict(recipe.get("target"), best_acc=rec.best_acc, params=rec.params, epochs=rec.epochs,
+                                 assignment=assignment_threshold(recipe))
         rec.verdict = ("PASS" if verdict["passed"] else "FAIL") if verdict["checks"] else "-"
     return rec
+
+
+def _judged_without_assignment(target: dict, recipe: dict) -> bool:
+    """A verdict stored by an older cifarctl, which held the run to the seed's figure only
+    although its recipe has an assignment threshold: judged again, as ``train`` judges now."""
+    from cifarctl.recipe import assignment_threshold
+
+    checks = target.get("checks")
+    return (assignment_threshold(recipe) is not None and isinstance(checks, list)
+            and not any(isinstance(c, dict) and c.get("name") == "assignment_acc" for c in checks))
 
 
 def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[tuple[Path, str]]]:

@@ -235,7 +235,7 @@ def summarize(
             rec = {"name": mod_name, "type": type(module).__name__, "depth": depth_,
                    "params": params.get(id(module), 0), "leaf": id(module) in leaves,
                    "mult_adds": 0, "kernel": None, "stride": None, "dilation": None,
-                   "padding": None, "merges": 0, "note": ""}
+                   "padding": None, "merges": 0, "note": "", "args": module.extra_repr()}
             if tracer.stack and tracer.stack[-1]["depth"] == 0:
                 paths = max((tracer.merged.get(id(t), 0) for t in _tensors(inputs)), default=0)
                 if paths:
@@ -340,5 +340,26 @@ def model_rows(pattern: str = "*") -> list[dict[str, Any]]:
             model = create_model(name)
         rows.append({"name": name, "aliases": list(entry.aliases),
                      "params": sum(p.numel() for p in model.parameters()),
-                     "assignment": entry.assignment, "description": entry.description})
+                     "assignment": entry.assignment, "description": entry.description,
+                     "recipe_params": _recipe_params(name, entry.aliases)})
     return rows
+
+
+def _recipe_params(name: str, aliases) -> dict[str, int]:
+    """``{recipe: params}`` for each bundled recipe that builds ``name`` with other
+    ``model_args`` than its defaults (s9_dilated's recipe widens it): what training builds."""
+    from cifarctl.bundled import bundled_recipes
+    from cifarctl.errors import CifarctlError
+    from cifarctl.recipe import load_recipe
+    from cifarctl.registry import create_model
+
+    out = {}
+    for recipe, path in bundled_recipes().items():
+        try:
+            r = load_recipe(str(path))
+        except CifarctlError:
+            continue
+        if r.model in (name, *aliases) and r.model_args:
+            with torch.device("meta"):
+                out[recipe] = sum(p.numel() for p in create_model(name, **r.model_args).parameters())
+    return out

@@ -76,7 +76,7 @@ def _gap(summary) -> str | None:
 def _augment_row(want: str | dict, steps: list[tuple[str, dict]]) -> dict:
     if isinstance(want, str):
         hit = next((n for n, _ in steps if n in want.split("|")), None)
-        return _row(f"augmentation {want}", "in data.augment", hit or "missing", hit is not None)
+        return _row(f"augmentation {' or '.join(want.split('|'))}", "in data.augment", hit or "missing", hit is not None)
     (name, args), = want.items()
     required = ", ".join(f"{k}={_arg(v)}" for k, v in args.items())
     got = next((a for n, a in steps if n == name), None)
@@ -87,8 +87,9 @@ def _augment_row(want: str | dict, steps: list[tuple[str, dict]]) -> dict:
 
 
 def _arg(v: Any) -> str:
-    """An argument's value, lists without spaces (``[16,16]``): a table column folds less."""
-    return "[" + ",".join(_arg(x) for x in v) + "]" if isinstance(v, (list, tuple)) else str(v)
+    """An argument's value, lists as ``[16, 16]``: a narrow table column wraps between the
+    numbers instead of inside a word."""
+    return "[" + ", ".join(_arg(x) for x in v) + "]" if isinstance(v, (list, tuple)) else str(v)
 
 
 def _plain(v: Any) -> Any:

@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Annotated
 
 import typer
+from typer._click.exceptions import BadOptionUsage  # typer bundles its own click
 from rich.console import Console
 from typer.core import TyperGroup
 
@@ -31,31 +32,28 @@ class _Group(TyperGroup):
     """
 
     def invoke(self, ctx):
-        from rich.markup import escape as _escape  # messages hold brackets: "num_holes_range: [min, max]"
-
-        from cifarctl.safetext import shown
-
-        def escape(text: str) -> str:  # and names from files and folders may hold control characters
-            return _escape(shown(text))
+        from cifarctl.ui.render import print_line  # wraps between words on a terminal; no markup
 
         try:
             return super().invoke(ctx)
         except Stopped as exc:
             if state["debug"]:
                 raise
-            err_console.print(f"[yellow]{escape(str(exc))}[/]", highlight=False, soft_wrap=True, markup=True)
+            print_line(err_console, str(exc), "yellow")
             raise typer.Exit(exc.exit_code) from None
         except CifarctlError as exc:
             if state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True,
-                              markup=True)
+            print_line(err_console, str(exc), lead="error:", lead_style="bold red")
             raise typer.Exit(exc.exit_code) from None
+        except BadOptionUsage as exc:  # "Option '--tta' requires an argument."
+            _name_the_choices(exc, [p for c in self.commands.values() for p in c.params])
+            raise
         except MemoryError:
             if state["debug"]:
                 raise
-            err_console.print("[bold red]error:[/] out of memory: the data or the request is larger than this "
-                              "machine can hold", highlight=False, soft_wrap=True, markup=True)
+            print_line(err_console, "out of memory: the data or the request is larger than this machine can hold",
+                       lead="error:", lead_style="bold red")
             raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             if state["debug"]:
@@ -64,8 +62,19 @@ class _Group(TyperGroup):
 
             # a second Ctrl-C/SIGTERM (runs.SecondSignal) says what it stopped; a bare one, "interrupted"
             text = second_signal_message(exc) if hasattr(exc, "signal_name") else "interrupted"
-            err_console.print(f"[yellow]{escape(text)}[/]", highlight=False, soft_wrap=True, markup=True)
+            print_line(err_console, text, "yellow")
             raise typer.Exit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None  # 143 for SIGTERM
+
+def _name_the_choices(exc, params) -> None:
+    """An option given without its value: when its metavar lists the choices (``a|b|c``),
+    the error names them (click raises it before the command's context exists)."""
+    metavars = {getattr(p, "metavar", None) or "" for p in params if exc.option_name in getattr(p, "opts", ())}
+    metavar = next(iter(metavars)) if len(metavars) == 1 else ""
+    if "|" in metavar and "requires an argument" in exc.message:
+        choices = metavar.split("|")
+        exc.message = (f"{exc.message.rstrip('.')}: one of {', '.join(choices)} "
+                       f"(e.g. {exc.option_name} {choices[1] if len(choices) > 1 else choices[0]}).")
+
 
 class OutputFormat(str, Enum):
     """How a command prints its tables."""

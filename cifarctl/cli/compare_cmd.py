@@ -92,7 +92,9 @@ def compare(
 
     show_compare(console, runs, groups, skipped, curves(runs, groups, metric, by_run), metric)
     if out is not None:
-        console.print(f"wrote {fmt} to {out}", highlight=False)
+        from cifarctl.ui.render import print_line
+
+        print_line(console, f"wrote {fmt} to {out}")
 
 
 def _render(runs, groups, fmt: str, skipped) -> str:

@@ -20,7 +20,8 @@ def eval_(
         "--data", metavar="PATH", help="Data source instead of the one the run used.")] = None,
     split: Annotated[str, typer.Option("--split", help="test or train.")] = "test",
     tta: Annotated[Optional[str], typer.Option(
-        "--tta", help="none, flip (mean with the mirror image) or flip_translate (airbench's 6 views); "
+        "--tta", metavar="none|flip|flip_translate",
+        help="none, flip (mean with the mirror image) or flip_translate (airbench's 6 views); "
         "default: the recipe's eval_tta.", show_default=False)] = None,
     which: Annotated[str, typer.Option("--which", help="Checkpoint of a run folder: best (its best test accuracy) or last (the latest saved).")] = "best",
     as_json: Annotated[bool, typer.Option("--json", help="Print eval.json to stdout (same as --format json).")] = False,

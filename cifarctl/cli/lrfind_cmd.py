@@ -78,10 +78,12 @@ def lr_find(
     dev = resolve_device(device)
     show = not json
     if show:
-        console.print(f"lr-find {resolved.describe()}", highlight=False, soft_wrap=True)
-        console.print(f"{opt or recipe.optimizer.name}, batch {batch_size or recipe.data.batch_size} on "
-                      f"{device_label(dev)}: {sweep['num_iter']} steps, lr {sweep['start_lr']:.0e} → "
-                      f"{sweep['end_lr']:g} ({sweep['step_mode']})", highlight=False)
+        from cifarctl.ui.render import print_line
+
+        print_line(console, f"lr-find {resolved.describe()}")
+        print_line(console, f"{opt or recipe.optimizer.name}, batch {batch_size or recipe.data.batch_size} on "
+                            f"{device_label(dev)}: {sweep['num_iter']} steps, lr {sweep['start_lr']:.0e} → "
+                            f"{sweep['end_lr']:g} ({sweep['step_mode']})")
 
     bound = Console(file=sys.stdout)  # the sweep sends sys.stdout to a buffer (sweep_progress.py)
     with answer_interrupts("the LR range test; nothing is written"), \

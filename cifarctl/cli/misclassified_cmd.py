@@ -23,6 +23,9 @@ class Which(str, Enum):
     last = "last"
 
 
+
+PNG, GRADCAM_PNG = "misclassified.png", "misclassified_gradcam.png"  # the defaults of --out, in its help too
+
 @app.command("misclassified", short_help="The wrongest test predictions, with Grad-CAM.")
 def misclassified(
     target: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT",
@@ -36,7 +39,8 @@ def misclassified(
                                                 autocompletion=complete.complete_class)] = None,
     gradcam: Annotated[bool, typer.Option("--gradcam", help="Overlay Grad-CAM maps of the predicted class.")] = False,
     layer: Annotated[Optional[str], typer.Option("--layer", help="Grad-CAM layer (a name from `cifarctl summary`); default: the last conv with a spatial output.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="PNG path (default: misclassified.png in the run folder).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help=f"PNG path (default: {PNG} in the run folder; "
+                                                f"{GRADCAM_PNG} with --gradcam).")] = None,
     which: Annotated[Which, typer.Option("--which", help="Checkpoint of a run folder: best (its best test accuracy) or last (the latest saved).")] = Which.best,
     data: Annotated[Optional[str], typer.Option("--data", help="Data source (default: the one the run used).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.",
@@ -60,7 +64,7 @@ def misclassified(
     given = out is not None
     if out is None:
         folder = result.run_dir or result.checkpoint.parent
-        out = folder / ("misclassified_gradcam.png" if gradcam else "misclassified.png")
+        out = folder / (GRADCAM_PNG if gradcam else PNG)
     try:
         png = write_grid(result, out, user_path=given)
     except WriteError as exc:

@@ -69,7 +69,9 @@ def summary(
     from cifarctl.ui.tables import rules_table, show_summary
 
     if fmt == "table":
-        console.print(resolved.describe(settings=False), highlight=False, soft_wrap=True)
+        from cifarctl.ui.render import print_line
+
+        print_line(console, resolved.describe(settings=False))
     show_summary(console, result, fmt)
     if rules:
         from cifarctl.ui.render import print_table

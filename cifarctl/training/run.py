@@ -48,7 +48,7 @@ class TrainingFailed(CifarctlError):
 # ------------------------------------------------------------------------ summary
 def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: str | None = None) -> dict:
     """summary.json: status, best/final accuracy, time, the target verdict, where and what."""
-    from cifarctl.recipe import reference, target_verdict
+    from cifarctl.recipe import assignment_threshold, reference, target_verdict
 
     r, h = trainer.recipe, trainer.history
     on_val = trainer.val_y is not None
@@ -73,7 +73,8 @@ def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: st
         **({"stopped_early": stopped} if stopped else {}),
         "images_per_s": h[-1]["images_per_s"] if h else None,
         "total_seconds": sum(x["seconds"] for x in h) + partial,
-        "target": target_verdict(r.target, best_acc=best, params=trainer.params, epochs=r.epochs),
+        "target": target_verdict(r.target, best_acc=best, params=trainer.params, epochs=r.epochs,
+                                 assignment=assignment_threshold(r)),
         **({"rules_broken": list(trainer.rules_broken)} if trainer.rules_broken else {}),
         **({"reference": reference(r)} if r.rules is not None else {}),
         "device": str(trainer.device), "world_size": trainer.world_size,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from rich import box as _box
 from rich.console import Console
@@ -22,17 +23,22 @@ from cifarctl.safetext import shown
 from cifarctl.tabular import Tabular, markdown
 
 _NATURAL_MAX = 1000  # columns: wide enough for any table this tool prints
-def print_line(console: Console, text: str, style: str | None = None) -> None:
+def print_line(console: Console, text: str, style: str | None = None, *, lead: str = "",
+               lead_style: str | None = None) -> None:
     """One plain line: no markup, control characters escaped (:func:`shown`); on a terminal
     wrapped between words at its width (a continuation indented), never inside a number or
-    a path; off one, a single line whatever its length."""
+    a path; off one, a single line whatever its length. ``lead`` (e.g. ``"error:"``) starts
+    the line in ``lead_style``."""
     import textwrap
 
-    text = shown(text)
+    text = (lead + " " if lead else "") + shown(text)
     if console.is_terminal and len(text) > console.width:
         text = "\n".join(textwrap.wrap(text, console.width, subsequent_indent="  ", break_long_words=False,
                                         break_on_hyphens=False)) or text
-    console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
+    out = Text(text, style=style or "")
+    if lead and lead_style:
+        out.stylize(lead_style, 0, len(lead))
+    console.print(out, soft_wrap=True, highlight=False)
 
 
 def to_rich(tab: Tabular) -> Table:
@@ -41,9 +47,15 @@ def to_rich(tab: Tabular) -> Table:
     compact = tab.compact
     table = Table(title=None if tab.title is None else Text(shown(tab.title)), title_justify="left", header_style="bold",
                   **({"box": _box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1, 0, 0)} if compact else {}))
-    for c in tab.columns:
-        table.add_column(c.name, justify=c.align, no_wrap=not c.wrap and (c.drop == 0 or c.align == "right"),
-                         overflow="fold")
+    for j, c in enumerate(tab.columns):
+        no_wrap = not c.wrap and (c.drop == 0 or c.align == "right")
+        # a key column (a name the user types, a number) asks for its whole width, header included;
+        # one cut anyway ends in an ellipsis, never silently
+        cells = [shown(row[j]) for row in tab.rows] + [c.name]
+        # a wrapped column gets room for its longest word: it wraps between words, never inside one
+        whole = max(len(x) for x in cells) if no_wrap else max(len(w) for x in cells for w in x.split() or [""])
+        table.add_column(c.name, justify=c.align, no_wrap=no_wrap, min_width=whole,
+                         overflow="ellipsis" if no_wrap else "fold")
     for i, row in enumerate(tab.rows):
         if i in tab.sections:
             table.add_section()
@@ -88,12 +100,15 @@ def print_table(console: Console, tab: Tabular, fmt: str = "table") -> None:
         console.out(markdown(tab), highlight=False, end="")
         return
     notes = list(tab.notes)
-    if console.is_terminal:
+    if console.is_terminal or "COLUMNS" in os.environ:  # a width to fit: whole columns go, not parts of cells
         tab, dropped = fitted(console, tab)
         if dropped:
             notes.append(f"(hidden to fit {console.width} columns: {', '.join(dropped)}; "
                          "widen the terminal or use --format md)")
-    print_natural_width(console, to_rich(tab))
+    # the title as a line of its own: a rich title wraps at the table's width, however wide the terminal
+    if tab.title:
+        print_line(console, tab.title, "italic")
+    print_natural_width(console, to_rich(replace(tab, title=None)))
     for note in notes:  # word-wrapped on a terminal, whole lines into a file
         console.print(Text(note, style="dim"), soft_wrap=not console.is_terminal)
 

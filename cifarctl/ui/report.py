@@ -187,13 +187,14 @@ def gather(run, *, data: str | None, which: str, n: int | None, gradcam: bool, d
 def _target_table(ev: Evidence) -> Tabular:
     tab = Tabular(None, [Column("target"), Column("required", "right"), Column("measured", "right"),
                          Column("result")])
-    names = {"min_test_acc": ("best test accuracy", "≥ {:.2f} %", "{:.2f} %"),
+    names = {"min_test_acc": ("best test accuracy (seed's figure)", "≥ {:.2f} %", "{:.2f} %"),
+             "assignment_acc": ("best test accuracy (assignment's threshold)", "≥ {:.2f} %", "{:.2f} %"),
              "max_params": ("parameters", "≤ {:,}", "{:,}"), "max_epochs": ("epochs", "≤ {}", "{}")}
-    from cifarctl.recipe import target_verdict
+    from cifarctl.recipe import assignment_threshold, target_verdict
 
     # judged anew from the validated recipe and the run's own numbers, not read from summary.json
     verdict = target_verdict(ev.recipe.target, best_acc=ev.run.best_acc, params=ev.run.params,
-                             epochs=ev.recipe.epochs)
+                             epochs=ev.recipe.epochs, assignment=assignment_threshold(ev.recipe))
     for check in verdict.get("checks", []):
         label, req, got = names.get(check.get("name"), (check.get("name"), "{}", "{}"))
         tab.add_row(label, req.format(check["target"]), "-" if check["value"] is None else got.format(check["value"]),
@@ -380,6 +381,17 @@ def set_options(env: dict[str, Any]) -> list[str]:
 def reduced_budget(ev: Evidence) -> str | None:
     """One line when the run trained on less than its bundled recipe asks for: fewer
     epochs or a train subset (with the ``--set`` options that made it so), else None."""
+    parts = reduced_parts(ev)
+    if not parts:
+        return None
+    sets = set_options(ev.env)
+    how = f" ({md_code('--set ' + ' '.join(sets))})" if sets else ""
+    return (f"**Reduced run**: {' and '.join(parts)}{how}. Its accuracy is not the recipe's result, "
+            "and the analysis draws no conclusion about fitting from it.")
+
+
+def reduced_parts(ev: Evidence) -> list[str]:
+    """How a run is shorter than its bundled recipe: fewer epochs, a train subset ([] when not)."""
     from cifarctl.bundled import bundled_recipes
     from cifarctl.recipe import load_recipe
 
@@ -393,22 +405,25 @@ def reduced_budget(ev: Evidence) -> str | None:
         parts.append(f"{r.epochs} of the recipe's {full} epochs")
     if r.data.train_subset:
         parts.append(f"a subset of {r.data.train_subset:,} train images")
-    if not parts:
-        return None
-    sets = set_options(ev.env)
-    how = f" ({md_code('--set ' + ' '.join(sets))})" if sets else ""
-    return (f"**Reduced run**: {' and '.join(parts)}{how}. Its accuracy is not the recipe's result, "
-            "and the analysis draws no conclusion about fitting from it.")
+    return parts
 
 
 def _triple(values) -> str:
     return "(" + ", ".join(f"{float(v):.4f}" for v in values) + ")"
 
 
+def held_to(recipe) -> float | None:
+    """The accuracy a run must reach to PASS: the higher of the seed's figure and the assignment's threshold."""
+    from cifarctl.recipe import assignment_threshold
+
+    figures = [v for v in (recipe.target.min_test_acc, assignment_threshold(recipe)) if v is not None]
+    return max(figures) if figures else None
+
+
 def _analysis_part(ev: Evidence) -> list[str]:
     from cifarctl.analysis.findings import findings
 
-    lines = findings(ev.run.metrics, ev.recipe.target.min_test_acc, ev.eval, reduced=reduced_budget(ev) is not None)
+    lines = findings(ev.run.metrics, held_to(ev.recipe), ev.eval, reduced=reduced_budget(ev) is not None)
     return ["\n".join(f"- {text}" for _, text in lines) if lines else "_No epoch finished yet._"]
 
 
@@ -443,33 +458,28 @@ def run_section(ev: Evidence, images: Path, prefix: str, level: str) -> str:
 
 # ------------------------------------------------------------------------ several runs
 def comparison_section(runs, groups, images: Path) -> str:
+    """Every run in one table and the groups' curves overlaid (the groups' figures are the
+    Findings table; each group's targets are in its section)."""
     from cifarctl.analysis.compare import curves
-    from cifarctl.ui.compare_view import groups_table, has_groups_table, runs_table
+    from cifarctl.ui.compare_view import has_groups_table, runs_table
     from cifarctl.ui.report_images import overlay_png
 
     by_run = not has_groups_table(groups)
     panels = [(m, curves(runs, groups, m, by_run)) for m in ("test_acc", "train_acc", "test_loss")]
     png = overlay_png(panels, images / "comparison.png",
                       f"{', '.join(sorted({r.recipe for r in runs}))}: {len(runs)} runs compared")
-    parts = ["## Comparison", markdown(runs_table(runs), heading=None)]
-    if has_groups_table(groups):
-        parts += [markdown(groups_table(groups), heading=None)]  # its title says what the groups are
-    from cifarctl.errors import CifarctlError
-    from cifarctl.recipe import load_recipe
-    from cifarctl.ui.tables import target_text
-
-    targets = Tabular(None, [Column("recipe"), Column("target")])
-    seen = {}
-    for r in runs:
-        if r.recipe not in seen:
-            try:
-                seen[r.recipe] = target_text(load_recipe(str(r.path / "recipe.yaml")).target)
-            except CifarctlError:  # a broken recipe.yaml: marked in the runs table already
-                seen[r.recipe] = "-"
-    for name, text in seen.items():
-        targets.add_row(name, text)
-    parts += ["Targets:", markdown(targets, heading=None), f"![runs compared]({md_target('images/' + png.name)})"]
+    parts = ["## Comparison", markdown(runs_table(runs), heading=None),
+             f"![runs compared]({md_target('images/' + png.name)})"]
     return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
+
+
+def _verdict(ev: Evidence) -> str:
+    """The run's target verdict as the report judges it (the seed's figure and the assignment's threshold)."""
+    from cifarctl.recipe import assignment_threshold, target_verdict
+
+    v = target_verdict(ev.recipe.target, best_acc=ev.run.best_acc, params=ev.run.params, epochs=ev.recipe.epochs,
+                       assignment=assignment_threshold(ev.recipe))
+    return ("PASS" if v["passed"] else "FAIL") if v["checks"] and ev.run.status != "running" else "-"
 
 
 # ------------------------------------------------------------------------ the whole report
@@ -496,7 +506,7 @@ def write_report(run_dirs: list[Path], out_dir: Path | None = None, *, data: str
         raise UsageError(f"--out {out_dir}: cannot create the report folder ({exc.strerror or exc})") from None
     report = Report(path=out_dir / "README.md", runs=runs, skipped=skipped)
     multi = len(runs) > 1  # decided before any is skipped: the layout (headings, image names) stays
-    sections, reported = [], []
+    sections, reported, evidence = [], [], []
     for r in runs:
         try:
             ev = gather(r, data=data, which=which, n=n, gradcam=gradcam, device=device, say=say)
@@ -506,16 +516,21 @@ def write_report(run_dirs: list[Path], out_dir: Path | None = None, *, data: str
         reported.append(r)
         if ev.data_problem:
             report.warnings.append(f"{r.name}: {ev.data_problem}; the sections that need it say so")
-        sections.append(run_section(ev, images, f"{r.name}-" if multi else "", "##" if multi else "#"))
-        report.verdicts[r.name] = r.verdict
+        if multi:
+            evidence.append(ev)
+        else:
+            sections.append(run_section(ev, images, "", "#"))
+        report.verdicts[r.name] = _verdict(ev)
         report.accuracy[r.name] = ev.eval["accuracy"] if ev.eval else None
     if not reported:
         raise UsageError("no run folder could be reported: " + "; ".join(f"{p}: {w}" for p, w in skipped[:3]))
     runs = report.runs = reported
     head = []
-    if multi:
-        head = [f"# Report: {md_text(', '.join(sorted({r.recipe for r in runs})))}\n",
-                comparison_section(runs, group_runs(runs), images)]
+    if multi:  # findings, the shared set-up once, each group with its runs folded
+        from cifarctl.ui.report_groups import groups_report
+
+        groups = group_runs(runs)
+        head = [groups_report(evidence, groups, images, comparison_section(runs, groups, images))]
     tail = [f"_Generated by cifarctl report on {time.strftime('%Y-%m-%d %H:%M')}._\n"]
     if skipped:
         tail.insert(0, "Skipped folders:\n\n" + "\n".join(f"- {md_code(p)}: {md_text(w)}" for p, w in skipped) + "\n")

@@ -21,11 +21,17 @@ from cifarctl.ui.render import print_line, print_markdown_doc, print_table
 # ------------------------------------------------------------------------ models, recipes
 def models_table(rows: list[dict[str, Any]]) -> Tabular:
     """The registry: name (aliases), params, assignment, description."""
-    tab = Tabular(None, [Column("Model"), Column("Params", "right"), Column("Assignment", drop=1),
-                         Column("Description", drop=2)])
+    tab = Tabular(None, [Column("Model"), Column("Params", "right"), Column("In its recipe", "right", drop=1),
+                         Column("Assignment", drop=2), Column("Description", drop=3)])
     for r in rows:
         name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
-        tab.add_row(name, f"{r['params']:,}", r["assignment"], r["description"])
+        other = {k: v for k, v in (r.get("recipe_params") or {}).items() if v != r["params"]}
+        tab.add_row(name, f"{r['params']:,}", ", ".join(f"{v:,} ({k})" for k, v in other.items()),
+                    r["assignment"], r["description"])
+    if any(row[2] for row in tab.rows):
+        tab.notes = ["Params: with the model's defaults; In its recipe: as the bundled recipe builds it (model_args)."]
+    else:
+        tab = tab.without({"In its recipe"})
     return tab
 
 
@@ -48,7 +54,7 @@ def recipes_table(recipes: dict) -> Tabular:
     """The bundled recipes (name -> Recipe): assignment, model, epochs, batch, optimizer, target."""
     tab = Tabular("Bundled recipes", [
         Column("name"), Column("assignment", drop=3), Column("model"), Column("epochs", "right"),
-        Column("batch", "right", drop=1), Column("optimizer", drop=2), Column("target")])
+        Column("batch", "right", drop=1), Column("optimizer", drop=2), Column("target", wrap=True)])
     for name, r in recipes.items():
         tab.add_row(name, r.assignment, r.model, str(r.epochs), str(r.data.batch_size),
                     f"{r.optimizer.name}/{r.scheduler.name}", target_text(r.target))
@@ -58,8 +64,7 @@ def recipes_table(recipes: dict) -> Tabular:
 def show_recipes(console: Console, recipes: dict, fmt: str = "table") -> None:
     print_table(console, recipes_table(recipes), fmt)
     if fmt == "table":
-        console.print("Train one with [bold]cifarctl train NAME[/]; show one resolved with "
-                      "[bold]cifarctl recipes NAME[/].", soft_wrap=True)
+        print_line(console, "Train one with cifarctl train NAME; show one resolved with cifarctl recipes NAME.")
 
 
 # ------------------------------------------------------------------------ data
@@ -294,19 +299,19 @@ def show_lr_find(console: Console, result, out_dir) -> None:
             print(text)
         console.print(lr_find_key(result, console.width), highlight=False)
     console.print(suggestions_table(result))
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for note in result.notes:  # print_line: wrapped between words on a terminal, never inside a path
+        print_line(console, note, lead="note:", lead_style="yellow")
     if result.recommended is not None:
-        console.print(f"recommended lr [bold]{result.recommended:.2e}[/] — {result.reason}", highlight=False)
+        print_line(console, f"— {result.reason}", lead=f"recommended lr {result.recommended:.2e}", lead_style="bold")
     elif not result.conclusive:
-        console.print(f"[bold yellow]inconclusive:[/] {result.inconclusive_reason}; no lr is recommended "
-                      "(the suggestions above are not to be trusted)", highlight=False)
+        print_line(console, f"{result.inconclusive_reason}; no lr is recommended "
+                            "(the suggestions above are not to be trusted)", lead="inconclusive:",
+                   lead_style="bold yellow")
         if result.advice:
-            console.print("try: " + "; ".join(result.advice), highlight=False)
+            print_line(console, "try: " + "; ".join(result.advice))
     else:
-        console.print(f"[bold red]no lr to recommend[/]: {result.reason}", highlight=False)
-    console.print(f"{len(result.lr)} steps in {result.seconds:.1f}s; wrote {out_dir}/ "
-                  "(lr_find.json, lr_find.png)", highlight=False, soft_wrap=True)
+        print_line(console, result.reason, lead="no lr to recommend:", lead_style="bold red")
+    print_line(console, f"{len(result.lr)} steps in {result.seconds:.1f}s; wrote {out_dir}/ (lr_find.json, lr_find.png)")
 
 
 # ------------------------------------------------------------------------ assignment rules

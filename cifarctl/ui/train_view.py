@@ -126,7 +126,15 @@ class TrainView:
     # -- output
     def line(self, text: str, style: str | None = None) -> None:
         """One plain line (above the bars on a terminal), never wrapped, no markup."""
-        print_line(self.console, text, style)
+        live = self.live
+        if live is None:
+            print_line(self.console, text, style)
+            return
+        # rich moves the cursor up over the live display for a printed line under the Live's
+        # lock but writes after releasing it: a refresh from its thread in between (the chart
+        # is slow to draw) leaves a whole frame behind, the chart twice. Hold it across the print.
+        with live._lock:
+            print_line(self.console, text, style)
 
     def _lost_output(self) -> None:
         """stdout was a pipe whose reader left (``train ... | head``): training goes on, its
@@ -175,11 +183,23 @@ class TrainView:
         def bar():
             from rich.progress import TimeRemainingColumn
 
-            with Progress(TextColumn("LR range test for max_lr: auto"), BarColumn(),
-                          TextColumn("{task.completed}/{task.total}  lr {task.fields[lr]:.2e}"),
-                          TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True) as prog:
-                task = prog.add_task("lr", total=None, lr=0.0)
-                yield lambda i, n, lr, loss: prog.update(task, completed=i, total=n, lr=lr)
+            # started by the test's first step: no bar while the data loads, none for a numeric max_lr;
+            # bound to the stream now: torch-lr-finder's own output is redirected during the test
+            prog = Progress(TextColumn("LR range test for max_lr: auto"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total}  lr {task.fields[lr]:.2e}"),
+                            TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True)
+            task = prog.add_task("lr", total=None, lr=0.0)
+
+            def step(i, n, lr, loss):
+                prog.update(task, completed=i, total=n, lr=lr)
+                if not prog.live.is_started:
+                    prog.start()
+
+            try:
+                yield step
+            finally:
+                if prog.live.is_started:
+                    prog.stop()
 
         return bar()
 
