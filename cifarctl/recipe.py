@@ -70,6 +70,9 @@ class Data(_Strict):
         "device when every step compiles.",
     )
     normalize: Normalize = Field(default_factory=Normalize)
+    image_size: int = Field(32, ge=8, le=512, description="Side in pixels of the square images the model sees: "
+                            "an image folder's images are resized to it (shorter side, then the centre crop); "
+                            "CIFAR sources are 32.")
     train_subset: int | None = Field(None, gt=0, description="Use this many train images (class-balanced).")
     test_subset: int | None = Field(None, gt=0, description="Use this many test images (class-balanced).")
     val_split: int | None = Field(
