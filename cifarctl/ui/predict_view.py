@@ -25,7 +25,7 @@ def predictions_table(result: dict) -> Tabular:
 def head_line(result: dict, run: str) -> str:
     tta = "" if result["tta"] == "none" else f", TTA {result['tta']}"
     n = len(result["predictions"])
-    return (f"{run} ({result["checkpoint"]}): {n} image{"" if n == 1 else "s"}, "
+    return (f"{run} ({result['checkpoint']}): {n} image{'' if n == 1 else 's'}, "
             f"{result['resize']}{tta}")
 
 
