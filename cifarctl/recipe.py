@@ -54,7 +54,7 @@ AugmentStep = dict[str, Union[dict[str, Any], None]]
 class Data(_Strict):
     source: str | None = Field(
         None,
-        description="'cifar10' (download), 'synthetic', or a local path; --data and "
+        description="'cifar10' or 'cifar100' (download), 'synthetic', or a local path; --data and "
         "CIFARCTL_DATA override it.",
     )
     batch_size: int = Field(128, gt=0, description="Training batch size (images).")
@@ -73,6 +73,8 @@ class Data(_Strict):
     image_size: int = Field(32, ge=8, le=512, description="Side in pixels of the square images the model sees: "
                             "an image folder's images are resized to it (shorter side, then the centre crop); "
                             "CIFAR sources are 32.")
+    label_kind: Literal["fine", "coarse"] = Field(
+        "fine", description="CIFAR-100's labels: 'fine' (100 classes) or 'coarse' (its 20 superclasses).")
     train_subset: int | None = Field(None, gt=0, description="Use this many train images (class-balanced).")
     test_subset: int | None = Field(None, gt=0, description="Use this many test images (class-balanced).")
     val_split: int | None = Field(

@@ -129,7 +129,7 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: the weights do not fit {what} ({first[:200]})") from None
     model.eval()
-    outputs = _outputs(model)
+    outputs = _outputs(model, recipe.data.image_size)
     classes = _stored_classes(path, ckpt.get("classes"), outputs, what)
     channels_last = uses_channels_last(recipe, dev)
     model.to(dev).eval()
@@ -138,7 +138,8 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     source = resolve_source(data or recipe.data.source or ckpt.get("data_source"))
     if with_data and arrays is None:
         arrays = load_cifar(source, progress=progress, train_subset=recipe.data.train_subset,
-                            test_subset=recipe.data.test_subset, seed=recipe.seed)
+                            test_subset=recipe.data.test_subset, seed=recipe.seed,
+                            image_size=recipe.data.image_size, label_kind=recipe.data.label_kind)
     if arrays is not None:
         if classes is None and outputs is not None and outputs != len(arrays.classes):
             raise CheckpointError(f"{path}: {what} gives {outputs} scores per image but the data {source} has "
@@ -159,12 +160,12 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
         device=dev, amp_dtype=amp_dtype, channels_last=channels_last)
 
 
-def _outputs(model: nn.Module) -> int | None:
+def _outputs(model: nn.Module, size: int = 32) -> int | None:
     """How many scores ``model`` (in eval mode, on the CPU) gives an image: one forward pass
-    of two blank 32x32 images; None when it does not give (N, K)."""
+    of two blank images of the run's size; None when it does not give (N, K)."""
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, 3, 32, 32))
+            out = model(torch.zeros(2, 3, size, size))
     except Exception:  # noqa: BLE001  the weights loaded; a model this check cannot run says so later
         return None
     return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None
