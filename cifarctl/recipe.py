@@ -587,7 +587,7 @@ def _semantic_problems(recipe: Recipe) -> list[str]:
         problems += check_model_args(recipe.model, recipe.model_args)
     from cifarctl.augment.spec import augment_problems  # no torch: validation stays fast
 
-    for where, message in augment_problems(recipe.data.augment):
+    for where, message in augment_problems(recipe.data.augment, recipe.data.image_size):
         problems.append(f"data.augment{where}: {message}")
     sub = recipe.data.train_subset
     if sub is not None and recipe.data.batch_size > sub:
@@ -643,7 +643,9 @@ def _raw_semantic_problems(raw: dict[str, Any]) -> list[str]:
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     augment = data.get("augment")
     if isinstance(augment, list):
-        problems += [f"data.augment{where}: {message}" for where, message in augment_problems(augment)]
+        size = data.get("image_size") if isinstance(data.get("image_size"), int) and \
+            not isinstance(data.get("image_size"), bool) and 8 <= data.get("image_size") <= 512 else 32
+        problems += [f"data.augment{where}: {message}" for where, message in augment_problems(augment, size)]
     batch, sub = data.get("batch_size"), data.get("train_subset")
     if isinstance(batch, int) and isinstance(sub, int) and not isinstance(sub, bool) and 0 < sub < batch:
         problems.append(f"data.batch_size: {batch} is larger than data.train_subset ({sub})")

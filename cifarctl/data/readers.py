@@ -524,7 +524,7 @@ def _read_to_end(stream) -> None:
         pass
 
 
-def read_archive(path: Path, progress: Progress | None = None, size: int = 32, label_kind: str = "fine") -> Decoded:
+def read_archive(path: Path, progress: Progress | None = None, side: int = 32, label_kind: str = "fine") -> Decoded:
     """Stream a tar archive holding an image folder or a ``cifar-10-batches-py`` folder.
 
     The compressed stream is read to its end (checksums verified) before the images are
@@ -534,7 +534,7 @@ def read_archive(path: Path, progress: Progress | None = None, size: int = 32, l
     keys, chunk, batches, c100 = [], [], {}, {}
     seen = 0
     kind = "tar"
-    decoder = _Decoder(None, size)
+    decoder = _Decoder(None, side)
     failed = True
     try:
         with open(path, "rb") as raw:
@@ -605,4 +605,4 @@ def read_path(path: Path, progress: Progress | None = None, size: int = 32, labe
             raise DataError(f"{path}: no train/ and test/ folders found: {LAYOUT_HELP} "
                             f"(optionally inside one top-level folder)")
         return read_image_dir(root, progress, size)
-    return read_archive(path, progress, size, label_kind)
+    return read_archive(path, progress, side=size, label_kind=label_kind)
