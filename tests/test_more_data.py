@@ -131,11 +131,19 @@ def test_image_folder_any_classes_and_sizes(tmp_path):
         load_cifar(one, cache_dir=tmp_path / "cache", progress=False)
 
 
+AUG48 = ("data.augment=[{PadIfNeeded: {min_height: 54, min_width: 54, border_mode: 0, fill: 0}}, "
+         "{RandomCrop: {height: 48, width: 48}}, {HorizontalFlip: {p: 0.5}}]")
+
+
 def test_a_48px_folder_run_end_to_end_with_its_names(cli, tmp_path):
     folder = image_folder(tmp_path / "f", ["cow", "ant", "bee", "fox"], 16, 4, sizes=((48, 48), (64, 52)))
     runs = tmp_path / "runs"
     common = ["--set", f"data.source={folder}", "--set", "data.image_size=48", "--set", "data.batch_size=16",
               "--set", "data.test_batch_size=16", "--set", "epochs=2", "--runs-dir", runs]
+    crop32 = cli("train", "s8_bn", *common, "--name", "crop32")  # the recipe's crop is CIFAR-sized
+    assert crop32.exit_code == 2 and "turn a 48x48 image into 32x32" in crop32.output
+    assert "RandomCrop 48" in crop32.output and not (runs / "crop32").exists()
+    common += ["--set", AUG48]
     bad = cli("train", "s8_bn", *common, "--set", "model_args.num_classes=10", "--name", "bad")
     assert bad.exit_code == 2 and "num_classes: 10" in bad.output and "4 classes" in bad.output
     assert not (runs / "bad").exists()

@@ -311,6 +311,7 @@ def geometry_problems(steps: list[dict], shape: tuple[int, int, int] = IMAGE_SHA
     if shapes != {tuple(shape)}:
         got = " or ".join(size(s) for s in sorted(shapes))
         return [("", f"the steps turn a {size(shape)} image into {got}: they must always end at "
-                     f"{size(shape)}, the size of the test images (e.g. PadIfNeeded 40, then RandomCrop 32; "
+                     f"{size(shape)}, the size of the test images (e.g. PadIfNeeded {shape[0] + 8}, then RandomCrop "
+                     f"{shape[0]}; "
                      "a step that changes the size needs p: 1.0 unless a later crop fixes it)")]
     return []
