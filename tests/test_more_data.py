@@ -157,6 +157,14 @@ def test_a_48px_folder_run_end_to_end_with_its_names(cli, tmp_path):
     assert ev["accuracy"] == summary["best_test_acc"]
     mis = cli("misclassified", run, "--gradcam", "--out", tmp_path / "mis.png", "--json")
     assert mis.exit_code == 0, mis.output
+    from rich.console import Console
+
+    from cifarctl.analysis.misclassified import find_misclassified
+    from cifarctl.ui.gallery import render_gallery
+
+    found = find_misclassified(run, gradcam=True, device="cpu")
+    assert found.images.shape[1:] == (48, 48, 3) and found.cams.shape[1:] == (48, 48)
+    Console(file=io.StringIO(), width=200).print(render_gallery(found))  # the terminal gallery at 48 px
     assert all(m["true"] in summary["classes"] for m in json.loads(mis.stdout)["items"])
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.full((300, 200, 3), (0, 80, 30), np.uint8)).save(photo)

@@ -159,7 +159,9 @@ def export_run(target: str | os.PathLike, fmt: str, *, out: str | os.PathLike | 
     x = inf.normalize(x_u8).contiguous().numpy()
     size = inf.image_size
     example = torch.from_numpy(x[:2]) if len(x) >= 2 else torch.from_numpy(np.concatenate([x, x]))
+    made = not folder.exists()
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=_existing_parent(folder)))
+    done = False
     try:
         path = tmp / FILE_NAMES[fmt]
         try:
@@ -186,8 +188,14 @@ def export_run(target: str | os.PathLike, fmt: str, *, out: str | os.PathLike | 
         (tmp / "MODEL_CARD.md").write_text(model_card(inf, result))
         (tmp / "export.json").write_text(json.dumps(result, indent=2) + "\n")
         _move_in(tmp, folder, [FILE_NAMES[fmt], "recipe.yaml", "MODEL_CARD.md", "export.json"])
+        done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made and not done:  # a failed export leaves no folder behind either
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     return result
 
 
