@@ -22,6 +22,7 @@ written only when the check passed: a failed check leaves nothing behind.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.fsutil import write_atomic
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "exported-program": "model.pt2"}
@@ -66,27 +68,31 @@ def _needs(*modules: str) -> None:
         raise UsageError(f"--format onnx needs {', '.join(missing)}: {EXTRA_HINT}")
 
 
-def _write_onnx(model, example, path: Path) -> None:
+def _write_onnx(model, example) -> bytes:
     _needs("onnx", "onnxscript", "onnxruntime")
     batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example,), dynamo=True, input_names=["input"], output_names=["logits"],
                                     dynamic_shapes=({0: batch},), external_data=False, verbose=False)
-        program.save(str(path), external_data=False)
+    return program.model_proto.SerializeToString()  # weights inside: these nets are far below 2 GB
 
 
-def _write_torchscript(model, example, path: Path) -> None:
+def _write_torchscript(model, example) -> bytes:
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # jit.trace is deprecated by torch; the format is the ask
         traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(path))
+        torch.jit.save(traced, buf)
+    return buf.getvalue()
 
 
-def _write_program(model, example, path: Path) -> None:
+def _write_program(model, example) -> bytes:
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return buf.getvalue()
 
 
 def _runner(fmt: str, path: Path):
@@ -160,18 +166,25 @@ def export_run(target: str | os.PathLike, fmt: str, *, out: str | os.PathLike | 
     size = inf.image_size
     example = torch.from_numpy(x[:2]) if len(x) >= 2 else torch.from_numpy(np.concatenate([x, x]))
     made = not folder.exists()
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=_existing_parent(folder)))
+    parent = _existing_parent(folder)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=parent))
+    except OSError as exc:
+        from cifarctl.fsutil import write_error
+
+        raise write_error(folder, exc, "; pass --out FOLDER", user_path=True) from None
     done = False
     try:
         path = tmp / FILE_NAMES[fmt]
         try:
-            {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported-program": _write_program}[fmt](
-                model, example, path)
+            blob = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported-program": _write_program}[fmt](
+                model, example)
         except CifarctlError:
             raise
         except Exception as exc:  # noqa: BLE001  a model a tracer cannot take: one line, which model and why
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise CifarctlError(f"{inf.path}: exporting model {inf.model_name!r} as {fmt} failed ({first})") from None
+        write_atomic(path, blob)
         run, what = _runner(fmt, path)
         check = parity(model, run, x, atol, what)
         result = {"format": fmt, "file": str(folder / FILE_NAMES[fmt]), "checkpoint": str(inf.path),
@@ -184,9 +197,9 @@ def export_run(target: str | os.PathLike, fmt: str, *, out: str | os.PathLike | 
             raise ParityError(f"{fmt} export of {inf.path} fails its parity check on {check.images} test images: "
                               f"max |Δlogit| {check.max_abs_logit_diff:.3g} (tolerance {atol:g}), top-1 agreement "
                               f"{100 * check.top1_agreement:.2f}%; nothing written")
-        (tmp / "recipe.yaml").write_text(inf.recipe.to_yaml())
-        (tmp / "MODEL_CARD.md").write_text(model_card(inf, result))
-        (tmp / "export.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_atomic(tmp / "recipe.yaml", inf.recipe.to_yaml())
+        write_atomic(tmp / "MODEL_CARD.md", model_card(inf, result))
+        write_atomic(tmp / "export.json", json.dumps(result, indent=2) + "\n")
         _move_in(tmp, folder, [FILE_NAMES[fmt], "recipe.yaml", "MODEL_CARD.md", "export.json"])
         done = True
     finally:
