@@ -55,7 +55,7 @@ AugmentStep = dict[str, Union[dict[str, Any], None]]
 class Data(_Strict):
     source: str | None = Field(
         None,
-        description="'cifar10' (download), 'synthetic', or a local path; --data and "
+        description="'cifar10' or 'cifar100' (download), 'synthetic', or a local path; --data and "
         "CIFARCTL_DATA override it.",
     )
     batch_size: int = Field(128, gt=0, description="Training batch size (images).")
@@ -71,6 +71,11 @@ class Data(_Strict):
         "device when every step compiles.",
     )
     normalize: Normalize = Field(default_factory=Normalize)
+    image_size: int = Field(32, ge=8, le=512, description="Side in pixels of the square images the model sees: "
+                            "an image folder's images are resized to it (shorter side, then the centre crop); "
+                            "CIFAR sources are 32.")
+    label_kind: Literal["fine", "coarse"] = Field(
+        "fine", description="CIFAR-100's labels: 'fine' (100 classes) or 'coarse' (its 20 superclasses).")
     train_subset: int | None = Field(None, gt=0, description="Use this many train images (class-balanced).")
     test_subset: int | None = Field(None, gt=0, description="Use this many test images (class-balanced).")
     val_split: int | None = Field(
@@ -613,7 +618,7 @@ def _semantic_problems(recipe: Recipe) -> list[str]:
                      "name, e.g. MaxPool2d)" for i, k in enumerate(recipe.rules.forbid) if k not in kinds]
     from cifarctl.augment.spec import augment_problems  # no torch: validation stays fast
 
-    for where, message in augment_problems(recipe.data.augment):
+    for where, message in augment_problems(recipe.data.augment, recipe.data.image_size):
         problems.append(f"data.augment{where}: {message}")
     sub = recipe.data.train_subset
     if sub is not None and recipe.data.batch_size > sub:
@@ -683,7 +688,9 @@ def _raw_semantic_problems(raw: dict[str, Any]) -> list[str]:
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     augment = data.get("augment")
     if isinstance(augment, list):
-        problems += [f"data.augment{where}: {message}" for where, message in augment_problems(augment)]
+        size = data.get("image_size") if isinstance(data.get("image_size"), int) and \
+            not isinstance(data.get("image_size"), bool) and 8 <= data.get("image_size") <= 512 else 32
+        problems += [f"data.augment{where}: {message}" for where, message in augment_problems(augment, size)]
     batch, sub = data.get("batch_size"), data.get("train_subset")
     if isinstance(batch, int) and isinstance(sub, int) and not isinstance(sub, bool) and 0 < sub < batch:
         problems.append(f"data.batch_size: {batch} is larger than data.train_subset ({sub})")

@@ -30,6 +30,7 @@ Dropout = Annotated[float, Field(ge=0, lt=1)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+Classes = Annotated[int, Field(ge=2)]  # model_args.num_classes: set from the data when a recipe leaves it out
 
 
 @dataclass(frozen=True)

@@ -183,15 +183,24 @@ def _bad_image_cases():
     rng = np.random.default_rng(3)
     good = io.BytesIO()
     Image.fromarray(_images(rng, 1)[0]).save(good, "JPEG")
-    gray, small = io.BytesIO(), io.BytesIO()
-    Image.fromarray(_images(rng, 1, channels=1)[0], "L").save(gray, "PNG")
-    Image.fromarray(_images(rng, 1, size=28)[0]).save(small, "PNG")
     return [
         ("bad.jpg", b"\xff\xd8\xff\xe0 definitely not a jpeg", "cannot decode image"),
         ("cut.jpg", good.getvalue()[: len(good.getvalue()) // 2], "cannot decode image"),
-        ("gray.png", gray.getvalue(), "expected a 32x32 RGB image, got L 32x32"),
-        ("small.png", small.getvalue(), "expected a 32x32 RGB image, got RGB 28x28"),
     ]
+
+
+def test_grey_and_other_sizes_are_converted_not_refused(tmp_path, cache_dir):
+    """An image folder's grey image becomes RGB and a 28x28 one is resized to data.image_size."""
+    rng = np.random.default_rng(3)
+    write_image_folder(tmp_path / "set")
+    Image.fromarray(_images(rng, 1, channels=1)[0], "L").save(tmp_path / "set" / "train" / "cat" / "zz-gray.png")
+    Image.fromarray(_images(rng, 1, size=28)[0]).save(tmp_path / "set" / "train" / "cat" / "zz-small.png")
+    data = load_cifar(tmp_path / "set", cache_dir=cache_dir, progress=False)
+    cat = data.classes.index("cat")
+    last_two = data.train_x[data.train_y == cat][-2:]
+    assert last_two.shape == (2, 32, 32, 3)
+    grey = last_two[0]
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
 
 
 @pytest.mark.parametrize("name,blob,message", _bad_image_cases(), ids=lambda v: str(v)[:8])
@@ -245,9 +254,9 @@ def _count_reads(monkeypatch) -> list:
     calls = []
     real = readers.read_path
 
-    def counting(path, progress=None):
+    def counting(path, progress=None, *args):
         calls.append(path)
-        return real(path, progress)
+        return real(path, progress, *args)
 
     monkeypatch.setattr(readers, "read_path", counting)
     return calls

@@ -46,6 +46,19 @@ def most_confused(matrix: list[list[int]], classes: list[str], top: int = 5) -> 
     return cells[:top]
 
 
+def confusion_csv(matrix: list[list[int]], classes: list[str]) -> str:
+    """The matrix as CSV: a header of predicted classes, one row per true class."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["true \\ predicted", *classes])
+    for name, row in zip(classes, matrix):
+        w.writerow([name, *row])
+    return buf.getvalue()
+
+
 def evaluate_checkpoint(
     target: str | Path,
     *,
@@ -68,6 +81,16 @@ def evaluate_checkpoint(
     res = predict_cached(inf, split, tta=tta, keep=write)
     out_path = (inf.run_dir or inf.path.parent) / "eval.json"
     result = evaluation(inf, res, split, str(out_path) if write else None)
+    if write and len(inf.classes) > 20:  # too many classes for a terminal matrix: the whole of it as CSV
+        from cifarctl.errors import WriteError
+        from cifarctl.fsutil import write_atomic
+
+        csv_path = out_path.with_name("confusion.csv")
+        try:
+            write_atomic(csv_path, confusion_csv(result["confusion"], inf.classes))
+            result["confusion_csv"] = str(csv_path)
+        except WriteError:
+            result["confusion_csv"] = None
     if write:  # atomic: a reader (compare, a second eval) never sees half of it, even while the run trains
         from cifarctl.errors import WriteError
 
@@ -99,6 +122,6 @@ def evaluation(inf, res: dict, split: str, eval_json: str | None = None) -> dict
         # strict JSON: a diverged model's NaN/inf loss is null, never NaN in eval.json
         "accuracy": res["acc"], "loss": res["loss"] if math.isfinite(res["loss"]) else None, "classes": classes,
         "per_class": per_class, "confusion": matrix,
-        "most_confused": most_confused(matrix, classes),
+        "most_confused": most_confused(matrix, classes, 5 if len(classes) <= 20 else 15),
         "eval_json": eval_json, "cached": bool(res.get("cached")),
     }

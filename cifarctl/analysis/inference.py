@@ -72,6 +72,11 @@ class Inference:
     channels_last: bool
 
     @property
+    def image_size(self) -> int:
+        """The side of the square uint8 images the model takes (``data.image_size``)."""
+        return int(self.recipe.data.image_size)
+
+    @property
     def model_name(self) -> str:
         return self.checkpoint["model_name"]
 
@@ -91,11 +96,13 @@ class Inference:
 
 def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: str | None = None,
                        device: str | torch.device = "auto", progress: bool = False,
-                       arrays=None) -> Inference:
+                       arrays=None, with_data: bool = True) -> Inference:
     """A run folder's ``checkpoints/<which>.pt`` (or a checkpoint file) ready to predict.
 
     ``arrays``: the data already loaded from ``data`` (the caller's
-    :func:`~cifarctl.data.load_cifar` with the stored recipe's subsets), not loaded again."""
+    :func:`~cifarctl.data.load_cifar` with the stored recipe's subsets), not loaded again.
+    ``with_data=False``: the run's data is not loaded (``data`` is None; the classes are the
+    checkpoint's): for predicting images that are not the run's."""
     from cifarctl.augment.device import make_normalizer
     from cifarctl.data import load_cifar, resolve_source
     from cifarctl.recipe import validate_dict
@@ -124,36 +131,43 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: the weights do not fit {what} ({first[:200]})") from None
     model.eval()
-    outputs = _outputs(model)
+    outputs = _outputs(model, recipe.data.image_size)
     classes = _stored_classes(path, ckpt.get("classes"), outputs, what)
     channels_last = uses_channels_last(recipe, dev)
     model.to(dev).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     source = resolve_source(data or recipe.data.source or ckpt.get("data_source"))
-    if arrays is None:
+    if with_data and arrays is None:
         arrays = load_cifar(source, progress=progress, train_subset=recipe.data.train_subset,
-                            test_subset=recipe.data.test_subset, seed=recipe.seed)
-    if classes is None and outputs is not None and outputs != len(arrays.classes):
-        raise CheckpointError(f"{path}: {what} gives {outputs} scores per image but the data {source} has "
-                              f"{len(arrays.classes)} classes")
-    if list(classes or arrays.classes) != list(arrays.classes):
-        raise CheckpointError(f"{path}: its classes ({_names(classes)}) are not those of the data {source} "
-                              f"({_names(arrays.classes)}): its predictions would not mean the data's labels")
+                            test_subset=recipe.data.test_subset, seed=recipe.seed,
+                            image_size=recipe.data.image_size, label_kind=recipe.data.label_kind)
+    if arrays is not None:
+        if classes is None and outputs is not None and outputs != len(arrays.classes):
+            raise CheckpointError(f"{path}: {what} gives {outputs} scores per image but the data {source} has "
+                                  f"{len(arrays.classes)} classes")
+        if list(classes or arrays.classes) != list(arrays.classes):
+            raise CheckpointError(f"{path}: its classes ({_names(classes)}) are not those of the data {source} "
+                                  f"({_names(arrays.classes)}): its predictions would not mean the data's labels")
+        classes = list(arrays.classes)
+    elif classes is None:  # a checkpoint from before classes were stored: CIFAR-10's
+        from cifarctl import CLASSES
+
+        classes = list(CLASSES)
     amp_dtype, _ = precision_for(recipe.precision, dev)
     return Inference(
         model=model, recipe=recipe, checkpoint={k: v for k, v in ckpt.items() if k not in ("model", "ema")}, path=path,
-        run_dir=run_dir_of(path), classes=list(classes or arrays.classes), data=arrays,
+        run_dir=run_dir_of(path), classes=list(classes), data=arrays,
         source=source, normalize=make_normalizer(recipe.data.normalize, dev, recipe.data.augment).normalize_only,
         device=dev, amp_dtype=amp_dtype, channels_last=channels_last)
 
 
-def _outputs(model: nn.Module) -> int | None:
+def _outputs(model: nn.Module, size: int = 32) -> int | None:
     """How many scores ``model`` (in eval mode, on the CPU) gives an image: one forward pass
-    of two blank 32x32 images; None when it does not give (N, K)."""
+    of two blank images of the run's size; None when it does not give (N, K)."""
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, 3, 32, 32))
+            out = model(torch.zeros(2, 3, size, size))
     except Exception:  # noqa: BLE001  the weights loaded; a model this check cannot run says so later
         return None
     return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None

@@ -310,11 +310,14 @@ def summarize(
     )
 
 
-def summarize_recipe(recipe, *, input_size: tuple[int, ...] = (3, 32, 32), depth: int | None = None) -> ModelSummary:
-    """:func:`summarize` of the recipe's model, built as training builds it (``model_args`` included)."""
+def summarize_recipe(recipe, *, input_size: tuple[int, ...] | None = None, depth: int | None = None) -> ModelSummary:
+    """:func:`summarize` of the recipe's model, built as training builds it (``model_args`` included),
+    on ``input_size`` (default: 3 x ``data.image_size`` squared, what the run feeds it)."""
     from cifarctl.errors import UsageError
     from cifarctl.training.builders import build_model
 
+    if input_size is None:
+        input_size = (3, recipe.data.image_size, recipe.data.image_size)
     model = build_model(recipe)
     try:
         return summarize(model, input_size=input_size, depth=depth, name=recipe.model)

@@ -202,10 +202,11 @@ def grid_shape(count: int, cols: int | None = None) -> tuple[int, int]:
     return cols, max(1, math.ceil(count / cols))
 
 
-def grid_size(count: int, with_cam: bool, cols: int | None = None, scale: int = SCALE) -> tuple[int, int]:
+def grid_size(count: int, with_cam: bool, cols: int | None = None, scale: int = SCALE,
+              side: int = 32) -> tuple[int, int]:
     """(width, height) of the whole PNG with its title band (``write_grid`` widens it for a long title)."""
     c, r = grid_shape(count, cols)
-    tw, th = tile_size(with_cam, scale)
+    tw, th = tile_size(with_cam, scale, side)
     return c * tw + (c + 1) * MARGIN, TITLE_H + r * th + (r + 1) * MARGIN
 
 
@@ -225,39 +226,52 @@ def write_grid(result: Misclassified, path: str | os.PathLike, cols: int | None 
     Written atomically (:func:`cifarctl.fsutil.write_atomic`, its folder made first); a file
     that cannot be written is one line naming it, exit 2 for a bad path the user gave
     (``user_path``: ``--out``), 1 otherwise."""
+    path = draw_grid(result.images, result.cams, [caption_lines(m) for m in result.items], result.title_lines(),
+                     path, cols, user_path=user_path, empty="no misclassified images\nmatch")
+    result.png = path
+    return path
+
+
+def draw_grid(images: np.ndarray, cams: np.ndarray | None, captions: list[list[str]], title: list[str],
+              path: str | os.PathLike, cols: int | None = None, *, user_path: bool = False,
+              empty: str = "no images") -> Path:
+    """A PNG of captioned tiles: each image (N, S, S, 3) upscaled (nearest) to about 128 px,
+    with its Grad-CAM overlay beside it when ``cams`` (N, S, S) are given, and its caption
+    lines (the second in red) under it; two ``title`` lines on top. Shared by
+    ``misclassified`` and ``predict --gradcam``."""
     from PIL import Image, ImageDraw
 
     from cifarctl.analysis.gradcam import overlay
 
     path = Path(path)
-    with_cam = result.cams is not None
-    count = len(result.items)
-    width, height = grid_size(max(count, 1), with_cam, cols)
+    with_cam = cams is not None
+    count = len(captions)
+    side = int(images.shape[1]) if count else 32
+    scale = max(1, (32 * SCALE) // side)
+    width, height = grid_size(max(count, 1), with_cam, cols, scale, side)
     font, title_font = _font(12), _font(14)
-    title = result.title_lines()
     width = max(width, 2 * MARGIN + max(int(title_font.getlength(t)) + 1 for t in title))
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     draw.text((MARGIN, MARGIN - 2), title[0], fill="black", font=title_font)
     draw.text((MARGIN, MARGIN + 16), title[1], fill=(80, 80, 80), font=title_font)
     c, _ = grid_shape(max(count, 1), cols)
-    tw, th = tile_size(with_cam)
-    px = 32 * SCALE
+    tw, th = tile_size(with_cam, scale, side)
+    px = side * scale
     top = TITLE_H + MARGIN  # the first row of tiles
     if not count:
-        draw.text((MARGIN, top), "no misclassified images\nmatch", fill="black", font=font)
-    for k, m in enumerate(result.items):
+        draw.text((MARGIN, top), empty, fill="black", font=font)
+    for k, lines in enumerate(captions):
         x0 = MARGIN + (k % c) * (tw + MARGIN)
         y0 = top + (k // c) * (th + MARGIN)
-        img = result.images[k]
+        img = images[k]
         canvas.paste(Image.fromarray(img).resize((px, px), Image.NEAREST), (x0, y0))
         if with_cam:
-            blended = overlay(img, result.cams[k])
+            blended = overlay(img, cams[k])
             canvas.paste(Image.fromarray(blended).resize((px, px), Image.NEAREST), (x0 + px + GAP, y0))
-        for j, line in enumerate(caption_lines(m)):
+        for j, line in enumerate(lines):
             draw.text((x0, y0 + px + 2 + 13 * j), line, fill=(200, 0, 0) if j == 1 else "black", font=font)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     write_atomic(path, buf.getbuffer(), parents=True, user_path=user_path)
-    result.png = path
     return path

@@ -449,6 +449,7 @@ class DeviceAugment:
         # On the CPU these ops are too small to gain from more threads, and an OpenMP team
         # with one thread descheduled (a busy machine) runs ~10x slower: use one thread.
         self.cpu_threads = cpu_threads if self.device.type == "cpu" else None
+        self.mean, self.std, self.max_pixel_value = tuple(map(float, mean)), tuple(map(float, std)), float(max_pixel_value)
         m = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         s = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.scale = 1.0 / (s * max_pixel_value)

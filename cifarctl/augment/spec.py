@@ -267,12 +267,12 @@ def check_steps(steps: list[dict]) -> list[tuple[str, str]]:
 IMAGE_SHAPE = (32, 32, 3)  # CIFAR-10: what every step receives, and what the model is fed
 
 
-def augment_problems(steps: list) -> list[tuple[str, str]]:
-    """:func:`check_steps`, then :func:`geometry_problems` when those pass: (where, message)
-    pairs, empty when the pipeline is clean."""
+def augment_problems(steps: list, image_size: int = 32) -> list[tuple[str, str]]:
+    """:func:`check_steps`, then :func:`geometry_problems` on ``image_size`` square images when
+    those pass: (where, message) pairs, empty when the pipeline is clean."""
     if not steps:
         return []
-    return check_steps(steps) or geometry_problems(steps)
+    return check_steps(steps) or geometry_problems(steps, (image_size, image_size, 3))
 
 
 def geometry_problems(steps: list[dict], shape: tuple[int, int, int] = IMAGE_SHAPE) -> list[tuple[str, str]]:
@@ -302,7 +302,7 @@ def geometry_problems(steps: list[dict], shape: tuple[int, int, int] = IMAGE_SHA
             except Exception as exc:  # noqa: BLE001 - albumentations' own words, in one line
                 why = (str(exc).splitlines() or [type(exc).__name__])[0]
                 return [(where, f"cannot be applied to the {size(before)} image it gets here ({why}): "
-                                f"CIFAR-10 images are {size(shape)}; pad first (PadIfNeeded) or crop smaller")]
+                                f"the data's images are {size(shape)}; pad first (PadIfNeeded) or crop smaller")]
             if getattr(t, "p", 1.0) < 1:
                 after.add(before)
         shapes = after
@@ -311,6 +311,7 @@ def geometry_problems(steps: list[dict], shape: tuple[int, int, int] = IMAGE_SHA
     if shapes != {tuple(shape)}:
         got = " or ".join(size(s) for s in sorted(shapes))
         return [("", f"the steps turn a {size(shape)} image into {got}: they must always end at "
-                     f"{size(shape)}, the size of the test images (e.g. PadIfNeeded 40, then RandomCrop 32; "
+                     f"{size(shape)}, the size of the test images (e.g. PadIfNeeded {shape[0] + 8}, then RandomCrop "
+                     f"{shape[0]}; "
                      "a step that changes the size needs p: 1.0 unless a later crop fixes it)")]
     return []

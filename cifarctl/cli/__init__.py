@@ -15,6 +15,8 @@ from cifarctl.cli import data_cmd  # noqa: F401,E402
 from cifarctl.cli import lrfind_cmd  # noqa: F401,E402
 from cifarctl.cli import train_cmd  # noqa: F401,E402
 from cifarctl.cli import eval_cmd  # noqa: F401,E402
+from cifarctl.cli import predict_cmd  # noqa: F401,E402
+from cifarctl.cli import export_cmd  # noqa: F401,E402
 from cifarctl.cli import misclassified_cmd  # noqa: F401,E402
 from cifarctl.cli import compare_cmd  # noqa: F401,E402
 from cifarctl.cli import report_cmd  # noqa: F401,E402

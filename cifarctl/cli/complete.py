@@ -36,6 +36,8 @@ SET_KEYS = (
     "data.augment",
     "data.augment_backend",
     "data.batch_size",
+    "data.image_size",
+    "data.label_kind",
     "data.normalize",
     "data.normalize.mean",
     "data.normalize.std",

@@ -16,8 +16,8 @@ def data(
     source: Annotated[
         Optional[str],
         typer.Argument(
-            help="cifar10 (download), synthetic[:N[:M]], or a path: a cifar-10-batches-py "
-            "folder, cifar-10-python.tar.gz, or an image folder/archive with train/<class>/ "
+            help="cifar10 or cifar100 (download), synthetic[:N[:M]], or a path: a cifar-10-batches-py "
+            "or cifar-100-python folder or its .tar.gz, or an image folder/archive with train/<class>/ "
             "and test/<class>/. Default: $CIFARCTL_DATA, else cifar10.",
             show_default=False,
         ),
@@ -27,6 +27,9 @@ def data(
     ] = 8,
     data_opt: Annotated[Optional[str], typer.Option(
         "--data", metavar="PATH", help="The same as SOURCE, as every other command spells it.")] = None,
+    image_size: Annotated[int, typer.Option("--image-size", min=8, max=512, help="The side an image folder's "
+                                            "images are resized to (data.image_size).")] = 32,
+    label_kind: Annotated[str, typer.Option("--label-kind", help="CIFAR-100's labels: fine or coarse.")] = "fine",
     json: Annotated[bool, typer.Option("--json", help="Print counts and stats as JSON (same as --format json).")] = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
@@ -40,7 +43,7 @@ def data(
     fmt = output_format(fmt, json)
 
     start = time.perf_counter()
-    loaded = load_cifar(source)
+    loaded = load_cifar(source, image_size=image_size, label_kind=label_kind)
     seconds = time.perf_counter() - start
     summary = data_summary(loaded)
     if fmt == "json":

@@ -40,8 +40,10 @@ def summary(
         Optional[int], typer.Option("--depth", min=0, help="Show modules nested at most this deep.")
     ] = None,
     input_size: Annotated[
-        str, typer.Option("--input-size", help="Input shape C,H,W (batch 1); at most 64 channels, 1024 pixels a side.")
-    ] = "3,32,32",
+        Optional[str], typer.Option("--input-size", help="Input shape C,H,W (batch 1); at most 64 channels, 1024 "
+                                    "pixels a side. Default: 3 and the recipe's data.image_size (32).",
+                                    show_default=False)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (same as --format json).")] = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
@@ -50,7 +52,7 @@ def summary(
     from cifarctl.analysis.layers import summarize_recipe
     from cifarctl.recipe import resolve_model_or_recipe
 
-    size = parse_input_size(input_size)
+    size = parse_input_size(input_size) if input_size is not None else None
     resolved = resolve_model_or_recipe(target)
     result = summarize_recipe(resolved.recipe, input_size=size, depth=depth)
     rules = []

@@ -90,25 +90,27 @@ def content_key(path: Path) -> str:
     return h.hexdigest()
 
 
-def cache_file(cache_dir: Path, source: Path) -> Path:
-    """Where the decoded arrays of ``source`` live (the file may not exist yet)."""
+def cache_file(cache_dir: Path, source: Path, variant: str = "") -> Path:
+    """Where the decoded arrays of ``source`` live (the file may not exist yet); ``variant``
+    names another decoding of the same source (an image size, CIFAR-100's coarse labels)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", source.name)[:60] or "data"
-    return cache_dir / "decoded" / f"{slug}-{fingerprint(source)[:20]}.npz"
+    return cache_dir / "decoded" / f"{slug}-{fingerprint(source)[:20]}{'-' + variant if variant else ''}.npz"
 
 
 def problems(arrays: dict, classes) -> str | None:
     """What is inconsistent in a set of decoded arrays (checked as a whole), or None: every
-    image array uint8 (N, 32, 32, 3), every label array 1-D integers, as many labels as
-    images, labels in 0..len(classes)-1, and CIFAR-10's ten classes."""
-    from cifarctl import CLASSES
-
-    if [str(c) for c in classes] != list(CLASSES):
-        return f"classes are {[str(c) for c in classes][:12]}, not CIFAR-10's ten"
+    image array uint8 (N, S, S, 3) with one S, every label array 1-D integers, as many labels
+    as images, labels in 0..len(classes)-1, and at least two distinct class names."""
+    names = [str(c) for c in classes]
+    if len(names) < 2 or len(set(names)) != len(names):
+        return f"classes are {names[:12]}: expected at least two distinct names"
+    side = getattr(arrays.get("train_x"), "shape", (0, 0))[1:2]
     for split in ("train", "test"):
         x, y = arrays.get(f"{split}_x"), arrays.get(f"{split}_y")
-        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3 \
+                or x.shape[1] != x.shape[2] or x.shape[1:2] != side or x.shape[1] < 1:
             return f"{split}_x is {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}, " \
-                   "expected uint8 (N, 32, 32, 3)"
+                   "expected uint8 (N, S, S, 3), one S for both splits"
         if not isinstance(y, np.ndarray) or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) \
                 or y.dtype == bool:
             return f"{split}_y is {getattr(y, 'dtype', type(y).__name__)} {getattr(y, 'shape', '')}, " \

@@ -1,13 +1,18 @@
-"""Readers for the on-disk CIFAR-10 layouts: python pickle batches and image folders.
+"""Readers for the on-disk layouts: CIFAR-10 and CIFAR-100 python batches, and image folders.
 
 Both read a folder or a tar archive (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.xz``,
 ``.tar.bz2``); archives are streamed member by member, never extracted to disk, and read
 to the end of the compressed stream, so that its checksum (gzip CRC-32, xz/bz2 block
 checks) is verified: a corrupted archive is an error, never data. Every reader returns a
-:class:`Decoded` with uint8 images (N, 32, 32, 3), int64 labels, and exactly CIFAR-10's
-ten classes (anything else is refused, naming the extra and missing class folders).
+:class:`Decoded` with uint8 images (N, S, S, 3), int64 labels and the class names:
+CIFAR-10's ten in their order, CIFAR-100's 100 fine or 20 coarse (``label_kind``) names, or
+an image folder's class folders (at least two; CIFAR-10's order when they are its ten,
+else sorted). An image folder's images may have any size and mode: each is made RGB and
+resized to ``size`` by :func:`cifarctl.data.images.fit` (shorter side, centre crop); the
+batches are 32x32.
 
-Pickle is only used for the official ``cifar-10-batches-py`` format, and through an
+Pickle is only used for the official ``cifar-10-batches-py`` and ``cifar-100-python``
+formats, and through an
 unpickler that accepts nothing but numpy arrays, lists, dicts, strings and numbers:
 a crafted batch file cannot run code (see :class:`_BatchUnpickler`).
 
@@ -49,7 +54,10 @@ BATCH_NAMES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
                "data_batch_5", "test_batch")
 META_NAME = "batches.meta"
 BATCHES_DIR = "cifar-10-batches-py"
-LAYOUT_HELP = ("expected a cifar-10-batches-py folder, cifar-10-python.tar.gz, or an image "
+C100_DIR = "cifar-100-python"
+C100_NAMES = ("train", "test", "meta")
+LABEL_KINDS = ("fine", "coarse")
+LAYOUT_HELP = ("expected a cifar-10-batches-py or cifar-100-python folder, its .tar.gz, or an image "
                "folder/archive with train/<class>/ and test/<class>/")
 SPLITS = ("train", "test")
 
@@ -65,7 +73,7 @@ class Decoded:
     test_x: np.ndarray
     test_y: np.ndarray
     classes: list[str]
-    kind: str  # "pickle batches" or "image folder"
+    kind: str  # "pickle batches", "CIFAR-100 batches (fine labels)" or "image folder"
 
 
 # ---------------------------------------------------------------- pickle batches
@@ -121,12 +129,14 @@ def _short(value, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _batch_arrays(blob: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _batch_arrays(blob: bytes, where: str, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(blob, where)
-    data, labels = d.get("data"), d.get("labels")
+    data, labels = d.get("data"), d.get(label_key)
     if data is None or labels is None:
-        raise DataError(f"{where}: CIFAR-10 batch without 'data' and 'labels' keys "
-                        f"(has {sorted(map(str, d))}); CIFAR-100 is not supported")
+        hint = ("; a CIFAR-100 file? give the cifar-100-python folder or its archive" if "fine_labels" in d
+                else "")
+        raise DataError(f"{where}: batch without 'data' and {label_key!r} keys "
+                        f"(has {sorted(map(str, d))}){hint}")
     if not isinstance(data, np.ndarray):
         raise DataError(f"{where}: 'data' is a {type(data).__name__}, expected a uint8 array (N, 3072)")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
@@ -177,31 +187,57 @@ def read_batches_dir(folder: Path, progress: Progress | None = None) -> Decoded:
     return from_batches(blobs, str(folder))
 
 
+def from_cifar100(blobs: dict[str, bytes], where: str, label_kind: str = "fine") -> Decoded:
+    """Arrays from the raw bytes of ``cifar-100-python``'s train, test and meta files:
+    the fine labels (100 classes) or, with ``label_kind="coarse"``, the 20 superclasses."""
+    if label_kind not in LABEL_KINDS:
+        raise DataError(f"data.label_kind {label_kind!r}: expected fine or coarse")
+    missing = [n for n in C100_NAMES if n not in blobs]
+    if missing:
+        raise DataError(f"{where}: {', '.join(missing)} missing: a {C100_DIR} folder holds train, test "
+                        "and meta (re-download it)")
+    meta = _unpickle(blobs["meta"], f"{where}/meta")
+    names = meta.get(f"{label_kind}_label_names")
+    if not isinstance(names, list) or len(names) < 2:
+        raise DataError(f"{where}/meta: no '{label_kind}_label_names' list: not CIFAR-100's meta file")
+    classes = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
+    if len(set(classes)) != len(classes):
+        raise DataError(f"{where}/meta: '{label_kind}_label_names' holds a name twice")
+    out = []
+    for split in ("train", "test"):
+        x, y = _batch_arrays(blobs[split], f"{where}/{split}", f"{label_kind}_labels")
+        if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+            bad = int(y.min()) if y.min() < 0 else int(y.max())
+            raise DataError(f"{where}/{split}: label {bad} out of range for the {len(classes)} "
+                            f"{label_kind} classes in meta")
+        out += [x, y]
+    return Decoded(*out, classes, f"CIFAR-100 batches ({label_kind} labels)")
+
+
+def read_cifar100_dir(folder: Path, progress: Progress | None = None, label_kind: str = "fine") -> Decoded:
+    blobs = {}
+    for i, name in enumerate(C100_NAMES):
+        if (folder / name).is_file():
+            blobs[name] = (folder / name).read_bytes()
+        if progress:
+            progress(i + 1, len(C100_NAMES))
+    return from_cifar100(blobs, str(folder), label_kind)
+
+
+def _is_cifar100_dir(folder: Path) -> bool:
+    return (folder / "meta").is_file() and (folder / "train").is_file()
+
+
 # ---------------------------------------------------------------- image decoding
 
-def _describe(name: str, blob_or_path: bytes | str):
-    from PIL import Image, UnidentifiedImageError
+def decode_chunk(items: list[tuple[str, bytes | str]], size: int = 32) -> tuple[np.ndarray, str | None]:
+    """Decode (name, bytes-or-path) pairs to (n, size, size, 3) RGB
+    (:func:`cifarctl.data.images.decode`); stops at the first bad image and returns its message."""
+    from cifarctl.data.images import decode
 
-    try:
-        src = io.BytesIO(blob_or_path) if isinstance(blob_or_path, bytes) else blob_or_path
-        with Image.open(src) as im:
-            if im.mode != "RGB" or im.size != (32, 32):
-                w, h = im.size
-                return None, (f"{name}: expected a 32x32 RGB image, got {im.mode} {w}x{h}: "
-                              f"convert the images to 32x32 RGB first")
-            im.load()
-            return np.asarray(im), None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        why = "unrecognised format" if isinstance(e, UnidentifiedImageError) else str(e)
-        return None, (f"{name}: cannot decode image ({why}): the file is corrupt or not an "
-                      f"image; replace or remove it")
-
-
-def decode_chunk(items: list[tuple[str, bytes | str]]) -> tuple[np.ndarray, str | None]:
-    """Decode (name, bytes-or-path) pairs; stops at the first bad image and returns its message."""
-    out = np.empty((len(items), 32, 32, 3), np.uint8)
+    out = np.empty((len(items), size, size, 3), np.uint8)
     for i, (name, payload) in enumerate(items):
-        arr, err = _describe(name, payload)
+        arr, err = decode(name, payload, size)
         if err:
             return out[:i], err
         out[i] = arr
@@ -236,7 +272,8 @@ class _Decoder:
     so small archives never pay for it.
     """
 
-    def __init__(self, expected: int | None):
+    def __init__(self, expected: int | None, size: int = 32):
+        self.size = size
         self.results: list[Future | tuple[np.ndarray, str | None]] = []
         self.pool = None
         self.expected = expected
@@ -259,9 +296,9 @@ class _Decoder:
             self.pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("fork"),
                                             initializer=_worker_init)
         if self.pool is not None:
-            self.results.append(self.pool.submit(decode_chunk, items))
+            self.results.append(self.pool.submit(decode_chunk, items, self.size))
         else:
-            self.results.append(decode_chunk(items))
+            self.results.append(decode_chunk(items, self.size))
             self.check(self.results[-1])
 
     @staticmethod
@@ -275,7 +312,7 @@ class _Decoder:
             r = r.result() if isinstance(r, Future) else r
             self.check(r)
             arrays.append(r[0])
-        return np.concatenate(arrays) if arrays else np.empty((0, 32, 32, 3), np.uint8)
+        return np.concatenate(arrays) if arrays else np.empty((0, self.size, self.size, 3), np.uint8)
 
     def close(self, failed: bool = False) -> None:
         """Shut the pool down; after an error or a signal (``failed``), stop the workers now
@@ -345,8 +382,12 @@ def _class_order(train: set[str], test: set[str], where: str) -> list[str]:
         if a - b:
             raise DataError(f"{where}: class folder(s) {', '.join(sorted(a - b))} in {sa}/ but "
                             f"not in {sb}/: train/ and test/ need the same class folders")
-    check_classes(sorted(train), where)
-    return list(CLASSES)
+    if sorted(train) == sorted(CLASSES):  # CIFAR-10 as images: its labels keep CIFAR-10's order
+        return list(CLASSES)
+    if len(train) < 2:
+        raise DataError(f"{where}: only one class folder ({', '.join(train)}): a classifier needs at least "
+                        "two, train/<class>/ and test/<class>/ for each")
+    return sorted(train)
 
 
 def _assemble(keys: list[tuple[str, str, str, str]], x: np.ndarray, where: str) -> Decoded:
@@ -407,7 +448,7 @@ def _entries(folder: Path) -> list[os.DirEntry]:
     return out
 
 
-def read_image_dir(root: Path, progress: Progress | None = None) -> Decoded:
+def read_image_dir(root: Path, progress: Progress | None = None, size: int = 32) -> Decoded:
     """Read ``root/train/<class>/*`` and ``root/test/<class>/*``."""
     keys, items = [], []
     for split in SPLITS:
@@ -417,7 +458,7 @@ def read_image_dir(root: Path, progress: Progress | None = None) -> Decoded:
                 if key and f.is_file():
                     keys.append(key)
                     items.append((f.path, f.path))
-    with _Decoder(len(items)) as decoder:
+    with _Decoder(len(items), size) as decoder:
         for start in range(0, len(items), CHUNK):
             decoder.submit(items[start:start + CHUNK])
             if progress and decoder.pool is None:
@@ -440,8 +481,8 @@ def _finish_with_progress(decoder: _Decoder, total: int, progress: Progress | No
 
 # ---------------------------------------------------------------- archives
 
-MAX_IMAGE_BYTES = 1 << 20    # a 32x32 image file, whatever its format, is far smaller
-MAX_BATCH_BYTES = 64 << 20   # a cifar-10-batches-py file is ~31 MB
+MAX_IMAGE_BYTES = 32 << 20   # an image of a classification data set is far smaller
+MAX_BATCH_BYTES = 192 << 20  # a cifar-10-batches-py file is ~31 MB, cifar-100-python/train ~155 MB
 
 
 def _members(tf: tarfile.TarFile) -> Iterator[tuple[str, tarfile.TarInfo]]:
@@ -455,8 +496,8 @@ def _read_member(tf: tarfile.TarFile, member: tarfile.TarInfo, where: str, limit
     """A member's bytes, refused before reading when it declares more than ``limit`` (a
     sparse member can declare 50 GB in a 193 KB archive)."""
     if member.size > limit:
-        raise DataError(f"{where}: declares {member.size:,} bytes, more than any CIFAR-10 file "
-                        f"({limit:,} at most): not a CIFAR-10 archive")
+        raise DataError(f"{where}: declares {member.size:,} bytes, more than any file of a data set "
+                        f"({limit:,} at most): not a data archive")
     return tf.extractfile(member).read()
 
 
@@ -483,17 +524,17 @@ def _read_to_end(stream) -> None:
         pass
 
 
-def read_archive(path: Path, progress: Progress | None = None) -> Decoded:
+def read_archive(path: Path, progress: Progress | None = None, side: int = 32, label_kind: str = "fine") -> Decoded:
     """Stream a tar archive holding an image folder or a ``cifar-10-batches-py`` folder.
 
     The compressed stream is read to its end (checksums verified) before the images are
     used. ``progress(done, total)`` counts compressed bytes read, the only measure known up front.
     """
     size = path.stat().st_size
-    keys, chunk, batches = [], [], {}
+    keys, chunk, batches, c100 = [], [], {}, {}
     seen = 0
     kind = "tar"
-    decoder = _Decoder(None)
+    decoder = _Decoder(None, side)
     failed = True
     try:
         with open(path, "rb") as raw:
@@ -513,6 +554,8 @@ def read_archive(path: Path, progress: Progress | None = None) -> Decoded:
                             chunk = []
                     elif parts[-1] in (*BATCH_NAMES, META_NAME) and len(parts) <= 3:
                         batches[parts[-1]] = _read_member(tf, member, f"{path}:{name}", MAX_BATCH_BYTES)
+                    elif parts[-1] in C100_NAMES and (len(parts) == 1 or parts[-2] == C100_DIR):
+                        c100[parts[-1]] = _read_member(tf, member, f"{path}:{name}", MAX_BATCH_BYTES)
                     if progress and raw.tell() - last > size // 100:
                         last = raw.tell()
                         progress(last, size)
@@ -538,21 +581,28 @@ def read_archive(path: Path, progress: Progress | None = None) -> Decoded:
         decoder.close(failed=failed)
     if progress:
         progress(size, size)
+    if not keys and c100 and not batches:
+        return from_cifar100(c100, f"{path}:{C100_DIR}", label_kind)
     if not keys and batches:
         return from_batches(batches, f"{path}:{BATCHES_DIR}")
     return _assemble(keys, x, str(path))
 
 
-def read_path(path: Path, progress: Progress | None = None) -> Decoded:
-    """Read any supported local layout (folder or archive) at ``path``."""
+def read_path(path: Path, progress: Progress | None = None, size: int = 32, label_kind: str = "fine") -> Decoded:
+    """Read any supported local layout (folder or archive) at ``path``; an image folder's
+    images resized to ``size``, CIFAR-100's ``label_kind`` labels."""
     if path.is_dir():
         if (path / META_NAME).is_file() or (path / "data_batch_1").is_file():
             return read_batches_dir(path, progress)
         if (path / BATCHES_DIR).is_dir():
             return read_batches_dir(path / BATCHES_DIR, progress)
+        if _is_cifar100_dir(path):
+            return read_cifar100_dir(path, progress, label_kind)
+        if _is_cifar100_dir(path / C100_DIR):
+            return read_cifar100_dir(path / C100_DIR, progress, label_kind)
         root = _find_image_root(path)
         if root is None:
             raise DataError(f"{path}: no train/ and test/ folders found: {LAYOUT_HELP} "
                             f"(optionally inside one top-level folder)")
-        return read_image_dir(root, progress)
-    return read_archive(path, progress)
+        return read_image_dir(root, progress, size)
+    return read_archive(path, progress, side=size, label_kind=label_kind)

@@ -1,13 +1,15 @@
-"""Load CIFAR-10 (or a look-alike) as uint8 numpy arrays, from wherever it is.
+"""Load CIFAR-10, CIFAR-100 or an image folder as uint8 numpy arrays, from wherever it is.
 
 Sources, in :func:`load_cifar`'s ``source`` argument, else ``$CIFARCTL_DATA``, else
 ``"cifar10"``:
 
-- ``"cifar10"``: the official python archive in the cache folder, downloaded there
-  (md5-checked) on first use;
-- a local path: a ``cifar-10-batches-py`` folder (or a folder holding one),
-  ``cifar-10-python.tar.gz``, or an image folder ``train/<class>/*`` + ``test/<class>/*``
-  (optionally inside one top-level folder) as a folder or a ``.tar[.gz|.xz]``/``.tgz``;
+- ``"cifar10"`` / ``"cifar100"``: the official python archive in the cache folder,
+  downloaded there (md5-checked) on first use; CIFAR-100's fine labels (100 classes) or,
+  with ``label_kind="coarse"``, its 20 superclasses;
+- a local path: a ``cifar-10-batches-py`` or ``cifar-100-python`` folder (or a folder
+  holding one), their ``.tar.gz``, or an image folder ``train/<class>/*`` + ``test/<class>/*``
+  (optionally inside one top-level folder; any number of classes, images of any size,
+  resized to ``image_size``) as a folder or a ``.tar[.gz|.xz]``/``.tgz``;
 - ``"synthetic"``, ``"synthetic:N"`` or ``"synthetic:N:M"``: N train / M test random
   images with per-class colour and texture, so a model can learn them (default 2000 / 500).
 
@@ -34,13 +36,16 @@ from cifarctl.errors import DataError
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+CIFAR100_ARCHIVE = "cifar-100-python.tar.gz"
 SYNTHETIC_DEFAULT = (2000, 500)
 SYNTHETIC_MAX = 200_000   # images per split: 0.6 GB of uint8 (CIFAR-10 has 50,000 + 10,000)
 
 
 @dataclass(repr=False)
 class CifarArrays:
-    """Images as uint8 (N, 32, 32, 3) RGB arrays and int64 labels indexing ``classes``."""
+    """Images as uint8 (N, S, S, 3) RGB arrays and int64 labels indexing ``classes``."""
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -67,7 +72,7 @@ def resolve_source(source: str | os.PathLike | None = None) -> str:
         text = os.fspath(source)
     else:
         text = os.environ.get("CIFARCTL_DATA") or "cifar10"
-    if text == "cifar10" or text.startswith("synthetic"):
+    if text in ("cifar10", "cifar100") or text.startswith("synthetic"):
         return text
     path = Path(text).expanduser()
     return str(path.resolve()) if path.exists() else text
@@ -81,6 +86,8 @@ def load_cifar(
     train_subset: int | None = None,
     test_subset: int | None = None,
     seed: int = 0,
+    image_size: int = 32,
+    label_kind: str = "fine",
 ) -> CifarArrays:
     """Load a CIFAR-10 source as uint8 arrays (see the module docstring for sources).
 
@@ -88,21 +95,34 @@ def load_cifar(
     True draws a bar on stderr when it is a terminal and the data has to be decoded; a
     callable gets ``(done, total)`` in one unit (files, batches, or compressed bytes for
     archives). ``train_subset``/``test_subset`` keep that many images, class-balanced,
-    chosen by ``seed``. Raises :class:`~cifarctl.errors.DataError` with a fix.
+    chosen by ``seed``. ``image_size``: the side an image folder's images are resized to
+    (the CIFAR sources are 32x32 and refuse another); ``label_kind``: ``fine`` or ``coarse``
+    (CIFAR-100 only). Raises :class:`~cifarctl.errors.DataError` with a fix.
     """
     spec = resolve_source(source)
+    if label_kind not in readers.LABEL_KINDS:
+        raise DataError(f"data.label_kind {label_kind!r}: expected fine or coarse")
     if spec.lower().split(":")[0] == "synthetic":  # keywords win: use ./synthetic for a folder
         data = synthetic(*_parse_synthetic(spec), seed=seed)
     else:
         cache_dir = Path(cache_dir).expanduser() if cache_dir else cache.default_cache_dir()
         if spec.lower() in ("cifar10", "cifar-10"):
             path = official_cifar10(cache_dir)
+        elif spec.lower() in ("cifar100", "cifar-100"):
+            path = official_cifar100(cache_dir)
         else:
             path = Path(os.path.expanduser(spec))
             if not path.exists():
                 raise DataError(f"data path {path} does not exist: {readers.LAYOUT_HELP}")
             _check_kind(path)
-        data = _load_path(path.resolve(), cache_dir, progress)
+        data = _load_path(path.resolve(), cache_dir, progress, image_size, label_kind)
+    side = int(data.train_x.shape[1])
+    if side != image_size:
+        raise DataError(f"data.image_size {image_size}: the images of {data.source} are {side}x{side} and only an "
+                        f"image folder is resized: set data.image_size: {side}")
+    if label_kind == "coarse" and "CIFAR-100" not in data.source:
+        raise DataError(f"data.label_kind coarse: {data.source} has no coarse labels (CIFAR-100 only): "
+                        "set data.label_kind: fine")
     if train_subset is not None:
         data.train_x, data.train_y = _subset(data.train_x, data.train_y, train_subset,
                                              data.num_classes, seed, "train")
@@ -127,15 +147,17 @@ def _check_kind(path: Path) -> None:
             raise DataError(f"data path {path} is a {kind}, not a file or folder: {readers.LAYOUT_HELP}")
 
 
-def _load_path(path: Path, cache_dir: Path, progress) -> CifarArrays:
+def _load_path(path: Path, cache_dir: Path, progress, size: int = 32, label_kind: str = "fine") -> CifarArrays:
     try:
-        cfile = cache.cache_file(cache_dir, path)
+        # the arrays depend on the size (image folders) and the labels (CIFAR-100): each has its cache file
+        variant = "".join(([f"s{size}"] if size != 32 else []) + (["coarse"] if label_kind == "coarse" else []))
+        cfile = cache.cache_file(cache_dir, path, variant)
         hit = cache.load(cfile)
         if hit is not None:
             return CifarArrays(hit["train_x"], hit["train_y"], hit["test_x"], hit["test_y"],
                                hit["classes"], hit["description"], cached=True)
         with _progress(progress, f"decoding {path.name}") as cb:
-            d = readers.read_path(path, cb)
+            d = readers.read_path(path, cb, size, label_kind)
     except OSError as exc:  # permissions, a folder that vanished, I/O errors: one line
         where = exc.filename or path
         raise DataError(f"{where}: cannot be read ({exc.strerror or exc}): {readers.LAYOUT_HELP}") from None
@@ -158,10 +180,12 @@ def source_key(source: str | os.PathLike | None) -> str | None:
         if spec.lower().split(":")[0] == "synthetic":
             n, m = _parse_synthetic(spec)
             return f"synthetic:{n}:{m}"
-        if spec.lower() in ("cifar10", "cifar-10"):
+        if spec.lower() in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
             cache_dir = cache.default_cache_dir()
-            found = [c for c in (cache_dir / readers.BATCHES_DIR, cache_dir / CIFAR10_ARCHIVE) if c.exists()]
-            return cache.content_key(found[0]) if found else "cifar10"
+            ten = spec.lower() in ("cifar10", "cifar-10")
+            names = (readers.BATCHES_DIR, CIFAR10_ARCHIVE) if ten else (readers.C100_DIR, CIFAR100_ARCHIVE)
+            found = [cache_dir / c for c in names if (cache_dir / c).exists()]
+            return cache.content_key(found[0]) if found else spec.lower().replace("-", "")
         path = Path(os.path.expanduser(spec))
         return cache.content_key(path) if path.exists() else None
     except (DataError, OSError):
@@ -192,12 +216,21 @@ def _progress(progress, label: str) -> Iterator[Callable[[int, int], None] | Non
 # ---------------------------------------------------------------- official archive
 
 def official_cifar10(cache_dir: Path) -> Path:
-    """The official python-format data in ``cache_dir``, downloaded there if absent.
+    """The official python-format CIFAR-10 in ``cache_dir``, downloaded there if absent.
 
     The batches are pickles: they are read with a restricted unpickler that only
     rebuilds numpy arrays (:mod:`cifarctl.data.readers`), never with plain ``pickle``.
     """
-    for candidate in (cache_dir / readers.BATCHES_DIR, cache_dir / CIFAR10_ARCHIVE):
+    return _official(cache_dir, "CIFAR-10", CIFAR10_URL, CIFAR10_ARCHIVE, CIFAR10_MD5, readers.BATCHES_DIR)
+
+
+def official_cifar100(cache_dir: Path) -> Path:
+    """The official python-format CIFAR-100 in ``cache_dir``, downloaded there (md5-checked) if absent."""
+    return _official(cache_dir, "CIFAR-100", CIFAR100_URL, CIFAR100_ARCHIVE, CIFAR100_MD5, readers.C100_DIR)
+
+
+def _official(cache_dir: Path, name: str, url: str, archive: str, md5: str, folder: str) -> Path:
+    for candidate in (cache_dir / folder, cache_dir / archive):
         if candidate.exists():
             return candidate
     # download and extract into a temp folder and move the result in only when complete,
@@ -209,19 +242,19 @@ def official_cifar10(cache_dir: Path) -> Path:
         raise DataError(f"cannot create the data cache folder {cache_dir} ({e.strerror or e}): "
                         f"set CIFARCTL_DATA_DIR to a writable folder") from None
     try:
-        _download_and_extract(CIFAR10_URL, tmp, CIFAR10_ARCHIVE, CIFAR10_MD5)
-        os.replace(tmp / readers.BATCHES_DIR, cache_dir / readers.BATCHES_DIR)
+        _download_and_extract(url, tmp, archive, md5)
+        os.replace(tmp / folder, cache_dir / folder)
     except OSError:  # URLError, timeouts, refused connections, disk full
         raise DataError(
-            f"cannot download CIFAR-10 (no network?): put {CIFAR10_ARCHIVE} in {cache_dir}, or "
-            f"pass --data PATH / set CIFARCTL_DATA=PATH to that archive, a cifar-10-batches-py "
+            f"cannot download {name} (no network?): put {archive} in {cache_dir}, or "
+            f"pass --data PATH / set CIFARCTL_DATA=PATH to that archive, a {folder} "
             f"folder, or an image folder/archive with train/<class>/ and test/<class>/") from None
     except RuntimeError as e:  # torchvision: "File not found or corrupted." (md5 mismatch)
-        raise DataError(f"the downloaded {CIFAR10_ARCHIVE} failed its md5 check ({e}): try "
-                        f"again, or put a good copy at {cache_dir / CIFAR10_ARCHIVE}") from None
+        raise DataError(f"the downloaded {archive} failed its md5 check ({e}): try "
+                        f"again, or put a good copy at {cache_dir / archive}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return cache_dir / readers.BATCHES_DIR
+    return cache_dir / folder
 
 
 def _download_and_extract(url: str, folder: Path, filename: str, md5: str) -> None:

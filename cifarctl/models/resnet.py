@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cifarctl.registry import Dropout, register_model
+from cifarctl.registry import Classes, Dropout, register_model
 
 
 class BasicBlock(nn.Module):
@@ -63,12 +63,12 @@ class ResNet(nn.Module):
 
 
 @register_model(assignment="S11", description="ResNet-18 for CIFAR (kuangliu), 11.2M params")
-def resnet18(dropout: Dropout = 0.0) -> nn.Module:
+def resnet18(dropout: Dropout = 0.0, num_classes: Classes = 10) -> nn.Module:
     """ResNet-18: two BasicBlocks per stage."""
-    return ResNet((2, 2, 2, 2), dropout=dropout)
+    return ResNet((2, 2, 2, 2), dropout=dropout, num_classes=num_classes)
 
 
 @register_model(assignment="S11", description="ResNet-34 for CIFAR (kuangliu), 21.3M params")
-def resnet34(dropout: Dropout = 0.0) -> nn.Module:
+def resnet34(dropout: Dropout = 0.0, num_classes: Classes = 10) -> nn.Module:
     """ResNet-34: 3, 4, 6, 3 BasicBlocks per stage."""
-    return ResNet((3, 4, 6, 3), dropout=dropout)
+    return ResNet((3, 4, 6, 3), dropout=dropout, num_classes=num_classes)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from cifarctl.registry import Dropout, register_model
+from cifarctl.registry import Classes, Dropout, register_model
 
 
 def _conv_bn(cin: int, cout: int, dropout: float, pool: bool = False) -> nn.Sequential:
@@ -74,6 +74,6 @@ class CustomResNet(nn.Module):
     description="custom ResNet (prep, 3 layers, 2 residual blocks), 6,573,130 params",
     aliases=("custom_resnet",),
 )
-def resnet_custom(dropout: Dropout = 0.0) -> nn.Module:
+def resnet_custom(dropout: Dropout = 0.0, num_classes: Classes = 10) -> nn.Module:
     """The S10 custom ResNet."""
-    return CustomResNet(dropout=dropout)
+    return CustomResNet(dropout=dropout, num_classes=num_classes)

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from cifarctl.models._blocks import ConvBlock
-from cifarctl.registry import Dropout, register_model
+from cifarctl.registry import Classes, Dropout, register_model
 
 # Per stage: the kind of its two blocks; the second block is dilated.
 LAYOUT = (("conv", "sep"), ("sep", "conv"), ("conv", "conv"), ("sep", "sep"))
@@ -75,15 +75,15 @@ class S6Net(nn.Module):
     description="dilated + depthwise-separable convs, GAP head (185,936 params)",
     aliases=("s6",),
 )
-def s6_dilated(dropout: Dropout = 0.05) -> nn.Module:
+def s6_dilated(dropout: Dropout = 0.05, num_classes: Classes = 10) -> nn.Module:
     """The seed's first S6 network: 185,936 params."""
-    return S6Net((56, 72, 72, 144), dropout=dropout)
+    return S6Net((56, 72, 72, 144), dropout=dropout, num_classes=num_classes)
 
 
 @register_model(
     assignment="S6",
     description="narrower first stages of s6_dilated (151,504 params)",
 )
-def s6_dilated_lite(dropout: Dropout = 0.05) -> nn.Module:
+def s6_dilated_lite(dropout: Dropout = 0.05, num_classes: Classes = 10) -> nn.Module:
     """The seed's second S6 network: 151,504 params."""
-    return S6Net((32, 56, 72, 144), dropout=dropout)
+    return S6Net((32, 56, 72, 144), dropout=dropout, num_classes=num_classes)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from cifarctl.models._blocks import ConvBlock
-from cifarctl.registry import Dropout, PositiveInt, register_model
+from cifarctl.registry import Classes, Dropout, PositiveInt, register_model
 
 # Block widths (see the table above); 43,266 params with BatchNorm.
 WIDTHS = (24, 12, 24, 16, 32)
@@ -74,18 +74,19 @@ class S8Net(nn.Module):
 
 
 @register_model(assignment="S8", description="S8 net with BatchNorm, skips, <50k params", aliases=("s8",))
-def s8_bn(dropout: Dropout = 0.05, widths: Widths = WIDTHS) -> nn.Module:
+def s8_bn(dropout: Dropout = 0.05, widths: Widths = WIDTHS, num_classes: Classes = 10) -> nn.Module:
     """S8 net with BatchNorm."""
-    return S8Net(norm="bn", dropout=dropout, widths=tuple(widths))
+    return S8Net(norm="bn", dropout=dropout, widths=tuple(widths), num_classes=num_classes)
 
 
 @register_model(assignment="S8", description="S8 net with GroupNorm (groups=4), <50k params")
-def s8_gn(dropout: Dropout = 0.05, groups: PositiveInt = 4, widths: Widths = WIDTHS) -> nn.Module:
+def s8_gn(dropout: Dropout = 0.05, groups: PositiveInt = 4, widths: Widths = WIDTHS,
+          num_classes: Classes = 10) -> nn.Module:
     """S8 net with GroupNorm."""
-    return S8Net(norm="gn", groups=groups, dropout=dropout, widths=tuple(widths))
+    return S8Net(norm="gn", groups=groups, dropout=dropout, widths=tuple(widths), num_classes=num_classes)
 
 
 @register_model(assignment="S8", description="S8 net with LayerNorm (GroupNorm(1, C)), <50k params")
-def s8_ln(dropout: Dropout = 0.05, widths: Widths = WIDTHS) -> nn.Module:
+def s8_ln(dropout: Dropout = 0.05, widths: Widths = WIDTHS, num_classes: Classes = 10) -> nn.Module:
     """S8 net with LayerNorm."""
-    return S8Net(norm="ln", dropout=dropout, widths=tuple(widths))
+    return S8Net(norm="ln", dropout=dropout, widths=tuple(widths), num_classes=num_classes)

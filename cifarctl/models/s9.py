@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from cifarctl.models._blocks import ConvBlock
-from cifarctl.registry import Dropout, PositiveInt, register_model
+from cifarctl.registry import Classes, Dropout, PositiveInt, register_model
 
 # (out channels, kernel, stride, dilation, separable) per conv block, four blocks.
 LAYOUT: tuple[tuple[tuple[int, int, int, int, bool], ...], ...] = (
@@ -80,6 +80,6 @@ class S9Net(nn.Module):
     description="C1-C2-C3-C4, no max-pool: strided, dilated and separable convs, GAP",
     aliases=("s9",),
 )
-def s9_dilated(dropout: Dropout = 0.05, widths: Widths = WIDTHS) -> nn.Module:
+def s9_dilated(dropout: Dropout = 0.05, widths: Widths = WIDTHS, num_classes: Classes = 10) -> nn.Module:
     """The S9 network."""
-    return S9Net(dropout=dropout, widths=tuple(widths))
+    return S9Net(dropout=dropout, widths=tuple(widths), num_classes=num_classes)

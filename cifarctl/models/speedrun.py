@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifarctl.registry import Fraction, NonNegativeInt, PositiveInt, register_model
+from cifarctl.registry import Classes, Fraction, NonNegativeInt, PositiveInt, register_model
 
 
 class _BatchNorm(nn.BatchNorm2d):
@@ -46,7 +46,8 @@ class SpeedrunNet(nn.Module):
     """airbench94's network; ``whiten`` is set from data by ``data_init``."""
 
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), whiten_kernel: int = 2,
-                 bn_momentum: float = 0.6, freeze_bn_scale: bool = True, whiten_bias_epochs: int = 3):
+                 bn_momentum: float = 0.6, freeze_bn_scale: bool = True, whiten_bias_epochs: int = 3,
+                 num_classes: int = 10):
         super().__init__()
         whiten_width = 2 * 3 * whiten_kernel**2
         self.whiten = nn.Conv2d(3, whiten_width, whiten_kernel, padding=0, bias=True)
@@ -58,7 +59,7 @@ class SpeedrunNet(nn.Module):
         self.block2 = _ConvGroup(widths[0], widths[1], **bn)
         self.block3 = _ConvGroup(widths[1], widths[2], **bn)
         self.pool = nn.MaxPool2d(3)
-        self.head = nn.Linear(widths[2], 10, bias=False)
+        self.head = nn.Linear(widths[2], num_classes, bias=False)
         self.scale = 1 / 9
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m is not self.whiten:
@@ -96,7 +97,7 @@ class SpeedrunNet(nn.Module):
 @register_model(assignment="speedrun", description="airbench94-style net: patch whitening, frozen BN scales")
 def speedrun_net(widths: tuple[PositiveInt, PositiveInt, PositiveInt] = (64, 256, 256),
                  bn_momentum: Fraction = 0.6, freeze_bn_scale: bool = True,
-                 whiten_bias_epochs: NonNegativeInt = 3) -> nn.Module:
+                 whiten_bias_epochs: NonNegativeInt = 3, num_classes: Classes = 10) -> nn.Module:
     """airbench94-style network for the speedrun recipe.
 
     ``bn_momentum`` is airbench's (the weight of the old running statistics: torch's
@@ -104,4 +105,4 @@ def speedrun_net(widths: tuple[PositiveInt, PositiveInt, PositiveInt] = (64, 256
     ``whiten_bias_epochs`` is how many epochs the whitening conv's bias trains.
     """
     return SpeedrunNet(tuple(widths), bn_momentum=bn_momentum, freeze_bn_scale=freeze_bn_scale,
-                       whiten_bias_epochs=whiten_bias_epochs)
+                       whiten_bias_epochs=whiten_bias_epochs, num_classes=num_classes)

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from cifarctl.errors import UsageError
+from cifarctl.errors import RecipeError, UsageError
 from cifarctl.recipe import Recipe
 
 LR_AUTO_UNRESOLVED = (
@@ -111,6 +111,20 @@ def build_model(recipe: Recipe):
     from cifarctl.registry import create_model
 
     return create_model(recipe.model, **recipe.model_args)
+
+
+def with_num_classes(recipe: Recipe, k: int, source: str) -> Recipe:
+    """``recipe`` whose model has ``k`` outputs, the data's class count: ``model_args.num_classes``
+    set when the data has other than the models' default 10 (so the checkpoint's recipe rebuilds the
+    same model); a recipe that fixes another number is an error naming both."""
+    fixed = recipe.model_args.get("num_classes")
+    if fixed is not None and fixed != k:
+        raise RecipeError(recipe.origin, [f"model_args.num_classes: {fixed}, but the data {source} has {k} classes: "
+                                          "remove model_args.num_classes (it is taken from the data) or use data "
+                                          f"with {fixed} classes"])
+    if fixed is None and k != 10:
+        recipe = recipe.replace({"model_args.num_classes": k}, f"num_classes from the data ({k} classes)")
+    return recipe
 
 
 def build_loss(recipe: Recipe):

@@ -292,7 +292,7 @@ def run_lr_find(
 
     from cifarctl.training.batches import Batches
     from cifarctl.training.builders import (build_loss, build_model, build_optimizer, precision_for,
-                                            resolve_device)
+                                            resolve_device, with_num_classes)
 
     if not (start_lr > 0 and end_lr > start_lr):
         raise UsageError(f"need 0 < start_lr < end_lr (got {start_lr:g} and {end_lr:g})")
@@ -308,7 +308,9 @@ def run_lr_find(
 
         data = load_cifar(resolve_source(data_source or recipe.data.source), progress=False,
                           train_subset=recipe.data.train_subset, test_subset=recipe.data.test_subset,
-                          seed=recipe.seed)
+                          seed=recipe.seed, image_size=recipe.data.image_size,
+                          label_kind=recipe.data.label_kind)
+        recipe = with_num_classes(recipe, len(data.classes), str(data_source or recipe.data.source))
     gen = torch.Generator(device=dev).manual_seed(recipe.seed)
     batches = Batches(recipe, data, dev, gen)
 

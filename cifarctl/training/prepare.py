@@ -19,6 +19,7 @@ from cifarctl.training.builders import (
     build_model,
     build_optimizer,
     enter_device,
+    with_num_classes,
     is_max_lr_auto,
     precision_for,
     resolve_device,
@@ -65,7 +66,9 @@ def prepare(
     d = recipe.data
     with distributed.main_first(world_size):  # rank 0 decodes and caches, the others read the cache
         arrays = load_cifar(source, cache_dir=cache_dir, progress=progress,
-                            train_subset=d.train_subset, test_subset=d.test_subset, seed=seed)
+                            train_subset=d.train_subset, test_subset=d.test_subset, seed=seed,
+                            image_size=d.image_size, label_kind=d.label_kind)
+    recipe = with_num_classes(recipe, len(arrays.classes), source)
     val = None
     if d.val_split:
         from cifarctl.data.sources import hold_out

@@ -78,7 +78,8 @@ def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: st
         **({"rules_broken": list(trainer.rules_broken)} if trainer.rules_broken else {}),
         **({"reference": reference(r)} if r.rules is not None else {}),
         "device": str(trainer.device), "world_size": trainer.world_size,
-        "data": trainer.data_source, "run_dir": str(run_dir),
+        "data": trainer.data_source, "classes": list(trainer.classes), "image_size": r.data.image_size,
+        "run_dir": str(run_dir),
         "started": started, "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 

@@ -21,7 +21,7 @@ def render_gallery(result, scale: int = 1, colours: str = "truecolor"):
     for k, m in enumerate(result.items):
         img = result.images[k]
         if result.cams is not None:
-            img = np.concatenate([img, np.full((32, 1, 3), 0, np.uint8), overlay(img, result.cams[k])], axis=1)
+            img = np.concatenate([img, np.full((img.shape[0], 1, 3), 0, np.uint8), overlay(img, result.cams[k])], axis=1)
         width = img.shape[1] * scale
         cap = Text(f"{m.true}→{m.pred}", no_wrap=True, overflow="ellipsis", justify="center")
         cap.truncate(width, overflow="ellipsis", pad=True)

@@ -156,7 +156,8 @@ def gather(run, *, data: str | None, which: str, n: int | None, gradcam: bool, d
     try:
         say(f"{run.name}: loading {source}")
         ev.data = load_cifar(source, progress=False, train_subset=recipe.data.train_subset,
-                             test_subset=recipe.data.test_subset, seed=recipe.seed)
+                             test_subset=recipe.data.test_subset, seed=recipe.seed,
+                             image_size=recipe.data.image_size, label_kind=recipe.data.label_kind)
         ev.data_stats = data_summary(ev.data)
     except CifarctlError as exc:
         ev.data_problem = f"the data ({source}) could not be loaded: {exc}"

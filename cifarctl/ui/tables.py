@@ -208,6 +208,9 @@ def _cell_style(count: int, row_total: int, diagonal: bool) -> str:
     return f"{fg} on rgb({rgb[0]},{rgb[1]},{rgb[2]})"
 
 
+MATRIX_MAX_CLASSES = 20  # more classes: the confusion matrix goes to a CSV file, not the terminal
+
+
 def eval_lines(result: dict) -> list[str]:
     """What was evaluated, and the accuracy."""
     tta = "" if result["tta"] == "none" else f", TTA {result['tta']}"
@@ -228,13 +231,19 @@ def eval_tables(result: dict) -> list[Tabular]:
         per.add_row(row["class"], f"{row['correct']:,}", f"{row['total']:,}", acc)
 
     matrix = result["confusion"]
-    cm = Tabular("confusion matrix (rows: true class, columns: predicted)",
-                 [Column("true class"), *(Column(_short(n), "right") for n in classes)], compact=True)
-    for i, name in enumerate(classes):
-        total = sum(matrix[i])
-        cm.add_row(name, *map(str, matrix[i]),
-                   cell_styles={j + 1: _cell_style(c, total, i == j) for j, c in enumerate(matrix[i])})
-    out = [per, cm]
+    out = [per]
+    if len(classes) <= MATRIX_MAX_CLASSES:
+        cm = Tabular("confusion matrix (rows: true class, columns: predicted)",
+                     [Column("true class"), *(Column(_short(n), "right") for n in classes)], compact=True)
+        for i, name in enumerate(classes):
+            total = sum(matrix[i])
+            cm.add_row(name, *map(str, matrix[i]),
+                       cell_styles={j + 1: _cell_style(c, total, i == j) for j, c in enumerate(matrix[i])})
+        out.append(cm)
+    else:  # a 100x100 matrix is no table: the most confused pairs say what it holds
+        where = result.get("confusion_csv") or "eval.json (confusion)"
+        per.notes.append(f"{len(classes)} classes: the full {len(classes)}x{len(classes)} confusion matrix is "
+                         f"in {where}; the most confused pairs follow")
     if result["most_confused"]:
         top = Tabular("most confused", [Column("true"), Column("predicted as"), Column("count", "right"),
                                         Column("% of true class", "right")])
