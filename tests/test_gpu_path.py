@@ -166,3 +166,89 @@ def test_host_copy_is_a_copy_and_reuses_its_buffers():
     first = buffers[("model", "w")]
     again = host_copy(live, buffers).ready()
     assert again["model"]["w"] is first and torch.equal(first, torch.full((3,), 2.0))
+
+
+# ---------------------------------------------------------------- precision on the GPUs students have
+def _overflow_then_normal(opt_name: str, fused: bool | None):
+    """A parameter trained one GradScaler step with an inf gradient, then one normal step."""
+    from cifarctl.recipe import load_recipe
+    from cifarctl.training.builders import build_optimizer
+
+    opt = ("{name: sgd, lr: 0.1, momentum: 0.9}" if opt_name == "sgd" else f"{{name: {opt_name}, lr: 0.1}}")
+    recipe = load_recipe("s8_bn", [f"optimizer={opt}"])
+    model = torch.nn.Linear(4, 1, bias=False)
+    torch.nn.init.ones_(model.weight)
+    opt = build_optimizer(model, recipe)
+    if fused is not None:  # the reference: torch's unfused optimizer, as torch makes it
+        kw = {k: v for k, v in opt.defaults.items() if k not in ("fused", "foreach", "decoupled_weight_decay")}
+        opt = type(opt)(model.parameters(), **kw, foreach=False)
+    scaler = torch.amp.GradScaler("cpu")
+    for g in (float("inf"), 1.0):
+        opt.zero_grad()
+        scaler.scale((model.weight * g).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+    return opt, model.weight.detach().clone()
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adamw"])
+def test_an_overflow_step_leaves_the_fused_optimizer_as_torchs_unfused_one(opt_name):
+    """fp16 + GradScaler: the scale starts at 2^16, so an early overflow step is routine.
+    torch's fused SGD makes its momentum with ``empty_like`` and skips the overflow step:
+    without zeroed buffers the next step reads uninitialised memory (NaN-filled here:
+    deterministic mode fills ``empty_like``, as it does for a ``deterministic: true`` run)."""
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        opt, w = _overflow_then_normal(opt_name, None)
+    finally:
+        torch.use_deterministic_algorithms(was)
+    assert opt.defaults["fused"], "the fused kernel runs on the CPU too"
+    _, ref = _overflow_then_normal(opt_name, False)
+    assert torch.isfinite(w).all()
+    torch.testing.assert_close(w, ref)
+    if opt_name == "sgd":
+        buf = opt.state[opt.param_groups[0]["params"][0]]["momentum_buffer"]
+        torch.testing.assert_close(buf, torch.ones_like(buf))  # the one real gradient
+
+
+GPUS = {"T4": (False, True), "V100": (False, True), "A100": (True, True), "H100": (True, True),
+        "P100": (False, False)}  # (bf16 in hardware, bf16 emulated)
+
+
+@pytest.mark.parametrize("gpu", sorted(GPUS))
+def test_precision_auto_picks_bf16_only_where_the_hardware_has_it(gpu, monkeypatch):
+    from cifarctl.errors import UsageError
+    from cifarctl.training.builders import precision_for
+
+    native, emulated = GPUS[gpu]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: native or (emulated and including_emulation))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: f"Tesla {gpu}")
+    dev = torch.device("cuda", 0)
+    dtype, note = precision_for("auto", dev)
+    if native:
+        assert (dtype, note) == (torch.bfloat16, None)
+    else:
+        assert dtype == torch.float16 and "GradScaler" in note
+    assert precision_for("fp16", dev)[0] == torch.float16
+    if native or emulated:
+        dtype, note = precision_for("bf16", dev)
+        assert dtype == torch.bfloat16 and (note is None) == native
+    else:
+        with pytest.raises(UsageError, match="no bf16 support"):
+            precision_for("bf16", dev)
+
+
+def test_channels_last_is_off_on_cuda_for_group_norm_nets():
+    """ATen's CUDA group_norm makes its input NCHW: an NHWC net would copy around every norm."""
+    from cifarctl.recipe import load_recipe
+    from cifarctl.training.builders import uses_channels_last
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for name in ("s8_gn", "s8_ln"):
+        r = load_recipe(name)
+        assert r.channels_last and not uses_channels_last(r, cuda) and uses_channels_last(r, cpu)
+    for name in ("s8_bn", "s9_dilated", "speedrun"):
+        assert uses_channels_last(load_recipe(name), cuda)
+    assert not uses_channels_last(load_recipe("s8_bn", ["channels_last=false"]), cuda)
