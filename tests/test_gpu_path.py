@@ -252,3 +252,115 @@ def test_channels_last_is_off_on_cuda_for_group_norm_nets():
     for name in ("s8_bn", "s9_dilated", "speedrun"):
         assert uses_channels_last(load_recipe(name), cuda)
     assert not uses_channels_last(load_recipe("s8_bn", ["channels_last=false"]), cuda)
+
+
+# ---------------------------------------------------------------- RNG state on resume
+def _fake_cuda(monkeypatch, visible: list[int], states: dict):
+    """torch.cuda's RNG calls over ``visible[0]`` GPUs whose generator states are ``states``."""
+    def index(device="cuda"):
+        d = device if isinstance(device, int) else torch.device(device).index
+        return 0 if d is None else d
+
+    def get(device="cuda"):
+        return states[index(device)].clone()
+
+    def put(state, device="cuda"):
+        i = index(device)
+        if i >= visible[0]:
+            raise IndexError("tuple index out of range")  # torch.cuda.default_generators[i]
+        states[i] = state.clone()
+
+    for mod in (torch.cuda, torch.cuda.random):
+        monkeypatch.setattr(mod, "get_rng_state", get)
+        monkeypatch.setattr(mod, "set_rng_state", put)
+        monkeypatch.setattr(mod, "device_count", lambda: visible[0], raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+def test_a_resume_where_fewer_gpus_are_visible_restores_the_training_gpus_generator(monkeypatch):
+    from cifarctl.runs import capture_rng, restore_rng
+
+    visible = [2]
+    states = {0: torch.tensor([10], dtype=torch.uint8), 1: torch.tensor([11], dtype=torch.uint8)}
+    _fake_cuda(monkeypatch, visible, states)
+    rng = capture_rng(None, torch.device("cuda", 1))  # trained on cuda:1 of 2
+    assert torch.equal(rng["cuda"], torch.tensor([11], dtype=torch.uint8))
+    visible[0] = 1  # resumed on a machine (or CUDA_VISIBLE_DEVICES) with one GPU
+    restore_rng(rng, None, torch.device("cuda", 0))
+    assert states[0].item() == 11
+    legacy = {**rng, "cuda": [torch.tensor([20], dtype=torch.uint8), torch.tensor([21], dtype=torch.uint8)]}
+    restore_rng(legacy, None, torch.device("cuda"))  # an older checkpoint: one state per visible GPU
+    assert states[0].item() == 20
+
+
+def _rank_rngs(rank: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from cifarctl.runs import capture_rng
+    from cifarctl.training import distributed
+    from cifarctl.training.checkpoint import rank_rng
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        torch.manual_seed(100 + rank)  # each rank's own dropout generator
+        mine = capture_rng()
+        gathered = distributed.gather_on_main(mine)
+        ckpt = distributed.broadcast_object({"rng": mine, "rng_ranks": gathered})  # rank 0 writes it
+        torch.manual_seed(0)
+        torch.set_rng_state(rank_rng(ckpt, rank, 2)["torch"])
+        torch.save({"mine": mine["torch"], "restored": torch.get_rng_state(),
+                    "ranks": None if gathered is None else [g["torch"] for g in gathered]}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_resumes_with_its_own_rng_state(tmp_path):
+    """Data-parallel: rank 0 writes the checkpoint; each rank's generators are in it."""
+    import torch.multiprocessing as mp
+
+    from cifarctl.training.checkpoint import rank_rng
+
+    mp.spawn(_rank_rngs, args=(f"file://{tmp_path / 'store'}", str(tmp_path / "rng")), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rng.{r}", weights_only=True) for r in (0, 1))
+    assert r1["ranks"] is None and len(r0["ranks"]) == 2
+    assert torch.equal(r0["ranks"][1], r1["mine"]) and not torch.equal(r0["mine"], r1["mine"])
+    for r in (r0, r1):
+        assert torch.equal(r["restored"], r["mine"])
+    assert rank_rng({"rng": "r0", "rng_ranks": ["a", "b"]}, 1, 3) == "r0"  # another world size: rank 0's
+
+
+# ---------------------------------------------------------------- small launches, by construction
+def test_tta_builds_no_tensor_from_python_per_chunk(monkeypatch):
+    """``torch.tensor(list)`` is a pageable host-to-device copy: at most once per run."""
+    from cifarctl.training import evaluation
+
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    x, y = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (40,))
+    for chunk in (4, 40):  # 10 chunks, then 1
+        evaluation.evaluate(model, x, y, normalize=lambda b: b.float(), batch_size=chunk * 6, tta="flip_translate")
+    assert len(made) <= 1, f"{len(made)} tensors built from Python in 11 chunks"
+
+
+def test_compile_is_static_and_ddp_broadcasts_no_buffers_per_forward(monkeypatch):
+    """Shapes are fixed by design, so torch.compile gets ``dynamic=False`` (the eval batch
+    differs from the train batch: ``dynamic=None`` would mark it symbolic); DDP's forward
+    runs no buffer broadcast (rank 0's buffers are broadcast before each evaluation)."""
+    import torch.nn.parallel
+
+    from cifarctl.training import distributed
+    from cifarctl.training.prepare import prepare
+    from cifarctl.recipe import load_recipe
+
+    seen = {}
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: seen.setdefault("compile", kw) and model)
+    prepare(load_recipe("s8_bn", ["compile=true", "data.batch_size=16"]), data_source="synthetic:64:16",
+            device="cpu")
+    assert seen["compile"] == {"dynamic": False}
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda model, **kw: seen.setdefault("ddp", kw))
+    distributed.wrap_model(torch.nn.Linear(2, 2), torch.device("cpu"), False, 8, [])
+    assert seen["ddp"]["broadcast_buffers"] is False

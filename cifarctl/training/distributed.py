@@ -162,7 +162,10 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     notice says so. The state_dict keys stay those of the plain model. Every trainable
     parameter gets a gradient at every step (models freeze by
     ``frozen_parameters``, :mod:`cifarctl.training.model_hooks`), so no
-    ``find_unused_parameters``; DDP broadcasts rank 0's buffers before each forward.
+    ``find_unused_parameters``. No ``broadcast_buffers``: it would add a collective before
+    every forward; a training forward normalizes with batch statistics, so each rank's
+    running statistics change nothing in training, and rank 0's are broadcast before every
+    evaluation (:func:`evaluate_shares`) and are what the checkpoint holds.
     """
     from torch.nn.parallel import DistributedDataParallel
 
@@ -175,7 +178,8 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     ids = [device.index] if device.type == "cuda" else None
     notices.append(f"data-parallel: {current().world_size} processes ({'nccl' if ids else 'gloo'}), "
                    f"{per_rank} images each per step, BatchNorm {'synchronised' if synced else 'per process'}")
-    ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None)
+    ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None,
+                                  broadcast_buffers=False)
     return ddp, model
 
 
@@ -286,6 +290,14 @@ class Agreement:
         stop, _ = self._take()
         if stop:
             self.t.stop_requested = _stop_name(stop)
+
+
+def gather_on_main(obj: Any) -> list | None:
+    """Every rank's ``obj`` in rank order on rank 0 (None on the others), over the
+    host-side group: picklable objects, no device sync."""
+    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0, group=_control)
+    return out
 
 
 def broadcast_object(obj: Any) -> Any:
