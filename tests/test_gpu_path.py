@@ -364,3 +364,19 @@ def test_compile_is_static_and_ddp_broadcasts_no_buffers_per_forward(monkeypatch
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda model, **kw: seen.setdefault("ddp", kw))
     distributed.wrap_model(torch.nn.Linear(2, 2), torch.device("cpu"), False, 8, [])
     assert seen["ddp"]["broadcast_buffers"] is False
+
+
+def test_sync_bn_on_cuda_warns_of_its_host_sync_per_layer(monkeypatch):
+    """torch's SyncBatchNorm indexes ``count_all[mask]``: a documented choice, said in a notice."""
+    import torch.nn.parallel
+
+    from cifarctl.registry import create_model
+    from cifarctl.training import distributed
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda model, **kw: model)
+    notices: list[str] = []
+    distributed.wrap_model(create_model("s8_bn"), torch.device("cuda", 0), True, 32, notices)
+    assert any("each of the 8 BatchNorm layers every step" in n for n in notices), notices
+    notices.clear()
+    distributed.wrap_model(create_model("s8_bn"), torch.device("cuda", 0), False, 32, notices)
+    assert not any("host sync" in n for n in notices)

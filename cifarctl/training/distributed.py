@@ -172,6 +172,13 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     synced = sync_bn and device.type == "cuda"
     if synced:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        layers = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+        # torch's SyncBatchNorm drops empty ranks with count_all[mask] (a boolean mask): the
+        # host waits for the GPU in every such layer, every step. Kept (a copy of torch's
+        # kernel-level function would be ours to maintain), and said.
+        notices.append(f"warning: sync_bn: torch's SyncBatchNorm waits for the GPU in each of the {layers} "
+                       "BatchNorm layers every step (a host sync per layer); per-process BatchNorm "
+                       "(sync_bn: false) has none")
     elif sync_bn:
         notices.append("sync_bn applies to CUDA only (torch's SyncBatchNorm): BatchNorm statistics stay "
                        "per process on the CPU")
