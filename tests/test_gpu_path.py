@@ -380,3 +380,47 @@ def test_sync_bn_on_cuda_warns_of_its_host_sync_per_layer(monkeypatch):
     notices.clear()
     distributed.wrap_model(create_model("s8_bn"), torch.device("cuda", 0), False, 32, notices)
     assert not any("host sync" in n for n in notices)
+
+
+# ---------------------------------------------------------------- launches per step
+def _bench(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ops_per_step_of_s8_bn_stay_few():
+    """aten ops per step, counted by a TorchDispatchMode (10 vs 50 steps): each is a kernel
+    launch on a GPU. 402 before the fused optimizer on the CPU, the augmentation in blocks
+    and the sums and guards from one loss buffer. (Batch 16: the count does not depend on it.)"""
+    n, per_op = _bench("bench_ops").ops_per_step("s8_bn", batch=16)
+    assert n <= 250, f"{n} aten ops per step: {per_op}"
+    assert per_op.get("add_", 0) <= 12 and per_op.get("mul_", 0) <= 2, per_op  # one fused optimizer op
+
+
+@pytest.mark.slow
+def test_gpu_sh_dry_run_writes_every_part(tmp_path, jpeg_archive):
+    """``DEVICE=cpu SCALE=tiny bash benchmarks/gpu.sh``: every part writes its file under $OUT."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = {**os.environ, "DEVICE": "cpu", "SCALE": "tiny", "OUT": str(out), "ARCHIVE": str(jpeg_archive),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    res = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True,
+                         timeout=3600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    log = (out / "gpu-sh.log").read_text()
+    for name in ("smoke.md", "syncs-s8_bn.md", "ops.md", "boundary.md", "data.md", "epoch.md", "speedrun.md",
+                 "ddp.md"):
+        text = (out / name).read_text()
+        assert text.strip() and "failed" not in text and "cut at" not in text, f"{name}:\n{text}\n{log}"
+    assert "skipped: 2 processes with SyncBatchNorm need 2 GPUs" in (out / "ddp.md").read_text()
