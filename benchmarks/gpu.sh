@@ -61,14 +61,14 @@ run() {
 }
 
 if [ "$SCALE" = tiny ]; then
-  SMOKE=(--steps 4); SYNC_RECIPES="s8_bn"; BOUNDARY=(--steps 8 --epochs 3 --batch 16 --repeat 1 --test-images 200)
+  SMOKE=(--steps 4 --test-images 64); SYNC_RECIPES="s8_bn"; BOUNDARY=(--steps 8 --epochs 3 --batch 16 --repeat 1 --test-images 200)
   EPOCH=(--subset 256); EPOCH_RECIPES="s8_bn"; SPEED=(--set data.train_subset=1024 --set data.test_subset=200 --set epochs=1 --set data.batch_size=256)
-  BOX_SMOKE=240 BOX_SYNCS=300 BOX_BOUNDARY=300 BOX_EPOCH=300 BOX_SPEED=300 BOX_DDP=60
-  BUDGET_S=${BUDGET_OVERRIDE_S:-3600}
+  BOX_SMOKE=900 BOX_SYNCS=900 BOX_BOUNDARY=900 BOX_EPOCH=900 BOX_SPEED=900 BOX_DDP=60 BOX_DATA=900  # a busy CPU
+  BUDGET_S=7200
 else
   SMOKE=(--steps 100); SYNC_RECIPES="s8_bn s9_dilated speedrun"; BOUNDARY=(--repeat 5)
   EPOCH=(); EPOCH_RECIPES="s8_bn s9_dilated s10_resnet_custom"; SPEED=()
-  BOX_SMOKE=50 BOX_SYNCS=60 BOX_BOUNDARY=80 BOX_EPOCH=100 BOX_SPEED=120 BOX_DDP=60
+  BOX_SMOKE=50 BOX_SYNCS=60 BOX_BOUNDARY=80 BOX_EPOCH=100 BOX_SPEED=120 BOX_DDP=60 BOX_DATA=60
 fi
 
 part smoke && run smoke "$BOX_SMOKE" "$OUT/smoke.md" python3 benchmarks/gpu_smoke.py --device "$DEVICE" "${SMOKE[@]}"
@@ -86,7 +86,7 @@ part boundary && run boundary "$BOX_BOUNDARY" "$OUT/boundary.md" \
 
 if part epoch || part speedrun; then
   if [ -f "$ARCHIVE" ]; then
-    run data 40 "$OUT/data.md" python3 -m cifarctl data "$ARCHIVE"
+    run data "$BOX_DATA" "$OUT/data.md" python3 -m cifarctl data "$ARCHIVE"
   else
     for p in epoch speedrun; do part $p && echo "skipped: $ARCHIVE not found: copy ../shared/data/cifar10-jpeg.tar.xz there and carry .data" | tee -a "$OUT/$p.md" "$LOG"; done
     PARTS=${PARTS//epoch/}; PARTS=${PARTS//speedrun/}

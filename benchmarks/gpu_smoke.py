@@ -5,7 +5,7 @@ Each check appends one line to ``--md`` as soon as it is done (a time-boxed call
 what finished). Exit status 1 when a check fails.
 
 Usage:
-  python benchmarks/gpu_smoke.py --device cuda --md OUT/smoke.md [--steps 100]
+  python benchmarks/gpu_smoke.py --device cuda --md OUT/smoke.md [--steps 100] [--test-images 1000]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def overflow_check(dev, opt_name: str) -> str:
     return f"- fused {opt_name} over an overflow step equals unfused: {'ok' if ok else 'FAILED'}"
 
 
-def train_check(dev, precision: str, steps: int) -> tuple[str, bool]:
+def train_check(dev, precision: str, steps: int, test_images: int) -> tuple[str, bool]:
     import torch
 
     from cifarctl.runs import load_checkpoint
@@ -81,7 +81,7 @@ def train_check(dev, precision: str, steps: int) -> tuple[str, bool]:
     batch = 64
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        s = run_training("s8_bn", overrides=[f"data.source=synthetic:{steps * batch}:1000", f"data.batch_size={batch}",
+        s = run_training("s8_bn", overrides=[f"data.source=synthetic:{steps * batch}:{test_images}", f"data.batch_size={batch}",
                                              "epochs=2", f"precision={precision}"],
                          runs_dir=tmp, device=str(dev), view=None)
         secs = time.perf_counter() - t0
@@ -101,6 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--steps", type=int, default=100, help="steps per epoch of each training check")
+    ap.add_argument("--test-images", type=int, default=1000)
     ap.add_argument("--md", type=Path)
     args = ap.parse_args()
 
@@ -114,7 +115,7 @@ def main() -> None:
         failed |= line.endswith("FAILED")
         say(args.md, line)
     for precision in ("fp16", "bf16"):
-        line, ok = train_check(dev, precision, args.steps)
+        line, ok = train_check(dev, precision, args.steps, args.test_images)
         failed |= not ok
         say(args.md, line)
     sys.exit(1 if failed else 0)
