@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES))
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--top", type=int, default=8)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe override for every recipe (the count does not depend on widths or batch)")
     ap.add_argument("--md", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -80,7 +82,7 @@ def main() -> None:
                            "| recipe | ops per step | most frequent |\n|---|---:|---|\n")
     result = {}
     for r in args.recipes:
-        n, per_op = ops_per_step(r, args.batch, args.device)
+        n, per_op = ops_per_step(r, args.batch, args.device, tuple(args.set))
         result[r] = {"ops_per_step": n, "per_op": per_op}
         top = ", ".join(f"{k} {v:g}" for k, v in list(per_op.items())[:args.top])
         line = f"| {r} | {n:g} | {top} |"
