@@ -191,14 +191,15 @@ def host_reads(args, extra: tuple = ()) -> tuple[float, float | None]:
     engine.train_epochs = counting
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for steps in (10, 50):
+            for steps in args.sync_steps:
                 run_training(args.recipe, overrides=[f"data.source=synthetic:{steps * 16}:48", "data.batch_size=16",
                                                      "data.test_batch_size=16", "epochs=1", *extra],
                              runs_dir=Path(tmp) / str(steps), device=args.device, view=None)
     finally:
         engine.train_epochs = real
     (r10, s10), (r50, s50) = counted
-    return (r50 - r10) / 40, ((s50 - s10) / 40 if cuda else None)
+    d = args.sync_steps[1] - args.sync_steps[0]
+    return (r50 - r10) / d, ((s50 - s10) / d if cuda else None)
 
 
 def eval_reads(args, tta: str = "flip_translate") -> tuple[float, float | None]:
@@ -209,16 +210,17 @@ def eval_reads(args, tta: str = "flip_translate") -> tuple[float, float | None]:
     from cifarctl.training.prepare import prepare
 
     t = prepare(load_recipe(args.recipe, ["data.batch_size=16", f"eval_tta={tta}"]),
-                data_source="synthetic:64:800", device=args.device)
+                data_source=f"synthetic:64:{16 * max(args.sync_steps)}", device=args.device)
     cuda = args.device.startswith("cuda")
     got = []
-    for chunks in (10, 50):
+    for chunks in args.sync_steps:
         with _Counting(cuda) as c:
             evaluate(t.model, t.test_x[:16 * chunks], t.test_y[:16 * chunks], normalize=t.normalize,
                      batch_size=16 * 6, autocast=t.autocast, channels_last=t.channels_last, tta=tta)
         got.append((c.reads, c.syncs))
     (r10, s10), (r50, s50) = got
-    return (r50 - r10) / 40, ((s50 - s10) / 40 if cuda else None)
+    d = args.sync_steps[1] - args.sync_steps[0]
+    return (r50 - r10) / d, ((s50 - s10) / d if cuda else None)
 
 
 SYNC_CASES = {"as written": (), "precision fp16": ("precision=fp16",)}
@@ -270,7 +272,8 @@ def render(args, result: dict) -> str:
         lines += ["", "| checkout | case | host reads | CUDA syncs |", "|---|---|---:|---:|"]
         lines += [f"| {k} | {case} | {_cell(v['host_reads_per_step'])} | {_cell(v['cuda_syncs_per_step'])} |"
                   for k, r in rows for case, v in r["syncs"].items()]
-        lines += ["", "Per training step (10 vs 50 steps), and per evaluation chunk for the TTA case."]
+        few, many = args.sync_steps
+        lines += ["", f"Per training step ({few} vs {many} steps), and per evaluation chunk for the TTA case."]
     if "recompiles_after_epoch_1" in this:
         lines += ["", "| checkout | recompiles after epoch 1 |", "|---|---:|"]
         lines += [f"| {k} | {r['recompiles_after_epoch_1']} |" for k, r in rows]
@@ -289,6 +292,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=5, help="timed pairs (after one warm-up pair)")
     ap.add_argument("--part", choices=("all", *PARTS), default="all")
+    ap.add_argument("--sync-steps", type=int, nargs=2, default=[10, 50], metavar=("FEW", "MANY"),
+                    help="steps (and evaluation chunks) of the two runs whose difference is counted")
     ap.add_argument("--vs", help="another cifarctl checkout to measure the same way, paired")
     ap.add_argument("--json")
     ap.add_argument("--md")
@@ -330,7 +335,8 @@ def main() -> None:
 def _passed(args) -> list[str]:
     return ["--recipe", args.recipe, "--steps", str(args.steps), "--epochs", str(args.epochs),
             "--batch", str(args.batch), "--device", args.device, "--repeat", str(args.repeat),
-            "--test-images", str(args.test_images), "--part", args.part]
+            "--test-images", str(args.test_images), "--part", args.part,
+            "--sync-steps", *map(str, args.sync_steps)]
 
 
 if __name__ == "__main__":

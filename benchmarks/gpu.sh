@@ -6,7 +6,7 @@
 #   smoke     precision auto's choice, fp16 (GradScaler) and bf16 training, fused optimizers
 #             over an overflow step                                  -> $OUT/smoke.md
 #   syncs     host reads and CUDA syncs per step (set_sync_debug_mode): as written, fp16,
-#             TTA evaluation per chunk; recompiles after epoch 1     -> $OUT/syncs-<recipe>.md
+#             TTA evaluation per chunk -> $OUT/syncs-<recipe>.md; aten ops per step -> $OUT/ops.md
 #   boundary  ms per epoch boundary, 10k test images, median of 5 pairs -> $OUT/boundary.md
 #   epoch     epoch time vs the seed-style loop, s8_bn s9 s10 (needs the data) -> $OUT/epoch.md
 #   speedrun  the speedrun recipe, one seed, aiming at 94 % (needs the data) -> $OUT/speedrun.md
@@ -61,14 +61,14 @@ run() {
 }
 
 if [ "$SCALE" = tiny ]; then
-  SMOKE=(--steps 4 --test-images 64); SYNC_RECIPES="s8_bn"; BOUNDARY=(--steps 8 --epochs 3 --batch 16 --repeat 1 --test-images 200)
+  SMOKE=(--steps 4 --test-images 64); SYNC_RECIPES="s8_bn"; SYNC=(--sync-steps 2 6); OPS=(--recipes s8_bn --batch 16); BOUNDARY=(--steps 8 --epochs 3 --batch 16 --repeat 1 --test-images 200)
   EPOCH=(--subset 256); EPOCH_RECIPES="s8_bn"; SPEED=(--set data.train_subset=1024 --set data.test_subset=200 --set epochs=1 --set data.batch_size=256)
-  BOX_SMOKE=900 BOX_SYNCS=900 BOX_BOUNDARY=900 BOX_EPOCH=900 BOX_SPEED=900 BOX_DDP=60 BOX_DATA=900  # a busy CPU
+  BOX_SMOKE=900 BOX_SYNCS=900 BOX_BOUNDARY=900 BOX_EPOCH=900 BOX_SPEED=900 BOX_DDP=60 BOX_DATA=900 BOX_OPS=900  # a busy CPU
   BUDGET_S=7200
 else
-  SMOKE=(--steps 100); SYNC_RECIPES="s8_bn s9_dilated speedrun"; BOUNDARY=(--repeat 5)
+  SMOKE=(--steps 100); SYNC_RECIPES="s8_bn s9_dilated speedrun"; SYNC=(); OPS=(); BOUNDARY=(--repeat 5)
   EPOCH=(); EPOCH_RECIPES="s8_bn s9_dilated s10_resnet_custom"; SPEED=()
-  BOX_SMOKE=50 BOX_SYNCS=60 BOX_BOUNDARY=80 BOX_EPOCH=100 BOX_SPEED=120 BOX_DDP=60 BOX_DATA=60
+  BOX_SMOKE=50 BOX_SYNCS=60 BOX_BOUNDARY=80 BOX_EPOCH=100 BOX_SPEED=120 BOX_DDP=60 BOX_DATA=60 BOX_OPS=30
 fi
 
 part smoke && run smoke "$BOX_SMOKE" "$OUT/smoke.md" python3 benchmarks/gpu_smoke.py --device "$DEVICE" "${SMOKE[@]}"
@@ -76,9 +76,9 @@ part smoke && run smoke "$BOX_SMOKE" "$OUT/smoke.md" python3 benchmarks/gpu_smok
 if part syncs; then  # no data needed: synthetic images
   for r in $SYNC_RECIPES; do
     run "syncs $r" "$((BOX_SYNCS / $(wc -w <<<"$SYNC_RECIPES")))" "$OUT/syncs-$r.md" \
-      python3 benchmarks/bench_epoch_overhead.py --device "$DEVICE" --recipe "$r" --part syncs --json "$OUT/syncs-$r.json"
+      python3 benchmarks/bench_epoch_overhead.py --device "$DEVICE" --recipe "$r" --part syncs "${SYNC[@]}" --json "$OUT/syncs-$r.json"
   done
-  python3 benchmarks/bench_ops.py --device "$DEVICE" --md "$OUT/ops.md" >>"$LOG" 2>&1 || echo "ops count failed" >>"$OUT/ops.md"
+  run "aten ops per step" "$BOX_OPS" "$OUT/ops.md" python3 benchmarks/bench_ops.py --device "$DEVICE" "${OPS[@]}" --json "$OUT/ops.json"
 fi
 
 part boundary && run boundary "$BOX_BOUNDARY" "$OUT/boundary.md" \
