@@ -217,8 +217,10 @@ def _invoke(*args: str):
 
 
 def test_cli_lr_find(tmp_path, data_cache_dir):
+    # Without augmentation: whether a 20-step sweep over 128 random images falls clearly
+    # enough depends on the augmentation's draws (the verdict itself is tested on its own).
     common = ["--num-iter", "20", "--data", "synthetic", "--device", "cpu", "--runs-dir", str(tmp_path),
-              "--set", "data.train_subset=128", "--batch-size", "32"]
+              "--set", "data.train_subset=128", "--set", "data.augment=[]", "--batch-size", "32"]
     res = _invoke("lr-find", "s8_bn", *common)
     assert res.exit_code == 0, res.output
     out = res.output
