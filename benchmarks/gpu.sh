@@ -34,6 +34,7 @@ export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
 export CIFARCTL_DATA_DIR=${CIFARCTL_DATA_DIR:-/tmp/cifarctl-cache}
 mkdir -p "$OUT"
 LOG="$OUT/gpu-sh.log"
+RUNS=$(mktemp -d /tmp/gpu-sh-runs-XXXXXX)  # run folders (checkpoints stay out of $OUT)
 
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -98,13 +99,13 @@ part epoch && run epoch "$BOX_EPOCH" "$OUT/epoch.md" \
 
 if part speedrun; then  # one seed: final_test_acc (with TTA) and training seconds in $OUT/speedrun.md
   run speedrun "$BOX_SPEED" "$OUT/speedrun.md" \
-    python3 -m cifarctl train speedrun --data "$ARCHIVE" --device "$DEVICE" --runs-dir /tmp/gpu-sh-runs --name speedrun-seed1 "${SPEED[@]}"
-  cp /tmp/gpu-sh-runs/speedrun-seed1/metrics.jsonl "$OUT/speedrun-metrics.jsonl" 2>/dev/null
+    python3 -m cifarctl train speedrun --data "$ARCHIVE" --device "$DEVICE" --runs-dir "$RUNS" --name speedrun-seed1 "${SPEED[@]}"
+  cp "$RUNS"/speedrun-seed1/metrics.jsonl "$OUT/speedrun-metrics.jsonl" 2>/dev/null
 fi
 
 if part ddp; then
   if [ "$GPUS" -ge 2 ]; then
-    run ddp "$BOX_DDP" "$OUT/ddp.md" python3 -m cifarctl train s8_bn --nproc 2 --device cuda --runs-dir /tmp/gpu-sh-runs \
+    run ddp "$BOX_DDP" "$OUT/ddp.md" python3 -m cifarctl train s8_bn --nproc 2 --device cuda --runs-dir "$RUNS" \
       --name ddp-syncbn --set sync_bn=true --set epochs=1 --set data.source=synthetic:12800:1000
   else
     echo "skipped: 2 processes with SyncBatchNorm need 2 GPUs; this machine has $GPUS" | tee -a "$OUT/ddp.md" "$LOG"
