@@ -79,8 +79,10 @@ def second_signal_message(exc: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------ checkpoints
-def capture_rng(generator=None) -> dict:
-    """Every RNG state as tensors, lists and numbers only (loads with weights_only=True)."""
+def capture_rng(generator=None, device=None) -> dict:
+    """Every RNG state of this process as tensors, lists and numbers only (loads with
+    weights_only=True). CUDA: the generator of ``device`` alone (the training device), not
+    one per visible GPU: a resume may see fewer GPUs, or another one."""
     import random
 
     import numpy as np
@@ -88,9 +90,10 @@ def capture_rng(generator=None) -> dict:
 
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
+    cuda = device is not None and torch.device(device).type == "cuda" and torch.cuda.is_initialized()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "cuda": torch.cuda.get_rng_state(device) if cuda else None,
         "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
                   "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "python": {"version": int(version), "state": [int(v) for v in internal],
@@ -99,16 +102,25 @@ def capture_rng(generator=None) -> dict:
     }
 
 
-def restore_rng(rng: dict, generator=None) -> None:
-    """Undo :func:`capture_rng`."""
+def restore_rng(rng: dict, generator=None, device=None) -> None:
+    """Undo :func:`capture_rng`; the CUDA state goes to ``device`` (the training device).
+
+    A checkpoint of an older version holds a list, one state per GPU visible then: the
+    entry of ``device``'s index is taken when there is one."""
     import random
 
     import numpy as np
     import torch
 
     torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    cuda = rng.get("cuda")
+    if cuda is not None and device is not None and torch.device(device).type == "cuda":
+        device = torch.device(device)
+        if isinstance(cuda, (list, tuple)):
+            index = torch.cuda.current_device() if device.index is None else device.index
+            cuda = cuda[index] if index < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
     n = rng["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["cached_gaussian"]))

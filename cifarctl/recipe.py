@@ -336,13 +336,15 @@ class Recipe(_Strict):
     epochs: int = Field(..., gt=0, description="Training epochs.")
     seed: int = Field(1, ge=0, le=MAX_SEED, description="Seed of every random number generator (0 to 2**64 - 1).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="'auto' = bf16 autocast on CUDA, fp32 on the CPU (bf16 autocast on an AVX2-only "
+        "auto", description="'auto' = bf16 autocast on CUDA GPUs with bf16 in hardware, fp16 with a GradScaler "
+        "on the others (T4, V100), fp32 on the CPU (bf16 autocast on an AVX2-only "
         "CPU made a step 6-8x slower: benchmarks/results/cpu-speed-cpu.md)."
     )
     channels_last: bool = Field(
         True, description="Use the channels_last (NHWC) memory format for the model and its batches, on CUDA "
         "and on the CPU (on a 2-core CPU it made a training step 1.04-1.30x faster for the s6, s8 and s9 "
-        "nets: benchmarks/results/cpu-speed-cpu.md).")
+        "nets: benchmarks/results/cpu-speed-cpu.md); not on CUDA for GroupNorm nets, whose CUDA kernel "
+        "copies NHWC inputs to NCHW.")
     compile: bool = Field(
         False, description="torch.compile the model. Off by default: on a 2-core CPU it cost 33-45 s of "
         "compilation and made a step 0.8-1.0x as fast for s8_bn and s9_dilated (only s6_dilated with "

@@ -166,3 +166,261 @@ def test_host_copy_is_a_copy_and_reuses_its_buffers():
     first = buffers[("model", "w")]
     again = host_copy(live, buffers).ready()
     assert again["model"]["w"] is first and torch.equal(first, torch.full((3,), 2.0))
+
+
+# ---------------------------------------------------------------- precision on the GPUs students have
+def _overflow_then_normal(opt_name: str, fused: bool | None):
+    """A parameter trained one GradScaler step with an inf gradient, then one normal step."""
+    from cifarctl.recipe import load_recipe
+    from cifarctl.training.builders import build_optimizer
+
+    opt = ("{name: sgd, lr: 0.1, momentum: 0.9}" if opt_name == "sgd" else f"{{name: {opt_name}, lr: 0.1}}")
+    recipe = load_recipe("s8_bn", [f"optimizer={opt}"])
+    model = torch.nn.Linear(4, 1, bias=False)
+    torch.nn.init.ones_(model.weight)
+    opt = build_optimizer(model, recipe)
+    if fused is not None:  # the reference: torch's unfused optimizer, as torch makes it
+        kw = {k: v for k, v in opt.defaults.items() if k not in ("fused", "foreach", "decoupled_weight_decay")}
+        opt = type(opt)(model.parameters(), **kw, foreach=False)
+    scaler = torch.amp.GradScaler("cpu")
+    for g in (float("inf"), 1.0):
+        opt.zero_grad()
+        scaler.scale((model.weight * g).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+    return opt, model.weight.detach().clone()
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adamw"])
+def test_an_overflow_step_leaves_the_fused_optimizer_as_torchs_unfused_one(opt_name):
+    """fp16 + GradScaler: the scale starts at 2^16, so an early overflow step is routine.
+    torch's fused SGD makes its momentum with ``empty_like`` and skips the overflow step:
+    without zeroed buffers the next step reads uninitialised memory (NaN-filled here:
+    deterministic mode fills ``empty_like``, as it does for a ``deterministic: true`` run)."""
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        opt, w = _overflow_then_normal(opt_name, None)
+    finally:
+        torch.use_deterministic_algorithms(was)
+    assert opt.defaults["fused"], "the fused kernel runs on the CPU too"
+    _, ref = _overflow_then_normal(opt_name, False)
+    assert torch.isfinite(w).all()
+    torch.testing.assert_close(w, ref)
+    if opt_name == "sgd":
+        buf = opt.state[opt.param_groups[0]["params"][0]]["momentum_buffer"]
+        torch.testing.assert_close(buf, torch.ones_like(buf))  # the one real gradient
+
+
+GPUS = {"T4": (False, True), "V100": (False, True), "A100": (True, True), "H100": (True, True),
+        "P100": (False, False)}  # (bf16 in hardware, bf16 emulated)
+
+
+@pytest.mark.parametrize("gpu", sorted(GPUS))
+def test_precision_auto_picks_bf16_only_where_the_hardware_has_it(gpu, monkeypatch):
+    from cifarctl.errors import UsageError
+    from cifarctl.training.builders import precision_for
+
+    native, emulated = GPUS[gpu]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: native or (emulated and including_emulation))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: f"Tesla {gpu}")
+    dev = torch.device("cuda", 0)
+    dtype, note = precision_for("auto", dev)
+    if native:
+        assert (dtype, note) == (torch.bfloat16, None)
+    else:
+        assert dtype == torch.float16 and "GradScaler" in note
+    assert precision_for("fp16", dev)[0] == torch.float16
+    if native or emulated:
+        dtype, note = precision_for("bf16", dev)
+        assert dtype == torch.bfloat16 and (note is None) == native
+    else:
+        with pytest.raises(UsageError, match="no bf16 support"):
+            precision_for("bf16", dev)
+
+
+def test_channels_last_is_off_on_cuda_for_group_norm_nets():
+    """ATen's CUDA group_norm makes its input NCHW: an NHWC net would copy around every norm."""
+    from cifarctl.recipe import load_recipe
+    from cifarctl.training.builders import uses_channels_last
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for name in ("s8_gn", "s8_ln"):
+        r = load_recipe(name)
+        assert r.channels_last and not uses_channels_last(r, cuda) and uses_channels_last(r, cpu)
+    for name in ("s8_bn", "s9_dilated", "speedrun"):
+        assert uses_channels_last(load_recipe(name), cuda)
+    assert not uses_channels_last(load_recipe("s8_bn", ["channels_last=false"]), cuda)
+
+
+# ---------------------------------------------------------------- RNG state on resume
+def _fake_cuda(monkeypatch, visible: list[int], states: dict):
+    """torch.cuda's RNG calls over ``visible[0]`` GPUs whose generator states are ``states``."""
+    def index(device="cuda"):
+        d = device if isinstance(device, int) else torch.device(device).index
+        return 0 if d is None else d
+
+    def get(device="cuda"):
+        return states[index(device)].clone()
+
+    def put(state, device="cuda"):
+        i = index(device)
+        if i >= visible[0]:
+            raise IndexError("tuple index out of range")  # torch.cuda.default_generators[i]
+        states[i] = state.clone()
+
+    for mod in (torch.cuda, torch.cuda.random):
+        monkeypatch.setattr(mod, "get_rng_state", get)
+        monkeypatch.setattr(mod, "set_rng_state", put)
+        monkeypatch.setattr(mod, "device_count", lambda: visible[0], raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+def test_a_resume_where_fewer_gpus_are_visible_restores_the_training_gpus_generator(monkeypatch):
+    from cifarctl.runs import capture_rng, restore_rng
+
+    visible = [2]
+    states = {0: torch.tensor([10], dtype=torch.uint8), 1: torch.tensor([11], dtype=torch.uint8)}
+    _fake_cuda(monkeypatch, visible, states)
+    rng = capture_rng(None, torch.device("cuda", 1))  # trained on cuda:1 of 2
+    assert torch.equal(rng["cuda"], torch.tensor([11], dtype=torch.uint8))
+    visible[0] = 1  # resumed on a machine (or CUDA_VISIBLE_DEVICES) with one GPU
+    restore_rng(rng, None, torch.device("cuda", 0))
+    assert states[0].item() == 11
+    legacy = {**rng, "cuda": [torch.tensor([20], dtype=torch.uint8), torch.tensor([21], dtype=torch.uint8)]}
+    restore_rng(legacy, None, torch.device("cuda"))  # an older checkpoint: one state per visible GPU
+    assert states[0].item() == 20
+
+
+def _rank_rngs(rank: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from cifarctl.runs import capture_rng
+    from cifarctl.training import distributed
+    from cifarctl.training.checkpoint import rank_rng
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        torch.manual_seed(100 + rank)  # each rank's own dropout generator
+        mine = capture_rng()
+        gathered = distributed.gather_on_main(mine)
+        ckpt = distributed.broadcast_object({"rng": mine, "rng_ranks": gathered})  # rank 0 writes it
+        torch.manual_seed(0)
+        torch.set_rng_state(rank_rng(ckpt, rank, 2)["torch"])
+        torch.save({"mine": mine["torch"], "restored": torch.get_rng_state(),
+                    "ranks": None if gathered is None else [g["torch"] for g in gathered]}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_resumes_with_its_own_rng_state(tmp_path):
+    """Data-parallel: rank 0 writes the checkpoint; each rank's generators are in it."""
+    import torch.multiprocessing as mp
+
+    from cifarctl.training.checkpoint import rank_rng
+
+    mp.spawn(_rank_rngs, args=(f"file://{tmp_path / 'store'}", str(tmp_path / "rng")), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rng.{r}", weights_only=True) for r in (0, 1))
+    assert r1["ranks"] is None and len(r0["ranks"]) == 2
+    assert torch.equal(r0["ranks"][1], r1["mine"]) and not torch.equal(r0["mine"], r1["mine"])
+    for r in (r0, r1):
+        assert torch.equal(r["restored"], r["mine"])
+    assert rank_rng({"rng": "r0", "rng_ranks": ["a", "b"]}, 1, 3) == "r0"  # another world size: rank 0's
+
+
+# ---------------------------------------------------------------- small launches, by construction
+def test_tta_builds_no_tensor_from_python_per_chunk(monkeypatch):
+    """``torch.tensor(list)`` is a pageable host-to-device copy: at most once per run."""
+    from cifarctl.training import evaluation
+
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    x, y = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (40,))
+    for chunk in (4, 40):  # 10 chunks, then 1
+        evaluation.evaluate(model, x, y, normalize=lambda b: b.float(), batch_size=chunk * 6, tta="flip_translate")
+    assert len(made) <= 1, f"{len(made)} tensors built from Python in 11 chunks"
+
+
+def test_compile_is_static_and_ddp_broadcasts_no_buffers_per_forward(monkeypatch):
+    """Shapes are fixed by design, so torch.compile gets ``dynamic=False`` (the eval batch
+    differs from the train batch: ``dynamic=None`` would mark it symbolic); DDP's forward
+    runs no buffer broadcast (rank 0's buffers are broadcast before each evaluation)."""
+    import torch.nn.parallel
+
+    from cifarctl.training import distributed
+    from cifarctl.training.prepare import prepare
+    from cifarctl.recipe import load_recipe
+
+    seen = {}
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: seen.setdefault("compile", kw) and model)
+    prepare(load_recipe("s8_bn", ["compile=true", "data.batch_size=16"]), data_source="synthetic:64:16",
+            device="cpu")
+    assert seen["compile"] == {"dynamic": False}
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda model, **kw: seen.setdefault("ddp", kw))
+    distributed.wrap_model(torch.nn.Linear(2, 2), torch.device("cpu"), False, 8, [])
+    assert seen["ddp"]["broadcast_buffers"] is False
+
+
+def test_sync_bn_on_cuda_warns_of_its_host_sync_per_layer(monkeypatch):
+    """torch's SyncBatchNorm indexes ``count_all[mask]``: a documented choice, said in a notice."""
+    import torch.nn.parallel
+
+    from cifarctl.registry import create_model
+    from cifarctl.training import distributed
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda model, **kw: model)
+    notices: list[str] = []
+    distributed.wrap_model(create_model("s8_bn"), torch.device("cuda", 0), True, 32, notices)
+    assert any("each of the 8 BatchNorm layers every step" in n for n in notices), notices
+    notices.clear()
+    distributed.wrap_model(create_model("s8_bn"), torch.device("cuda", 0), False, 32, notices)
+    assert not any("host sync" in n for n in notices)
+
+
+# ---------------------------------------------------------------- launches per step
+def _bench(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ops_per_step_of_s8_bn_stay_few():
+    """aten ops per step, counted by a TorchDispatchMode (10 vs 50 steps): each is a kernel
+    launch on a GPU. 402 before the fused optimizer on the CPU, the augmentation in blocks
+    and the sums and guards from one loss buffer. (Batch 16: the count does not depend on it.)"""
+    n, per_op = _bench("bench_ops").ops_per_step("s8_bn", batch=16)
+    assert n <= 250, f"{n} aten ops per step: {per_op}"
+    assert per_op.get("add_", 0) <= 12 and per_op.get("mul_", 0) <= 2, per_op  # one fused optimizer op
+
+
+@pytest.mark.slow
+def test_gpu_sh_dry_run_writes_every_part(tmp_path, jpeg_archive):
+    """``DEVICE=cpu SCALE=tiny bash benchmarks/gpu.sh``: every part writes its file under $OUT."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = {**os.environ, "DEVICE": "cpu", "SCALE": "tiny", "OUT": str(out), "ARCHIVE": str(jpeg_archive),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    res = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True,
+                         timeout=3600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    log = (out / "gpu-sh.log").read_text()
+    for name in ("smoke.md", "syncs-s8_bn.md", "ops.md", "boundary.md", "data.md", "epoch.md", "speedrun.md",
+                 "ddp.md"):
+        text = (out / name).read_text()
+        assert text.strip() and "failed" not in text and "cut at" not in text, f"{name}:\n{text}\n{log}"
+    assert "skipped: 2 processes with SyncBatchNorm need 2 GPUs" in (out / "ddp.md").read_text()

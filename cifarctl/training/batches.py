@@ -3,20 +3,23 @@
 The whole uint8 train set lives on the training device as NCHW. Each epoch draws a
 permutation from the engine's ``torch.Generator``; batch ``i`` is ``perm[i*bs:(i+1)*bs]``
 (full batches only: the ragged rest of the permutation is left out, a different rest each
-epoch); :class:`cifarctl.augment.device.DeviceAugment` augments the whole batch.
+epoch); :class:`cifarctl.augment.device.DeviceAugment` augments a block of consecutive
+batches (:data:`BLOCK_IMAGES` images) at once, as airbench augments its epoch: its ~90
+small ops are paid once a block instead of once a step (a GPU step is launch-bound).
 
 When a step has no batched version (``unsupported_step``) or the recipe says
 ``augment_backend: albumentations``, batches come from a DataLoader over
 ``cifarctl.augment.per_image.AlbumentationsDataset`` with ``data.workers`` workers instead, in the same order.
 
-Data-parallel (``world_size`` > 1): every rank draws the same permutation and takes
-``batch_size / world_size`` images of each global batch (``_shard``); augmentation draws
-come from a per-rank generator reseeded at every step, so runs are deterministic for a
+Augmentation draws come from a generator of their own, reseeded for every block from a
+number the epoch draws (``EpochPlan.aug_seed``), the block's index and the rank. Data-parallel
+(``world_size`` > 1): every rank draws the same permutation and takes ``batch_size /
+world_size`` images of each global batch (``_shard``), so runs are deterministic for a
 given number of processes.
 
 Replay: an epoch is fully determined by the generator state at its start (saved in
-mid-epoch checkpoints). On the device path the generator state at any step is saved
-too, so a resumed epoch continues bit for bit. The albumentations path reseeds every
+mid-epoch checkpoints): a resumed epoch redraws its permutation and seed, augments the
+block it stopped in again and continues bit for bit. The albumentations path reseeds every
 batch from the epoch's loader seed and the batch number (``SeededBatch``), whichever
 worker makes it, so a resumed epoch continues bit for bit there too.
 """
@@ -31,6 +34,9 @@ import torch
 from cifarctl.errors import UsageError
 from cifarctl.recipe import Recipe
 from cifarctl.training.builders import uses_channels_last
+
+
+BLOCK_IMAGES = 4096  # images augmented at once (~50 MB as float32): a whole number of batches, >= 1
 
 
 def count_steps(n: int, batch_size: int, world_size: int = 1) -> int:
@@ -77,9 +83,10 @@ class Batches:
         if self.steps_per_epoch == 0:
             raise UsageError(f"{self.n} train images make no full batch of data.batch_size "
                              f"{d.batch_size}: use a smaller batch_size")
-        # Data-parallel: augmentation randomness of its own per rank, reseeded every step
-        # from the epoch's draw (EpochPlan.aug_seed), so the shared generator stays in step.
-        self.aug_generator = generator if world_size == 1 else torch.Generator(device=device)
+        # Augmentation randomness of its own (per rank), reseeded every block from the
+        # epoch's draw (EpochPlan.aug_seed), so the shared generator stays in step.
+        self.aug_generator = torch.Generator(device=device)
+        self.block = max(1, BLOCK_IMAGES // self.batch_size)  # batches augmented at once
         self.channels_last = uses_channels_last(recipe, device)
         self.workers = d.workers
         self.normalize = make_normalizer(d.normalize, device, d.augment)
@@ -138,7 +145,7 @@ class Batches:
             loader_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g, device=g.device).item())
             if self.world_size > 1:
                 loader_seed = (loader_seed + 7919 * self.rank) % (2**31 - 1)
-        elif self.world_size > 1 and self.aug is not None:
+        elif self.aug is not None:  # one host read an epoch, at its start
             aug_seed = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
         if saved:
             g.set_state(current)
@@ -152,7 +159,7 @@ class EpochPlan:
     def __init__(self, batches: Batches, idx: torch.Tensor, start_state: torch.Tensor,
                  loader_seed: int | None, aug_seed: int | None = None):
         self.b, self.idx, self.start_state, self.loader_seed = batches, idx, start_state, loader_seed
-        self.aug_seed = aug_seed  # data-parallel: seeds the rank's augmentation per step
+        self.aug_seed = aug_seed  # seeds the augmentation of each block (with its index and the rank)
         self.steps = batches.steps_per_epoch
 
     def _bounds(self, i: int) -> tuple[int, int]:
@@ -164,16 +171,27 @@ class EpochPlan:
         if b.loader_mode:
             yield from self._loader(start)
             return
+        bs, k = b.batch_size, b.block
         for i in range(start, self.steps):
-            s, e = self._bounds(i)
-            bi = self.idx[s:e]
-            xb = b.x[bi]
-            if self.aug_seed is not None:
-                b.aug_generator.manual_seed(self.aug_seed + i * b.world_size + b.rank)
-            x = b.aug(xb, b.aug_generator) if b.aug is not None else b.normalize.normalize_only(xb)
-            if b.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, b.y[bi]
+            j = i % k
+            if i == start or j == 0:  # a new block of batches (or the one a resume stopped in)
+                first = i - j
+                x, y = self._block(first // k, first, min(first + k, self.steps))
+            yield x[j * bs:(j + 1) * bs], y[j * bs:(j + 1) * bs]
+
+    def _block(self, n: int, first: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block ``n``: batches ``first`` .. ``end - 1``, augmented (and normalized) at once."""
+        b = self.b
+        bi = self.idx[self._bounds(first)[0]:self._bounds(end - 1)[1]]
+        xb = b.x[bi]
+        if b.aug is not None:
+            b.aug_generator.manual_seed(self.aug_seed + n * b.world_size + b.rank)
+            x = b.aug(xb, b.aug_generator)
+        else:
+            x = b.normalize.normalize_only(xb)
+        if b.channels_last:  # a batch-dimension slice of it stays channels_last
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, b.y[bi]
 
     def _loader(self, start: int):
         from cifarctl.augment.per_image import SeededBatch, batch_seed

@@ -7,6 +7,8 @@ built in :mod:`cifarctl.training.schedules`.
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 from contextlib import nullcontext
 
@@ -45,15 +47,33 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
 def uses_channels_last(recipe: Recipe, device: torch.device) -> bool:
     """Whether the model and its batches use channels_last (NHWC): ``recipe.channels_last``
     on CUDA and on the CPU, where it was measured faster for every small net (1.04-1.30x a
-    step on 2 cores, benchmarks/results/cpu-speed-cpu.md); other devices stay NCHW."""
-    return bool(recipe.channels_last) and device.type in ("cuda", "cpu")
+    step on 2 cores, benchmarks/results/cpu-speed-cpu.md); other devices stay NCHW.
+
+    Not on CUDA for a net with GroupNorm (s8_gn, and s8_ln's ``GroupNorm(1, C)``): ATen's
+    CUDA group_norm makes its input contiguous (NCHW), so every norm would copy NHWC ->
+    NCHW -> NHWC, forward and backward. Its CPU kernel has an NHWC path."""
+    if not recipe.channels_last or device.type not in ("cuda", "cpu"):
+        return False
+    return device.type == "cpu" or not _has_group_norm(recipe.model, json.dumps(recipe.model_args, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=32)
+def _has_group_norm(model: str, args_json: str) -> bool:
+    """Whether the model holds a GroupNorm (built on the meta device: no memory, no time)."""
+    from cifarctl.registry import create_model
+
+    with torch.device("meta"):
+        net = create_model(model, **json.loads(args_json))
+    return any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
 
 
 def precision_for(precision: str, device: torch.device) -> tuple[torch.dtype | None, str | None]:
     """(autocast dtype or None for fp32, a notice or None).
 
-    ``auto`` = bf16 autocast on CUDA (fp16 + GradScaler on GPUs without bf16), fp32
-    elsewhere; bf16/fp16 apply to CUDA only.
+    ``auto`` = bf16 autocast on CUDA GPUs with bf16 in hardware (Ampere and later), fp16 with
+    a GradScaler on the others (T4, V100), fp32 elsewhere; bf16/fp16 apply to CUDA only.
+    ``torch.cuda.is_bf16_supported()`` counts emulated bf16 by default (True on a T4 or a
+    V100, where it is slow): asked here without emulation.
     """
     if device.type != "cuda":
         if precision in ("bf16", "fp16"):
@@ -63,12 +83,15 @@ def precision_for(precision: str, device: torch.device) -> tuple[torch.dtype | N
         return None, None
     if precision == "fp16":
         return torch.float16, None
-    if torch.cuda.is_bf16_supported():
+    if torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.bfloat16, None
+    name = torch.cuda.get_device_name(device)
     if precision == "bf16":
-        raise UsageError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; "
-                         "use precision: fp16 or auto")
-    return torch.float16, "this GPU has no bf16: precision auto uses fp16 with a GradScaler"
+        if torch.cuda.is_bf16_supported(including_emulation=True):
+            return torch.bfloat16, (f"precision bf16: {name} has no bf16 in hardware, it is emulated "
+                                    "(slow); precision: auto or fp16 uses fp16 with a GradScaler")
+        raise UsageError(f"precision bf16: {name} has no bf16 support; use precision: fp16 or auto")
+    return torch.float16, f"{name} has no bf16 in hardware: precision auto uses fp16 with a GradScaler"
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -138,25 +161,40 @@ def build_loss(recipe: Recipe):
 
 
 def build_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
-    """SGD / Adam / AdamW over ``model``'s parameters; the fused CUDA kernels when every
-    parameter is on a CUDA device (one launch per step instead of several per tensor, and
-    a GradScaler step without a host read)."""
+    """SGD / Adam / AdamW over ``model``'s parameters, with torch's fused kernels on every
+    device that has them (CUDA and the CPU among them): one kernel per step instead of
+    several per tensor, and a GradScaler step without a host read.
+
+    Fused SGD's momentum buffers start at zero here: torch makes them with ``empty_like``
+    on the first step, and its kernel returns early on a GradScaler overflow step, which
+    would leave them uninitialised. With zeros (and no dampening) the first real step is
+    torch's first step: buffer = gradient."""
     o = recipe.optimizer
     params = param_groups(model, o)
-    fused = {"fused": True} if _all_cuda(model) else {}
+    fused = {"fused": True} if _fusable(model) else {}
     try:
         if o.name == "sgd":
-            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                                   weight_decay=o.weight_decay, **fused)
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                                  weight_decay=o.weight_decay, **fused)
+            if fused and o.momentum:
+                for group in opt.param_groups:
+                    for p in group["params"]:
+                        opt.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            return opt
         cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
         return cls(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, **fused)
     except ValueError as exc:  # e.g. nesterov without momentum
         raise UsageError(f"optimizer: {exc}") from None
 
 
-def _all_cuda(model) -> bool:
+def _fusable(model) -> bool:
+    """Every trainable parameter is a floating-point tensor on a device with torch's fused
+    optimizer kernels."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    devices = _get_fused_kernels_supported_devices()
     params = [p for p in model.parameters() if p.requires_grad]
-    return bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    return bool(params) and all(p.device.type in devices and p.is_floating_point() for p in params)
 
 
 def param_groups(model, o) -> list:

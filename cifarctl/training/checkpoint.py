@@ -13,6 +13,7 @@ import torch
 from cifarctl import __version__
 from cifarctl.errors import UsageError
 from cifarctl.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, capture_rng, restore_rng
+from cifarctl.training import distributed
 from cifarctl.training.engine import Trainer
 from cifarctl.training.schedules import advance, build_scheduler
 
@@ -29,7 +30,7 @@ def state_dict(t: Trainer) -> dict:
         "lookahead": t.lookahead.state_dict() if t.lookahead is not None else None,
         "ema": t.ema.state_dict() if t.ema is not None else None,
         "early_stop": t.early_stop.state_dict() if t.early_stop is not None else None,
-        "rng": capture_rng(t.generator),
+        **_rngs(t),
         "epoch": t.epoch, "step": t.step, "progress": dict(t.progress) if t.progress else None,
         "world_size": t.world_size,
         "best": {"acc": t.best_acc, "epoch": t.best_epoch},
@@ -39,6 +40,20 @@ def state_dict(t: Trainer) -> dict:
         "normalize": {"mean": list(r.data.normalize.mean), "std": list(r.data.normalize.std)},
         "cifarctl_version": __version__,
     }
+
+
+def _rngs(t: Trainer) -> dict:
+    """``rng``: this process's RNGs; data-parallel, ``rng_ranks`` too: every rank's (each
+    rank's dropout draws from its own generators), gathered on rank 0 over the host."""
+    rng = capture_rng(t.generator, t.device)
+    return {"rng": rng, "rng_ranks": distributed.gather_on_main(rng) if t.world_size > 1 else None}
+
+
+def rank_rng(ckpt: dict, rank: int, world_size: int) -> dict:
+    """The RNG states rank ``rank`` of ``world_size`` resumes with: its own when the
+    checkpoint has one per rank for as many ranks, else rank 0's."""
+    ranks = ckpt.get("rng_ranks")
+    return ranks[rank] if ranks and len(ranks) == world_size else ckpt["rng"]
 
 
 _SHOWN = 3  # mismatched keys named in the one-line error, per kind
@@ -96,7 +111,7 @@ def load_state_dict(t: Trainer, ckpt: dict, *, scheduler: bool = True) -> None:
         t.early_stop.load_state_dict(ckpt["early_stop"])
         if not scheduler:  # a changed recipe (--force) trains on: the patience starts afresh
             t.early_stop.bad_epochs, t.early_stop.reason = 0, None
-    restore_rng(ckpt["rng"], t.generator)
+    restore_rng(rank_rng(ckpt, t.rank, t.world_size), t.generator, t.device)
     t.epoch, t.step = int(ckpt["epoch"]), int(ckpt["step"])
     t.progress = ckpt.get("progress")
     t.best_acc = float(ckpt["best"]["acc"])

@@ -162,20 +162,31 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     notice says so. The state_dict keys stay those of the plain model. Every trainable
     parameter gets a gradient at every step (models freeze by
     ``frozen_parameters``, :mod:`cifarctl.training.model_hooks`), so no
-    ``find_unused_parameters``; DDP broadcasts rank 0's buffers before each forward.
+    ``find_unused_parameters``. No ``broadcast_buffers``: it would add a collective before
+    every forward; a training forward normalizes with batch statistics, so each rank's
+    running statistics change nothing in training, and rank 0's are broadcast before every
+    evaluation (:func:`evaluate_shares`) and are what the checkpoint holds.
     """
     from torch.nn.parallel import DistributedDataParallel
 
     synced = sync_bn and device.type == "cuda"
     if synced:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        layers = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+        # torch's SyncBatchNorm drops empty ranks with count_all[mask] (a boolean mask): the
+        # host waits for the GPU in every such layer, every step. Kept (a copy of torch's
+        # kernel-level function would be ours to maintain), and said.
+        notices.append(f"warning: sync_bn: torch's SyncBatchNorm waits for the GPU in each of the {layers} "
+                       "BatchNorm layers every step (a host sync per layer); per-process BatchNorm "
+                       "(sync_bn: false) has none")
     elif sync_bn:
         notices.append("sync_bn applies to CUDA only (torch's SyncBatchNorm): BatchNorm statistics stay "
                        "per process on the CPU")
     ids = [device.index] if device.type == "cuda" else None
     notices.append(f"data-parallel: {current().world_size} processes ({'nccl' if ids else 'gloo'}), "
                    f"{per_rank} images each per step, BatchNorm {'synchronised' if synced else 'per process'}")
-    ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None)
+    ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None,
+                                  broadcast_buffers=False)
     return ddp, model
 
 
@@ -287,6 +298,14 @@ class Agreement:
         stop, _ = self._take()
         if stop:
             self.t.stop_requested = _stop_name(stop)
+
+
+def gather_on_main(obj: Any) -> list | None:
+    """Every rank's ``obj`` in rank order on rank 0 (None on the others), over the
+    host-side group: picklable objects, no device sync."""
+    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0, group=_control)
+    return out
 
 
 def broadcast_object(obj: Any) -> Any:

@@ -145,7 +145,7 @@ def _epoch(t: Trainer):
     start = saved["step_in_epoch"] if saved else 0
     plan = t.batches.plan(saved)  # draws (or replays) this epoch's permutation
     sums = _Sums(t, saved)
-    watch = LossWatch(t.device, t.recipe.loss.name, t.step)
+    watch = LossWatch(t.device, t.recipe.loss.name, t.step, plan.steps - start)
     prior_seconds = saved["train_seconds"] if saved else 0.0
     freezer = Freezer(t.raw_model, t.epoch)
     agreement = distributed.Agreement(t) if t.world_size > 1 else None
@@ -157,7 +157,7 @@ def _epoch(t: Trainer):
         lr = t.lr
         out, loss = _step(t, x, y)
         freezer.after_step()
-        sums.add(out, loss, y)
+        sums.add(out, y)
         watch.add(loss)
         last = i + 1 == plan.steps
         wish = next_display is not None and t.clock() >= next_display
@@ -241,7 +241,7 @@ def _step(t: Trainer, x: torch.Tensor, y: torch.Tensor):
 def _read(t: Trainer, sums: _Sums, watch: LossWatch) -> tuple[float, float, float]:
     """(loss sum, correct, images) of the epoch so far, over all ranks: the one host read
     of a display point. Raises the loss guards' error first."""
-    head, flags = sums.vector(), watch.vector()
+    head, flags = sums.vector(watch), watch.vector()
     if t.world_size > 1:
         head = distributed.all_reduce_sum(head)
         flags = torch.cat([distributed.all_reduce_min(flags[:2]), flags[2:]])
@@ -251,9 +251,9 @@ def _read(t: Trainer, sums: _Sums, watch: LossWatch) -> tuple[float, float, floa
 
 
 class _Sums:
-    """The epoch's running loss sum, correct count and images, kept on the device (no sync
-    per step); a resumed epoch starts from the saved sums (rank 0 carries them: they are
-    over all ranks)."""
+    """The epoch's correct count and images, kept on the device (no sync per step), and its
+    loss sum from the losses the :class:`LossWatch` keeps; a resumed epoch starts from the
+    saved sums (rank 0 carries them: they are over all ranks)."""
 
     def __init__(self, t: Trainer, saved: dict | None):
         mine = saved if t.rank == 0 else None
@@ -261,18 +261,20 @@ class _Sums:
         self.correct = torch.full((), mine["correct"] if mine else 0, dtype=torch.int64, device=t.device)
         self.seen = mine["seen"] if mine else 0
         self.here = 0  # images of this process since the epoch (re)started: the throughput
+        self.batch = 0  # images per step (every batch is full)
 
     @torch.no_grad()
-    def add(self, out: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
+    def add(self, out: torch.Tensor, y: torch.Tensor) -> None:
         n = y.shape[0]
-        self.loss += loss.detach().double() * n
-        self.correct += (out.detach().argmax(1) == y).sum()
+        self.correct += (out.argmax(1) == y).sum()
         self.seen += n
         self.here += n
+        self.batch = n
 
-    def vector(self) -> torch.Tensor:
+    def vector(self, watch: LossWatch) -> torch.Tensor:
         """[loss sum, correct, images] as float64 on the device (this rank's share)."""
-        return torch.stack([self.loss, self.correct.double(), torch.full_like(self.loss, self.seen)])
+        loss = watch.loss_sum(self.batch, self.loss)
+        return torch.stack([loss, self.correct.double(), torch.full_like(loss, self.seen)])
 
 
 def _check_eval_fits(t: Trainer) -> None:

@@ -17,6 +17,7 @@ chunk padded): a compiled model compiles once for evaluation.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextlib import nullcontext
 
@@ -52,8 +53,14 @@ def tta_forward(model, x: torch.Tensor, mode: str = "none") -> torch.Tensor:
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
         batch = batch.contiguous(memory_format=torch.channels_last)  # reflect-pad views are NCHW
     out = model(batch).float().unflatten(0, (len(views), len(x)))
-    w = torch.tensor(weights, dtype=out.dtype, device=out.device).view(-1, 1, 1)
-    return (out * w).sum(0)
+    return (out * _view_weights(tuple(weights), out.device)).sum(0)
+
+
+@functools.lru_cache(maxsize=16)
+def _view_weights(weights: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """The views' weights as a (views, 1, 1) float32 tensor on ``device``, made once: a
+    tensor built from Python per chunk is a pageable host-to-device copy that waits."""
+    return torch.tensor(weights, dtype=torch.float32, device=device).view(-1, 1, 1)
 
 
 def view_count(mode: str) -> int:

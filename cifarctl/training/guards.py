@@ -1,9 +1,8 @@
 """Loss guards: a NaN/inf or negative loss stops training, naming the step where it began.
 
-:class:`LossWatch` judges every step's loss *on the device*: no host read in the step. It
-keeps, for each kind of bad loss, the first step that had one and its value, in device
-tensors; the engine reads them with the running sums at display points and at the epoch
-end (one host read), and :meth:`LossWatch.judge` raises :class:`DivergedError` (exit code
+:class:`LossWatch` keeps every step's loss *on the device*: no host read in the step. The
+first step with each kind of bad loss, and its value, are found from them when the engine
+reads them with the running sums, at display points and at the epoch end (one host read), and :meth:`LossWatch.judge` raises :class:`DivergedError` (exit code
 3) or :class:`NegativeLossError` (exit code 4). The same code runs on the CPU and on CUDA,
 so the CPU tests exercise the GPU path. A run therefore stops at the next display point
 after a bad step (off a terminal: the epoch end), never saving a checkpoint after it.
@@ -49,32 +48,45 @@ NONE = 2**62  # "no bad step yet" (a MIN over ranks keeps the earliest real one)
 
 
 class LossWatch:
-    """The first non-finite and the first negative loss of a run, kept on the device.
+    """The epoch's losses, kept on the device; the first non-finite and the first negative
+    one are found when they are read.
 
-    ``add(loss)`` after every step (device ops only); ``vector()`` is what the engine reads
-    at display points: ``[first non-finite step, first negative step, their losses]`` as
-    float64 (steps are 1-based run steps, :data:`NONE` for none); ``judge(values)`` raises.
+    ``add(loss)`` after every step: one copy into a per-epoch buffer (2 ops, no host read);
+    ``vector()`` is what the engine reads at display points: ``[first non-finite step,
+    first negative step, their losses]`` as float64 (steps are 1-based run steps,
+    :data:`NONE` for none); ``loss_sum(per_step, prior)`` the epoch's loss sum; ``judge(values)``
+    raises.
     """
 
     NEGATIVE = -1e-4  # rounding can give -1e-7 for a valid cross-entropy
 
-    def __init__(self, device: torch.device, loss_name: str, step: int = 0):
+    def __init__(self, device: torch.device, loss_name: str, step: int = 0, steps: int = 1):
         self.loss_name = loss_name
-        self.count = torch.full((), step, dtype=torch.int64, device=device)  # steps done
-        self.first = torch.full((2,), NONE, dtype=torch.int64, device=device)
-        self.value = torch.zeros(2, dtype=torch.float32, device=device)
+        self.step = step  # run steps done before the first loss here
+        self.losses = torch.zeros(max(steps, 1), dtype=torch.float32, device=device)
+        self.n = 0
 
     @torch.no_grad()
     def add(self, loss: torch.Tensor) -> None:
-        loss = loss.detach().float().reshape(())
-        self.count += 1
-        bad = torch.stack([~torch.isfinite(loss), loss < self.NEGATIVE])
-        new = bad & (self.first == NONE)
-        self.first = torch.where(new, self.count, self.first)
-        self.value = torch.where(new, loss, self.value)
+        self.losses[self.n] = loss.reshape(())
+        self.n += 1
 
     def vector(self) -> torch.Tensor:
-        return torch.cat([self.first.double(), self.value.double()])
+        dev = self.losses.device
+        if self.n == 0:
+            return torch.tensor([NONE, NONE, 0.0, 0.0], dtype=torch.float64, device=dev)
+        loss = self.losses[:self.n]
+        bad = torch.stack([~torch.isfinite(loss), loss < self.NEGATIVE])  # (2, n)
+        at = torch.where(bad, torch.arange(self.n, device=dev), self.n).amin(1)  # first bad index, or n
+        found = at < self.n
+        first = torch.where(found, at + self.step + 1, NONE)
+        value = torch.where(found, loss[at.clamp(max=self.n - 1)], 0.0)
+        return torch.cat([first.double(), value.double()])
+
+    def loss_sum(self, per_step: int, prior: torch.Tensor) -> torch.Tensor:
+        """``prior`` + every loss x ``per_step`` images, summed in float64 in step order (a
+        resumed epoch adds to its saved sum exactly as the uninterrupted one did)."""
+        return torch.cat([prior.view(1), self.losses[:self.n].double() * per_step]).cumsum(0)[-1]
 
     def judge(self, values: list[float]) -> None:
         """Raise for the earliest bad step in ``values`` (a read :meth:`vector`)."""

@@ -94,8 +94,8 @@ def prepare(
                    batches.normalize.normalize_only, dev)  # model.data_init; a resume then loads over it
     if world_size > 1:  # DDP starts every rank from rank 0's weights; raw_model is what is saved
         model, raw_model = distributed.wrap_model(raw_model, dev, recipe.sync_bn, batches.batch_size, notices)
-    if recipe.compile:
-        model = torch.compile(model)
+    if recipe.compile:  # every shape is fixed by design (full batches, padded eval chunks)
+        model = torch.compile(model, dynamic=False)
 
     amp_dtype, note = precision_for(recipe.precision, dev)
     if note:
