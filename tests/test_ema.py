@@ -75,7 +75,7 @@ def test_early_stop_on_a_scripted_metric(monitor, mode, values, stop_at):
             stopped = epoch
             break
     assert stopped == stop_at
-    assert f"did not improve by more than 0.1 for 3 epochs" in es.reason
+    assert "did not improve by more than 0.1 for 3 epochs" in es.reason
     assert f"after epoch {stop_at}" in es.reason
 
 
