@@ -424,3 +424,28 @@ def test_gpu_sh_dry_run_writes_every_part(tmp_path, jpeg_archive):
         text = (out / name).read_text()
         assert text.strip() and "failed" not in text and "cut at" not in text, f"{name}:\n{text}\n{log}"
     assert "skipped: 2 processes with SyncBatchNorm need 2 GPUs" in (out / "ddp.md").read_text()
+
+
+def test_a_resumed_fused_optimizer_keeps_its_state_in_the_parameters_layout():
+    """Checkpoints hold optimizer state contiguous; torch's fused SGD walks parameter,
+    gradient and momentum as flat arrays, so a channels_last parameter with a contiguous
+    momentum after a resume trained on scrambled momentum (a resume was not exact)."""
+    from cifarctl.training.checkpoint import _match_parameter_layout
+
+    w = torch.randn(4, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+    p = torch.nn.Parameter(w.clone())
+    q = torch.nn.Parameter(w.clone())
+    opts = [torch.optim.SGD([x], lr=0.1, momentum=0.9, fused=True) for x in (p, q)]
+    g1, g2 = torch.randn_like(w), torch.randn_like(w)
+    for x, opt in zip((p, q), opts):
+        x.grad = g1.clone()
+        opt.step()
+    state = opts[1].state_dict()
+    state["state"][0]["momentum_buffer"] = state["state"][0]["momentum_buffer"].contiguous()  # as saved
+    opts[1].load_state_dict(state)
+    _match_parameter_layout(opts[1])
+    assert opts[1].state[q]["momentum_buffer"].stride() == q.stride()
+    for x, opt in zip((p, q), opts):
+        x.grad = g2.clone()
+        opt.step()
+    assert torch.equal(p, q)

@@ -22,7 +22,8 @@ def predict(
         show_default=False)],
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="How many classes to show per image.")] = 3,
     tta: Annotated[Optional[str], typer.Option(
-        "--tta", help="none, flip or flip_translate, as in eval; default: the recipe's eval_tta.",
+        "--tta", metavar="none|flip|flip_translate",
+        help="none, flip or flip_translate, as in eval; default: the recipe's eval_tta.",
         show_default=False)] = None,
     gradcam: Annotated[Optional[Path], typer.Option(
         "--gradcam", metavar="OUT.png", help="Write each image with the Grad-CAM overlay of its top class "

@@ -95,6 +95,7 @@ def load_state_dict(t: Trainer, ckpt: dict, *, scheduler: bool = True) -> None:
         raise ValueError(f"the weights do not fit model {t.recipe.model!r}: {problem}")
     t.raw_model.load_state_dict(ckpt["model"])
     t.optimizer.load_state_dict(ckpt["optimizer"])
+    _match_parameter_layout(t.optimizer)
     if scheduler and t.scheduler is not None and ckpt.get("scheduler") is not None:
         t.scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler") is not None and t.scaler.is_enabled():
@@ -117,6 +118,20 @@ def load_state_dict(t: Trainer, ckpt: dict, *, scheduler: bool = True) -> None:
     t.best_acc = float(ckpt["best"]["acc"])
     t.best_epoch = int(ckpt["best"]["epoch"])
     t.history = [dict(h) for h in ckpt.get("history", [])]
+
+
+@torch.no_grad()
+def _match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (momentum, Adam's moments) its parameter's
+    memory layout. A checkpoint holds them contiguous (host copies), while a channels_last
+    model's parameters are NHWC; torch's fused kernels walk parameter, gradient and state
+    as flat arrays, so a state in another layout than its parameter would be read
+    scrambled after a resume."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for k, v in optimizer.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    optimizer.state[p][k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def rebuild_scheduler(t: Trainer) -> None:
