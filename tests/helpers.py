@@ -116,3 +116,25 @@ def _split_md_row(s: str) -> list[str]:
         i += 1
     cells.append(buf.strip())
     return cells
+
+
+def read_pty(fd: int, pid: int, timeout: float) -> tuple[str, int]:
+    """Everything a child on a pseudo-terminal wrote (until it closes the terminal or is
+    silent for ``timeout`` seconds), decoded, and its exit code."""
+    import os
+    import select
+
+    out = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    return out.decode("utf-8", "replace"), os.waitstatus_to_exitcode(status)

@@ -29,7 +29,7 @@ from cifarctl.training.lrfind import (
     write_lr_find,
 )
 from cifarctl.recipe import load_recipe
-from helpers import CLI
+from helpers import CLI, read_pty
 
 # s8_bn on 128 synthetic images, batch 32: a few seconds of CPU per sweep.
 TINY = ["data.train_subset=128", "data.test_subset=20", "data.batch_size=32"]
@@ -494,7 +494,6 @@ def test_lr_find_on_a_pseudo_terminal(tmp_path, data_cache_dir):
     bound to the terminal while sys.stdout/stderr go to torch-lr-finder's buffer), and
     nothing of torch-lr-finder (tqdm's bar, its prints) reaches the terminal."""
     import pty
-    import select
     import sys
 
     n = 30
@@ -505,21 +504,8 @@ def test_lr_find_on_a_pseudo_terminal(tmp_path, data_cache_dir):
         os.execv(sys.executable, [*CLI, "lr-find", "s8_bn", "--num-iter", str(n), "--data", "synthetic",
                                   "--device", "cpu", "--runs-dir", str(tmp_path), "--set", "data.train_subset=128",
                                   "--batch-size", "32"])
-    out = b""
-    while True:
-        ready, _, _ = select.select([fd], [], [], 240)
-        if not ready:
-            break
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    text = out.decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    text, code = read_pty(fd, pid, 240)
+    assert code == 0, text[-2000:]
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
     assert "━" in text and f"sweep: {n} steps, about" in plain
     drawn = {int(m) for m in re.findall(rf"\b(\d+)/{n}\b", plain)}

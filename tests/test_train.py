@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CLI, TINY, assert_complete, epoch_lines, only_run
+from helpers import CLI, TINY, assert_complete, epoch_lines, only_run, read_pty
 
 
 # ------------------------------------------------------------------------ happy path
@@ -185,7 +185,6 @@ def test_param_budget_warning(cli, runs_dir):
 @pytest.mark.slow
 def test_progress_ui_on_a_pseudo_terminal(tmp_path):
     import pty
-    import select
 
     pid, fd = pty.fork()
     if pid == 0:  # child: a 100x40 terminal
@@ -197,21 +196,8 @@ def test_progress_ui_on_a_pseudo_terminal(tmp_path):
     import termios
 
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
-    out = b""
-    while True:
-        ready, _, _ = select.select([fd], [], [], 120)
-        if not ready:
-            break
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    text = out.decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    text, code = read_pty(fd, pid, 120)
+    assert code == 0, text[-2000:]
     assert "\x1b[" in text            # a live display, not plain lines
     assert "━" in text                # rich progress bars
     assert "epoch 2/2" in text
