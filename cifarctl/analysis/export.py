@@ -100,9 +100,9 @@ def _runner(fmt: str, path: Path):
     if fmt == "onnx":
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return (lambda x: session.run(None, {name: x})[0]), f"onnxruntime {ort.__version__} (CPU)"
+        ort_session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = ort_session.get_inputs()[0].name
+        return (lambda x: ort_session.run(None, {name: x})[0]), f"onnxruntime {ort.__version__} (CPU)"
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
