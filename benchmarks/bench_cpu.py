@@ -49,7 +49,7 @@ def _one(recipe_name: str, config: str, steps: int, warmup: int) -> dict:
     """Runs inside a fresh process: time one configuration of one recipe's model."""
     import torch
 
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
     from cifarctl.registry import create_model
 
     compiled, channels_last, threads, bf16 = CONFIGS[config]
@@ -101,7 +101,7 @@ def _baseline(recipe_name: str, data: str, steps: int, workers: int) -> dict:
     from bench_epoch import baseline_epoch
 
     from cifarctl.data import load_cifar
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     recipe = load_recipe(recipe_name, ["scheduler={name: none}"])
     arrays = load_cifar(data, train_subset=steps * recipe.data.batch_size, test_subset=100, progress=False)

@@ -102,7 +102,7 @@ def main() -> None:
     import torch
 
     from cifarctl.data import load_cifar
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     arrays = load_cifar(args.data, train_subset=args.subset, test_subset=100, progress=False)
     results = []

@@ -205,7 +205,7 @@ def host_reads(args, extra: tuple = ()) -> tuple[float, float | None]:
 def eval_reads(args, tta: str = "flip_translate") -> tuple[float, float | None]:
     """(host reads, CUDA syncs) per evaluation chunk under test-time augmentation ``tta``:
     an evaluation of 10 chunks vs one of 50, as every epoch's test evaluation runs it."""
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
     from cifarctl.training.evaluation import evaluate
     from cifarctl.training.prepare import prepare
 

@@ -48,7 +48,7 @@ def overflow_check(dev, opt_name: str) -> str:
     """A GradScaler step with an inf gradient, then a normal one: fused vs unfused."""
     import torch
 
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
     from cifarctl.training.builders import build_optimizer
 
     opt = "{name: sgd, lr: 0.1, momentum: 0.9}" if opt_name == "sgd" else f"{{name: {opt_name}, lr: 0.1}}"

@@ -37,7 +37,7 @@ def profile_recipe(name: str, data: str, device: str, steps: int, subset: int | 
     from torch.profiler import ProfilerActivity, profile
 
     from cifarctl.training.prepare import prepare
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     sets = ["data.workers=0"]
     if subset:

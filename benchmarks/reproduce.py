@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from cifarctl.recipe import load_recipe  # noqa: E402
+from cifarctl.recipe.load import load_recipe  # noqa: E402
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -305,7 +305,7 @@ def main() -> None:
         from_runs(args)
         return
 
-    from cifarctl.recipe import bundled_recipes
+    from cifarctl.bundled import bundled_recipes
 
     recipes = args.recipes or sorted(bundled_recipes())
     runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="cifarctl-repro-"))

@@ -1,5 +1,5 @@
 """Where the bundled recipes are: only ``pathlib``, so shell completion can list them without
-loading the recipe schema (``cifarctl.recipe`` re-exports both functions)."""
+loading the recipe schema (``cifarctl.recipe.load`` uses them)."""
 
 from __future__ import annotations
 

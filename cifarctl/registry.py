@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from cifarctl.errors import UsageError, did_you_mean
 
@@ -133,7 +133,8 @@ def _args_model(name: str):
             open_ended = True
             continue
         default = ... if p.default is p.empty else p.default
-        fields[p.name] = (hints.get(p.name, Any), default)
+        hint = hints.get(p.name, Any)
+        fields[p.name] = (StrictBool if hint is bool else hint, default)  # 1 or "yes" is not a boolean
     base = StrictModel
     if open_ended:  # **kwargs: any further name is passed on; the named ones are still checked
         from pydantic import ConfigDict

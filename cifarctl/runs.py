@@ -286,7 +286,7 @@ def recipe_file_differences(run_dir: str | os.PathLike, stored: dict, difference
         return [f"it is a {type(raw).__name__}, not a recipe mapping"]
     from pydantic import ValidationError
 
-    from cifarctl.recipe import Recipe
+    from cifarctl.recipe.schema import Recipe
 
     try:
         raw = Recipe.model_validate(raw).to_dict()  # with today's defaults, as the stored one is

@@ -1,6 +1,13 @@
 """The strict pydantic base of every schema (recipe sections, model arguments): unknown
-keys are errors, every float is finite, a boolean is not a number and a number is not a
-boolean.
+keys are errors, every float is finite and a boolean is not a number.
+
+Pydantic's own strict mode does not fit the numbers: a strict int or float refuses a
+boolean but also a number written as a string (PyYAML reads ``1e-3`` as one) and a strict
+int refuses ``1.0``, which the recipes accept; and a strict model refuses a YAML list for a
+tuple. So a boolean given for a number is marked here (:class:`NotANumber`) and pydantic's
+lax mode refuses the mark at its key. A boolean field is pydantic's ``StrictBool`` instead
+(a number or a string such as ``yes`` is not a boolean): in the recipe schema, and in the
+model arguments (:mod:`cifarctl.registry`).
 
 It sits below both :mod:`cifarctl.recipe` and :mod:`cifarctl.registry` (which checks model
 arguments against it), so neither has to import the other's schema.
@@ -28,26 +35,6 @@ class NotANumber:
 NOT_A_NUMBER = "expected a number, not a boolean (true/false)"
 
 
-class NotABool:
-    """Stands in for a number or a string given where a boolean is expected (pydantic's lax
-    mode would read ``1`` or ``yes`` as true), so that it is refused at its key."""
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def __repr__(self) -> str:
-        return repr(self.value)
-
-
-def _wants_bool(annotation: Any) -> bool:
-    """True for ``bool`` and ``bool | None``."""
-    if annotation is bool:
-        return True
-    if get_origin(annotation) in (Union, types.UnionType):
-        return {a for a in get_args(annotation) if a is not type(None)} == {bool}
-    return False
-
-
 def _mark_bools(annotation: Any, value: Any) -> Any:
     """``value`` with every boolean that stands where ``annotation`` wants a number (and no
     boolean) replaced by a :class:`NotANumber`."""
@@ -73,9 +60,8 @@ def _mark_bools(annotation: Any, value: Any) -> Any:
 
 class StrictModel(BaseModel):
     """The base of every schema section: unknown keys are errors, every float is finite
-    (``.nan``, ``.inf`` and ``1e400`` are refused), a boolean is not a number (pydantic's
-    lax mode would read ``epochs: true`` as 1) and a number or string is not a boolean (it
-    would read ``deterministic: 1`` or ``yes`` as true)."""
+    (``.nan``, ``.inf`` and ``1e400`` are refused) and a boolean is not a number (pydantic's
+    lax mode would read ``epochs: true`` as 1). Boolean fields are ``StrictBool``."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -90,8 +76,6 @@ class StrictModel(BaseModel):
             if field is None or isinstance(value, dict):
                 continue
             marked = _mark_bools(field.annotation, value)
-            if value is not None and not isinstance(value, bool) and _wants_bool(field.annotation):
-                marked = NotABool(value)
             if marked is not value:
                 out = out if out is not None else dict(data)
                 out[key] = marked

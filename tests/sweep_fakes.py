@@ -38,7 +38,7 @@ class FakeTrain:
             return
         recipe = args[1]
         sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
-        from cifarctl.recipe import load_recipe
+        from cifarctl.recipe.load import load_recipe
 
         r = load_recipe(recipe, sets)  # refuses what train would refuse
         lr = r.optimizer.lr

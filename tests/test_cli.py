@@ -150,7 +150,7 @@ def test_models_shows_the_params_the_bundled_recipe_trains(cli):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for recipe, params in re.findall(r"^\| `(\w+)` \| ([\d,]+) \|", readme, re.M):
         from cifarctl.bundled import bundled_recipes
-        from cifarctl.recipe import load_recipe
+        from cifarctl.recipe.load import load_recipe
 
         model = load_recipe(str(bundled_recipes()[recipe])).model
         row = rows.get(model) or next(r for r in rows.values() if model in r["aliases"])

@@ -317,7 +317,8 @@ def test_a_verdict_stored_against_the_seeds_figure_only_is_judged_again(tmp_path
 
 def test_target_pass_means_the_seeds_figure_and_the_assignments_threshold():
     from cifarctl.bundled import bundled_recipes
-    from cifarctl.recipe import assignment_threshold, load_recipe, target_verdict
+    from cifarctl.recipe.load import load_recipe
+    from cifarctl.recipe.targets import assignment_threshold, target_verdict
     from cifarctl.training.lines import final_lines
 
     r = load_recipe(str(bundled_recipes()["s8_ln"]))

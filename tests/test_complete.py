@@ -82,7 +82,7 @@ def test_devices_run_folders_and_classes(tabs):
 
 
 def test_set_keys_complete_from_the_schema(tabs):
-    from cifarctl.recipe import dotted_keys
+    from cifarctl.recipe.load import dotted_keys
 
     got = tabs["completions"]
     assert got["cifarctl train s8_bn --set data.ba"] == ["data.batch_size="]
@@ -114,7 +114,7 @@ def test_model_names_read_the_decorators(tmp_path, monkeypatch):
 
 
 def test_recipe_names_are_the_bundled_ones():
-    from cifarctl.recipe import bundled_recipes
+    from cifarctl.bundled import bundled_recipes
 
     assert complete.recipe_names() == list(bundled_recipes())
     assert complete.complete_recipe("s8_b") == ["s8_bn"]

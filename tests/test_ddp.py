@@ -70,7 +70,7 @@ def _batches(recipe, arrays, rank, world_size):
 
 def test_ranks_split_each_global_batch_of_the_same_permutation():
     from cifarctl.data.sources import synthetic
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     recipe = load_recipe("s8_bn", ["data.batch_size=64"])
     arrays = synthetic(251, 10)
@@ -93,7 +93,7 @@ def test_ranks_split_each_global_batch_of_the_same_permutation():
 def test_batch_size_must_split_over_the_processes():
     from cifarctl.data.sources import synthetic
     from cifarctl.errors import UsageError
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     recipe = load_recipe("s8_bn", ["data.batch_size=63"])
     with pytest.raises(UsageError, match="does not split over 2 processes"):

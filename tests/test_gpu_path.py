@@ -171,7 +171,7 @@ def test_host_copy_is_a_copy_and_reuses_its_buffers():
 # ---------------------------------------------------------------- precision on the GPUs students have
 def _overflow_then_normal(opt_name: str, fused: bool | None):
     """A parameter trained one GradScaler step with an inf gradient, then one normal step."""
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
     from cifarctl.training.builders import build_optimizer
 
     opt = ("{name: sgd, lr: 0.1, momentum: 0.9}" if opt_name == "sgd" else f"{{name: {opt_name}, lr: 0.1}}")
@@ -242,7 +242,7 @@ def test_precision_auto_picks_bf16_only_where_the_hardware_has_it(gpu, monkeypat
 
 def test_channels_last_is_off_on_cuda_for_group_norm_nets():
     """ATen's CUDA group_norm makes its input NCHW: an NHWC net would copy around every norm."""
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
     from cifarctl.training.builders import uses_channels_last
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
@@ -354,7 +354,7 @@ def test_compile_is_static_and_ddp_broadcasts_no_buffers_per_forward(monkeypatch
 
     from cifarctl.training import distributed
     from cifarctl.training.prepare import prepare
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     seen = {}
     monkeypatch.setattr(torch, "compile", lambda model, **kw: seen.setdefault("compile", kw) and model)

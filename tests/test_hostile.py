@@ -120,7 +120,7 @@ BAD_NAMES = {
 
 @pytest.mark.parametrize("case", list(BAD_NAMES))
 def test_recipe_name_is_one_safe_folder_name(case, run_cli, tmp_path):
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     bad = BAD_NAMES[case]
     with pytest.raises(RecipeError) as e:
@@ -274,7 +274,7 @@ def test_set_values_are_bounded_like_files(case, run_cli, tmp_path):
 
 def test_a_crafted_stored_recipe_is_bounded_too():
     """A checkpoint's recipe is no YAML but can be self-similar (a pickle memo): refused fast."""
-    from cifarctl.recipe import validate_dict
+    from cifarctl.recipe.load import validate_dict
 
     leaf: Any = [1] * 10
     for _ in range(9):
@@ -317,7 +317,7 @@ def _section(cls) -> dict:
 def _number_fields(cls=None, path=(), base=None):
     """(path, section mappings on the way, kind, default) for every int/float field of the
     schema, through every member of every union (optimizer: sgd, adam, adamw...)."""
-    from cifarctl.recipe import Recipe
+    from cifarctl.recipe.schema import Recipe
 
     cls = cls or Recipe
     for name, field in cls.model_fields.items():
@@ -359,7 +359,7 @@ def _id(case) -> str:
 def test_every_schema_section_refuses_inf_nan_and_booleans():
     """Every section class is a StrictModel (no inf/nan, no booleans as numbers): the
     cases below exercise that rule once per kind of field."""
-    from cifarctl.recipe import Recipe
+    from cifarctl.recipe.schema import Recipe
     from cifarctl.strict import StrictModel
 
     def sections(cls):
@@ -377,7 +377,7 @@ def test_every_schema_section_refuses_inf_nan_and_booleans():
 
 @pytest.mark.parametrize("case", NUMBER_KINDS, ids=[_id(c) for c in NUMBER_KINDS])
 def test_a_number_field_of_each_kind_is_finite_and_not_a_boolean(case):
-    from cifarctl.recipe import validate_dict
+    from cifarctl.recipe.load import validate_dict
 
     path, kind, default = case
     key = path[-1][0]
@@ -409,7 +409,7 @@ def _model_float_args():
 
 @pytest.mark.parametrize("model,arg", list(_model_float_args()))
 def test_every_float_model_arg_is_finite_and_in_range(model, arg):
-    from cifarctl.recipe import validate_dict
+    from cifarctl.recipe.load import validate_dict
     from cifarctl.registry import create_model
 
     for value in (float("nan"), float("inf"), True, 1.5, -0.1):
@@ -437,7 +437,7 @@ def test_model_args_geometry_and_lr_find_are_checked_with_the_recipe(sets, needl
     line = assert_clean_error(code, out, exc, needle)
     assert "s8_bn.yaml" in line
     assert not (tmp_path / "runs").exists()  # before any run folder
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     load_recipe("s8_bn", ["data.augment=[{PadIfNeeded: {min_height: 40, min_width: 40, p: 0.5}}, "
                           "{RandomCrop: {height: 32, width: 32}}]"])  # a later crop fixes the size

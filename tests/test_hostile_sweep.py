@@ -157,7 +157,7 @@ def test_null_and_empty_grid_values_reach_training_as_none(tmp_path, cli, fake_t
     a = sw.parse_axis("optimizer.weight_decay=null,0.001")
     assert a.values == (None, 0.001)
     args = sw.train_args({"recipe": "s8_bn", "optimizer.weight_decay": None}, sw.Spec(["s8_bn"], [a]))
-    from cifarctl.recipe import parse_override
+    from cifarctl.recipe.load import parse_override
 
     assert parse_override(args[args.index("--set") + 1]) == (["optimizer", "weight_decay"], None)
     assert parse_override("a=" + sw.set_value("a/b"))[1] == "a/b" and parse_override("a=" + sw.set_value(" x"))[1] == " x"
@@ -214,7 +214,7 @@ def test_an_eval_batch_that_cannot_fit_is_reported_before_training(tmp_path, cli
 
 
 def test_a_mapping_value_still_reaches_training_as_a_mapping():
-    from cifarctl.recipe import parse_override
+    from cifarctl.recipe.load import parse_override
 
     fixed = sw.parse_axis("scheduler={name: none}")
     assert parse_override("scheduler=" + sw.set_value(fixed.values[0]))[1] == {"name": "none"}

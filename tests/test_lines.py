@@ -77,7 +77,7 @@ def _terminal(width: int) -> tuple[Console, io.StringIO]:
 
 def test_the_recipes_table_keeps_every_name_whole_at_80_columns():
     from cifarctl.bundled import bundled_recipes
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
     from cifarctl.ui.tables import recipes_table, show_recipes
 
     recipes = {n: load_recipe(str(p)) for n, p in bundled_recipes().items()}
@@ -98,7 +98,7 @@ def test_the_recipes_table_keeps_every_name_whole_at_80_columns():
 def test_every_rules_cell_wraps_between_words_at_80_columns(recipe):
     from cifarctl.analysis.rules import check_rules
     from cifarctl.bundled import bundled_recipes
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
     from cifarctl.ui.tables import rules_table
 
     r = load_recipe(str(bundled_recipes()[recipe]))
@@ -134,7 +134,7 @@ def test_a_status_line_of_summary_wraps_between_words(cli, monkeypatch):
     monkeypatch.setattr(sys.modules["cifarctl.cli.summary_cmd"], "console", con)
     assert cli("summary", "s9_dilated").exit_code == 0
     first = out.getvalue().split("\n\n")[0]
-    from cifarctl.recipe import resolve_model_or_recipe
+    from cifarctl.recipe.load import resolve_model_or_recipe
 
     described = resolve_model_or_recipe("s9_dilated").describe(settings=False)  # 130 characters
     # a line longer than the terminal is cut by the terminal wherever column 80 falls

@@ -28,7 +28,7 @@ from cifarctl.training.lrfind import (
     run_lr_find,
     write_lr_find,
 )
-from cifarctl.recipe import load_recipe
+from cifarctl.recipe.load import load_recipe
 from helpers import CLI, read_pty
 
 # s8_bn on 128 synthetic images, batch 32: a few seconds of CPU per sweep.

@@ -257,7 +257,7 @@ def test_cli_summary_json(cli):
 
 
 def test_cli_summary_of_a_recipe(cli):
-    from cifarctl.recipe import bundled_recipes
+    from cifarctl.bundled import bundled_recipes
 
     if "s8_gn" not in bundled_recipes():
         pytest.skip("no bundled s8_gn recipe")

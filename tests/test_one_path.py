@@ -56,7 +56,7 @@ def built(monkeypatch):
 
 
 def test_summary_and_lr_find_of_a_name_that_is_both_build_the_same_model(built, tmp_path, data_cache_dir):
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     recipe = load_recipe("s8_bn")
     assert recipe.model == "s8_bn" and recipe.model_args  # a recipe and a model of the same name

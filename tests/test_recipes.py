@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from cifarctl.cli import app
 from cifarctl.errors import RecipeError, UsageError
-from cifarctl.recipe import bundled_recipes, load_recipe, validate_dict
+from cifarctl.bundled import bundled_recipes
+from cifarctl.recipe.load import load_recipe, validate_dict
 
 runner = CliRunner()
 

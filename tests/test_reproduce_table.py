@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from cifarctl.recipe import load_recipe
+from cifarctl.recipe.load import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from helpers import TINY
 
 from cifarctl.analysis.rules import broken, check_rules
 from cifarctl.bundled import bundled_recipes
-from cifarctl.recipe import load_recipe
+from cifarctl.recipe.load import load_recipe
 
 
 @pytest.mark.parametrize("name", sorted(n for n in bundled_recipes() if n != "speedrun"))

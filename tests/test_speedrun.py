@@ -76,7 +76,7 @@ def test_the_whitening_bias_is_frozen_after_its_epochs_and_bn_scales_are_frozen(
 def test_prepare_calls_data_init_on_strided_normalized_train_images():
     from cifarctl.training.prepare import prepare
     from cifarctl.training.builders import build_model, seed_everything
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     recipe = load_recipe("speedrun", ["data.source=synthetic:256:64", "data.batch_size=64",
                                       "model_args.widths=[16, 32, 32]"])
@@ -116,7 +116,7 @@ def test_init_from_data_takes_an_even_stride_of_at_most_max_images():
 
 # ------------------------------------------------------------------------ recipe, optimizer, schedule
 def test_speedrun_recipe_follows_airbench94():
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     r = load_recipe("speedrun")
     o = r.optimizer
@@ -135,7 +135,7 @@ def test_speedrun_recipe_follows_airbench94():
 def test_norm_lr_scale_puts_norm_parameters_in_a_second_group():
     from cifarctl.training.builders import build_optimizer
     from cifarctl.training.schedules import build_scheduler
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
     from cifarctl.registry import create_model
 
     r = load_recipe("speedrun")
@@ -307,7 +307,7 @@ def test_lookahead_state_round_trips_and_resume_is_exact(cli, runs_dir, monkeypa
 def test_the_engine_freezes_the_whitening_bias_after_whiten_bias_epochs():
     from cifarctl.training import engine
     from cifarctl.training.prepare import prepare
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     sets = [s for s in SMALL if s != "--set"] + ["lookahead=null", "data.test_batch_size=64"]
     t = prepare(load_recipe("speedrun", sets), device="cpu")

@@ -122,7 +122,7 @@ def test_per_sample_norm_nets_get_an_rf_footnote(cli, model, noted):
 # ------------------------------------------------------------------------ recipes, models, data
 def test_recipes_piped_is_one_line_per_recipe():
     """The issue's case: `cifarctl recipes | cat` became ~60 lines of letter-wrapped cells."""
-    from cifarctl.recipe import bundled_recipes
+    from cifarctl.bundled import bundled_recipes
 
     out = piped("recipes")
     body = [ln for ln in out.splitlines() if ln.startswith("│")]

@@ -208,7 +208,7 @@ def test_progress_ui_on_a_pseudo_terminal(tmp_path):
 
 # ------------------------------------------------------------------------ every bundled recipe
 def _bundled():
-    from cifarctl.recipe import bundled_recipes
+    from cifarctl.bundled import bundled_recipes
 
     return sorted(bundled_recipes())
 
@@ -218,7 +218,7 @@ def test_a_bundled_recipe_one_epoch_on_jpeg_copy(jpeg_archive, tmp_path):
     """Real images through the richest augmentation (flip, affine, CoarseDropout), in a real
     process off a terminal; every recipe's own path runs on synthetic images below (the
     images' origin changes nothing after decoding, which tests/test_data.py covers)."""
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     name = "s9_dilated"
     recipe = load_recipe(name)
@@ -240,7 +240,7 @@ def test_a_bundled_recipe_one_epoch_on_jpeg_copy(jpeg_archive, tmp_path):
 def test_bundled_recipe_one_epoch_on_synthetic_data(name, tmp_path):
     """Every bundled recipe, as it is (model, optimizer, schedule, augmentation), for one
     epoch of a few batches of synthetic images: never skipped, a few seconds each."""
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
     from cifarctl.training.run import run_training
 
     recipe = load_recipe(name)

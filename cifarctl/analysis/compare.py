@@ -319,7 +319,7 @@ def _series(metrics: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
 def _read_recipe(path: Path, marks: list[str]) -> dict[str, Any]:
     from cifarctl import yamlsafe
     from cifarctl.errors import RecipeError
-    from cifarctl.recipe import SCHEMA_VERSION
+    from cifarctl.recipe.schema import SCHEMA_VERSION
 
     if not path.is_file():
         marks.append("recipe.yaml unparsable" if os.path.lexists(path) else "no recipe.yaml")
@@ -409,7 +409,7 @@ def read_run(path: Path) -> RunRecord | str:
             target, recipe):
         rec.verdict = "PASS" if target["passed"] else "FAIL"
     elif (not summary or isinstance(target, dict)) and rec.epochs_planned is not None and rec.epochs >= rec.epochs_planned:
-        from cifarctl.recipe import assignment_threshold, target_verdict  # as `train` judges it
+        from cifarctl.recipe.targets import assignment_threshold, target_verdict  # as `train` judges it
 
         verdict = target_verdict(recipe.get("target"), best_acc=rec.best_acc, params=rec.params, epochs=rec.epochs,
                                  assignment=assignment_threshold(recipe))
@@ -420,7 +420,7 @@ def read_run(path: Path) -> RunRecord | str:
 def _judged_without_assignment(target: dict, recipe: dict) -> bool:
     """A verdict stored by an older cifarctl, which held the run to the seed's figure only
     although its recipe has an assignment threshold: judged again, as ``train`` judges now."""
-    from cifarctl.recipe import assignment_threshold
+    from cifarctl.recipe.targets import assignment_threshold
 
     checks = target.get("checks")
     return (assignment_threshold(recipe) is not None and isinstance(checks, list)

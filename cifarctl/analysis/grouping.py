@@ -57,7 +57,7 @@ def _with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     try:
         from pydantic import ValidationError
 
-        from cifarctl.recipe import Recipe
+        from cifarctl.recipe.schema import Recipe
 
         return Recipe.model_validate(raw).to_dict()
     except (ValidationError, ValueError, TypeError):

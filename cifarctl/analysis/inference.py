@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from cifarctl.errors import CheckpointError, UsageError
-from cifarctl.recipe import TTA_MODES, Recipe
+from cifarctl.recipe.schema import TTA_MODES, Recipe
 from cifarctl.training.builders import uses_channels_last
 from cifarctl.training.checkpoint import weights_mismatch
 
@@ -105,7 +105,7 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     checkpoint's): for predicting images that are not the run's."""
     from cifarctl.augment.device import make_normalizer
     from cifarctl.data import load_cifar, resolve_source
-    from cifarctl.recipe import validate_dict
+    from cifarctl.recipe.load import validate_dict
     from cifarctl.registry import create_model
     from cifarctl.checkpoints import model_weights
     from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of

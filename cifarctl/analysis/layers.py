@@ -353,7 +353,7 @@ def _recipe_params(name: str, aliases) -> dict[str, int]:
     ``model_args`` than its defaults (s9_dilated's recipe widens it): what training builds."""
     from cifarctl.bundled import bundled_recipes
     from cifarctl.errors import CifarctlError
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
     from cifarctl.registry import create_model
 
     out = {}

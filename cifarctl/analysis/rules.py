@@ -1,6 +1,6 @@
 """An assignment's rules, checked on the real model and recipe.
 
-A recipe's ``rules:`` block (:class:`cifarctl.recipe.Rules`) says what its assignment
+A recipe's ``rules:`` block (:class:`cifarctl.recipe.schema.Rules`) says what its assignment
 demands; the parameter and epoch budgets stay in ``target:``, with the seed's accuracy.
 :func:`check_rules` measures each rule on the model built as training builds it, with the
 same layer analysis ``summary`` uses (:func:`cifarctl.analysis.layers.summarize_recipe`),

@@ -9,7 +9,7 @@ warning raised while building a transform into a problem.
 This module never imports torch itself (albumentations 2.0.8 imports it on its own import,
 through ``albumentations.pytorch``); albumentations is imported only when there are steps.
 It is the augmentation half of the recipe schema (``cifarctl.recipe`` validates with it), so
-it stands in the base layer with ``recipe.py``. The steps run as batched tensor ops in
+it stands in the base layer with the recipe package. The steps run as batched tensor ops in
 :mod:`cifarctl.augment.device`, or per image in :mod:`cifarctl.augment.per_image`.
 """
 

@@ -26,7 +26,7 @@ RUN_MARKS = ("metrics.jsonl", "summary.json", "checkpoints")
 MAX_ENTRIES = 2000  # folder entries looked at per TAB: a TAB in a huge folder stays quick
 
 
-# The recipe keys a --set can name: cifarctl.recipe.dotted_keys(), written out so that a TAB
+# The recipe keys a --set can name: cifarctl.recipe.load.dotted_keys(), written out so that a TAB
 # imports no pydantic (tests/test_complete.py checks the two agree).
 SET_KEYS = (
     "assignment",

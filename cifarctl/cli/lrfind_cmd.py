@@ -63,7 +63,7 @@ def lr_find(
     from rich.console import Console
 
     from cifarctl.errors import UsageError
-    from cifarctl.recipe import resolve_model_or_recipe
+    from cifarctl.recipe.load import resolve_model_or_recipe
     from cifarctl.training.builders import resolve_device
     from cifarctl.training.lrfind import make_out_dir, run_lr_find, sweep_settings, write_lr_find
     from cifarctl.ui.interrupt import answer_interrupts

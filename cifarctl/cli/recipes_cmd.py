@@ -27,7 +27,8 @@ def recipes(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List the bundled recipes (name, model, epochs, target), or validate and show one."""
-    from cifarctl.recipe import bundled_recipes, load_recipe, recipe_rows
+    from cifarctl.bundled import bundled_recipes
+    from cifarctl.recipe.load import load_recipe, recipe_rows
 
     json = output_format(fmt, json) == "json"
 

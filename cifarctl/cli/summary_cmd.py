@@ -50,7 +50,7 @@ def summary(
     """Layer-by-layer summary: output shapes, params, mult-adds, receptive field and jump."""
     check_name(target, models=True)
     from cifarctl.analysis.layers import summarize_recipe
-    from cifarctl.recipe import resolve_model_or_recipe
+    from cifarctl.recipe.load import resolve_model_or_recipe
 
     size = parse_input_size(input_size) if input_size is not None else None
     resolved = resolve_model_or_recipe(target)

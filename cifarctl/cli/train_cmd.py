@@ -84,7 +84,7 @@ def _check_rules(recipe: str, overrides: list[str], break_rules: bool) -> list[s
     exit 2 naming the rule and the layer, unless --break-rules (then it is recorded)."""
     from cifarctl.analysis.rules import broken, broken_line, check_rules
     from cifarctl.errors import UsageError
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     r = load_recipe(recipe, overrides)
     rows = check_rules(r)

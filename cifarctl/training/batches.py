@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from cifarctl.errors import UsageError
-from cifarctl.recipe import Recipe
+from cifarctl.recipe.schema import Recipe
 from cifarctl.training.builders import uses_channels_last
 
 

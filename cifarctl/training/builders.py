@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cifarctl.errors import RecipeError, UsageError
-from cifarctl.recipe import Recipe
+from cifarctl.recipe.schema import Recipe
 
 LR_AUTO_UNRESOLVED = (
     "scheduler.max_lr: auto is resolved by the LR range test before the scheduler is built "

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarctl.recipe import Recipe
+from cifarctl.recipe.schema import Recipe
 from cifarctl.training import distributed
 from cifarctl.training.batches import Batches
 from cifarctl.training.builders import autocast, uses_channels_last

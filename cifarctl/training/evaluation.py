@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarctl.recipe import TTA_MODES
+from cifarctl.recipe.schema import TTA_MODES
 
 
 def tta_views(x: torch.Tensor, mode: str = "none") -> tuple[list[torch.Tensor], list[float]]:

@@ -13,7 +13,7 @@ import io
 import os
 from pathlib import Path
 
-from cifarctl.recipe import flatten
+from cifarctl.recipe.load import flatten
 
 EPOCH_SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
                  "images_per_s")

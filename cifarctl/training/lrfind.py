@@ -242,10 +242,10 @@ def sweep_settings(recipe, start_lr: float | None = None, end_lr: float | None =
                    num_iter: int | None = None, step_mode: str | None = None) -> dict[str, Any]:
     """The sweep's ``start_lr``, ``end_lr``, ``num_iter``, ``step_mode``: the ones given (on the
     command line), else the recipe's ``scheduler.lr_find``, else the defaults."""
-    from cifarctl.recipe import LRFind
+    from cifarctl.recipe.schema import LRFind
 
     from cifarctl.errors import UsageError
-    from cifarctl.recipe import lr_find_problems
+    from cifarctl.recipe.wording import lr_find_problems
 
     base = getattr(recipe.scheduler, "lr_find", None) or LRFind()
     settings = {

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cifarctl.errors import RecipeError
-from cifarctl.recipe import Recipe
+from cifarctl.recipe.schema import Recipe
 from cifarctl.training import distributed
 from cifarctl.training.batches import Batches
 from cifarctl.training.builders import (

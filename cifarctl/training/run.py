@@ -48,7 +48,7 @@ class TrainingFailed(CifarctlError):
 # ------------------------------------------------------------------------ summary
 def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: str | None = None) -> dict:
     """summary.json: status, best/final accuracy, time, the target verdict, where and what."""
-    from cifarctl.recipe import assignment_threshold, reference, target_verdict
+    from cifarctl.recipe.targets import assignment_threshold, reference, target_verdict
 
     r, h = trainer.recipe, trainer.history
     on_val = trainer.val_y is not None
@@ -89,7 +89,7 @@ def _with_defaults(raw: dict) -> dict:
     """A stored recipe dict with every schema default filled in (as stored if it no longer validates)."""
     from pydantic import ValidationError
 
-    from cifarctl.recipe import Recipe
+    from cifarctl.recipe.schema import Recipe
 
     try:
         return Recipe.model_validate(raw).to_dict()
@@ -103,7 +103,7 @@ def recipe_differences(old: dict, new: dict) -> list[str]:
     ``old`` is completed with today's schema defaults first, so a key added to the schema
     after the run started (at its default) is not a difference.
     """
-    from cifarctl.recipe import flatten
+    from cifarctl.recipe.load import flatten
 
     a, b = flatten(_with_defaults(old)), flatten(new)
     diffs = []
@@ -128,7 +128,7 @@ def _with_source(recipe, source: str | None):
 
 def _resolve_recipe(recipe_ref, overrides, seed, data, resume, force):
     """(recipe, checkpoint or None, checkpoint path or None, run dir or None)."""
-    from cifarctl.recipe import apply_overrides, load_recipe, validate_dict
+    from cifarctl.recipe.load import apply_overrides, load_recipe, validate_dict
     from cifarctl.runs import resume_checkpoint, run_dir_of
 
     overrides = list(overrides or ())

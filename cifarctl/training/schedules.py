@@ -1,7 +1,7 @@
 """Learning-rate schedules: the recipe's ``scheduler`` built over an optimizer, and the one
 torch does not have (airbench94's :class:`LinearWarmupDecay`).
 
-To add a schedule: a section class in :mod:`cifarctl.recipe` (``Scheduler``), a branch in
+To add a schedule: a section class in :mod:`cifarctl.recipe.schema` (``Scheduler``), a branch in
 :func:`build_scheduler` saying whether it steps per batch.
 """
 

@@ -106,7 +106,7 @@ def parse_axis(text: str) -> Axis:
 def parse_seeds(text: str | None) -> tuple[int, ...]:
     if not text:
         return ()
-    from cifarctl.recipe import MAX_SEED
+    from cifarctl.recipe.schema import MAX_SEED
 
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
@@ -375,7 +375,7 @@ def preflight(spec: Spec) -> None:
     """Load every recipe with the fixed ``--set`` values and each grid value (each range's
     ends) in turn, so a missing recipe, a mistyped key or a value the schema refuses stops
     the sweep before its first trial, with the recipe loader's own message."""
-    from cifarctl.recipe import load_recipe, parse_override
+    from cifarctl.recipe.load import load_recipe, parse_override
 
     fixed = [spec.extra[i + 1] for i, a in enumerate(spec.extra[:-1]) if a == "--set"]
     for item in fixed:

@@ -144,7 +144,7 @@ def gather(run, *, data: str | None, which: str, n: int | None, gradcam: bool, d
     from cifarctl.analysis.layers import summarize_recipe
     from cifarctl.data import data_summary, load_cifar, resolve_source
     from cifarctl.errors import CifarctlError
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     recipe = load_recipe(str(run.path / "recipe.yaml"))
     summary = _read_json(run.path / "summary.json")
@@ -191,7 +191,7 @@ def _target_table(ev: Evidence) -> Tabular:
     names = {"min_test_acc": ("best test accuracy (seed's figure)", "≥ {:.2f} %", "{:.2f} %"),
              "assignment_acc": ("best test accuracy (assignment's threshold)", "≥ {:.2f} %", "{:.2f} %"),
              "max_params": ("parameters", "≤ {:,}", "{:,}"), "max_epochs": ("epochs", "≤ {}", "{}")}
-    from cifarctl.recipe import assignment_threshold, target_verdict
+    from cifarctl.recipe.targets import assignment_threshold, target_verdict
 
     # judged anew from the validated recipe and the run's own numbers, not read from summary.json
     verdict = target_verdict(ev.recipe.target, best_acc=ev.run.best_acc, params=ev.run.params,
@@ -206,7 +206,7 @@ def _target_table(ev: Evidence) -> Tabular:
 def _reference_part(ev: Evidence) -> list[str]:
     """This run beside the seed's figure, the assignment's threshold and the best public
     submission (from the validated recipe), as ``train``'s last line shows them."""
-    from cifarctl.recipe import reference
+    from cifarctl.recipe.targets import reference
 
     ref = reference(ev.recipe)
     if ev.recipe.rules is None or all(ref[k] is None for k in ("seed", "assignment", "best_public")):
@@ -394,7 +394,7 @@ def reduced_budget(ev: Evidence) -> str | None:
 def reduced_parts(ev: Evidence) -> list[str]:
     """How a run is shorter than its bundled recipe: fewer epochs, a train subset ([] when not)."""
     from cifarctl.bundled import bundled_recipes
-    from cifarctl.recipe import load_recipe
+    from cifarctl.recipe.load import load_recipe
 
     r, parts = ev.recipe, []
     path = bundled_recipes().get(r.name)
@@ -415,7 +415,7 @@ def _triple(values) -> str:
 
 def held_to(recipe) -> float | None:
     """The accuracy a run must reach to PASS: the higher of the seed's figure and the assignment's threshold."""
-    from cifarctl.recipe import assignment_threshold
+    from cifarctl.recipe.targets import assignment_threshold
 
     figures = [v for v in (recipe.target.min_test_acc, assignment_threshold(recipe)) if v is not None]
     return max(figures) if figures else None
@@ -476,7 +476,7 @@ def comparison_section(runs, groups, images: Path) -> str:
 
 def _verdict(ev: Evidence) -> str:
     """The run's target verdict as the report judges it (the seed's figure and the assignment's threshold)."""
-    from cifarctl.recipe import assignment_threshold, target_verdict
+    from cifarctl.recipe.targets import assignment_threshold, target_verdict
 
     v = target_verdict(ev.recipe.target, best_acc=ev.run.best_acc, params=ev.run.params, epochs=ev.recipe.epochs,
                        assignment=assignment_threshold(ev.recipe))

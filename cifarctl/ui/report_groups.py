@@ -241,7 +241,7 @@ def _epoch_log(sections) -> list[str]:
 
 # ------------------------------------------------------------------------ groups and runs
 def _verdict_table(evs) -> Tabular:
-    from cifarctl.recipe import assignment_threshold, target_verdict
+    from cifarctl.recipe.targets import assignment_threshold, target_verdict
 
     names = {"min_test_acc": "≥ {} (seed's)", "assignment_acc": "≥ {} (assignment)", "max_params": "params ≤ {}",
              "max_epochs": "epochs ≤ {}"}
