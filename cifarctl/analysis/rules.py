@@ -96,10 +96,11 @@ def _plain(v: Any) -> Any:
     return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
-def check_rules(recipe, *, best_acc: float | None = None, summary=None) -> list[dict]:
+def check_rules(recipe, *, best_acc: float | None = None, summary=None, model=None) -> list[dict]:
     """Every rule of ``recipe`` (its ``rules:`` block and its target's budgets), measured;
-    ``summary``: the recipe's :func:`~cifarctl.analysis.layers.summarize_recipe`, when the
-    caller has it already."""
+    ``summary``: the recipe's :func:`~cifarctl.analysis.layers.summarize_recipe`, and
+    ``model``: its model (``build_model(recipe)``, only its layers are read), when the
+    caller has them already."""
     from cifarctl.analysis.layers import summarize_recipe
     from cifarctl.training.builders import build_model
 
@@ -107,7 +108,7 @@ def check_rules(recipe, *, best_acc: float | None = None, summary=None) -> list[
     if rules is None:
         return []
     summary = summary or summarize_recipe(recipe)
-    model = build_model(recipe)
+    model = build_model(recipe) if model is None else model
     out = []
     if target.max_params is not None:
         out.append(_row("parameters", f"<= {target.max_params:,}", f"{summary.total_params:,}",
