@@ -8,7 +8,7 @@ The same runs give the same README.md byte for byte but for its "generated" line
 student can re-run it after training more. The report of several runs is
 :mod:`cifarctl.ui.report_groups`; the folder and the whole document, :mod:`cifarctl.ui.report_folder`.
 
-Size (~400 lines): one function per part of one run's section, over one :class:`Evidence`.
+Size (~320 lines): one function per part of one run's section, over one :class:`Evidence`.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 every run shares shown once with the differences per group, then each group with its runs
 folded, and one command that reproduces them all.
 
-Renders only, like :mod:`cifarctl.ui.report` (the evidence: :mod:`cifarctl.analysis.evidence`): the numbers come from
-:mod:`cifarctl.analysis.findings` (the groups side by side and the sentences drawn from
-them), the grouping from :mod:`cifarctl.analysis.compare`, the tables from
-:mod:`cifarctl.tabular`. Each run's own section is :mod:`cifarctl.ui.report`'s pieces,
+Renders only, like :mod:`cifarctl.ui.report`: the evidence comes from
+:mod:`cifarctl.analysis.evidence`, the numbers from :mod:`cifarctl.analysis.findings` (the
+groups side by side and the sentences drawn from them), the grouping from
+:mod:`cifarctl.analysis.compare`, the tables from :mod:`cifarctl.tabular`. Each run's own section is :mod:`cifarctl.ui.report`'s pieces,
 inside a ``<details>`` fold.
 """
 
