@@ -75,7 +75,7 @@ class RunRecord:
     setup: dict[str, Any] = field(default_factory=dict, repr=False)  # cifarctl.analysis.grouping.setup_of
     # the folder's files as read, for a caller that needs more of them (``report``: no second reading)
     summary: dict[str, Any] = field(default_factory=dict, repr=False)  # summary.json ({}: absent, unparsable)
-    recipe_doc: Any = field(default=None, repr=False)  # recipe.yaml parsed, not validated (None: unread)
+    recipe_doc: Any = field(default=None, repr=False)  # recipe.yaml parsed, not validated (None: unread, or empty)
     recipe_error: UsageError | None = field(default=None, repr=False)  # why recipe.yaml could not be read
 
     def row(self) -> dict[str, Any]:
