@@ -112,7 +112,8 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     from cifarctl.recipe import validate_dict
     from cifarctl.registry import create_model
     from cifarctl.checkpoints import model_weights
-    from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of
+    from cifarctl.runs import run_dir_of
+    from cifarctl.checkpoints import find_checkpoint, load_checkpoint
     from cifarctl.training.builders import precision_for, resolve_device
 
     path = find_checkpoint(target, which)

@@ -312,9 +312,9 @@ def summarize(
 
 def summarize_recipe(recipe, *, input_size: tuple[int, ...] | None = None, depth: int | None = None,
                      model: nn.Module | None = None) -> ModelSummary:
-    """:func:`summarize` of the recipe's model, built as training builds it (``model_args`` included),
-    on ``input_size`` (default: 3 x ``data.image_size`` squared, what the run feeds it).
-    ``model``: that model when the caller has built it already (``build_model(recipe)``)."""
+    """:func:`summarize` of the recipe's model, built as training builds it (``model_args`` included)
+    unless the caller has built it (``model``), on ``input_size`` (default: 3 x ``data.image_size``
+    squared, what the run feeds it)."""
     from cifarctl.errors import UsageError
     from cifarctl.training.builders import build_model
 
