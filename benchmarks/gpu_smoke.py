@@ -75,7 +75,7 @@ def overflow_check(dev, opt_name: str) -> str:
 def train_check(dev, precision: str, steps: int, test_images: int) -> tuple[str, bool]:
     import torch
 
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
     from cifarctl.training.run import run_training
 
     batch = 64

@@ -23,6 +23,12 @@ from cifarctl.fsutil import replace_file, write_error
 
 CHECKPOINT_FORMAT = "cifarctl-checkpoint"
 CHECKPOINT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"  # in a run folder: last.pt (the newest state) and best.pt
+
+
+def checkpoint_path(run_dir: str | os.PathLike, which: str = "last") -> Path:
+    """A run folder's ``checkpoints/<which>.pt``: ``last`` or ``best``."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"{which}.pt"
 
 
 # ------------------------------------------------------------------------ signals during saves
@@ -241,7 +247,7 @@ def resume_checkpoint(run_dir_or_file: str | os.PathLike) -> tuple[Path, dict, s
     file is damaged (not when it is refused as unsafe), an intact ``best.pt``, whose epochs
     after it are then trained again; ``note`` says so."""
     folder = Path(run_dir_or_file)
-    last, best = folder / "checkpoints" / "last.pt", folder / "checkpoints" / "best.pt"
+    last, best = checkpoint_path(folder, "last"), checkpoint_path(folder, "best")
     if folder.is_dir() and not os.path.lexists(last) and best.is_file():
         # a full disk or a kill before last.pt was first written: best.pt is the newest state there is
         ckpt = load_checkpoint(best)
@@ -272,10 +278,10 @@ def find_checkpoint(run_dir_or_file: str | os.PathLike, which: str = "last") -> 
         raise CheckpointError(f"{p}: no such run folder or checkpoint")
     if p.is_file():
         return p
-    for candidate in (p / "checkpoints" / f"{which}.pt", p / f"{which}.pt"):
+    for candidate in (checkpoint_path(p, which), p / f"{which}.pt"):
         if candidate.is_file():
             return candidate
-    if which == "best" and (p / "checkpoints" / "last.pt").is_file():
+    if which == "best" and checkpoint_path(p, "last").is_file():
         raise CheckpointError(f"{p}: no checkpoints/best.pt yet (the run stopped before the end of its first "
                               "epoch); --which last uses its checkpoints/last.pt")
     raise CheckpointError(f"{p}: no checkpoints/{which}.pt (not a cifarctl run folder, or the run "

@@ -1,5 +1,5 @@
 """Run folders: naming, locks, the files a run appends and rewrites (checkpoint files are
-:mod:`cifarctl.checkpoints`, whose names are re-exported here).
+:mod:`cifarctl.checkpoints`).
 
 A run folder ``runs/<recipe>-<YYYYmmdd-HHMMSS>/`` holds::
 
@@ -49,16 +49,12 @@ from pathlib import Path
 from typing import Any
 
 from cifarctl import __version__
+from cifarctl.checkpoints import CHECKPOINT_DIR, checkpoint_path, save_checkpoint
 from cifarctl.errors import UsageError, WriteError
 from cifarctl.fsutil import FULL_ERRNOS as _FULL
 from cifarctl.fsutil import (name_problem, open_regular, pid_alive, remove_temps, write_atomic,
                              write_error)
 
-# checkpoint files live in cifarctl.checkpoints; these names are re-exported from here, their first home
-from cifarctl.checkpoints import (  # noqa: E402, F401
-    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, SecondSignal, capture_rng, defer_signal, find_checkpoint,
-    load_checkpoint, restore_rng, resume_checkpoint, save_checkpoint, second_signal_message,
-)
 
 
 # ------------------------------------------------------------------------ folders
@@ -113,13 +109,13 @@ def create_run_dir(runs_dir: str | os.PathLike, recipe_name: str, name: str | No
         if not checkpoints:  # an lr-find folder: no checkpoints, nothing to resume
             return path
         try:
-            (path / "checkpoints").mkdir()
+            (path / CHECKPOINT_DIR).mkdir()
             write_json(path / RUN_FILE, {"run_id": new_run_id(),
                                          "created": datetime.now().astimezone().isoformat(timespec="seconds")})
         except WriteError:
             raise
         except OSError as exc:
-            raise path_error("the run folder", path / "checkpoints", exc) from None
+            raise path_error("the run folder", path / CHECKPOINT_DIR, exc) from None
         return path
     raise UsageError(f"cannot create a run folder under {parent}: {base} .. {base}-9999 all exist")
 
@@ -359,13 +355,12 @@ class RunFiles:
         self.dir = Path(run_dir)
         info = read_run_info(self.dir)
         self.run_id, self.data_key = info.get("run_id"), info.get("data_key")
-        self.ckpt_dir = self.dir / "checkpoints"
+        self.ckpt_dir = self.dir / CHECKPOINT_DIR
         try:
             self.ckpt_dir.mkdir(exist_ok=True)
         except OSError as exc:
             raise path_error("the checkpoints folder", self.ckpt_dir, exc) from None
-        self.last = self.ckpt_dir / "last.pt"
-        self.best = self.ckpt_dir / "best.pt"
+        self.last, self.best = checkpoint_path(self.dir, "last"), checkpoint_path(self.dir, "best")
         for folder in (self.dir, self.ckpt_dir):  # left by a process killed while saving; not
             remove_temps(folder, ".*.tmp-*", spare_live=True)  # those of a live eval or misclassified
 
@@ -429,6 +424,6 @@ class RunFiles:
 def run_dir_of(checkpoint: Path) -> Path | None:
     """The run folder a checkpoint belongs to (``<run>/checkpoints/x.pt``), if any."""
     checkpoint = Path(checkpoint).resolve()
-    if checkpoint.parent.name == "checkpoints" and (checkpoint.parent.parent / "recipe.yaml").exists():
+    if checkpoint.parent.name == CHECKPOINT_DIR and (checkpoint.parent.parent / "recipe.yaml").exists():
         return checkpoint.parent.parent
     return None

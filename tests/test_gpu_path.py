@@ -82,7 +82,7 @@ def test_epoch_end_files_are_written_off_the_loop(tmp_path, monkeypatch):
                      runs_dir=tmp_path, device="cpu", view=None)
     assert s["status"] == "completed"
     assert waited and all(waited), "epoch 1's save held up the loop"
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     run = next(tmp_path.iterdir())
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 2
@@ -122,7 +122,7 @@ def test_no_recompiles_after_the_first_epoch(recipe, tmp_path, monkeypatch):
 
 
 def test_a_divergence_names_its_first_step_and_no_checkpoint_after_it(tmp_path, monkeypatch):
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
     from cifarctl.training.guards import DivergedError
 
     monkeypatch.setenv("CIFARCTL_TEST_NAN_AT_STEP", "6")
@@ -280,7 +280,7 @@ def _fake_cuda(monkeypatch, visible: list[int], states: dict):
 
 
 def test_a_resume_where_fewer_gpus_are_visible_restores_the_training_gpus_generator(monkeypatch):
-    from cifarctl.runs import capture_rng, restore_rng
+    from cifarctl.checkpoints import capture_rng, restore_rng
 
     visible = [2]
     states = {0: torch.tensor([10], dtype=torch.uint8), 1: torch.tensor([11], dtype=torch.uint8)}
@@ -298,7 +298,7 @@ def test_a_resume_where_fewer_gpus_are_visible_restores_the_training_gpus_genera
 def _rank_rngs(rank: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
-    from cifarctl.runs import capture_rng
+    from cifarctl.checkpoints import capture_rng
     from cifarctl.training import distributed
     from cifarctl.training.checkpoint import rank_rng
 

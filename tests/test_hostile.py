@@ -800,7 +800,7 @@ def test_a_second_signal_during_a_slow_save_keeps_the_checkpoint_and_says_which(
     of that signal. No temp file is left, last.pt loads and holds the mid-epoch state."""
     import torch
 
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     env = dict(os.environ, CIFARCTL_TEST_SLOW_SAVE="4", NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1")
     log = tmp_path / "out.txt"
@@ -1465,7 +1465,7 @@ def test_a_checkpoint_replaced_while_it_is_read_is_read_whole(tmp_path, trained,
 
     import torch
 
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     run = copy_run(trained, tmp_path / "run")
     last, best = run / "checkpoints" / "last.pt", run / "checkpoints" / "best.pt"

@@ -41,7 +41,7 @@ def run_dir(tmp_path_factory, data_cache_dir):
 def _recompute(run_dir, indices):
     """Softmax and predictions of the checkpoint's model on those test images, from scratch."""
     from cifarctl.data import load_cifar
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     model = create_model(ckpt["model_name"], **ckpt["model_args"])

@@ -166,7 +166,7 @@ def assert_equals_reference(run: Path, ref: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0], ids=["device-0-workers"])  # the workers' path: item 3's Ctrl-C
 def test_01_kill_9_between_epochs_and_mid_epoch_then_resume_is_bitwise_equal(tmp_path, reference, workers):
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     kind = "albumentations" if workers else "device"
     extra = ALB2 if workers else ["--set", "data.workers=0"]
@@ -197,7 +197,7 @@ def test_02b_kill_9_while_a_background_save_is_in_flight_and_the_next_epoch_trai
     """Epoch-end files are written by a background thread while the next epoch trains: a
     kill -9 during epoch 2's save (slowed to 2 s) leaves every checkpoint loadable, and the
     resumed run is bitwise the uninterrupted one."""
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     runs = tmp_path / "runs"
     three = ["--set", "epochs=3"]
@@ -220,7 +220,7 @@ def test_02b_kill_9_while_a_background_save_is_in_flight_and_the_next_epoch_trai
 
 @pytest.mark.slow
 def test_02_kill_9_during_a_slow_checkpoint_save_every_checkpoint_loads_and_resume_continues(tmp_path, reference):
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     summary = json.loads((reference("device") / "summary.json").read_text())
     assert summary["best_epoch"] == 2, "needs a TINY run whose epoch 2 is its best: 4 saves in all"
@@ -267,7 +267,7 @@ def _start(tmp_path: Path, args: list[str], **env: str) -> tuple[subprocess.Pope
 
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"], ids=["sigterm-device", "ctrl-c-group-albumentations-2-workers"])
 def test_03_sigterm_and_ctrl_c_save_exit_143_130_and_resume_bitwise(tmp_path, reference, how):
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     runs = tmp_path / "runs"
     extra = ALB2 if how == "Ctrl-C" else []
@@ -293,7 +293,7 @@ def test_03_sigterm_and_ctrl_c_save_exit_143_130_and_resume_bitwise(tmp_path, re
 
 # ------------------------------------------------------------------------ 4. disk full
 def test_04_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, reference, monkeypatch):
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
     from cifarctl.training.run import TrainingInterrupted
 
     runs = tmp_path / "runs"
@@ -491,7 +491,7 @@ def test_07_malicious_pickle_is_refused_by_every_command_and_never_runs(tmp_path
 
 def test_07_checkpoints_and_their_rng_state_load_with_weights_only(tmp_path, reference):
 
-    from cifarctl.runs import capture_rng, restore_rng, save_checkpoint
+    from cifarctl.checkpoints import capture_rng, restore_rng, save_checkpoint
 
     ckpt = torch.load(reference("device") / "checkpoints" / "last.pt", weights_only=True)
     assert {"torch", "numpy", "python", "generator"} <= set(ckpt["rng"])
@@ -678,7 +678,7 @@ def test_10_bad_data_one_line_expected_layout_and_no_broken_cache(tmp_path, cli,
 
 # ------------------------------------------------------------------------ 11. NaN
 def test_11_nan_at_step_k_stops_says_diverged_keeps_last_good_checkpoint_exit_3(tmp_path, cli, monkeypatch):
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     runs = tmp_path / "runs"
     p = run_cli(tmp_path, "train", "s8_bn", *TINY, *CPU, "--runs-dir", runs, "--name", "r",

@@ -178,21 +178,21 @@ def test_an_error_erases_the_bars_a_finished_run_keeps_them():
 
 # ------------------------------------------------------------------------ atomic checkpoints
 def test_save_is_atomic_when_replace_fails(tmp_path, monkeypatch):
-    from cifarctl import runs
+    from cifarctl import checkpoints
 
     path = tmp_path / "last.pt"
-    runs.save_checkpoint({"format": "cifarctl-checkpoint", "version": 1, "model": {}, "recipe": {},
+    checkpoints.save_checkpoint({"format": "cifarctl-checkpoint", "version": 1, "model": {}, "recipe": {},
                           "model_name": "x", "epoch": 1}, path)
 
     def boom(*a):
         raise OSError("disk full")
 
-    monkeypatch.setattr(runs.os, "replace", boom)
+    monkeypatch.setattr(checkpoints.os, "replace", boom)
     with pytest.raises(OSError):
-        runs.save_checkpoint({"format": "cifarctl-checkpoint", "version": 1, "model": {}, "recipe": {},
+        checkpoints.save_checkpoint({"format": "cifarctl-checkpoint", "version": 1, "model": {}, "recipe": {},
                               "model_name": "x", "epoch": 2}, path)
     monkeypatch.undo()
-    assert runs.load_checkpoint(path)["epoch"] == 1
+    assert checkpoints.load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
 
 
@@ -203,10 +203,10 @@ class _Evil:
 
 
 def _good(tmp_path: Path) -> Path:
-    from cifarctl import runs
+    from cifarctl import checkpoints
 
     path = tmp_path / "good.pt"
-    runs.save_checkpoint({"format": "cifarctl-checkpoint", "version": 1, "model": {"w": torch.ones(64, 64)},
+    checkpoints.save_checkpoint({"format": "cifarctl-checkpoint", "version": 1, "model": {"w": torch.ones(64, 64)},
                           "recipe": {}, "model_name": "x", "epoch": 1}, path)
     return path
 
@@ -221,7 +221,7 @@ def _good(tmp_path: Path) -> Path:
 ])
 def test_load_checkpoint_errors_are_one_line(tmp_path, damage, needle, cli):
     from cifarctl.errors import CheckpointError
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     good = _good(tmp_path)
     bad = tmp_path / "last.pt"
@@ -253,7 +253,7 @@ def test_load_checkpoint_errors_are_one_line(tmp_path, damage, needle, cli):
 
 
 def test_checkpoint_holds_everything_for_resume(reference):
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(reference / "checkpoints" / "last.pt")
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step", "best", "recipe",

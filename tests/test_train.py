@@ -284,7 +284,7 @@ def test_a_relative_data_path_is_stored_absolute_and_eval_works_from_elsewhere(t
 
 def test_a_validation_split_chooses_the_best_epoch_and_the_test_split_is_only_reported(tmp_path, cli):
     from cifarctl.analysis.compare import collect_runs
-    from cifarctl.runs import load_checkpoint
+    from cifarctl.checkpoints import load_checkpoint
 
     res = cli("train", "s8_bn", "--set", "data.source=synthetic:400:60", "--set", "data.batch_size=32",
               "--set", "epochs=3", "--set", "data.val_split=100", "--device", "cpu", "--runs-dir", tmp_path,

@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from cifarctl.analysis.grouping import finite_mean, finite_sum, json_safe
+from cifarctl.errors import UsageError
+from cifarctl.recipe.load import read_yaml, resolve_recipe_path
+from cifarctl.recipe.schema import SCHEMA_VERSION
 
 # Files whose presence makes a folder a run folder (rather than a folder of runs).
 RUN_FILES = ("metrics.jsonl", "summary.json", "recipe.yaml", "env.json", "log.txt", "checkpoints")
@@ -71,10 +74,14 @@ class RunRecord:
     marks: list[str] = field(default_factory=list)
     group: str | None = None      # its group's label (finished runs only)
     setup: dict[str, Any] = field(default_factory=dict, repr=False)  # cifarctl.analysis.grouping.setup_of
+    # the folder's files as read, for a caller that needs more of them (``report``: no second reading)
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)  # summary.json ({}: absent, unparsable)
+    recipe_doc: Any = field(default=None, repr=False)  # recipe.yaml parsed, not validated (None: unread, or empty)
+    recipe_error: UsageError | None = field(default=None, repr=False)  # why recipe.yaml could not be read
 
     def row(self) -> dict[str, Any]:
-        """The JSON-ready table row (no per-epoch metrics, no set-up)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("metrics", "setup")}
+        """The JSON-ready table row (no per-epoch metrics, no set-up, no files)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_IN_ROW}
         return d | {"path": str(self.path), "marks": list(self.marks)}
 
 
@@ -117,6 +124,9 @@ class RunGroup:
             return f"mean of {self.n} seeds"
         seed = next((r.seed for r in self.runs if r.seed is not None), None)
         return f"mean of {self.n} runs of seed {seed}" if seed is not None else f"mean of {self.n} runs"
+
+
+_NOT_IN_ROW = ("metrics", "setup", "summary", "recipe_doc", "recipe_error")
 
 
 # ------------------------------------------------------------------------ reading
@@ -316,26 +326,21 @@ def _series(metrics: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
     return [(m["epoch"], v) for m in metrics if (v := _num(m.get(key))) is not None]
 
 
-def _read_recipe(path: Path, marks: list[str]) -> dict[str, Any]:
-    from cifarctl import yamlsafe
-    from cifarctl.errors import RecipeError
-    from cifarctl.recipe.schema import SCHEMA_VERSION
-
-    if not path.is_file():
-        marks.append("recipe.yaml unparsable" if os.path.lexists(path) else "no recipe.yaml")
-        return {}
+def _read_recipe(path: Path, marks: list[str]) -> tuple[Any, UsageError | None]:
+    """recipe.yaml parsed as :func:`~cifarctl.recipe.load_recipe` reads it (any YAML value), or
+    None and the error ``load_recipe`` would raise (missing, not a regular file, unparsable)."""
     try:
-        raw = yamlsafe.read_file(path)  # bounded: an alias bomb or deep nesting is one mark
-    except RecipeError:
-        marks.append("recipe.yaml unparsable")
-        return {}
+        raw = read_yaml(resolve_recipe_path(str(path)))  # bounded: an alias bomb or deep nesting is one mark
+    except UsageError as exc:
+        marks.append("recipe.yaml unparsable" if os.path.lexists(path) else "no recipe.yaml")
+        return None, exc
     if not isinstance(raw, dict):
         marks.append("recipe.yaml unparsable")
-        return {}
+        return raw, None
     version = raw.get("schema_version")
     if isinstance(version, int) and version > SCHEMA_VERSION:
         marks.append(f"schema newer (v{version} > v{SCHEMA_VERSION})")
-    return raw
+    return raw, None
 
 
 def read_run(path: Path) -> RunRecord | str:
@@ -356,7 +361,8 @@ def read_run(path: Path) -> RunRecord | str:
             reason += f" (status {summary['status']}"
             reason += f": {summary['error']})" if summary.get("error") else ")"
         return reason
-    recipe = _read_recipe(path / "recipe.yaml", marks)
+    recipe_doc, recipe_error = _read_recipe(path / "recipe.yaml", marks)
+    recipe = recipe_doc if isinstance(recipe_doc, dict) else {}
 
     acc = _series(metrics, "test_acc")
     best_e, best_v = max(acc, key=lambda t: t[1]) if acc else (None, None)
@@ -386,6 +392,9 @@ def read_run(path: Path) -> RunRecord | str:
         best_val_acc=_num(summary.get("best_val_acc")),
         metrics=metrics,
         marks=marks,
+        summary=summary,
+        recipe_doc=recipe_doc,
+        recipe_error=recipe_error,
     )
     from cifarctl.analysis.grouping import setup_of
 

@@ -96,11 +96,15 @@ class Inference:
 
 def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: str | None = None,
                        device: str | torch.device = "auto", progress: bool = False,
-                       arrays=None, with_data: bool = True) -> Inference:
+                       arrays=None, with_data: bool = True,
+                       build: Callable[..., nn.Module] | None = None) -> Inference:
     """A run folder's ``checkpoints/<which>.pt`` (or a checkpoint file) ready to predict.
 
     ``arrays``: the data already loaded from ``data`` (the caller's
     :func:`~cifarctl.data.load_cifar` with the stored recipe's subsets), not loaded again.
+    ``build``: what makes the model from the checkpoint's ``(model_name, **model_args)``
+    (default :func:`~cifarctl.registry.create_model`); a caller that has built it already
+    returns its own, whose weights are then replaced by the checkpoint's.
     ``with_data=False``: the run's data is not loaded (``data`` is None; the classes are the
     checkpoint's): for predicting images that are not the run's."""
     from cifarctl.augment.device import make_normalizer
@@ -108,7 +112,8 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     from cifarctl.recipe.load import validate_dict
     from cifarctl.registry import create_model
     from cifarctl.checkpoints import model_weights
-    from cifarctl.runs import find_checkpoint, load_checkpoint, run_dir_of
+    from cifarctl.runs import run_dir_of
+    from cifarctl.checkpoints import find_checkpoint, load_checkpoint
     from cifarctl.training.builders import precision_for, resolve_device
 
     path = find_checkpoint(target, which)
@@ -116,7 +121,7 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     recipe = validate_dict(ckpt["recipe"], f"{path} (stored recipe)")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     try:
-        model = create_model(ckpt["model_name"], **(ckpt.get("model_args") or {}))
+        model = (build or create_model)(ckpt["model_name"], **(ckpt.get("model_args") or {}))
     except UsageError as exc:  # the checkpoint's model_args (or name): say which checkpoint
         raise CheckpointError(f"{path}: {exc}") from None
     args = ckpt.get("model_args")

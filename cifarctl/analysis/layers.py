@@ -310,15 +310,17 @@ def summarize(
     )
 
 
-def summarize_recipe(recipe, *, input_size: tuple[int, ...] | None = None, depth: int | None = None) -> ModelSummary:
-    """:func:`summarize` of the recipe's model, built as training builds it (``model_args`` included),
-    on ``input_size`` (default: 3 x ``data.image_size`` squared, what the run feeds it)."""
+def summarize_recipe(recipe, *, input_size: tuple[int, ...] | None = None, depth: int | None = None,
+                     model: nn.Module | None = None) -> ModelSummary:
+    """:func:`summarize` of the recipe's model, built as training builds it (``model_args`` included)
+    unless the caller has built it (``model``), on ``input_size`` (default: 3 x ``data.image_size``
+    squared, what the run feeds it)."""
     from cifarctl.errors import UsageError
     from cifarctl.training.builders import build_model
 
     if input_size is None:
         input_size = (3, recipe.data.image_size, recipe.data.image_size)
-    model = build_model(recipe)
+    model = build_model(recipe) if model is None else model
     try:
         return summarize(model, input_size=input_size, depth=depth, name=recipe.model)
     except RuntimeError as exc:  # e.g. an input too small for the network's pooling

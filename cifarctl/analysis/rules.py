@@ -16,6 +16,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from torch import nn
+
+from cifarctl.analysis.layers import summarize_recipe
+from cifarctl.training.builders import build_model
+
 REQUIREMENTS = ("depthwise_separable", "dilated_conv", "gap")
 
 
@@ -24,8 +29,6 @@ def _row(rule: str, required: Any, measured: Any, ok: bool | None, structural: b
 
 
 def _convs(model) -> list[tuple[str, Any]]:
-    from torch import nn
-
     return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
@@ -96,18 +99,15 @@ def _plain(v: Any) -> Any:
     return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
-def check_rules(recipe, *, best_acc: float | None = None, summary=None) -> list[dict]:
-    """Every rule of ``recipe`` (its ``rules:`` block and its target's budgets), measured;
-    ``summary``: the recipe's :func:`~cifarctl.analysis.layers.summarize_recipe`, when the
-    caller has it already."""
-    from cifarctl.analysis.layers import summarize_recipe
-    from cifarctl.training.builders import build_model
-
+def check_rules(recipe, *, best_acc: float | None = None, model=None, summary=None) -> list[dict]:
+    """Every rule of ``recipe`` (its ``rules:`` block and its target's budgets), measured on
+    ``model`` (built from the recipe when the caller has not built it) and ``summary`` (its
+    :func:`~cifarctl.analysis.layers.summarize_recipe`, made here when not given)."""
     rules, target = recipe.rules, recipe.target
     if rules is None:
         return []
-    summary = summary or summarize_recipe(recipe)
-    model = build_model(recipe)
+    model = build_model(recipe) if model is None else model
+    summary = summary or summarize_recipe(recipe, model=model)
     out = []
     if target.max_params is not None:
         out.append(_row("parameters", f"<= {target.max_params:,}", f"{summary.total_params:,}",

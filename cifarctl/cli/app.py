@@ -58,9 +58,9 @@ class _Group(TyperGroup):
         except KeyboardInterrupt as exc:
             if state["debug"]:
                 raise
-            from cifarctl.runs import second_signal_message
+            from cifarctl.checkpoints import second_signal_message
 
-            # a second Ctrl-C/SIGTERM (runs.SecondSignal) says what it stopped; a bare one, "interrupted"
+            # a second Ctrl-C/SIGTERM (checkpoints.SecondSignal) says what it stopped; a bare one, "interrupted"
             text = second_signal_message(exc) if hasattr(exc, "signal_name") else "interrupted"
             print_line(err_console, text, "yellow")
             raise typer.Exit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None  # 143 for SIGTERM

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -34,13 +35,20 @@ def report(
     Markdown with relative image links: push the folder to GitHub as it is. Without the
     test data, the data, evaluation and misclassified sections say so; the rest is written.
     """
+    from cifarctl.analysis.evidence import gather_runs, read_runs, sweep_spec
     from cifarctl.ui.render import print_line
-    from cifarctl.ui.report import write_report
+    from cifarctl.ui.report_folder import prepare_out_dir, write_report
 
     def say(line: str) -> None:
         print_line(err_console, line, "dim")
 
-    rep = write_report(run_dirs, out, data=data, which=which, n=n, gradcam=gradcam, device=device, say=say)
+    start = time.perf_counter()
+    runs, skipped = read_runs(run_dirs)
+    out_dir = prepare_out_dir(out, runs)  # before any run is evaluated
+    evidence = gather_runs(runs, skipped, data=data, which=which, n=n, gradcam=gradcam, device=device, say=say)
+    several = len(runs) > 1  # decided before any is skipped: the layout (headings, image names) stays
+    rep = write_report(evidence, out_dir, skipped, several=several, sweep=sweep_spec(evidence) if several else None)
+    rep.seconds = time.perf_counter() - start
     for p, why in rep.skipped:
         print_line(err_console, f"skipped {p}: {why}", "yellow")
     for w in rep.warnings:

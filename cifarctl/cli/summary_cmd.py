@@ -50,16 +50,15 @@ def summary(
     """Layer-by-layer summary: output shapes, params, mult-adds, receptive field and jump."""
     check_name(target, models=True)
     from cifarctl.analysis.layers import summarize_recipe
+    from cifarctl.analysis.rules import check_rules
     from cifarctl.recipe.load import resolve_model_or_recipe
+    from cifarctl.training.builders import build_model
 
     size = parse_input_size(input_size) if input_size is not None else None
     resolved = resolve_model_or_recipe(target)
-    result = summarize_recipe(resolved.recipe, input_size=size, depth=depth)
-    rules = []
-    if resolved.kind == "recipe":
-        from cifarctl.analysis.rules import check_rules
-
-        rules = check_rules(resolved.recipe)
+    model = build_model(resolved.recipe)  # once: the table and the rules measure the same model
+    result = summarize_recipe(resolved.recipe, input_size=size, depth=depth, model=model)
+    rules = check_rules(resolved.recipe, model=model) if resolved.kind == "recipe" else []
     fmt = output_format(fmt, as_json)
     if fmt == "json":
         d = result.to_dict()

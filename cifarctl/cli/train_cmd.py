@@ -51,24 +51,24 @@ def train(
     rank 0's code (torchrun's 1 when rank 0 could not leave one).
     """
     check_name(recipe)
-    broken = _check_rules(recipe, set_ or [], break_rules) if recipe is not None and resume is None else []
-    if nproc is not None and nproc > 1:
-        from cifarctl.cli.launch import command_args, launch
-
-        raise typer.Exit(launch(nproc, command_args(ctx)))
     from contextlib import nullcontext
 
     from cifarctl.cli.launch import record_exit
-    from cifarctl.training.distributed import env_rank, process_group
     from cifarctl.errors import CifarctlError
-    from cifarctl.training.run import TrainingFailed, run_training
+    from cifarctl.training.distributed import env_rank, process_group
+    from cifarctl.training.run import TrainingFailed, plan_run, run_training
     from cifarctl.ui.train_view import TrainView
 
     main = env_rank() == 0  # under torchrun only rank 0 prints, errors included
     try:
+        plan = plan_run(recipe, overrides=set_ or [], seed=seed, data=data, resume=resume, force=force)
+        broken = _check_rules(plan.recipe, recipe, break_rules) if resume is None else []
+        if nproc is not None and nproc > 1:
+            from cifarctl.cli.launch import command_args, launch
+
+            raise typer.Exit(launch(nproc, command_args(ctx)))
         with process_group(device), (TrainView(console) if main else nullcontext()) as view:
-            run_training(recipe, overrides=set_ or [], data=data, device=device, runs_dir=runs_dir,
-                         name=name, seed=seed, resume=resume, force=force, view=view,
+            run_training(plan, device=device, runs_dir=runs_dir, name=name, view=view,
                          argv=list(sys.argv), progress=True, broken_rules=broken)
     except CifarctlError as exc:
         if not main:
@@ -79,19 +79,17 @@ def train(
         raise
 
 
-def _check_rules(recipe: str, overrides: list[str], break_rules: bool) -> list[str]:
+def _check_rules(recipe, named: str, break_rules: bool) -> list[str]:
     """The assignment's structural rules, checked before anything is loaded: a break is
     exit 2 naming the rule and the layer, unless --break-rules (then it is recorded)."""
     from cifarctl.analysis.rules import broken, broken_line, check_rules
     from cifarctl.errors import UsageError
-    from cifarctl.recipe.load import load_recipe
 
-    r = load_recipe(recipe, overrides)
-    rows = check_rules(r)
+    rows = check_rules(recipe)
     if not broken(rows):
         return []
     if not break_rules:
-        name = r.rules.assignment or "its assignment"
-        raise UsageError(f"{recipe}: breaks the rules of {name}: {broken_line(rows)}; change the recipe, or "
+        name = recipe.rules.assignment or "its assignment"
+        raise UsageError(f"{named}: breaks the rules of {name}: {broken_line(rows)}; change the recipe, or "
                          "train anyway with --break-rules (the run records what it broke)")
     return [f"{x['rule']}: required {x['required']}, measured {x['measured']}" for x in broken(rows)]

@@ -369,6 +369,15 @@ class Recipe(StrictModel):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def with_value(self, key: str, value: Any) -> Recipe:
+        """A copy with one dotted key set (``"scheduler.max_lr"``, ``"model_args.num_classes"``,
+        ``"data.source"``), not validated again: for a value the program has checked already.
+        :meth:`replace` is the validated way, for values a user gave."""
+        section, field_name = key.split(".")
+        part = getattr(self, section)
+        new = {**part, field_name: value} if isinstance(part, dict) else part.model_copy(update={field_name: value})
+        return self.model_copy(update={section: new})
+
     def replace(self, changes: Mapping[str, Any], why: str = "", *,
                 overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
         """A validated copy with each dotted key set: ``recipe.replace({"data.source": "synthetic"})``,

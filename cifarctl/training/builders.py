@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import random
 from contextlib import nullcontext
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from cifarctl.errors import RecipeError, UsageError
 from cifarctl.recipe.schema import Recipe
+from cifarctl import registry
 
 LR_AUTO_UNRESOLVED = (
     "scheduler.max_lr: auto is resolved by the LR range test before the scheduler is built "
@@ -46,8 +51,8 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
 
 def uses_channels_last(recipe: Recipe, device: torch.device) -> bool:
     """Whether the model and its batches use channels_last (NHWC): ``recipe.channels_last``
-    on CUDA and on the CPU, where it was measured faster for every small net (1.04-1.30x a
-    step on 2 cores, benchmarks/results/cpu-speed-cpu.md); other devices stay NCHW.
+    on CUDA and on the CPU, where it was measured faster for every small net (docs/benchmarks.md,
+    "channels_last"); other devices stay NCHW.
 
     Not on CUDA for a net with GroupNorm (s8_gn, and s8_ln's ``GroupNorm(1, C)``): ATen's
     CUDA group_norm makes its input contiguous (NCHW), so every norm would copy NHWC ->
@@ -60,10 +65,8 @@ def uses_channels_last(recipe: Recipe, device: torch.device) -> bool:
 @functools.lru_cache(maxsize=32)
 def _has_group_norm(model: str, args_json: str) -> bool:
     """Whether the model holds a GroupNorm (built on the meta device: no memory, no time)."""
-    from cifarctl.registry import create_model
-
     with torch.device("meta"):
-        net = create_model(model, **json.loads(args_json))
+        net = registry.create_model(model, **json.loads(args_json))
     return any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
 
 
@@ -118,8 +121,6 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
     """The recipe's ``deterministic``: on CUDA, deterministic kernels (and cuBLAS's fixed
     workspace, which must be set before its first use) or cuDNN autotuning for speed. The
     CPU kernels used here are deterministic either way; nothing changes for a CPU run."""
-    import os
-
     if device.type != "cuda":
         return
     if deterministic:
@@ -131,9 +132,7 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
 
 def build_model(recipe: Recipe):
     """The recipe's model, on the CPU (it outputs plain logits)."""
-    from cifarctl.registry import create_model
-
-    return create_model(recipe.model, **recipe.model_args)
+    return registry.create_model(recipe.model, **recipe.model_args)
 
 
 def with_num_classes(recipe: Recipe, k: int, source: str) -> Recipe:
@@ -146,14 +145,15 @@ def with_num_classes(recipe: Recipe, k: int, source: str) -> Recipe:
                                           "remove model_args.num_classes (it is taken from the data) or use data "
                                           f"with {fixed} classes"])
     if fixed is None and k != 10:
-        recipe = recipe.replace({"model_args.num_classes": k}, f"num_classes from the data ({k} classes)")
+        problems = registry.check_model_args(recipe.model, {**recipe.model_args, "num_classes": k})
+        if problems:  # a model without the argument, or one that takes fewer classes
+            raise RecipeError(f"{recipe.origin} (num_classes from the data ({k} classes))", problems)
+        recipe = recipe.with_value("model_args.num_classes", k)
     return recipe
 
 
 def build_loss(recipe: Recipe):
     """cross_entropy (with label smoothing), or nll on the model's outputs as given."""
-    import torch.nn.functional as F
-
     if recipe.loss.name == "cross_entropy":
         smoothing = recipe.loss.label_smoothing
         return lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing)
@@ -190,8 +190,6 @@ def build_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
 def _fusable(model) -> bool:
     """Every trainable parameter is a floating-point tensor on a device with torch's fused
     optimizer kernels."""
-    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
     devices = _get_fused_kernels_supported_devices()
     params = [p for p in model.parameters() if p.requires_grad]
     return bool(params) and all(p.device.type in devices and p.is_floating_point() for p in params)
@@ -204,8 +202,6 @@ def param_groups(model, o) -> list:
     The second group carries ``lr_scale`` so schedulers that set absolute lrs (OneCycle,
     a rebuilt schedule) can scale it too.
     """
-    from torch import nn
-
     scale = getattr(o, "norm_lr_scale", 1.0)
     if scale == 1.0:
         return list(model.parameters())

@@ -1,7 +1,7 @@
 """A trainer's state as a checkpoint dict, and back.
 
 The file side (atomic writes, ``weights_only`` loading, the format marker) is
-:mod:`cifarctl.runs`; this module decides what a checkpoint holds: the unwrapped model,
+:mod:`cifarctl.checkpoints`; this module decides what a checkpoint holds: the unwrapped model,
 optimizer, scheduler, scaler, lookahead, the EMA weights and early-stop state, every RNG, counters, the mid-epoch progress,
 history, and the resolved recipe.
 """
@@ -12,14 +12,14 @@ import torch
 
 from cifarctl import __version__
 from cifarctl.errors import UsageError
-from cifarctl.runs import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, capture_rng, restore_rng
+from cifarctl.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, capture_rng, restore_rng
 from cifarctl.training import distributed
 from cifarctl.training.engine import Trainer
 from cifarctl.training.schedules import advance, build_scheduler
 
 
 def state_dict(t: Trainer) -> dict:
-    """The checkpoint of ``t`` (see :mod:`cifarctl.runs` for the file)."""
+    """The checkpoint of ``t`` (see :mod:`cifarctl.checkpoints` for the file)."""
     r = t.recipe
     return {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,

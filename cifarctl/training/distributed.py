@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from cifarctl.checkpoints import checkpoint_path
 from cifarctl.errors import EXIT_FAILURE, CifarctlError, UsageError
 
 _control = None  # the gloo group for host-side flags when the main group is nccl
@@ -380,9 +381,7 @@ class SilentFiles:
 
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
-        self.ckpt_dir = self.dir / "checkpoints"
-        self.last = self.ckpt_dir / "last.pt"
-        self.best = self.ckpt_dir / "best.pt"
+        self.last, self.best = checkpoint_path(run_dir, "last"), checkpoint_path(run_dir, "best")
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: None

@@ -138,6 +138,6 @@ def _resolve_auto_max_lr(recipe: Recipe, arrays, dev: torch.device, progress, no
     from cifarctl.training.lrfind import choose_max_lr, max_lr_notice
 
     max_lr, result = choose_max_lr(recipe, data=arrays, device=dev, progress=progress)
-    resolved = recipe.replace({"scheduler.max_lr": float(max_lr)}, "max_lr from the LR range test")
+    resolved = recipe.with_value("scheduler.max_lr", float(max_lr))
     notices.append(max_lr_notice(result, max_lr))
     return resolved, result

@@ -16,6 +16,7 @@ the verdict is in the summary and printed.
 
 """
 
+
 from __future__ import annotations
 
 import copy
@@ -23,11 +24,32 @@ import signal
 import threading
 import time
 import traceback
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
+from functools import partial
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+from pydantic import ValidationError
+
+from cifarctl import runs
+from cifarctl.checkpoints import SecondSignal, defer_signal, resume_checkpoint, second_signal_message
+from cifarctl.data import source_key
 from cifarctl.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED, CifarctlError, Stopped, UsageError
+from cifarctl.recipe.load import apply_overrides, flatten, load_recipe, validate_dict
+from cifarctl.recipe.schema import Recipe
+from cifarctl.recipe.targets import assignment_threshold, reference, target_verdict
+from cifarctl.training import checkpoint, curves, distributed, engine
+from cifarctl.training.builders import check_runnable, is_max_lr_auto, resolve_device
+from cifarctl.training.guards import DivergedError
+from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_point
+from cifarctl.training.logs import TensorBoardLog, metrics_csv
+from cifarctl.training.lrfind import write_lr_find
+from cifarctl.training.prepare import prepare
+from cifarctl.training.writer import BackgroundWriter, host_copy
+
 
 EXIT_FOR_SIGNAL = {"SIGINT": EXIT_INTERRUPTED, "SIGTERM": EXIT_TERMINATED, "SIGHUP": EXIT_HANGUP}
 
@@ -48,8 +70,6 @@ class TrainingFailed(CifarctlError):
 # ------------------------------------------------------------------------ summary
 def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: str | None = None) -> dict:
     """summary.json: status, best/final accuracy, time, the target verdict, where and what."""
-    from cifarctl.recipe.targets import assignment_threshold, reference, target_verdict
-
     r, h = trainer.recipe, trainer.history
     on_val = trainer.val_y is not None
     best_row = next((x for x in h if x["epoch"] == trainer.best_epoch), None)
@@ -84,13 +104,72 @@ def make_summary(trainer, *, status: str, run_dir: Path, started: str, error: st
     }
 
 
-# ------------------------------------------------------------------------ recipe
+# ------------------------------------------------------------------------ what to train
+@dataclass
+class Plan:
+    """What a ``train`` command trains: its recipe, loaded once, and for ``--resume`` the
+    checkpoint it continues (``ckpt``, read from ``ckpt_path`` in ``run_dir``)."""
+
+    recipe: Recipe
+    ref: str | None = None  # the recipe as the command named it (a bundled name or a path)
+    ckpt: dict | None = None
+    ckpt_path: Path | None = None
+    run_dir: Path | None = None
+    force: bool = False
+
+
+def plan_run(recipe: str | None = None, *, overrides=(), seed: int | None = None, data: str | None = None,
+             resume: str | Path | None = None, force: bool = False) -> Plan:
+    """The recipe (a bundled name or a path, with ``--set`` ``overrides``, ``--seed`` and
+    ``--data``) or the run to resume, checked: a UsageError (exit 2) before anything is written."""
+    overrides = list(overrides or ()) + ([f"seed={int(seed)}"] if seed is not None else [])
+    ckpt = ckpt_path = run_dir = None
+    if resume is not None:
+        # last.pt, or best.pt when last.pt is damaged (ckpt["resume_note"] then says so)
+        ckpt_path, ckpt, note = resume_checkpoint(resume)
+        run_dir = Path(runs.run_dir_of(ckpt_path) or resume)
+        if not run_dir.is_dir():
+            raise UsageError(f"--resume {resume}: expected a run folder (runs/<recipe>-<time>)")
+        ckpt["resume_note"] = note
+    if recipe is not None:
+        r = load_recipe(recipe, overrides)
+    elif ckpt is not None:
+        r = validate_dict(apply_overrides(copy.deepcopy(ckpt["recipe"]), overrides), f"{ckpt_path} (stored recipe)")
+    else:
+        raise UsageError("give a recipe (a bundled name or a .yaml path; `cifarctl recipes` lists them) "
+                         "or --resume RUN_DIR")
+    if data is not None:
+        given = Path(data).expanduser()
+        r = r.with_value("data.source", str(given.resolve()) if given.exists() else data)
+    plan = Plan(r, recipe, ckpt, ckpt_path, run_dir, force)
+    if ckpt is not None:
+        _check_resume(plan)
+    return plan
+
+
+def _check_resume(plan: Plan) -> None:
+    """The resumed run's recipe: ``max_lr: auto`` is the number its range test chose; any
+    other difference needs ``force``; a finished or early-stopped run has nothing to resume."""
+    ckpt, run_dir = plan.ckpt, plan.run_dir
+    chosen = (ckpt["recipe"].get("scheduler") or {}).get("max_lr")
+    if is_max_lr_auto(plan.recipe) and isinstance(chosen, (int, float)):
+        plan.recipe = plan.recipe.with_value("scheduler.max_lr", float(chosen))
+    diffs = recipe_differences(ckpt["recipe"], plan.recipe.to_dict())
+    if diffs and not plan.force:
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise UsageError(f"{run_dir}: the recipe differs from the run's ({shown}): resume with the "
+                         "same recipe and --set options, or pass --force")
+    if int(ckpt["epoch"]) >= plan.recipe.epochs and not ckpt.get("progress"):
+        raise UsageError(f"{run_dir} already finished its {plan.recipe.epochs} epochs: nothing to resume "
+                         "(to train longer: --set epochs=N --force)")
+    stopped = (ckpt.get("early_stop") or {}).get("reason")
+    if stopped and plan.recipe.early_stop is not None and not diffs:
+        raise UsageError(f"{run_dir} stopped early ({stopped}): nothing to resume (to train on: "
+                         "--set early_stop.patience=N --force, or --set early_stop=null --force)")
+
+
 def _with_defaults(raw: dict) -> dict:
     """A stored recipe dict with every schema default filled in (as stored if it no longer validates)."""
-    from pydantic import ValidationError
-
-    from cifarctl.recipe.schema import Recipe
-
     try:
         return Recipe.model_validate(raw).to_dict()
     except ValidationError:
@@ -103,8 +182,6 @@ def recipe_differences(old: dict, new: dict) -> list[str]:
     ``old`` is completed with today's schema defaults first, so a key added to the schema
     after the run started (at its default) is not a difference.
     """
-    from cifarctl.recipe.load import flatten
-
     a, b = flatten(_with_defaults(old)), flatten(new)
     diffs = []
     for k in sorted(set(a) | set(b)):
@@ -115,74 +192,11 @@ def recipe_differences(old: dict, new: dict) -> list[str]:
     return diffs
 
 
-def _source_spec(data: str | None) -> str | None:
-    if data is None:
-        return None
-    p = Path(data).expanduser()
-    return str(p.resolve()) if p.exists() else data
-
-
-def _with_source(recipe, source: str | None):
-    return recipe if source is None else recipe.replace({"data.source": source}, "with --data")
-
-
-def _resolve_recipe(recipe_ref, overrides, seed, data, resume, force):
-    """(recipe, checkpoint or None, checkpoint path or None, run dir or None)."""
-    from cifarctl.recipe.load import apply_overrides, load_recipe, validate_dict
-    from cifarctl.runs import resume_checkpoint, run_dir_of
-
-    overrides = list(overrides or ())
-    if seed is not None:
-        overrides.append(f"seed={int(seed)}")
-    ckpt = ckpt_path = run_dir = None
-    if resume is not None:
-        # last.pt, or best.pt when last.pt is damaged (ckpt["resume_note"] then says so)
-        ckpt_path, ckpt, note = resume_checkpoint(resume)
-        run_dir = run_dir_of(ckpt_path) or Path(resume)
-        if not Path(run_dir).is_dir():
-            raise UsageError(f"--resume {resume}: expected a run folder (runs/<recipe>-<time>)")
-        ckpt["resume_note"] = note
-    if recipe_ref is not None:
-        recipe = load_recipe(recipe_ref, overrides)
-    elif ckpt is not None:
-        raw = apply_overrides(copy.deepcopy(ckpt["recipe"]), overrides)
-        recipe = validate_dict(raw, f"{ckpt_path} (stored recipe)")
-    else:
-        raise UsageError("give a recipe (a bundled name or a .yaml path; `cifarctl recipes` lists them) "
-                         "or --resume RUN_DIR")
-    recipe = _with_source(recipe, _source_spec(data))
-    if ckpt is not None:
-        recipe = _keep_resolved_max_lr(recipe, ckpt["recipe"])
-        diffs = recipe_differences(ckpt["recipe"], recipe.to_dict())
-        if diffs and not force:
-            shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
-            raise UsageError(f"{run_dir}: the recipe differs from the run's ({shown}): resume with the "
-                             "same recipe and --set options, or pass --force")
-        if int(ckpt["epoch"]) >= recipe.epochs and not ckpt.get("progress"):
-            raise UsageError(f"{run_dir} already finished its {recipe.epochs} epochs: nothing to resume "
-                             "(to train longer: --set epochs=N --force)")
-        stopped = (ckpt.get("early_stop") or {}).get("reason")
-        if stopped and recipe.early_stop is not None and not diffs:
-            raise UsageError(f"{run_dir} stopped early ({stopped}): nothing to resume (to train on: "
-                             "--set early_stop.patience=N --force, or --set early_stop=null --force)")
-    return recipe, ckpt, ckpt_path, run_dir
-
-
 def _same_file(ref, path: Path) -> bool:
     try:
         return Path(str(ref)).resolve() == path.resolve()
     except OSError:
         return False
-
-
-def _keep_resolved_max_lr(recipe, stored: dict):
-    """On resume, ``max_lr: auto`` means the number the run's range test chose."""
-    from cifarctl.training.builders import is_max_lr_auto
-
-    chosen = (stored.get("scheduler") or {}).get("max_lr")
-    if not is_max_lr_auto(recipe) or not isinstance(chosen, (int, float)):
-        return recipe
-    return recipe.replace({"scheduler.max_lr": float(chosen)}, "max_lr of the resumed run")
 
 
 # ------------------------------------------------------------------------ epoch-end files
@@ -206,9 +220,7 @@ class _CurvesPace:
 
     def _draw(self, history: list[dict]) -> None:
         if self.enabled:  # rank 0 only
-            from cifarctl.training.curves import write_curves
-
-            write_curves(self.files.dir / "curves.png", history, title=self.files.dir.name)
+            curves.write_curves(self.files.dir / "curves.png", history, title=self.files.dir.name)
         self.last, self.epochs = time.monotonic(), len(history)
 
     def now(self, history: list[dict]) -> None:
@@ -236,8 +248,6 @@ class _StopOnSignal:
         if self.trainer.stop_requested:
             if self.trainer.world_size > 1 and time.monotonic() - self.first < self.GRACE:
                 return
-            from cifarctl.runs import SecondSignal, defer_signal
-
             name = signal.Signals(signum).name
             if defer_signal(name):  # a checkpoint is being written: stop once it is complete
                 return
@@ -257,210 +267,225 @@ class _StopOnSignal:
 
 
 # ------------------------------------------------------------------------ the run
-def run_training(recipe: str | None = None, **kwargs) -> dict:
-    """Train a recipe (or resume a run) into a run folder; see the module docstring and
-    :func:`_run_training` for the arguments. The run folder is locked for the whole call."""
-    from contextlib import ExitStack
-
+def run_training(recipe: Plan | str | None = None, *, overrides=(), seed: int | None = None,
+                 data: str | None = None, resume: str | Path | None = None, force: bool = False,
+                 **options) -> dict:
+    """Train a :class:`Plan` (or a recipe, or resume a run: the arguments of
+    :func:`plan_run`) into a run folder, locked for the whole call; see the module
+    docstring, and :func:`open_run` for ``options``. Three parts: open the run, train its
+    epochs, finish it (a summary whatever the end)."""
+    plan = recipe if isinstance(recipe, Plan) else plan_run(
+        recipe, overrides=overrides, seed=seed, data=data, resume=resume, force=force)
     with ExitStack() as locks:
-        return _run_training(recipe, locks=locks, **kwargs)
+        run = open_run(plan, locks, **options)
+        try:
+            run.train()
+        except (Exception, KeyboardInterrupt) as exc:
+            raise run.failed(exc)
+        return run.finish()
 
 
-def _run_training(
-    recipe: str | None = None,
-    *,
-    overrides: list[str] | tuple[str, ...] = (),
-    data: str | None = None,
-    device: str = "auto",
-    runs_dir: str | Path = "runs",
-    name: str | None = None,
-    seed: int | None = None,
-    resume: str | Path | None = None,
-    force: bool = False,
-    view=None,
-    argv: list[str] | None = None,
-    progress: bool = False,
-    locks=None,
-    broken_rules: list[str] | None = None,
-) -> dict:
-    """Train a recipe (or resume a run) into a run folder; see the module docstring.
+def open_run(plan: Plan, locks: ExitStack, *, device: str = "auto", runs_dir: str | Path = "runs",
+             name: str | None = None, view=None, argv: list[str] | None = None, progress: bool = False,
+             broken_rules: list[str] | None = None) -> OpenRun:
+    """The run folder made (or, to resume, claimed) and locked, the trainer ready on the
+    device with the checkpoint restored, the start files written.
 
     ``view`` consumes the engine's events (:class:`cifarctl.ui.train_view.TrainView`, or
     any object with ``handle(event)``, ``finish(summary)`` and optionally
     ``lr_find_progress()``, a context giving the LR range test's progress callback).
     """
-    from contextlib import nullcontext
-
-    from cifarctl import runs
-    from cifarctl.training import checkpoint, distributed, engine
-    from cifarctl.training.builders import check_runnable, resolve_device
-    from cifarctl.training.guards import DivergedError
-    from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_point
-    from cifarctl.training.prepare import prepare
-    from cifarctl.training.logs import TensorBoardLog, metrics_csv
-    from cifarctl.training.writer import BackgroundWriter, host_copy
-
-    recipe_obj, ckpt, ckpt_path, run_dir = _resolve_recipe(recipe, overrides, seed, data, resume, force)
-    check_runnable(recipe_obj)
-    dev = resolve_device(device)
+    check_runnable(plan.recipe)
     ranks = distributed.current()  # under torchrun: this process's rank; only rank 0 writes and prints
-    dev, view, progress = ranks.device(dev), view if ranks.main else None, progress and ranks.main
-    source = recipe_obj.data.source or (ckpt or {}).get("data_source")
-    from cifarctl.data import source_key
-
-    claimed: list[str] = []
-    if ckpt is not None:  # lock the folder, then prove the checkpoint and the data are this run's
-        edited = None if recipe is not None and _same_file(recipe, Path(run_dir) / "recipe.yaml") else \
-            (lambda: runs.recipe_file_differences(run_dir, ckpt["recipe"], recipe_differences))
-        claimed = distributed.on_main(lambda: runs.claim_run(
-            run_dir, locks, ckpt=ckpt, ckpt_path=ckpt_path, data_key=source_key(source), force=force,
-            recipe_file_diffs=edited), ranks) or []
+    dev = ranks.device(resolve_device(device))
+    view, progress = (view, progress) if ranks.main else (None, False)
+    source = plan.recipe.data.source or (plan.ckpt or {}).get("data_source")
+    claimed = _claim(plan, locks, ranks, source) if plan.ckpt is not None else []
     bar = getattr(view, "lr_find_progress", None) if progress else None
     with (bar() if bar is not None else nullcontext(None)) as lr_bar:
-        trainer = prepare(recipe_obj, data_source=source, device=dev, progress=progress,
+        trainer = prepare(plan.recipe, data_source=source, device=dev, progress=progress,
                           lr_find_progress=lr_bar, rank=ranks.rank, world_size=ranks.world_size)
-    recipe_obj = trainer.recipe  # max_lr: auto is now the range test's number
     if broken_rules:
         trainer.rules_broken = list(broken_rules)
         trainer.notices.append("warning: --break-rules: this run breaks its assignment's rules ("
                                + "; ".join(broken_rules) + "); summary.json records it")
-    if ckpt is not None:
-        # only with --force: another recipe, or other data (its size sets the steps of the schedule)
-        changed = bool(recipe_differences(ckpt["recipe"], recipe_obj.to_dict())) or bool(claimed)
-        distributed.check_resume(ckpt, trainer, ckpt_path)
-        try:
-            checkpoint.load_state_dict(trainer, ckpt, scheduler=not changed)
-            if changed:  # a new schedule (e.g. more epochs), advanced to where the run is
-                checkpoint.rebuild_scheduler(trainer)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise UsageError(f"{ckpt_path}: cannot restore it into recipe {recipe_obj.name!r} "
-                             f"({str(exc).splitlines()[0]})") from None
-        del ckpt["model"], ckpt["optimizer"]
-
+    if plan.ckpt is not None:
+        _restore(trainer, plan, changed=bool(claimed))
+    run_dir = plan.run_dir
     if run_dir is None:
-        run_dir = distributed.on_main(lambda: runs.create_run_dir(runs_dir, recipe_obj.name, name), ranks)
+        run_dir = Path(distributed.on_main(lambda: runs.create_run_dir(runs_dir, trainer.recipe.name, name), ranks))
         distributed.on_main(lambda: runs.claim_run(run_dir, locks, data_key=source_key(source)), ranks)
-    run_dir = Path(run_dir)
-    files = runs.RunFiles(run_dir) if ranks.main else distributed.SilentFiles(run_dir)
-    if ranks.main:
-        def save(state, path):
-            files.save_checkpoint(state, path)
-    else:
-        def save(state, path):
-            pass
     trainer.notices.extend(claimed)
-    import torch
-
+    run = OpenRun(trainer, run_dir, ranks, view)
     if ranks.main:
         device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
-        env = runs.environment(str(dev), device_name, argv)
-        runs.write_env(run_dir, {**env, "world_size": ranks.world_size})
-        runs.write_atomic(run_dir / "recipe.yaml", recipe_obj.to_yaml())
-    if trainer.lr_find is not None and ranks.main:
-        from cifarctl.training.lrfind import write_lr_find
-
-        write_lr_find(trainer.lr_find, run_dir)
-    old = runs.read_json(run_dir / "summary.json") if ckpt is not None else None
-    if ckpt is not None and not trainer.rules_broken and isinstance((old or {}).get("rules_broken"), list):
-        trainer.rules_broken = [str(r) for r in old["rules_broken"]]  # a --break-rules run stays marked
-    started = (old or {}).get("started") or datetime.now().astimezone().isoformat(timespec="seconds")
-    if ckpt is not None:
-        files.truncate_metrics(trainer.epoch)
-        files.log(f"resumed from {ckpt_path} at epoch {trainer.epoch}, step {trainer.step}")
-        if ckpt.get("resume_note"):  # last.pt was damaged: shown and logged with the notices
-            trainer.notices.append(f"warning: {ckpt['resume_note']}")
+        runs.write_env(run_dir, {**runs.environment(str(dev), device_name, argv), "world_size": ranks.world_size})
+        runs.write_atomic(run_dir / "recipe.yaml", trainer.recipe.to_yaml())
+        if trainer.lr_find is not None:
+            write_lr_find(trainer.lr_find, run_dir)
+    if plan.ckpt is not None:
+        run.continue_from(plan)
     if view is not None:
         view.handle({"type": "info", "message": f"run folder {run_dir}"})
+    run.tb = TensorBoardLog(run_dir, trainer.recipe, enabled=ranks.main)
+    run.summary("running")
+    return run
 
-    def summary(status: str, error: str | None = None) -> dict:
-        s = make_summary(trainer, status=status, run_dir=run_dir, started=started, error=error)
-        files.summary(s)
+
+def _claim(plan: Plan, locks: ExitStack, ranks, source: str | None) -> list[str]:
+    """Lock the resumed run's folder and prove the checkpoint and the data are its own:
+    the notices of what ``--force`` let through."""
+    run_dir = plan.run_dir
+    edited = None if plan.ref is not None and _same_file(plan.ref, run_dir / "recipe.yaml") else \
+        (lambda: runs.recipe_file_differences(run_dir, plan.ckpt["recipe"], recipe_differences))
+    return distributed.on_main(lambda: runs.claim_run(
+        run_dir, locks, ckpt=plan.ckpt, ckpt_path=plan.ckpt_path, data_key=source_key(source), force=plan.force,
+        recipe_file_diffs=edited), ranks) or []
+
+
+def _restore(trainer, plan: Plan, changed: bool) -> None:
+    """Load the checkpoint into the trainer. Only with ``--force`` may the recipe or the data
+    differ (``changed``: the data's size sets the steps of the schedule); then the schedule
+    is built anew and advanced to where the run is."""
+    ckpt = plan.ckpt
+    changed = changed or bool(recipe_differences(ckpt["recipe"], trainer.recipe.to_dict()))
+    distributed.check_resume(ckpt, trainer, plan.ckpt_path)
+    try:
+        checkpoint.load_state_dict(trainer, ckpt, scheduler=not changed)
+        if changed:
+            checkpoint.rebuild_scheduler(trainer)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise UsageError(f"{plan.ckpt_path}: cannot restore it into recipe {trainer.recipe.name!r} "
+                         f"({str(exc).splitlines()[0]})") from None
+    del ckpt["model"], ckpt["optimizer"]
+
+
+class OpenRun:
+    """A run folder open for training: its trainer, its files, and the background writer
+    that takes each epoch's files off the training loop."""
+
+    def __init__(self, trainer, run_dir: Path, ranks, view):
+        self.trainer, self.run_dir, self.view = trainer, run_dir, view
+        self.files = runs.RunFiles(run_dir) if ranks.main else distributed.SilentFiles(run_dir)
+        self.started = datetime.now().astimezone().isoformat(timespec="seconds")
+        self.writer = BackgroundWriter()
+        self.buffers: dict = {}  # the host copies' persistent buffers (pinned for CUDA tensors)
+        self.curves = _CurvesPace(self.files, ranks.main)
+        self.tb: TensorBoardLog | None = None  # opened last: a bad tensorboard/ stops the run there
+
+    def continue_from(self, plan: Plan) -> None:
+        """A resumed run keeps its start time and its --break-rules mark, and its metrics
+        stop at the checkpoint's epoch."""
+        t, ckpt = self.trainer, plan.ckpt
+        old = runs.read_json(self.run_dir / "summary.json") or {}
+        if not t.rules_broken and isinstance(old.get("rules_broken"), list):
+            t.rules_broken = [str(r) for r in old["rules_broken"]]
+        self.started = old.get("started") or self.started
+        self.files.truncate_metrics(t.epoch)
+        self.files.log(f"resumed from {plan.ckpt_path} at epoch {t.epoch}, step {t.step}")
+        if ckpt.get("resume_note"):  # last.pt was damaged: shown and logged with the notices
+            t.notices.append(f"warning: {ckpt['resume_note']}")
+
+    def summary(self, status: str, error: str | None = None, *, write: bool = True) -> dict:
+        s = make_summary(self.trainer, status=status, run_dir=self.run_dir, started=self.started, error=error)
+        if write:
+            self.files.summary(s)
         return s
 
-    writer = BackgroundWriter()
-    buffers: dict = {}  # the host copies' persistent buffers (pinned for CUDA tensors)
-    curves = _CurvesPace(files, ranks.main)
-
-    def epoch_end(ev: dict) -> None:
-        """Hand the epoch's files to the writer: the loop waits only for the host copy."""
-        writer.drain()  # the previous epoch's job is done (its error raised): its buffers are free
-        snap = host_copy(checkpoint.state_dict(trainer), buffers)
-        row = {k: ev[k] for k in METRIC_KEYS if k in ev}
-        line, best, history = epoch_line(ev), ev["best"], [dict(h) for h in trainer.history]
-        s = make_summary(trainer, status="running", run_dir=run_dir, started=started)
-
-        def job() -> None:
-            files.metrics(row)
-            files.csv(metrics_csv(history))
-            files.log(line)
-            state = snap.ready()
-            if best:  # best.pt first: a kill between the two saves leaves last.pt behind
-                save(state, files.best)  # (resume redoes the epoch), never best.pt stale
-            save(state, files.last)
-            files.summary(s)
-            curves.maybe(history)
-
-        writer.submit(job)
-
-    tb = TensorBoardLog(run_dir, recipe_obj, enabled=ranks.main)  # a bad tensorboard/ stops it here
-    summary("running")
-    events = engine.train_epochs(trainer)
-    trainer.display_interval = getattr(view, "display_interval", None)
-    try:
+    # -------------------------------------------------------------- part 2: the epochs
+    def train(self) -> None:
+        """Run the engine's epochs, logging its events and writing each epoch's files; a
+        stop signal saves last.pt and raises :class:`TrainingInterrupted`."""
+        t, files = self.trainer, self.files
+        events = engine.train_epochs(t)
+        t.display_interval = getattr(self.view, "display_interval", None)
         try:
-            with _StopOnSignal(trainer):
+            with _StopOnSignal(t):
                 for ev in events:
-                    if view is not None:
-                        view.handle(ev)
+                    if self.view is not None:
+                        self.view.handle(ev)
                     kind = ev["type"]
-                    if kind == "start":
-                        files.log(start_line(ev))
-                    elif kind == "info":
-                        files.log(ev["message"])
+                    if kind in ("start", "info"):
+                        files.log(start_line(ev) if kind == "start" else ev["message"])
                     elif kind == "step":
-                        tb.step(ev, trainer.step)
+                        self.tb.step(ev, t.step)
                     elif kind == "epoch":
-                        tb.epoch(ev)
-                        epoch_end(ev)
+                        self.tb.epoch(ev)
+                        self._epoch_end(ev)
                     elif kind == "stopped":
-                        writer.drain()
-                        save(checkpoint.state_dict(trainer), files.last)
-                        where = stop_point(trainer.epoch, ev["step_in_epoch"], trainer.steps_per_epoch)
-                        msg = (f"stopped by {ev['signal']} {where}: saved {files.last}; continue with "
-                               f"`cifarctl train --resume {run_dir}`")
-                        files.log(msg)
-                        summary("interrupted", msg)
-                        raise TrainingInterrupted(msg, ev["signal"])
-                writer.drain()  # a failed background write (a full disk) is this run's error
-                tb.close(make_summary(trainer, status="completed", run_dir=run_dir, started=started))
+                        self._stop(ev)
+            self.writer.drain()  # a failed background write (a full disk) is this run's error
+            self.tb.close(self.summary("completed", write=False))
         finally:
             events.close()
-            writer.close()  # what the writer had is on disk before the run's status is written
-            curves.now(trainer.history)
-            tb.close()
-    except TrainingInterrupted:
-        raise
-    except DivergedError as exc:
-        kept = f" (last good checkpoint: {files.last})" if files.last.exists() else ""
-        files.log(f"error: {exc}{kept}")
-        summary("diverged", str(exc))
-        raise
-    except KeyboardInterrupt as exc:
-        files.log(runs.second_signal_message(exc))
-        summary("interrupted", runs.second_signal_message(exc))
-        raise
-    except CifarctlError as exc:
-        files.log(f"error: {exc}")
-        summary("failed", str(exc))
-        raise
-    except Exception as exc:
+            self.writer.close()  # what the writer had is on disk before the run's status is written
+            self.curves.now(t.history)
+            self.tb.close()
+
+    def _epoch_end(self, ev: dict) -> None:
+        """Hand the epoch's files to the writer: the loop waits only for the host copy."""
+        self.writer.drain()  # the previous epoch's job is done (its error raised): its buffers are free
+        snap = host_copy(checkpoint.state_dict(self.trainer), self.buffers)
+        row = {k: ev[k] for k in METRIC_KEYS if k in ev}
+        history = [dict(h) for h in self.trainer.history]
+        self.writer.submit(partial(self._write_epoch, row, epoch_line(ev), ev["best"], history,
+                                   self.summary("running", write=False), snap))
+
+    def _write_epoch(self, row: dict, line: str, best: bool, history: list[dict], summary: dict, snap) -> None:
+        """In the writer's thread: the epoch's metrics, log line, checkpoints and summary."""
+        files = self.files
+        files.metrics(row)
+        files.csv(metrics_csv(history))
+        files.log(line)
+        state = snap.ready()
+        if best:  # best.pt first: a kill between the two saves leaves last.pt behind
+            files.save_checkpoint(state, files.best)  # (resume redoes the epoch), never best.pt stale
+        files.save_checkpoint(state, files.last)
+        files.summary(summary)
+        self.curves.maybe(history)
+
+    def _stop(self, ev: dict) -> None:
+        t, files = self.trainer, self.files
+        self.writer.drain()
+        files.save_checkpoint(checkpoint.state_dict(t), files.last)
+        where = stop_point(t.epoch, ev["step_in_epoch"], t.steps_per_epoch)
+        msg = (f"stopped by {ev['signal']} {where}: saved {files.last}; continue with "
+               f"`cifarctl train --resume {self.run_dir}`")
+        files.log(msg)
+        self.summary("interrupted", msg)
+        raise TrainingInterrupted(msg, ev["signal"])
+
+    # -------------------------------------------------------------- part 3: the end
+    def failed(self, exc: BaseException) -> BaseException:
+        """Record how the run ended (log.txt, summary.json) and give the error to raise."""
+        files = self.files
+        if isinstance(exc, TrainingInterrupted):
+            return exc
+        if isinstance(exc, DivergedError):
+            kept = f" (last good checkpoint: {files.last})" if files.last.exists() else ""
+            files.log(f"error: {exc}{kept}")
+            self.summary("diverged", str(exc))
+            return exc
+        if isinstance(exc, KeyboardInterrupt):
+            files.log(second_signal_message(exc))
+            self.summary("interrupted", second_signal_message(exc))
+            return exc
+        if isinstance(exc, CifarctlError):
+            files.log(f"error: {exc}")
+            self.summary("failed", str(exc))
+            return exc
         files.log("".join(traceback.format_exception(exc)).rstrip())
         message = f"training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        summary("failed", message)
-        raise TrainingFailed(f"{message} (traceback in {run_dir / 'log.txt'})") from exc
-    final = summary("completed")
-    for line in final_lines(final):
-        files.log(line)
-    if view is not None:
-        view.finish(final)
-    return final
+        self.summary("failed", message)
+        failure = TrainingFailed(f"{message} (traceback in {self.run_dir / 'log.txt'})")
+        failure.__cause__ = exc  # `cifarctl --debug train` shows it
+        return failure
+
+    def finish(self) -> dict:
+        """The completed run's summary, written, logged and shown."""
+        final = self.summary("completed")
+        for line in final_lines(final):
+            self.files.log(line)
+        if self.view is not None:
+            self.view.finish(final)
+        return final

@@ -1,66 +1,37 @@
-"""``cifarctl report``: an assignment write-up (README.md and its pictures) from run folders.
+"""``cifarctl report``: one run's section of an assignment write-up (README.md and its pictures).
 
-This module only arranges: the numbers come from the library (``compare``'s reading and
-grouping, ``summary``'s layer table, ``eval``'s and ``misclassified``'s inference path, the
-findings of :mod:`cifarctl.analysis.findings`), the tables from the one renderer
-(:mod:`cifarctl.tabular`). The same runs give the same README.md byte for byte but for
-its "generated" line, so a student can re-run it after training more.
+This module only renders: the evidence comes from :mod:`cifarctl.analysis.evidence` (the
+run folder read once, its model built once, its checkpoint evaluated), the numbers from
+the library (``compare``'s reading, ``summary``'s layer table, the findings of
+:mod:`cifarctl.analysis.findings`), the tables from the one renderer (:mod:`cifarctl.tabular`).
+The same runs give the same README.md byte for byte but for its "generated" line, so a
+student can re-run it after training more. The report of several runs is
+:mod:`cifarctl.ui.report_groups`; the folder and the whole document, :mod:`cifarctl.ui.report_folder`.
 
-Size (~510 lines): one function per section of one document, over one :class:`Evidence`.
+Size (~320 lines): one function per part of one run's section, over one :class:`Evidence`.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass, field
+import shlex
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from cifarctl.analysis.evidence import Evidence
+from cifarctl.analysis.findings import findings
+from cifarctl.analysis.misclassified import write_grid
+from cifarctl.analysis.rules import check_rules
+from cifarctl.analysis.samples import augment_for_display, per_class
+from cifarctl.fsutil import write_atomic
+from cifarctl.recipe.targets import assignment_threshold, reference, target_verdict
 from cifarctl.safetext import md_block, md_code, md_target, md_text
 from cifarctl.tabular import Column, Tabular, markdown
+from cifarctl.training.curves import write_curves
+from cifarctl.ui.report_images import confusion_png, sample_grid
+from cifarctl.ui.tables import eval_lines, eval_tables, rules_table, summary_tables
 
 SAMPLES_PER_CLASS = 4
 SECTION_NEEDS_DATA = "needs the test data, which could not be loaded"
-
-
-@dataclass
-class Report:
-    """What :func:`write_report` wrote and what it could not."""
-
-    path: Path                      # README.md
-    runs: list[Any]                 # RunRecords reported
-    skipped: list[tuple[Path, str]]
-    warnings: list[str] = field(default_factory=list)
-    verdicts: dict[str, str] = field(default_factory=dict)  # run name -> PASS/FAIL/-
-    accuracy: dict[str, float | None] = field(default_factory=dict)  # run name -> evaluated accuracy
-    seconds: float = 0.0
-
-
-def default_out_dir(runs, now: float | None = None) -> Path:
-    """``reports/<recipe or recipes>-<time>``."""
-    import re
-
-    # names come from run folders (summary.json): one plain folder name, never a path
-    names = sorted({re.sub(r"[^A-Za-z0-9._-]+", "_", str(r.recipe)).lstrip(".") or "run" for r in runs}) or ["runs"]
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return Path("reports") / f"{'+'.join(names)[:80]}-{stamp}"
-
-
-MARKER = ".cifarctl-report"  # in every report folder: what cifarctl may write over
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """A report goes into a new folder, or one a report wrote before (it has the marker):
-    never over an unrelated README.md or images (``report -o .`` in a repository root)."""
-    from cifarctl.errors import UsageError
-
-    if not out_dir.exists() or (out_dir / MARKER).is_file():
-        return
-    for name in ("README.md", "images"):
-        if os.path.lexists(out_dir / name):
-            raise UsageError(f"--out {out_dir}: it holds {out_dir / name}, which a report would replace, and no "
-                             f"earlier report wrote it (no {MARKER}); give a new folder")
 
 
 # ------------------------------------------------------------------------ small pieces
@@ -90,14 +61,6 @@ def _settings(d: dict[str, Any]) -> str:
     return f"{d.get('name', '?')} ({', '.join(parts)})" if parts else str(d.get("name", "?"))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A run folder's JSON object, or {} (missing, a symlink, a FIFO, too large, not an object)."""
-    from cifarctl.runs import read_json
-
-    d = read_json(path)
-    return d if isinstance(d, dict) else {}
-
-
 def command_of(env: dict[str, Any], recipe, seed, data: str | None = None) -> str:
     """The command that started the run (``env.json``), as ``cifarctl train ...``, with
     ``--data DATA`` added when the run did not use the official download and the command
@@ -113,75 +76,7 @@ def command_of(env: dict[str, Any], recipe, seed, data: str | None = None) -> st
 
 
 def _quote(a: str) -> str:
-    import shlex
-
     return shlex.quote(str(a))
-
-
-# ------------------------------------------------------------------------ one run's evidence
-@dataclass
-class Evidence:
-    """Everything one run's section shows, gathered before anything is written."""
-
-    run: Any                                   # RunRecord
-    recipe: Any                                # Recipe
-    summary: dict[str, Any]
-    env: dict[str, Any]
-    model: Any = None                          # ModelSummary
-    eval: dict[str, Any] | None = None
-    missed: Any = None                         # Misclassified
-    data: Any = None                           # CifarArrays
-    data_stats: dict[str, Any] | None = None
-    data_problem: str | None = None
-    grid_cols: int | None = None               # the assignment's misclassified grid, when it asks for one
-
-
-def gather(run, *, data: str | None, which: str, n: int | None, gradcam: bool, device: str,
-           say: Callable[[str], None]) -> Evidence:
-    """Read a run folder and evaluate its checkpoint: the model summary, the data, the
-    evaluation, the misclassified images (``n``; None: the grid the assignment asks for,
-    ``rules.misclassified_grid``, else 25). Data problems become ``data_problem``."""
-    from cifarctl.analysis.layers import summarize_recipe
-    from cifarctl.data import data_summary, load_cifar, resolve_source
-    from cifarctl.errors import CifarctlError
-    from cifarctl.recipe.load import load_recipe
-
-    recipe = load_recipe(str(run.path / "recipe.yaml"))
-    summary = _read_json(run.path / "summary.json")
-    ev = Evidence(run=run, recipe=recipe, summary=summary, env=_read_json(run.path / "env.json"))
-    say(f"{run.name}: model summary")
-    ev.model = summarize_recipe(recipe)
-    stored = summary.get("data") if isinstance(summary.get("data"), str) else None
-    source = resolve_source(data or stored or recipe.data.source)
-    try:
-        say(f"{run.name}: loading {source}")
-        ev.data = load_cifar(source, progress=False, train_subset=recipe.data.train_subset,
-                             test_subset=recipe.data.test_subset, seed=recipe.seed,
-                             image_size=recipe.data.image_size, label_kind=recipe.data.label_kind)
-        ev.data_stats = data_summary(ev.data)
-    except CifarctlError as exc:
-        ev.data_problem = f"the data ({source}) could not be loaded: {exc}"
-        return ev
-    try:
-        from cifarctl.analysis.evaluate import evaluation
-        from cifarctl.analysis.inference import load_for_inference, predict_cached
-        from cifarctl.analysis.misclassified import find_misclassified
-
-        say(f"{run.name}: evaluating checkpoints/{which}.pt on {len(ev.data.test_y):,} test images")
-        inf = load_for_inference(run.path, which=which, data=source, device=device, arrays=ev.data)
-        # one pass for the evaluation and the mistakes, or the one an earlier eval/report kept
-        res = predict_cached(inf, "test")
-        if res["cached"]:
-            say(f"{run.name}: read the predictions an earlier evaluation kept")
-        ev.eval = evaluation(inf, res, "test")
-        say(f"{run.name}: misclassified images" + (" and Grad-CAM" if gradcam else ""))
-        grid = recipe.rules.misclassified_grid if recipe.rules is not None else None
-        ev.grid_cols = grid[0] if n is None and grid else None
-        count = n if n is not None else grid[0] * grid[1] if grid else 25
-        ev.missed = find_misclassified(run.path, n=count, gradcam=gradcam, inference=inf, predictions=res)
-    except CifarctlError as exc:
-        ev.data_problem = f"the checkpoint could not be evaluated: {exc}"
-    return ev
 
 
 # ------------------------------------------------------------------------ one run's section
@@ -191,8 +86,6 @@ def _target_table(ev: Evidence) -> Tabular:
     names = {"min_test_acc": ("best test accuracy (seed's figure)", "≥ {:.2f} %", "{:.2f} %"),
              "assignment_acc": ("best test accuracy (assignment's threshold)", "≥ {:.2f} %", "{:.2f} %"),
              "max_params": ("parameters", "≤ {:,}", "{:,}"), "max_epochs": ("epochs", "≤ {}", "{}")}
-    from cifarctl.recipe.targets import assignment_threshold, target_verdict
-
     # judged anew from the validated recipe and the run's own numbers, not read from summary.json
     verdict = target_verdict(ev.recipe.target, best_acc=ev.run.best_acc, params=ev.run.params,
                              epochs=ev.recipe.epochs, assignment=assignment_threshold(ev.recipe))
@@ -206,8 +99,6 @@ def _target_table(ev: Evidence) -> Tabular:
 def _reference_part(ev: Evidence) -> list[str]:
     """This run beside the seed's figure, the assignment's threshold and the best public
     submission (from the validated recipe), as ``train``'s last line shows them."""
-    from cifarctl.recipe.targets import reference
-
     ref = reference(ev.recipe)
     if ev.recipe.rules is None or all(ref[k] is None for k in ("seed", "assignment", "best_public")):
         return []
@@ -222,10 +113,8 @@ def _rules_part(ev: Evidence, sub: str) -> list[str]:
     """The assignment's rules, measured on the model and recipe, the threshold on this run."""
     if ev.recipe.rules is None:
         return []
-    from cifarctl.analysis.rules import check_rules
-    from cifarctl.ui.tables import rules_table
-
-    rows = check_rules(ev.recipe, best_acc=ev.run.best_acc, summary=ev.model)  # the Model section's pass
+    rows = check_rules(ev.recipe, best_acc=ev.run.best_acc, summary=ev.model,
+                       model=ev.network)  # the Model section's pass and model
     broken = ev.summary.get("rules_broken")
     note = ([f"_Trained with --break-rules: {md_text('; '.join(map(str, broken)))}._"]
             if isinstance(broken, list) and broken else [])
@@ -257,8 +146,6 @@ def _result_table(ev: Evidence) -> Tabular:
 
 
 def _model_part(ev: Evidence) -> list[str]:
-    from cifarctl.ui.tables import summary_tables
-
     m = ev.model
     top = type(m)(**{**m.__dict__, "layers": [r for r in m.layers if r["depth"] == 1]})
     top_layers, totals = summary_tables(top, dotted=True)
@@ -282,9 +169,6 @@ def _stats_table(stats: dict[str, Any]) -> Tabular:
 
 
 def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
-    from cifarctl.analysis.samples import augment_for_display, per_class
-    from cifarctl.ui.report_images import sample_grid
-
     if ev.data is None:
         return [f"_Unavailable: {md_text(ev.data_problem or SECTION_NEEDS_DATA)}._"]
     d, r = ev.data, ev.recipe
@@ -306,21 +190,14 @@ def _data_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
 
 
 def _training_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
-    from cifarctl.training.curves import write_curves
-
     r, run = ev.recipe, ev.run
     d = r.to_dict()
     out = [md_block(r.to_yaml().rstrip(), "yaml"),
            f"Optimizer {_settings(d['optimizer'])}; scheduler {_settings(d['scheduler'])}; "
            f"loss {_settings(d['loss'])}; batch {r.data.batch_size}, {r.epochs} epochs, seed {r.seed}."]
-    from cifarctl.fsutil import read_regular
-
-    lr_bytes = read_regular(run.path / "lr_find.png")  # a symlink (to a secret, say) is not copied
-    if lr_bytes is not None:
-        from cifarctl.fsutil import write_atomic
-
-        write_atomic(images / f"{prefix}lr_find.png", lr_bytes)
-        lr = _read_json(run.path / "lr_find.json")
+    if ev.lr_find_png is not None:
+        write_atomic(images / f"{prefix}lr_find.png", ev.lr_find_png)
+        lr = ev.lr_find
         chosen = d["scheduler"].get("max_lr")
         out.append(f"The run chose max_lr = {chosen} with an LR range test"
                    + (f" ({lr.get('reason')})" if lr.get("reason") else "") + ":")
@@ -347,9 +224,6 @@ def _f(v, fmt: str) -> str:
 
 
 def _eval_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
-    from cifarctl.ui.report_images import confusion_png
-    from cifarctl.ui.tables import eval_lines, eval_tables
-
     if ev.eval is None:
         return [f"_Unavailable: {md_text(ev.data_problem or SECTION_NEEDS_DATA)}._"]
     head, acc = eval_lines(ev.eval)
@@ -361,8 +235,6 @@ def _eval_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
 
 
 def _missed_part(ev: Evidence, images: Path, prefix: str) -> list[str]:
-    from cifarctl.analysis.misclassified import write_grid
-
     if ev.missed is None:
         return [f"_Unavailable: {md_text(ev.data_problem or SECTION_NEEDS_DATA)}._"]
     m = ev.missed
@@ -393,15 +265,7 @@ def reduced_budget(ev: Evidence) -> str | None:
 
 def reduced_parts(ev: Evidence) -> list[str]:
     """How a run is shorter than its bundled recipe: fewer epochs, a train subset ([] when not)."""
-    from cifarctl.bundled import bundled_recipes
-    from cifarctl.recipe.load import load_recipe
-
-    r, parts = ev.recipe, []
-    path = bundled_recipes().get(r.name)
-    try:
-        full = load_recipe(str(path)).epochs if path is not None else None
-    except Exception:  # noqa: BLE001  a bundled recipe of another version: no comparison
-        full = None
+    r, parts, full = ev.recipe, [], ev.full_epochs
     if full is not None and r.epochs < full:
         parts.append(f"{r.epochs} of the recipe's {full} epochs")
     if r.data.train_subset:
@@ -415,15 +279,11 @@ def _triple(values) -> str:
 
 def held_to(recipe) -> float | None:
     """The accuracy a run must reach to PASS: the higher of the seed's figure and the assignment's threshold."""
-    from cifarctl.recipe.targets import assignment_threshold
-
     figures = [v for v in (recipe.target.min_test_acc, assignment_threshold(recipe)) if v is not None]
     return max(figures) if figures else None
 
 
 def _analysis_part(ev: Evidence) -> list[str]:
-    from cifarctl.analysis.findings import findings
-
     lines = findings(ev.run.metrics, held_to(ev.recipe), ev.eval, reduced=reduced_budget(ev) is not None)
     return ["\n".join(f"- {text}" for _, text in lines) if lines else "_No epoch finished yet._"]
 
@@ -455,89 +315,3 @@ def run_section(ev: Evidence, images: Path, prefix: str, level: str) -> str:
              f"{sub} Analysis", *_analysis_part(ev),
              f"{sub} Reproduce", *_reproduce_part(ev)]
     return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
-
-
-# ------------------------------------------------------------------------ several runs
-def comparison_section(runs, groups, images: Path) -> str:
-    """Every run in one table and the groups' curves overlaid (the groups' figures are the
-    Findings table; each group's targets are in its section)."""
-    from cifarctl.analysis.compare import curves
-    from cifarctl.ui.compare_view import has_groups_table, runs_table
-    from cifarctl.ui.report_images import overlay_png
-
-    by_run = not has_groups_table(groups)
-    panels = [(m, curves(runs, groups, m, by_run)) for m in ("test_acc", "train_acc", "test_loss")]
-    png = overlay_png(panels, images / "comparison.png",
-                      f"{', '.join(sorted({r.recipe for r in runs}))}: {len(runs)} runs compared")
-    parts = ["## Comparison", markdown(runs_table(runs), heading=None),
-             f"![runs compared]({md_target('images/' + png.name)})"]
-    return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
-
-
-def _verdict(ev: Evidence) -> str:
-    """The run's target verdict as the report judges it (the seed's figure and the assignment's threshold)."""
-    from cifarctl.recipe.targets import assignment_threshold, target_verdict
-
-    v = target_verdict(ev.recipe.target, best_acc=ev.run.best_acc, params=ev.run.params, epochs=ev.recipe.epochs,
-                       assignment=assignment_threshold(ev.recipe))
-    return ("PASS" if v["passed"] else "FAIL") if v["checks"] and ev.run.status != "running" else "-"
-
-
-# ------------------------------------------------------------------------ the whole report
-def write_report(run_dirs: list[Path], out_dir: Path | None = None, *, data: str | None = None, which: str = "best",
-                 n: int | None = None, gradcam: bool = False, device: str = "auto",
-                 say: Callable[[str], None] = lambda s: None) -> Report:
-    """Write ``out_dir/README.md`` and ``out_dir/images/*.png`` for the runs in ``run_dirs``."""
-    from cifarctl.analysis.compare import collect_runs, group_runs
-    from cifarctl.errors import CifarctlError, UsageError
-
-    start = time.perf_counter()
-    runs, skipped = collect_runs(run_dirs)
-    runs = sorted(runs, key=lambda r: r.name)
-    if not runs:
-        why = "; ".join(f"{p}: {w}" for p, w in skipped[:5])
-        raise UsageError(f"no run folders to report in {', '.join(map(str, run_dirs))}" + (f" ({why})" if why else ""))
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(runs)
-    check_out_dir(out_dir)
-    images = out_dir / "images"
-    try:
-        images.mkdir(parents=True, exist_ok=True)
-        (out_dir / MARKER).touch()
-    except OSError as exc:
-        raise UsageError(f"--out {out_dir}: cannot create the report folder ({exc.strerror or exc})") from None
-    report = Report(path=out_dir / "README.md", runs=runs, skipped=skipped)
-    multi = len(runs) > 1  # decided before any is skipped: the layout (headings, image names) stays
-    sections, reported, evidence = [], [], []
-    for r in runs:
-        try:
-            ev = gather(r, data=data, which=which, n=n, gradcam=gradcam, device=device, say=say)
-        except CifarctlError as exc:  # e.g. a recipe.yaml that does not validate: skipped, as compare does
-            skipped.append((r.path, str(exc)))
-            continue
-        reported.append(r)
-        if ev.data_problem:
-            report.warnings.append(f"{r.name}: {ev.data_problem}; the sections that need it say so")
-        if multi:
-            evidence.append(ev)
-        else:
-            sections.append(run_section(ev, images, "", "#"))
-        report.verdicts[r.name] = _verdict(ev)
-        report.accuracy[r.name] = ev.eval["accuracy"] if ev.eval else None
-    if not reported:
-        raise UsageError("no run folder could be reported: " + "; ".join(f"{p}: {w}" for p, w in skipped[:3]))
-    runs = report.runs = reported
-    head = []
-    if multi:  # findings, the shared set-up once, each group with its runs folded
-        from cifarctl.ui.report_groups import groups_report
-
-        groups = group_runs(runs)
-        head = [groups_report(evidence, groups, images, comparison_section(runs, groups, images))]
-    tail = [f"_Generated by cifarctl report on {time.strftime('%Y-%m-%d %H:%M')}._\n"]
-    if skipped:
-        tail.insert(0, "Skipped folders:\n\n" + "\n".join(f"- {md_code(p)}: {md_text(w)}" for p, w in skipped) + "\n")
-    text = "\n".join(head + sections + tail)
-    from cifarctl.fsutil import write_atomic
-
-    write_atomic(report.path, text.encode("utf-8"))
-    report.seconds = time.perf_counter() - start
-    return report

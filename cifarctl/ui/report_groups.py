@@ -2,20 +2,35 @@
 every run shares shown once with the differences per group, then each group with its runs
 folded, and one command that reproduces them all.
 
-Arranges only, like :mod:`cifarctl.ui.report`: the numbers come from
-:mod:`cifarctl.analysis.findings` (the groups side by side and the sentences drawn from
-them), the grouping from :mod:`cifarctl.analysis.compare`, the tables from
-:mod:`cifarctl.tabular`. Each run's own section is :mod:`cifarctl.ui.report`'s pieces,
+Renders only, like :mod:`cifarctl.ui.report`: the evidence comes from
+:mod:`cifarctl.analysis.evidence`, the numbers from :mod:`cifarctl.analysis.findings` (the
+groups side by side and the sentences drawn from them), the grouping from
+:mod:`cifarctl.analysis.compare`, the tables from :mod:`cifarctl.tabular`. Each run's own section is :mod:`cifarctl.ui.report`'s pieces,
 inside a ``<details>`` fold.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from cifarctl.analysis.compare import RunGroup
+from cifarctl.analysis.findings import class_spread, findings, group_figures, group_findings, pm
+from cifarctl.analysis.grouping import differing_keys, finite_mean, flatten, fmt_value
+from cifarctl.analysis.misclassified import write_grid
+from cifarctl.analysis.rules import check_rules
+from cifarctl.recipe.targets import assignment_threshold, target_verdict
 from cifarctl.safetext import md_block, md_code, md_target, md_text
 from cifarctl.tabular import Column, Tabular, markdown
+from cifarctl.training.curves import write_curves
+from cifarctl.ui.compare_view import _dur as _compare_dur
+from cifarctl.ui.report import _data_label, _dur, _quote, command_of, held_to, reduced_budget, reduced_parts, set_options
+from cifarctl.ui.report import _data_part as run_data_part
+from cifarctl.ui.report_images import confusion_png
+from cifarctl.ui.tables import rules_table, summary_tables
 
 
 def _join(parts: list[str]) -> str:
@@ -35,8 +50,6 @@ def threshold_of(recipe) -> float | None:
 
 # ------------------------------------------------------------------------ findings
 def figures(sections) -> list[Any]:
-    from cifarctl.analysis.findings import group_figures
-
     evals = {ev.run.name: ev.eval for _, evs in sections for ev in evs}
     return [group_figures(g, evals, threshold_of(evs[0].recipe)) for g, evs in sections]
 
@@ -50,9 +63,6 @@ def _reached(f) -> str:
 
 def findings_tables(figs) -> list[Tabular]:
     """The groups side by side, and their per-class accuracies where they differ most."""
-    from cifarctl.analysis.findings import class_spread, pm
-    from cifarctl.ui.compare_view import _dur
-
     thresholds = {f.threshold for f in figs}
     reach = (f"epoch at {next(iter(thresholds)):.2f} %" if len(thresholds) == 1 and None not in thresholds
              else "epoch at threshold")
@@ -61,7 +71,7 @@ def findings_tables(figs) -> list[Tabular]:
         Column("train − test (points)", "right"), Column(reach, "right"), Column("time", "right")])
     for f in figs:
         gap = "-" if f.gap[0] is None else (f"{f.gap[0]:+.2f}" + ("" if f.gap[1] is None else f" ± {f.gap[1]:.2f}"))
-        time = "-" if f.seconds[0] is None else _dur(f.seconds[0]) + ("" if f.seconds[1] is None else f" ± {_dur(f.seconds[1])}")
+        time = "-" if f.seconds[0] is None else _compare_dur(f.seconds[0]) + ("" if f.seconds[1] is None else f" ± {_compare_dur(f.seconds[1])}")
         side.add_row(f.label, str(f.n), pm(f.best), pm(f.final), gap, _reached(f), time)
     side.notes = ["train − test: train accuracy (augmented, averaged over the epoch) minus test accuracy, "
                   "at the last epoch; epoch at: the first epoch each run reached it."]
@@ -77,8 +87,6 @@ def findings_tables(figs) -> list[Tabular]:
 
 
 def findings_section(sections, reduced: str | None) -> str:
-    from cifarctl.analysis.findings import group_findings
-
     figs = figures(sections)
     tables = findings_tables(figs)
     text = group_findings(figs, reduced)
@@ -91,10 +99,6 @@ def findings_section(sections, reduced: str | None) -> str:
 # ------------------------------------------------------------------------ shared set-up
 def _recipe_part(sections) -> list[str]:
     """The settings that differ between groups as a table, the rest as one YAML."""
-    import yaml
-
-    from cifarctl.analysis.grouping import differing_keys, flatten, fmt_value
-
     labels = [g.label for g, _ in sections]
     flats = [{k: v for k, v in flatten(evs[0].recipe.to_dict()).items() if k != "seed"} for _, evs in sections]
     keys = differing_keys(flats) if len(flats) > 1 else []
@@ -129,13 +133,11 @@ def _without(d: dict, dotted: set[str], prefix: str = "") -> dict:
 def _rules_part(sections, figs) -> list[str]:
     """The assignment's rules measured on each group's model (accuracy: the group's mean
     best), one table when the groups share the rules."""
-    from cifarctl.analysis.rules import check_rules
-    from cifarctl.ui.tables import rules_table
-
     have = [(g, evs, f) for (g, evs), f in zip(sections, figs) if evs[0].recipe.rules is not None]
     if not have:
         return []
-    rows = [check_rules(evs[0].recipe, best_acc=f.best[0], summary=evs[0].model) for _, evs, f in have]
+    rows = [check_rules(evs[0].recipe, best_acc=f.best[0], summary=evs[0].model, model=evs[0].network)
+            for _, evs, f in have]
     same = all([(r["rule"], r["required"]) for r in rs] == [(r["rule"], r["required"]) for r in rows[0]] for rs in rows)
     note = "Accuracy rows are measured on each group's mean best test accuracy; each run's own verdict is in its group."
     if not same:
@@ -155,8 +157,6 @@ def _rules_part(sections, figs) -> list[str]:
 def _model_part(sections) -> list[str]:
     """The model table once when every group has the same blocks, the layers that differ
     beside each other, and each model's totals in one table."""
-    from cifarctl.ui.tables import summary_tables
-
     models = [(g.label, evs[0].model) for g, evs in sections]
     tops, fulls = [], []
     for _, m in models:
@@ -196,8 +196,6 @@ def _model_part(sections) -> list[str]:
 
 def _data_part(sections, images: Path) -> list[str]:
     """Data and augmentation once; again for a group whose augmentation or normalisation differs."""
-    from cifarctl.ui.report import _data_part as one
-
     out, seen = ["## Data and augmentation"], []
     for g, evs in sections:
         ev = next((e for e in evs if e.data is not None), evs[0])
@@ -207,20 +205,16 @@ def _data_part(sections, images: Path) -> list[str]:
         seen.append(key)
         if len(sections) > 1:
             out.append(f"{md_text(g.label)}" + (" (and every group with the same augmentation):" if not out[1:] else ":"))
-        out += one(ev, images, f"{_file_label(g.label)}-")
+        out += run_data_part(ev, images, f"{_file_label(g.label)}-")
     return out
 
 
 def _file_label(label: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "group"
 
 
 def _epoch_log(sections) -> list[str]:
     """The epoch log, each group's mean over its runs, side by side."""
-    from cifarctl.analysis.grouping import finite_mean
-
     both = len(sections) <= 3
     cols = [Column("epoch", "right")]
     for g, _ in sections:
@@ -241,8 +235,6 @@ def _epoch_log(sections) -> list[str]:
 
 # ------------------------------------------------------------------------ groups and runs
 def _verdict_table(evs) -> Tabular:
-    from cifarctl.recipe.targets import assignment_threshold, target_verdict
-
     names = {"min_test_acc": "≥ {} (seed's)", "assignment_acc": "≥ {} (assignment)", "max_params": "params ≤ {}",
              "max_epochs": "epochs ≤ {}"}
     verdicts = [target_verdict(ev.recipe.target, best_acc=ev.run.best_acc, params=ev.run.params,
@@ -264,12 +256,6 @@ def _verdict_table(evs) -> Tabular:
 
 
 def _run_fold(ev, images: Path, shown_missed: bool) -> str:
-    from cifarctl.analysis.findings import findings
-    from cifarctl.analysis.misclassified import write_grid
-    from cifarctl.training.curves import write_curves
-    from cifarctl.ui.report import _data_label, _dur, command_of, held_to, reduced_budget
-    from cifarctl.ui.report_images import confusion_png
-
     r, prefix = ev.run, f"{ev.run.name}-"
     head = (f"{r.status}, {r.epochs} of {r.epochs_planned or r.epochs} epochs in {_dur(r.total_seconds)}"
             + ("" if r.images_per_s is None else f" ({r.images_per_s:,.0f} images/s)")
@@ -305,9 +291,6 @@ def _run_fold(ev, images: Path, shown_missed: bool) -> str:
 
 
 def group_section(group, evs, images: Path, reduced_said: bool) -> str:
-    from cifarctl.analysis.misclassified import write_grid
-    from cifarctl.ui.report import reduced_budget
-
     r = evs[0].recipe
     parts = [f"## {md_text(group.label)}: {md_text(group.over_seeds)}",
              md_text((r.description or "").strip()) or f"Recipe {md_code(r.name)}, model {md_code(r.model)}."]
@@ -327,12 +310,8 @@ def group_section(group, evs, images: Path, reduced_said: bool) -> str:
 
 
 # ------------------------------------------------------------------------ reproduce
-def sweep_command(folder: Path, data: str | None) -> str | None:
-    """The ``cifarctl sweep`` command that made ``folder`` (from its ``sweep.json``), or None."""
-    from cifarctl.runs import read_json
-    from cifarctl.ui.report import _quote
-
-    spec = read_json(folder / "sweep.json")
+def sweep_command(folder: Path, spec: dict[str, Any] | None, data: str | None) -> str | None:
+    """The ``cifarctl sweep`` command that made ``folder`` (from its ``sweep.json``, ``spec``), or None."""
     if not isinstance(spec, dict) or not isinstance(spec.get("recipes"), list):
         return None
     args = ["sweep", *map(str, spec["recipes"])]
@@ -356,12 +335,11 @@ def sweep_command(folder: Path, data: str | None) -> str | None:
     return "cifarctl " + " ".join(_quote(a) for a in args + ["--out", str(folder)])
 
 
-def reproduce_section(evs) -> str:
-    from cifarctl.ui.report import command_of
-
+def reproduce_section(evs, sweep: dict[str, Any] | None) -> str:
+    """How to make the runs again: the sweep's command (``sweep``: its sweep.json) or one command each."""
     folders = {ev.run.path.parent.parent for ev in evs}
     data = next((ev.summary.get("data") for ev in evs if isinstance(ev.summary.get("data"), str)), None)
-    cmd = sweep_command(next(iter(folders)), data) if len(folders) == 1 else None
+    cmd = sweep_command(next(iter(folders)), sweep, data) if len(folders) == 1 else None
     if cmd is not None:
         text = [f"The sweep, all {len(evs)} runs (the same command again resumes it; finished runs are kept):",
                 md_block(cmd, "bash"), f"Then this report: {md_code('cifarctl report ' + str(next(iter(folders))))}."]
@@ -377,8 +355,6 @@ def reproduce_section(evs) -> str:
 # ------------------------------------------------------------------------ the document
 def sections_of(evs, groups) -> list[tuple[Any, list]]:
     """``(group, its evidence)`` in group order; a run in no group (unfinished) is a group of its own."""
-    from cifarctl.analysis.compare import RunGroup
-
     by_name = {ev.run.name: ev for ev in evs}
     out, placed = [], set()
     for g in groups:
@@ -396,11 +372,8 @@ def sections_of(evs, groups) -> list[tuple[Any, list]]:
     return out
 
 
-def groups_report(evs, groups, images: Path, comparison: str) -> str:
-    """The whole README.md of several runs but its tail."""
-
-    from cifarctl.ui.report import reduced_parts, set_options
-
+def groups_report(evs, groups, images: Path, comparison: str, sweep: dict[str, Any] | None = None) -> str:
+    """The whole README.md of several runs but its tail (``sweep``: the sweep.json of their folder)."""
     sections = sections_of(evs, groups)
     parts = {" and ".join(reduced_parts(ev)) for ev in evs}
     reduced = next(iter(parts)) if len(parts) == 1 else "some of them shorter than their recipes"
@@ -422,5 +395,5 @@ def groups_report(evs, groups, images: Path, comparison: str) -> str:
              _join(["## Recipe", *_recipe_part(sections), *_rules_part(sections, figs)]),
              _join(_model_part(sections)), _join(_data_part(sections, images)), _join(_epoch_log(sections)),
              *(group_section(g, members, images, len(parts) == 1) for g, members in sections),
-             reproduce_section(evs)]
+             reproduce_section(evs, sweep)]
     return "\n".join(parts)
