@@ -94,13 +94,22 @@ def test_group_mean_and_sample_std(runs_root):
     runs, _ = collect_runs([runs_root])
     groups = {g.recipe: g for g in group_runs(runs)}
     g = groups["s8_bn"]
-    assert g.n == 3 and sorted(r.seed for r in g.runs) == [1, 2, 3]
-    assert g.best_mean == pytest.approx(72.0) and g.best_std == pytest.approx(2.0)
-    assert g.final_mean == pytest.approx(71.0) and g.final_std == pytest.approx(2.0)
-    assert g.time_mean == pytest.approx(60.0) and g.time_std == pytest.approx(30.0)
-    assert g.seeds_differ and g.label == "s8_bn" and g.over_seeds == "mean of 3 seeds"
+    assert g.n == 3
+    assert sorted(r.seed for r in g.runs) == [1, 2, 3]
+    assert g.best_mean == pytest.approx(72.0)
+    assert g.best_std == pytest.approx(2.0)
+    assert g.final_mean == pytest.approx(71.0)
+    assert g.final_std == pytest.approx(2.0)
+    assert g.time_mean == pytest.approx(60.0)
+    assert g.time_std == pytest.approx(30.0)
+    assert g.seeds_differ
+    assert g.label == "s8_bn"
+    assert g.over_seeds == "mean of 3 seeds"
     lone = groups["s6_dilated"]  # a group of one: no ± std
-    assert lone.n == 1 and lone.best_mean == 81 and lone.best_std is None and lone.final_std is None
+    assert lone.n == 1
+    assert lone.best_mean == 81
+    assert lone.best_std is None
+    assert lone.final_std is None
     assert lone.over_seeds == "1 run"
 
 
@@ -109,19 +118,25 @@ def test_broken_runs_are_marked_or_skipped(runs_root):
     r = by_name(runs)
     assert len(runs) == 9
     trunc = r["s9_dilated-20261102-110000"]
-    assert "truncated metrics line 3" in trunc.marks and trunc.epochs == 2 and trunc.best_acc == 65
+    assert "truncated metrics line 3" in trunc.marks
+    assert trunc.epochs == 2
+    assert trunc.best_acc == 65
     nosum = r["s10-20261102-120000"]
     assert "no summary.json" in nosum.marks
     assert (nosum.recipe, nosum.model, nosum.best_acc, nosum.final_acc, nosum.best_epoch) == (
         "s10", "resnet_custom", 75, 75, 2)
-    assert nosum.total_seconds == 20 and nosum.verdict == "PASS"  # derived from recipe.yaml's target
-    assert "running" in r["s8_bn-20261102-090000"].marks and r["s8_bn-20261102-090000"].verdict == "-"
+    assert nosum.total_seconds == 20
+    assert nosum.verdict == "PASS"  # derived from recipe.yaml's target
+    assert "running" in r["s8_bn-20261102-090000"].marks
+    assert r["s8_bn-20261102-090000"].verdict == "-"
     assert "interrupted" in r["s8_bn-20261102-100000"].marks
     future = r["future-20261102-130000"]
-    assert any(m.startswith("schema newer") for m in future.marks) and future.best_acc == 44
+    assert any(m.startswith("schema newer") for m in future.marks)
+    assert future.best_acc == 44
     reasons = {p.name: why for p, why in skipped}
     assert reasons == {"empty-20261102-140000": "empty folder", "notes.txt": "not a folder"}
-    assert r["s8_bn-20261101-110000"].verdict == "PASS" and r["s8_bn-20261101-100000"].verdict == "FAIL"
+    assert r["s8_bn-20261101-110000"].verdict == "PASS"
+    assert r["s8_bn-20261101-100000"].verdict == "FAIL"
     assert r["s8_bn-20261101-110000"].images_per_s == pytest.approx(500.0)
 
 
@@ -131,7 +146,8 @@ def test_unparsable_recipe_and_metrics_without_lines(tmp_path):
     b = make_run(tmp_path, "b", "b", 1, [10])
     (b / "metrics.jsonl").write_text("garbage\n")
     runs, skipped = collect_runs([a, b, tmp_path / "missing"])
-    assert [r.name for r in runs] == ["a"] and "recipe.yaml unparsable" in runs[0].marks
+    assert [r.name for r in runs] == ["a"]
+    assert "recipe.yaml unparsable" in runs[0].marks
     assert runs[0].recipe == "a"  # from summary.json
     reasons = dict((p.name, why) for p, why in skipped)
     assert reasons["b"].startswith("metrics.jsonl has no readable lines")
@@ -150,9 +166,11 @@ def test_glob_list_and_parent_give_the_same_runs(runs_root):
 def test_sort_and_export_functions(runs_root):
     runs, skipped = collect_runs([runs_root])
     best = sort_runs(runs, "best")
-    assert best[0].best_acc == 81 and [r.best_acc for r in best] == sorted((r.best_acc for r in runs), reverse=True)
+    assert best[0].best_acc == 81
+    assert [r.best_acc for r in best] == sorted((r.best_acc for r in runs), reverse=True)
     doc = json.loads(export(best, group_runs(best), "json", skipped))
-    assert {"runs", "groups", "skipped"} <= set(doc) and len(doc["runs"]) == 9
+    assert {"runs", "groups", "skipped"} <= set(doc)
+    assert len(doc["runs"]) == 9
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -161,18 +179,26 @@ def test_cli_table_groups_chart_and_skipped_off_tty(runs_root):
     assert res.exit_code == 0, res.output
     out = res.output
     assert "\x1b" not in out
-    assert "s8_bn-20261101-110000" in out and "72.00 ± 2.00" in out and "71.00 ± 2.00" in out
-    assert "test_acc per epoch" in out and "s8_bn (mean of 3 seeds)" in out
-    assert "s6_dilated " in out and "81.00 ± " not in out  # the lone run: no ± std
-    assert any(ch in out for ch in "•+x*o") and "┤" in out  # plotted points and y ticks
-    assert "truncated metrics line 3" in out and "schema newer" in out
-    assert "empty-20261102-140000: empty folder" in out and "notes.txt: not a folder" in out
+    assert "s8_bn-20261101-110000" in out
+    assert "72.00 ± 2.00" in out
+    assert "71.00 ± 2.00" in out
+    assert "test_acc per epoch" in out
+    assert "s8_bn (mean of 3 seeds)" in out
+    assert "s6_dilated " in out
+    assert "81.00 ± " not in out  # the lone run: no ± std
+    assert any(ch in out for ch in "•+x*o")  # plotted points
+    assert "┤" in out  # y ticks
+    assert "truncated metrics line 3" in out
+    assert "schema newer" in out
+    assert "empty-20261102-140000: empty folder" in out
+    assert "notes.txt: not a folder" in out
 
 
 def test_cli_by_run_and_other_metric(runs_root):
     res = cli(str(runs_root), "--metric", "test_loss", "--by-run")
     assert res.exit_code == 0, res.output
-    assert "test_loss per epoch" in res.output and "mean of" not in res.output.split("test_loss per epoch")[1]
+    assert "test_loss per epoch" in res.output
+    assert "mean of" not in res.output.split("test_loss per epoch")[1]
     assert "s8_bn-20261101-120000" in res.output
 
 
@@ -181,23 +207,28 @@ def test_cli_glob_and_parent_json_match(runs_root):
     b = cli(*[str(p) for p in sorted(runs_root.iterdir())], "--json")
     assert a.exit_code == b.exit_code == 0
     da, db = json.loads(a.output), json.loads(b.output)
-    assert da["runs"] == db["runs"] and da["groups"] == db["groups"]
-    assert len(da["skipped"]) == 2 and "\x1b" not in a.output
+    assert da["runs"] == db["runs"]
+    assert da["groups"] == db["groups"]
+    assert len(da["skipped"]) == 2
+    assert "\x1b" not in a.output
 
 
 def test_cli_sort_time(runs_root):
     res = cli(str(runs_root), "--json", "--sort", "time")
     times = [r["total_seconds"] for r in json.loads(res.output)["runs"]]
-    assert times == sorted(times) and times[0] == 10
+    assert times == sorted(times)
+    assert times[0] == 10
 
 
 def test_cli_export_csv(runs_root):
     res = cli(str(runs_root), "--export", "csv")
     assert res.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(res.output)))
-    assert len(rows) == 9 and rows[0]["name"] == "s6_dilated-20261101-130000"
+    assert len(rows) == 9
+    assert rows[0]["name"] == "s6_dilated-20261101-130000"
     s8 = [r for r in rows if r["recipe"] == "s8_bn" and r["group_n"] == "3"]
-    assert len(s8) == 3 and {r["group_best_mean"] for r in s8} == {"72"}
+    assert len(s8) == 3
+    assert {r["group_best_mean"] for r in s8} == {"72"}
     assert {r["group_best_std"] for r in s8} == {"2"}
 
 
@@ -205,21 +236,25 @@ def test_cli_export_md_and_json_to_file(runs_root, tmp_path):
     from helpers import parse_markdown
 
     res = cli(str(runs_root), "--export", "md")
-    assert res.exit_code == 0 and res.output.startswith("### 9 run(s)\n")
+    assert res.exit_code == 0
+    assert res.output.startswith("### 9 run(s)\n")
     runs_md = parse_markdown(res.output)[0]
-    assert runs_md["header"][:3] == ["run", "recipe", "model"] and len(runs_md["rows"]) == 9
+    assert runs_md["header"][:3] == ["run", "recipe", "model"]
+    assert len(runs_md["rows"]) == 9
     doc = json.loads(cli(str(runs_root), "--json").output)
     assert [r[0] for r in runs_md["rows"]] == [r["name"] for r in doc["runs"]]
     assert cli(str(runs_root), "--format", "md").output == res.output  # one table, one renderer
     out = tmp_path / "cmp" / "table.json"
     res = cli(str(runs_root), "--out", str(out))
-    assert res.exit_code == 0 and "wrote json" in res.output
+    assert res.exit_code == 0
+    assert "wrote json" in res.output
     assert len(json.loads(out.read_text())["runs"]) == 9
 
 
 def test_cli_usage_errors(runs_root, tmp_path):
     res = cli(str(runs_root), "--metric", "test_accc")
-    assert res.exit_code == 2 and "test_acc" in res.output
+    assert res.exit_code == 2
+    assert "test_acc" in res.output
     empty = tmp_path / "nothing"
     empty.mkdir()
     assert cli(str(empty)).exit_code == 2
@@ -243,27 +278,35 @@ def test_same_seed_different_subsets_are_two_groups(tmp_path):
 
     res = cli(str(tmp_path))
     assert res.exit_code == 0, res.output
-    assert "s8_bn [data.train_subset=3000]" in res.output and "s8_bn [data.train_subset=2000]" in res.output
-    assert not re.search(r"± \d", res.output) and "mean of" not in res.output  # lone runs: no spread
+    assert "s8_bn [data.train_subset=3000]" in res.output
+    assert "s8_bn [data.train_subset=2000]" in res.output
+    assert not re.search(r"± \d", res.output)
+    assert "mean of" not in res.output  # lone runs: no spread
     doc = json.loads(cli(str(tmp_path), "--json").output)
     assert sorted(g["label"] for g in doc["groups"]) == labels
     assert {r["name"]: r["group"] for r in doc["runs"]} == {
         "s8_bn-a": "s8_bn [data.train_subset=3000]", "s8_bn-b": "s8_bn [data.train_subset=2000]"}
     assert all(g["best_std"] is None and g["n"] == 1 for g in doc["groups"])
     rows = list(csv.DictReader(io.StringIO(cli(str(tmp_path), "--export", "csv").output)))
-    assert sorted(r["group"] for r in rows) == labels and {r["group_n"] for r in rows} == {"1"}
+    assert sorted(r["group"] for r in rows) == labels
+    assert {r["group_n"] for r in rows} == {"1"}
     md = cli(str(tmp_path), "--export", "md").output
-    assert "| group |" in md and "| s8_bn \\[data.train_subset=3000\\] |" in md
+    assert "| group |" in md
+    assert "| s8_bn \\[data.train_subset=3000\\] |" in md
 
 
 def test_repeats_of_one_seed_show_no_spread(tmp_path):
     make_run(tmp_path, "r1", "s8_bn", 7, [50, 60])
     make_run(tmp_path, "r2", "s8_bn", 7, [50, 62])
     (g,) = group_runs(collect_runs([tmp_path])[0])
-    assert g.n == 2 and not g.seeds_differ and g.best_mean == 61 and g.best_std is None
+    assert g.n == 2
+    assert not g.seeds_differ
+    assert g.best_mean == 61
+    assert g.best_std is None
     assert g.over_seeds == "mean of 2 runs of seed 7"
     res = cli(str(tmp_path))
-    assert "61.00" in res.output and not re.search(r"± \d", res.output)
+    assert "61.00" in res.output
+    assert not re.search(r"± \d", res.output)
     assert "s8_bn (mean of 2 runs of seed 7)" in res.output
 
 
@@ -284,9 +327,12 @@ def test_settings_that_cannot_change_results_do_not_split_groups(tmp_path):
     by_label = {g.label: g for g in groups}
     assert len(groups) == 2, list(by_label)
     (big,) = [g for g in groups if g.n == 2]
-    assert sorted(r.name for r in big.runs) == ["a", "b"] and big.seeds_differ
-    assert big.best_mean == 62 and big.best_std == pytest.approx(2 ** 0.5 * 2)
-    assert "data.batch_size=128" in big.label and "scheduler" in big.label  # how it differs from c
+    assert sorted(r.name for r in big.runs) == ["a", "b"]
+    assert big.seeds_differ
+    assert big.best_mean == 62
+    assert big.best_std == pytest.approx(2 ** 0.5 * 2)
+    assert "data.batch_size=128" in big.label
+    assert "scheduler" in big.label  # how it differs from c
 
 
 def test_lr_find_output_under_runs_is_left_out_silently(tmp_path):
@@ -298,7 +344,8 @@ def test_lr_find_output_under_runs_is_left_out_silently(tmp_path):
     (lr / "lr_find.json").write_text("{}")
     (lr / "lr_find.png").write_bytes(b"")
     runs, skipped = collect_runs([tmp_path / "runs" / "lr-find"])
-    assert runs == [] and skipped == []
+    assert runs == []
+    assert skipped == []
 
 
 def test_a_verdict_stored_against_the_seeds_figure_only_is_judged_again(tmp_path):
@@ -328,5 +375,7 @@ def test_target_pass_means_the_seeds_figure_and_the_assignments_threshold():
                                                     "best test acc 68.50% < 70.00% (assignment's threshold)"]
     line = final_lines({"best_test_acc": 68.5, "best_epoch": 20, "final_test_acc": 68.0, "epochs_done": 20,
                         "total_seconds": 600, "target": v})[-1]
-    assert line.startswith("target FAIL") and "(seed's figure) (ok)" in line and "(assignment's threshold) (FAIL)" in line
+    assert line.startswith("target FAIL")
+    assert "(seed's figure) (ok)" in line
+    assert "(assignment's threshold) (FAIL)" in line
     assert target_verdict(r.target, best_acc=71.0, params=43_266, epochs=20, assignment=70.0)["passed"]

@@ -63,7 +63,8 @@ def tabs(tmp_path_factory):
 def test_recipe_and_model_names(tabs):
     got = tabs["completions"]
     assert got["cifarctl train s8"] == ["s8_bn", "s8_gn", "s8_ln"]
-    assert got["cifarctl train "][:2] == ["s10_resnet_custom", "s6_dilated"] and "mine.yaml" in got["cifarctl train "]
+    assert got["cifarctl train "][:2] == ["s10_resnet_custom", "s6_dilated"]
+    assert "mine.yaml" in got["cifarctl train "]
     assert got["cifarctl summary res"] == ["resnet18", "resnet34", "resnet_custom"]
     assert got["cifarctl lr-find s8"] == ["s8", "s8_bn", "s8_gn", "s8_ln"]  # recipe and model s8_bn once
     assert got["cifarctl recipes s9"] == ["s9_dilated"]
@@ -126,7 +127,8 @@ def test_run_dirs_follow_the_typed_path(tmp_path, monkeypatch):
     assert complete.run_dirs("runs/") == ["runs/s8_bn-1", "runs/s8_gn-2", "runs/sweep/a", "runs/sweep/b"]
     assert complete.run_dirs("runs/.") == ["runs/.hidden"]
     assert complete.run_dirs("runs/s8_g") == ["runs/s8_gn-2"]
-    assert complete.run_dirs("nope/") == [] and complete.run_dirs("x") == []
+    assert complete.run_dirs("nope/") == []
+    assert complete.run_dirs("x") == []
     assert complete.run_dirs(f"{tmp_path}/r", checkpoints=True) == [f"{tmp_path}/runs/s8_bn-1",
                                                                      f"{tmp_path}/runs/s8_gn-2"]
     assert complete.run_dirs("runs/s8_bn-1/checkpoints/", checkpoints=True) == ["runs/s8_bn-1/checkpoints/last.pt"]

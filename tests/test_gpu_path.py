@@ -48,7 +48,8 @@ def _reads_in_loop(tmp_path, monkeypatch, steps: int, batch: int = 16) -> int:
     s = run_training("s8_bn", overrides=[f"data.source=synthetic:{steps * batch}:48", f"data.batch_size={batch}",
                                          "data.test_batch_size=16", "epochs=1"],
                      runs_dir=tmp_path / f"runs{steps}", device="cpu", view=None)
-    assert s["status"] == "completed" and s["steps"] == steps
+    assert s["status"] == "completed"
+    assert s["steps"] == steps
     return counter.n
 
 
@@ -81,7 +82,8 @@ def test_epoch_end_files_are_written_off_the_loop(tmp_path, monkeypatch):
     s = run_training("s8_bn", overrides=["data.source=synthetic:128:32", "data.batch_size=32", "epochs=2"],
                      runs_dir=tmp_path, device="cpu", view=None)
     assert s["status"] == "completed"
-    assert waited and all(waited), "epoch 1's save held up the loop"
+    assert waited, "epoch 1's save held up the loop"
+    assert all(waited), "epoch 1's save held up the loop"
     from cifarctl.checkpoints import load_checkpoint
 
     run = next(tmp_path.iterdir())
@@ -117,8 +119,10 @@ def test_no_recompiles_after_the_first_epoch(recipe, tmp_path, monkeypatch):
     s = run_training(recipe, overrides=[*CASES[recipe], "epochs=3", "compile=true"],
                      runs_dir=tmp_path, device="cpu", view=View())
     torch._dynamo.reset()
-    assert s["status"] == "completed" and s["steps"] == 9  # 3 full batches of 64 per epoch
-    assert seen[0] > 0 and seen[1] == seen[0] == seen[2], f"dynamo counters at each epoch end: {seen}"
+    assert s["status"] == "completed"
+    assert s["steps"] == 9  # 3 full batches of 64 per epoch
+    assert seen[0] > 0, f"dynamo counters at each epoch end: {seen}"
+    assert seen[1] == seen[0] == seen[2], f"dynamo counters at each epoch end: {seen}"
 
 
 def test_a_divergence_names_its_first_step_and_no_checkpoint_after_it(tmp_path, monkeypatch):
@@ -146,9 +150,11 @@ def test_cuda_n_is_made_the_current_device_and_determinism_is_the_recipes(monkey
     assert calls == [("set_device", torch.device("cuda", 1))]
     builders.set_determinism(True, torch.device("cuda", 1))
     assert calls[-1] == ("deterministic", True)
-    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.deterministic
+    assert not torch.backends.cudnn.benchmark
     builders.set_determinism(False, torch.device("cuda", 1))
-    assert calls[-1] == ("deterministic", False) and torch.backends.cudnn.benchmark
+    assert calls[-1] == ("deterministic", False)
+    assert torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
     n = len(calls)
     builders.set_determinism(True, torch.device("cpu"))  # CPU kernels are deterministic already
@@ -162,10 +168,13 @@ def test_host_copy_is_a_copy_and_reuses_its_buffers():
     buffers: dict = {}
     snap = host_copy(live, buffers).ready()
     live["model"]["w"].add_(1)
-    assert torch.equal(snap["model"]["w"], torch.ones(3)) and snap["opt"][1] == 5 and snap["n"] == "x"
+    assert torch.equal(snap["model"]["w"], torch.ones(3))
+    assert snap["opt"][1] == 5
+    assert snap["n"] == "x"
     first = buffers[("model", "w")]
     again = host_copy(live, buffers).ready()
-    assert again["model"]["w"] is first and torch.equal(first, torch.full((3,), 2.0))
+    assert again["model"]["w"] is first
+    assert torch.equal(first, torch.full((3,), 2.0))
 
 
 # ---------------------------------------------------------------- precision on the GPUs students have
@@ -230,11 +239,13 @@ def test_precision_auto_picks_bf16_only_where_the_hardware_has_it(gpu, monkeypat
     if native:
         assert (dtype, note) == (torch.bfloat16, None)
     else:
-        assert dtype == torch.float16 and "GradScaler" in note
+        assert dtype == torch.float16
+        assert "GradScaler" in note
     assert precision_for("fp16", dev)[0] == torch.float16
     if native or emulated:
         dtype, note = precision_for("bf16", dev)
-        assert dtype == torch.bfloat16 and (note is None) == native
+        assert dtype == torch.bfloat16
+        assert (note is None) == native
     else:
         with pytest.raises(UsageError, match="no bf16 support"):
             precision_for("bf16", dev)
@@ -248,7 +259,9 @@ def test_channels_last_is_off_on_cuda_for_group_norm_nets():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     for name in ("s8_gn", "s8_ln"):
         r = load_recipe(name)
-        assert r.channels_last and not uses_channels_last(r, cuda) and uses_channels_last(r, cpu)
+        assert r.channels_last
+        assert not uses_channels_last(r, cuda)
+        assert uses_channels_last(r, cpu)
     for name in ("s8_bn", "s9_dilated", "speedrun"):
         assert uses_channels_last(load_recipe(name), cuda)
     assert not uses_channels_last(load_recipe("s8_bn", ["channels_last=false"]), cuda)
@@ -324,8 +337,10 @@ def test_every_rank_resumes_with_its_own_rng_state(tmp_path):
 
     mp.spawn(_rank_rngs, args=(f"file://{tmp_path / 'store'}", str(tmp_path / "rng")), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"rng.{r}", weights_only=True) for r in (0, 1))
-    assert r1["ranks"] is None and len(r0["ranks"]) == 2
-    assert torch.equal(r0["ranks"][1], r1["mine"]) and not torch.equal(r0["mine"], r1["mine"])
+    assert r1["ranks"] is None
+    assert len(r0["ranks"]) == 2
+    assert torch.equal(r0["ranks"][1], r1["mine"])
+    assert not torch.equal(r0["mine"], r1["mine"])
     for r in (r0, r1):
         assert torch.equal(r["restored"], r["mine"])
     assert rank_rng({"rng": "r0", "rng_ranks": ["a", "b"]}, 1, 3) == "r0"  # another world size: rank 0's
@@ -400,7 +415,8 @@ def test_ops_per_step_of_s8_bn_stay_few():
     and the sums and guards from one loss buffer. (Batch 16: the count does not depend on it.)"""
     n, per_op = _bench("bench_ops").ops_per_step("s8_bn", batch=16)
     assert n <= 250, f"{n} aten ops per step: {per_op}"
-    assert per_op.get("add_", 0) <= 12 and per_op.get("mul_", 0) <= 2, per_op  # one fused optimizer op
+    assert per_op.get("add_", 0) <= 12, per_op
+    assert per_op.get("mul_", 0) <= 2, per_op  # one fused optimizer op
 
 
 @pytest.mark.slow
@@ -422,7 +438,9 @@ def test_gpu_sh_dry_run_writes_every_part(tmp_path, jpeg_archive):
     for name in ("smoke.md", "syncs-s8_bn.md", "ops.md", "boundary.md", "data.md", "epoch.md", "speedrun.md",
                  "ddp.md"):
         text = (out / name).read_text()
-        assert text.strip() and "failed" not in text and "cut at" not in text, f"{name}:\n{text}\n{log}"
+        assert text.strip(), f"{name}:\n{text}\n{log}"
+        assert "failed" not in text, f"{name}:\n{text}\n{log}"
+        assert "cut at" not in text, f"{name}:\n{text}\n{log}"
     assert "skipped: 2 processes with SyncBatchNorm need 2 GPUs" in (out / "ddp.md").read_text()
 
 

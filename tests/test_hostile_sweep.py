@@ -23,7 +23,8 @@ LR = ["--set", "optimizer.lr=0.02,0.05"]
 def _one_line_error(res, *needles):
     assert res.exit_code == 2, res.output
     text = res.output.strip()
-    assert "Traceback" not in text and all(n in text for n in needles), text
+    assert "Traceback" not in text, text
+    assert all(n in text for n in needles), text
 
 
 # ------------------------------------------------------------------ files
@@ -41,8 +42,10 @@ def test_a_trials_log_that_is_not_a_file_is_never_followed_or_opened(kind, tmp_p
     else:
         os.mknod(log, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null, in tmp
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=0.02", "--set", "epochs=1,2", "--out", out)
-    assert res.exit_code == 1 and "log" in res.output, res.output  # that trial failed, in one line
-    assert target.read_text() == "keep me\n" and os.path.lexists(log)
+    assert res.exit_code == 1, res.output
+    assert "log" in res.output, res.output  # that trial failed, in one line
+    assert target.read_text() == "keep me\n"
+    assert os.path.lexists(log)
     assert len(fake_train.calls) == 1  # the other trial ran
 
 
@@ -76,8 +79,10 @@ def test_a_torn_last_line_of_the_journal_is_cut_and_the_sweep_goes_on(tmp_path, 
     with open(j, "ab") as f:
         f.write(b'{"op_code": 5, "worker_id": "dead", "tri')  # a writer killed mid-line
     res = cli("sweep", "s8_bn", *Q, *LR, "--out", out)
-    assert res.exit_code == 0 and "2 finished before, 0 to run" in res.output, res.output
-    assert "cut its torn last line" in res.output and j.read_bytes().endswith(b"\n")
+    assert res.exit_code == 0, res.output
+    assert "2 finished before, 0 to run" in res.output, res.output
+    assert "cut its torn last line" in res.output
+    assert j.read_bytes().endswith(b"\n")
     assert cli("sweep", "s8_bn", *Q, *LR, "--out", out).exit_code == 0  # and again, after appends
 
 
@@ -89,7 +94,9 @@ def test_a_torn_last_line_of_the_journal_is_cut_and_the_sweep_goes_on(tmp_path, 
 def test_a_bad_storage_url_is_one_line(url, needle, tmp_path, cli, fake_train):
     res = cli("sweep", "s8_bn", *Q, *LR, "--storage", url, "--out", tmp_path / "sw")
     _one_line_error(res, "--storage", needle)
-    assert "secret" not in res.output and fake_train.calls == [] and not (tmp_path / "sw").exists()
+    assert "secret" not in res.output
+    assert fake_train.calls == []
+    assert not (tmp_path / "sw").exists()
 
 
 @pytest.mark.parametrize("kind", ["run", "file", "fifo"])
@@ -105,7 +112,9 @@ def test_out_must_be_a_sweep_folder(kind, tmp_path, cli, fake_train):
         os.mkfifo(out)
     res = cli("sweep", "s8_bn", *Q, *LR, "--out", out)
     _one_line_error(res, "--out", {"run": "a run folder", "file": "a file", "fifo": "a FIFO"}[kind])
-    assert fake_train.calls == [] and not (out / "runs").exists() if kind == "run" else True
+    if kind == "run":
+        assert fake_train.calls == []
+        assert not (out / "runs").exists()
 
 
 @pytest.mark.parametrize("kind", ["symlink", "file"])
@@ -114,7 +123,8 @@ def test_a_tensorboard_folder_that_is_not_the_runs_own_stops_the_resume(kind, tm
     runs = tmp_path / "runs"
     monkeypatch.setenv("CIFARCTL_TEST_STOP_AT_STEP", "2")
     res = cli("train", "s8_bn", *TINY, "--runs-dir", runs, "--name", "r")
-    assert res.exit_code != 0 and "stopped" in res.output, res.output
+    assert res.exit_code != 0, res.output
+    assert "stopped" in res.output, res.output
     monkeypatch.delenv("CIFARCTL_TEST_STOP_AT_STEP")
     tb = runs / "r" / "tensorboard"
     import shutil
@@ -140,7 +150,8 @@ def test_a_tensorboard_folder_that_is_not_the_runs_own_stops_the_resume(kind, tm
 def test_gpus_are_validated_and_capped(gpus, needle, tmp_path, cli, fake_train):
     res = cli("sweep", "s8_bn", *Q, *LR, "--gpus", gpus, "--out", tmp_path / "sw")
     _one_line_error(res, "--gpus", needle)
-    assert fake_train.calls == [] and not (tmp_path / "sw").exists()
+    assert fake_train.calls == []
+    assert not (tmp_path / "sw").exists()
 
 
 def test_the_grid_size_is_capped_before_it_is_built(tmp_path, cli, fake_train, monkeypatch):
@@ -160,7 +171,8 @@ def test_null_and_empty_grid_values_reach_training_as_none(tmp_path, cli, fake_t
     from cifarctl.recipe.load import parse_override
 
     assert parse_override(args[args.index("--set") + 1]) == (["optimizer", "weight_decay"], None)
-    assert parse_override("a=" + sw.set_value("a/b"))[1] == "a/b" and parse_override("a=" + sw.set_value(" x"))[1] == " x"
+    assert parse_override("a=" + sw.set_value("a/b"))[1] == "a/b"
+    assert parse_override("a=" + sw.set_value(" x"))[1] == " x"
 
 
 @pytest.mark.parametrize("text", ["k=int:0.1..0.9", "k=int:1.5..3"])
@@ -177,18 +189,27 @@ def test_int_ranges_need_whole_bounds(text):
 def test_seeds_beyond_what_torch_takes_are_refused_when_parsed(argv, tmp_path, cli, fake_train):
     res = cli(*[a.replace("{tmp}", str(tmp_path)) for a in argv], "--runs-dir" if argv[0] == "train" else "--data",
               tmp_path / "runs" if argv[0] == "train" else "synthetic:64:64")
-    assert res.exit_code == 2 and "Traceback" not in res.output and "Overflow" not in res.output, res.output
-    assert not (tmp_path / "runs").exists() and fake_train.calls == []
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output, res.output
+    assert "Overflow" not in res.output, res.output
+    assert not (tmp_path / "runs").exists()
+    assert fake_train.calls == []
 
 
 def test_a_mistyped_set_key_is_refused_before_the_first_trial(tmp_path, cli, fake_train):
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lrr=0.02,0.05", "--out", tmp_path / "sw")
-    assert res.exit_code == 2 and "lrr" in res.output, res.output
-    assert fake_train.calls == [] and not (tmp_path / "sw").exists()
+    assert res.exit_code == 2, res.output
+    assert "lrr" in res.output, res.output
+    assert fake_train.calls == []
+    assert not (tmp_path / "sw").exists()
     res = cli("sweep", "s8_bn", *Q, "--set", "epochz=1", *LR, "--out", tmp_path / "sw")
-    assert res.exit_code == 2 and "epochz" in res.output and fake_train.calls == []
+    assert res.exit_code == 2
+    assert "epochz" in res.output
+    assert fake_train.calls == []
     res = cli("sweep", "s8_bn", "no_such_recipe", *Q, *LR, "--out", tmp_path / "sw")
-    assert res.exit_code == 2 and "no_such_recipe" in res.output and fake_train.calls == []
+    assert res.exit_code == 2
+    assert "no_such_recipe" in res.output
+    assert fake_train.calls == []
     assert cli("sweep", "s8_bn", *Q, *LR, "--out", tmp_path / "sw").exit_code == 0  # the folder is not tied
 
 
@@ -209,7 +230,8 @@ def test_an_eval_batch_that_cannot_fit_is_reported_before_training(tmp_path, cli
               "--set", "data.test_batch_size=10000000", "--runs-dir", tmp_path / "runs", "--name", "r")
     assert res.exit_code == 2, res.output
     assert "data.test_batch_size=10000000: one evaluation pass of 100 images does not fit" in res.output
-    assert "lower data.test_batch_size" in res.output and "epoch 1" not in res.output
+    assert "lower data.test_batch_size" in res.output
+    assert "epoch 1" not in res.output
     assert not (tmp_path / "runs" / "r" / "metrics.jsonl").exists()
 
 

@@ -45,7 +45,8 @@ def test_control_characters_are_shown_not_obeyed():
     hostile = "run\x1b]0;pwned\x07\x1b[2J\rname\n"
     assert shown(hostile) == "run\\x1b]0;pwned\\x07\\x1b[2J\\x0dname\\x0a"
     lines = _render(f"skipped {hostile}: [bold]x[/]", 80)
-    assert not any(c in "".join(lines) for c in "\x1b\x07\r") and "[bold]x[/]" in "".join(lines)
+    assert not any(c in "".join(lines) for c in "\x1b\x07\r")
+    assert "[bold]x[/]" in "".join(lines)
 
 
 def test_the_lr_find_legend_keeps_each_label_with_its_number():
@@ -57,7 +58,8 @@ def test_the_lr_find_legend_keeps_each_label_with_its_number():
                              recommended_by="valley")
     assert "\n" not in lr_find_key(result, 200)
     narrow = lr_find_key(result, 80).splitlines()
-    assert len(narrow) == 3 and all(ln.rstrip()[-1].isdigit() or ln.endswith("(recommended)") for ln in narrow)
+    assert len(narrow) == 3
+    assert all(ln.rstrip()[-1].isdigit() or ln.endswith("(recommended)") for ln in narrow)
 
 
 # ------------------------------------------------------------------------ every table cell, every status line
@@ -91,7 +93,8 @@ def test_the_recipes_table_keeps_every_name_whole_at_80_columns():
         kept = [c.name for c in recipes_table(recipes).columns if f" {c.name} " in header]
         assert {"name", "model", "epochs", "target"} <= set(kept), header
         assert not _tokens_whole(text, [row[0] for row in recipes_table(recipes).rows])  # the names typed
-        assert "epochs" in header and not any(c for c in shown_cells if c + "…" in text)
+        assert "epochs" in header
+        assert not any(c for c in shown_cells if c + "…" in text)
 
 
 @pytest.mark.parametrize("recipe", ["s6_dilated", "s6_dilated_lite", "s8_bn", "s9_dilated"])
@@ -123,7 +126,9 @@ def test_an_error_on_a_terminal_wraps_between_words(cli, monkeypatch, tmp_path):
     assert res.exit_code == 2
     lines = out.getvalue().splitlines()
     message = " ".join(ln.strip() for ln in lines)
-    assert len(lines) > 1 and all(len(ln) <= 80 for ln in lines) and message.startswith("error: ")
+    assert len(lines) > 1
+    assert all(len(ln) <= 80 for ln in lines)
+    assert message.startswith("error: ")
     assert str(folder) in message.split() or f"{folder}:" in message.split(), lines
 
 
@@ -138,7 +143,8 @@ def test_a_status_line_of_summary_wraps_between_words(cli, monkeypatch):
 
     described = resolve_model_or_recipe("s9_dilated").describe(settings=False)  # 130 characters
     # a line longer than the terminal is cut by the terminal wherever column 80 falls
-    assert all(len(ln) <= 80 for ln in first.splitlines()) and not _tokens_whole(first, [described]), first
+    assert all(len(ln) <= 80 for ln in first.splitlines()), first
+    assert not _tokens_whole(first, [described]), first
 
 
 @pytest.mark.parametrize("width", [80, 140])

@@ -52,9 +52,12 @@ def _within(result) -> None:
             assert result.start_lr <= v <= result.end_lr, (name, v)
             assert v <= limit * (1 + 1e-9), (name, v, limit)
     if result.recommended is not None:
-        assert result.conclusive and result.start_lr <= result.recommended <= limit * (1 + 1e-9)
+        assert result.conclusive
+        assert result.start_lr <= result.recommended <= limit * (1 + 1e-9)
     else:
-        assert not result.conclusive and result.advice and result.inconclusive_reason
+        assert not result.conclusive
+        assert result.advice
+        assert result.inconclusive_reason
 
 
 # ------------------------------------------------------------------ the result
@@ -62,18 +65,27 @@ def test_analyse_builds_the_result_and_its_json():
     lrs, loss = _curve()
     r = analyse(lrs, loss, num_iter=100, start_lr=1e-7, end_lr=10)
     _within(r)
-    assert r.conclusive and r.verdict == "ok" and r.recommended == r.suggestions["valley"]
-    assert r.recommended_by == "valley" and r.reason.startswith("valley")
-    assert r.diverged and r.divergence_index is not None and r.smoothing_window == 10
+    assert r.conclusive
+    assert r.verdict == "ok"
+    assert r.recommended == r.suggestions["valley"]
+    assert r.recommended_by == "valley"
+    assert r.reason.startswith("valley")
+    assert r.diverged
+    assert r.divergence_index is not None
+    assert r.smoothing_window == 10
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["verdict"] == "ok" and d["smoothed_loss"][-1] is None  # NaN from the divergence on
-    assert d["divergence_index"] == r.divergence_index and d["advice"] == []
+    assert d["verdict"] == "ok"
+    assert d["smoothed_loss"][-1] is None  # NaN from the divergence on
+    assert d["divergence_index"] == r.divergence_index
+    assert d["advice"] == []
 
     flat = [2.3 + 0.01 * math.sin(i) for i in range(100)]
     r = analyse(lrs, flat, num_iter=100, start_lr=1e-7, end_lr=10)
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["verdict"] == "inconclusive" and d["recommended"] is None
-    assert d["inconclusive_reason"] and len(d["advice"]) == 3
+    assert d["verdict"] == "inconclusive"
+    assert d["recommended"] is None
+    assert d["inconclusive_reason"]
+    assert len(d["advice"]) == 3
 
 
 def test_bad_arguments_are_usage_errors():
@@ -104,11 +116,15 @@ def test_sweep_restores_the_model_and_writes_files(tmp_path, data_cache_dir):
     assert torch.equal(torch.get_rng_state(), rng)
     assert model.training
     n = len(r.lr)
-    assert 5 <= n <= 20 and [s[0] for s in seen] == list(range(1, n + 1)) and all(s[1] == 20 for s in seen)
-    assert r.lr[0] == pytest.approx(1e-7) and [s[2] for s in seen] == pytest.approx(r.lr)
+    assert 5 <= n <= 20
+    assert [s[0] for s in seen] == list(range(1, n + 1))
+    assert all(s[1] == 20 for s in seen)
+    assert r.lr[0] == pytest.approx(1e-7)
+    assert [s[2] for s in seen] == pytest.approx(r.lr)
     assert r.lr == pytest.approx(list(np.geomspace(1e-7, 10, 20))[:n])
     if n < 20:  # stopped early: only at a divergence, which is its last step
-        assert r.diverged and r.divergence_index == n - 1
+        assert r.diverged
+        assert r.divergence_index == n - 1
     _within(r)  # read (a recommendation) or inconclusive (advice): never an unbounded guess
 
     json_path, png_path = write_lr_find(r, tmp_path)
@@ -119,19 +135,22 @@ def test_sweep_restores_the_model_and_writes_files(tmp_path, data_cache_dir):
     assert set(data["suggestions"]) == {"steepest", "valley", "min_div_10"}
     with Image.open(png_path) as im:
         im.load()
-        assert im.format == "PNG" and im.size[0] > 300
+        assert im.format == "PNG"
+        assert im.size[0] > 300
 
 
 def test_very_short_sweep(data_cache_dir):
     r = run_lr_find(load_recipe("s8_bn", TINY), data_source="synthetic", device="cpu", num_iter=8)
-    assert len(r.lr) <= 8 and r.smoothing_window == 1
+    assert len(r.lr) <= 8
+    assert r.smoothing_window == 1
     _within(r)  # read, or inconclusive with advice: never a crash or an unbounded guess
 
 
 def test_diverged_sweep_is_a_message_not_a_crash(data_cache_dir):
     recipe = load_recipe("s8_bn", TINY)
     r = run_lr_find(recipe, data_source="synthetic", device="cpu", start_lr=1.0, end_lr=1e8, num_iter=25)
-    assert r.diverged and len(r.lr) < 25
+    assert r.diverged
+    assert len(r.lr) < 25
     assert "diverged" in r.message
     _within(r)
 
@@ -145,8 +164,12 @@ def test_resolve_max_lr(data_cache_dir):
     assert choose_max_lr(numeric) == (0.1, None)
     auto = load_recipe("s8_bn", AUTO + ["scheduler.lr_find.num_iter=20", "scheduler.lr_find.start_lr=1e-5"])
     lr, result = choose_max_lr(auto, data_source="synthetic", device="cpu")
-    assert result.conclusive and lr == result.recommended and 1e-5 <= lr <= 10
-    assert result.num_iter == 20 and result.start_lr == 1e-5 and result.fallback is None
+    assert result.conclusive
+    assert lr == result.recommended
+    assert 1e-5 <= lr <= 10
+    assert result.num_iter == 20
+    assert result.start_lr == 1e-5
+    assert result.fallback is None
     assert max_lr_notice(result, lr).startswith("max_lr auto: the LR range test")
     # out of the recipe's accepted range
     assert "accept_range" in auto_max_lr_problem(result, (lr * 10, lr * 100))
@@ -162,15 +185,22 @@ def test_auto_max_lr_never_trains_on_an_inconclusive_sweep(data_cache_dir):
     with pytest.raises(UsageError) as err:
         choose_max_lr(flat, data_source="synthetic", device="cpu")
     msg = str(err.value)
-    assert err.value.exit_code == 2 and "\n" not in msg
-    assert "scheduler.max_lr: auto" in msg and "inconclusive" in msg and "fallback_max_lr" in msg
-    assert "s8_bn.yaml" in msg and "scheduler.lr_find.num_iter: 200" in msg
+    assert err.value.exit_code == 2
+    assert "\n" not in msg
+    assert "scheduler.max_lr: auto" in msg
+    assert "inconclusive" in msg
+    assert "fallback_max_lr" in msg
+    assert "s8_bn.yaml" in msg
+    assert "scheduler.lr_find.num_iter: 200" in msg
 
     fallback = load_recipe("s8_bn", AUTO + FLAT + ["scheduler.lr_find.fallback_max_lr=0.05"])
     lr, result = choose_max_lr(fallback, data_source="synthetic", device="cpu")
-    assert lr == 0.05 and not result.conclusive and "inconclusive" in result.fallback
+    assert lr == 0.05
+    assert not result.conclusive
+    assert "inconclusive" in result.fallback
     notice = max_lr_notice(result, lr)
-    assert notice.startswith("warning: max_lr auto") and "fallback_max_lr 0.05" in notice
+    assert notice.startswith("warning: max_lr auto")
+    assert "fallback_max_lr 0.05" in notice
 
 
 def test_train_refuses_an_inconclusive_auto_max_lr(tmp_path, data_cache_dir):
@@ -181,12 +211,14 @@ def test_train_refuses_an_inconclusive_auto_max_lr(tmp_path, data_cache_dir):
             "--set", "scheduler.max_lr=auto"] + [a for f in FLAT for a in ("--set", f)]
     res = CliRunner().invoke(_app(), args)
     assert res.exit_code == 2, res.output
-    assert "scheduler.max_lr: auto" in res.output and "inconclusive" in res.output
+    assert "scheduler.max_lr: auto" in res.output
+    assert "inconclusive" in res.output
     assert not runs.exists() or not any(runs.iterdir())  # nothing created
 
     res = CliRunner().invoke(_app(), args + ["--set", "scheduler.lr_find.fallback_max_lr=0.05"])
     assert res.exit_code == 0, res.output
-    assert "warning: max_lr auto" in res.output and "fallback_max_lr 0.05" in res.output
+    assert "warning: max_lr auto" in res.output
+    assert "fallback_max_lr 0.05" in res.output
     # off a terminal the sweep inside `train` is not silent: a line every 10 % (10 steps: each)
     sweep = [ln for ln in res.output.splitlines() if ln.startswith("max_lr: auto, LR range test ")]
     assert [ln.split()[5] for ln in sweep if "%)" in ln] == [f"{i}/10" for i in range(1, 11)]
@@ -202,7 +234,8 @@ def test_out_dir_never_overwrites(tmp_path):
     now = datetime(2026, 1, 2, 3, 4, 5)
     a = make_out_dir(tmp_path, "s8_bn", now)
     b = make_out_dir(tmp_path, "s8_bn", now)
-    assert a.name == "s8_bn-20260102-030405" and b.name == "s8_bn-20260102-030405-2"
+    assert a.name == "s8_bn-20260102-030405"
+    assert b.name == "s8_bn-20260102-030405-2"
 
 
 # ------------------------------------------------------------------------- command
@@ -224,9 +257,11 @@ def test_cli_lr_find(tmp_path, data_cache_dir):
     res = _invoke("lr-find", "s8_bn", *common)
     assert res.exit_code == 0, res.output
     out = res.output
-    assert "recommended lr" in out and "valley" in out
+    assert "recommended lr" in out
+    assert "valley" in out
     assert "learning rate" in out  # the chart
-    assert "See the graph" not in out and "it/s" not in out  # torch-lr-finder silenced
+    assert "See the graph" not in out
+    assert "it/s" not in out  # torch-lr-finder silenced
     assert "\x1b" not in out
     # off a terminal: the device in the header, a duration estimate, a line every ~10 %
     assert "on cpu (" in "\n".join(out.splitlines()[:2])  # the header: what was resolved, then the sweep
@@ -235,17 +270,21 @@ def test_cli_lr_find(tmp_path, data_cache_dir):
     planned = next(i for i, ln in enumerate(lines) if ln.startswith("sweep: 20 steps, about "))
     assert planned < next(i for i, ln in enumerate(lines) if ln.startswith(("sweep 1/", "sweep 2/")))
     progress = [ln for ln in out.splitlines() if re.match(r"sweep \d+/20 \(\d+%\)", ln)]
-    assert len(progress) >= 8 and progress[0].startswith("sweep 2/20 (10%)")
+    assert len(progress) >= 8
+    assert progress[0].startswith("sweep 2/20 (10%)")
     assert progress[-1].startswith("sweep 20/20") or "sweep stopped at step" in out
     folders = list((tmp_path / "lr-find").iterdir())
-    assert len(folders) == 1 and folders[0].name.startswith("s8_bn-")
+    assert len(folders) == 1
+    assert folders[0].name.startswith("s8_bn-")
     assert {p.name for p in folders[0].iterdir()} == {"lr_find.json", "lr_find.png"}
 
     res = _invoke("lr-find", "s8_bn", *common, "--json", "--optimizer", "adam", "--weight-decay", "0.01")
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)  # JSON only: no progress lines
-    assert data["num_iter"] == 20 and data["settings"]["optimizer"] == "adam"
-    assert data["settings"]["weight_decay"] == 0.01 and data["settings"]["batch_size"] == 32
+    assert data["num_iter"] == 20
+    assert data["settings"]["optimizer"] == "adam"
+    assert data["settings"]["weight_decay"] == 0.01
+    assert data["settings"]["batch_size"] == 32
     assert data["verdict"] in ("ok", "inconclusive")
     assert (data["recommended"] is not None) == (data["verdict"] == "ok")
     assert len(list((tmp_path / "lr-find").iterdir())) == 2
@@ -256,8 +295,10 @@ def test_cli_lr_find_inconclusive(tmp_path, data_cache_dir):
                   "--data", "synthetic", "--device", "cpu", "--runs-dir", str(tmp_path),
                   "--set", "data.train_subset=128", "--set", "data.augment=[]", "--batch-size", "32")
     assert res.exit_code == 0, res.output
-    assert "inconclusive:" in res.output and "no lr is recommended" in res.output
-    assert "recommended lr" not in res.output and "try: more iterations" in res.output
+    assert "inconclusive:" in res.output
+    assert "no lr is recommended" in res.output
+    assert "recommended lr" not in res.output
+    assert "try: more iterations" in res.output
 
 
 def test_cli_lr_find_bad_target(tmp_path):
@@ -311,7 +352,8 @@ def test_ctrl_c_during_lr_find_exits_130_at_once(tmp_path, data_cache_dir):
                           "--batch-size", "32")
     exited, ack, out, err = _interrupt(proc, lambda lines: any("s/step after" in ln for ln in lines))
     assert proc.returncode == 130, "".join(out + err)
-    assert ack is not None and ack < 1.0, err
+    assert ack is not None, err
+    assert ack < 1.0, err
     assert exited < 2.5, exited
     assert not (tmp_path / "runs" / "lr-find").exists() or not any((tmp_path / "runs" / "lr-find").iterdir())
     assert "Traceback" not in "".join(err)
@@ -326,7 +368,8 @@ def test_ctrl_c_during_a_long_step(tmp_path, data_cache_dir):
                           "--set", "data.batch_size=64")
     exited, ack, out, err = _interrupt(proc, lambda lines: any("s/step after" in ln for ln in lines))
     assert proc.returncode == 130, "".join(out + err)
-    assert ack is not None and ack < 1.0, err
+    assert ack is not None, err
+    assert ack < 1.0, err
     assert exited < 2.5, exited
     assert "Traceback" not in "".join(err)
 
@@ -371,14 +414,16 @@ def test_lr_find_records_what_torch_lr_finder_records(tmp_path, data_cache_dir, 
     assert res.exit_code == 0, res.output
     (folder,) = (tmp_path / "lr-find").iterdir()
     ours = json.loads((folder / "lr_find.json").read_text())
-    assert ours["diverged"] and len(ours["lr"]) < n  # stopped by our rule, before the end
+    assert ours["diverged"]
+    assert len(ours["lr"]) < n  # stopped by our rule, before the end
     lrs, raw = ours["lr"], ours["loss"]
 
     recipe = load_recipe("s8_bn", PARITY)
     capsys.readouterr()
     seeds = _seed_style_finder(recipe, n, end)  # default smoothing (0.05) and divergence rule (5x)
     out, err = capsys.readouterr()
-    assert "Learning rate search finished" in out and "it/s" in err  # what lr-find keeps quiet
+    assert "Learning rate search finished" in out
+    assert "it/s" in err  # what lr-find keeps quiet
     plain = _seed_style_finder(recipe, n, end, smooth_f=0, diverge_th=math.inf)  # raw losses
 
     k = min(len(lrs), len(seeds["lr"]))
@@ -392,7 +437,9 @@ def test_lr_find_records_what_torch_lr_finder_records(tmp_path, data_cache_dir, 
     print(f"parity over {k} steps: max rel |dlr| {d_lr:.1e}, max |dloss| raw {d_raw:.1e}, "
           f"smoothed {d_smoothed:.1e}")
     assert seeds["lr"][:k] == pytest.approx(lrs, rel=1e-12)
-    assert d_lr <= 1e-12 and d_raw <= 1e-6 and d_smoothed <= 1e-6
+    assert d_lr <= 1e-12
+    assert d_raw <= 1e-6
+    assert d_smoothed <= 1e-6
 
 
 def test_the_bar_shows_and_torch_lr_finder_stays_quiet(capsys, data_cache_dir):
@@ -410,7 +457,9 @@ def test_the_bar_shows_and_torch_lr_finder_stays_quiet(capsys, data_cache_dir):
     steps: list[int] = []
 
     def first(n, seconds):
-        assert not steps and n == 12 and seconds > 0
+        assert not steps
+        assert n == 12
+        assert seconds > 0
 
     with SweepProgress(console, 12) as bar:
         def progress(i, n, lr, loss):
@@ -420,9 +469,13 @@ def test_the_bar_shows_and_torch_lr_finder_stays_quiet(capsys, data_cache_dir):
         run_lr_find(load_recipe("s8_bn", TINY), data_source="synthetic", device="cpu", num_iter=12,
                     progress=progress, on_start=lambda n, s: (first(n, s), bar.planned(n, s)))
     out, err = capsys.readouterr()
-    assert steps and out == "" and err == ""
+    assert steps
+    assert out == ""
+    assert err == ""
     drawn = term.getvalue()
-    assert "━" in drawn and "sweep" in drawn and f"{len(steps)}/12" in drawn
+    assert "━" in drawn
+    assert "sweep" in drawn
+    assert f"{len(steps)}/12" in drawn
     assert "sweep: 12 steps, about" in drawn
 
 
@@ -507,9 +560,12 @@ def test_lr_find_on_a_pseudo_terminal(tmp_path, data_cache_dir):
     text, code = read_pty(fd, pid, 240)
     assert code == 0, text[-2000:]
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
-    assert "━" in text and f"sweep: {n} steps, about" in plain
+    assert "━" in text
+    assert f"sweep: {n} steps, about" in plain
     drawn = {int(m) for m in re.findall(rf"\b(\d+)/{n}\b", plain)}
     assert len(drawn) >= 3, drawn  # redrawn during the sweep, not only when it starts and stops
-    assert "it/s" not in plain and "%|" not in plain  # tqdm
-    assert "Learning rate search finished" not in plain and "See the graph" not in plain
+    assert "it/s" not in plain
+    assert "%|" not in plain  # tqdm
+    assert "Learning rate search finished" not in plain
+    assert "See the graph" not in plain
     assert "recommended lr" in plain or "inconclusive" in plain

@@ -40,8 +40,10 @@ def test_summary_matches_the_model(name):
     model = create_model(name)
     s = summarize(model)
     assert s.total_params == n_params(model)
-    assert s.receptive_field is not None and s.receptive_field > 1
-    assert s.layers and all({"name", "type", "output_shape", "params", "rf", "jump"} <= set(r) for r in s.layers)
+    assert s.receptive_field is not None
+    assert s.receptive_field > 1
+    assert s.layers
+    assert all({"name", "type", "output_shape", "params", "rf", "jump"} <= set(r) for r in s.layers)
     json.dumps(s.to_dict())
 
 
@@ -105,7 +107,8 @@ def test_s6_exact_counts():
     assert n_params(create_model("s6_dilated")) == 185_936
     assert n_params(create_model("s6_dilated_lite")) == 151_504
     convs = [m for m in create_model("s6_dilated").modules() if isinstance(m, nn.Conv2d)]
-    assert any(c.dilation[0] > 1 for c in convs) and any(c.groups > 1 for c in convs)
+    assert any(c.dilation[0] > 1 for c in convs)
+    assert any(c.groups > 1 for c in convs)
 
 
 # ------------------------------------------------------------------ registry
@@ -141,7 +144,8 @@ def test_rf_conv_conv_pool_conv():
     r = rows(s)
     assert [(r[k]["rf"], r[k]["jump"]) for k in "0123"] == [(3, 1), (5, 1), (6, 2), (10, 2)]
     assert (s.receptive_field, s.jump) == (10, 2)
-    assert r["2"]["kernel"] == [2, 2] and r["2"]["stride"] == [2, 2]
+    assert r["2"]["kernel"] == [2, 2]
+    assert r["2"]["stride"] == [2, 2]
     # conv MACs: out numel x in channels x k x k
     assert r["0"]["mult_adds"] == 4 * 8 * 8 * 3 * 9
     # a global average pool covers its whole input (4x4 at jump 2)
@@ -159,7 +163,8 @@ def test_rf_dilation_and_stride():
     s = summarize(net, input_size=(3, 16, 16))
     r = rows(s)
     assert [(r[k]["rf"], r[k]["jump"]) for k in "0123"] == [(5, 1), (7, 2), (15, 2), (23, 2)]
-    assert r["0"]["dilation"] == [2, 2] and r["0"]["padding"] == [2, 2]
+    assert r["0"]["dilation"] == [2, 2]
+    assert r["0"]["padding"] == [2, 2]
     assert r["1"]["stride"] == [2, 2]
 
 
@@ -184,9 +189,12 @@ def test_rf_residual_takes_the_longest_path(cat):
     )
     s = summarize(net, input_size=(3, 16, 16))
     r = rows(s)
-    assert r["1.b"]["rf"] == 3 and r["1.a"]["rf"] == 7
-    assert r["1"]["rf"] == 7 and "residual" in r["1"]["note"]
-    assert r["2"]["rf"] == 9 and s.receptive_field == 9
+    assert r["1.b"]["rf"] == 3
+    assert r["1.a"]["rf"] == 7
+    assert r["1"]["rf"] == 7
+    assert "residual" in r["1"]["note"]
+    assert r["2"]["rf"] == 9
+    assert s.receptive_field == 9
 
 
 def test_rf_residual_in_the_top_level_forward():
@@ -204,14 +212,16 @@ def test_rf_residual_in_the_top_level_forward():
     s = summarize(Top(), input_size=(3, 8, 8))
     r = rows(s)
     assert (r["c1"]["rf"], r["c2"]["rf"], r["c3"]["rf"]) == (3, 7, 7)
-    assert "residual" in r["c3"]["note"] and not r["c2"]["note"]
+    assert "residual" in r["c3"]["note"]
+    assert not r["c2"]["note"]
 
 
 def test_summary_depth_limits_rows_not_totals():
     model = create_model("resnet18")
     full, top = summarize(model), summarize(model, depth=1)
     assert top.total_params == full.total_params == 11_173_962
-    assert {r["depth"] for r in top.layers} == {1} and len(top.layers) < len(full.layers)
+    assert {r["depth"] for r in top.layers} == {1}
+    assert len(top.layers) < len(full.layers)
     assert top.receptive_field == full.receptive_field
 
 
@@ -235,7 +245,8 @@ def cli():
 def test_cli_models_table(cli):
     res = cli("models")
     assert res.exit_code == 0, res.output
-    assert "resnet_custom" in res.output and "6,573,130" in res.output
+    assert "resnet_custom" in res.output
+    assert "6,573,130" in res.output
     res = cli("models", "s8*", "--json")
     assert [r["name"] for r in json.loads(res.output)] == ["s8_bn", "s8_gn", "s8_ln"]
     res = cli("models", "speedrun", "--json")  # a plain word matches inside a name
@@ -243,17 +254,20 @@ def test_cli_models_table(cli):
     res = cli("models", "s8", "--json")  # a glob is anchored, a word is not
     assert [r["name"] for r in json.loads(res.output)] == ["s8_bn", "s8_gn", "s8_ln"]
     res = cli("models", "nothing_like_it")
-    assert res.exit_code == 2 and "no model matches 'nothing_like_it'" in res.output
+    assert res.exit_code == 2
+    assert "no model matches 'nothing_like_it'" in res.output
 
 
 def test_cli_summary_json(cli):
     res = cli("summary", "resnet_custom", "--json")
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
-    assert d["total_params"] == 6_573_130 and d["receptive_field"] == 88
+    assert d["total_params"] == 6_573_130
+    assert d["receptive_field"] == 88
     assert all("rf" in r and "jump" in r for r in d["layers"])
     res = cli("summary", "custom_resnet", "--depth", "1")
-    assert res.exit_code == 0 and "6,573,130" in res.output
+    assert res.exit_code == 0
+    assert "6,573,130" in res.output
 
 
 def test_cli_summary_of_a_recipe(cli):
@@ -264,7 +278,8 @@ def test_cli_summary_of_a_recipe(cli):
     res = cli("summary", "recipes/s8_gn.yaml", "--json")
     assert res.exit_code == 0, _all_output(res)
     d = json.loads(res.output)
-    assert d["recipe"] == "recipes/s8_gn.yaml" and d["total_params"] < 50_000
+    assert d["recipe"] == "recipes/s8_gn.yaml"
+    assert d["total_params"] < 50_000
 
 
 def _all_output(res) -> str:
@@ -276,6 +291,8 @@ def _all_output(res) -> str:
 
 def test_cli_summary_errors(cli):
     res = cli("summary", "resnet_custon")
-    assert res.exit_code == 2 and "resnet_custom" in _all_output(res)
+    assert res.exit_code == 2
+    assert "resnet_custom" in _all_output(res)
     res = cli("summary", "s8_bn", "--input-size", "3,32")
-    assert res.exit_code == 2 and "--input-size" in _all_output(res)
+    assert res.exit_code == 2
+    assert "--input-size" in _all_output(res)

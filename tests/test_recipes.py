@@ -29,7 +29,8 @@ def test_bundled_recipe_validates(name):
     r = load_recipe(name)
     assert r.name == name
     assert r.target.min_test_acc is not None, "every bundled recipe states its assignment's accuracy"
-    assert r.target.max_epochs is not None and r.epochs <= r.target.max_epochs
+    assert r.target.max_epochs is not None
+    assert r.epochs <= r.target.max_epochs
 
 
 def test_bundled_recipes_cover_every_assignment():
@@ -38,11 +39,14 @@ def test_bundled_recipes_cover_every_assignment():
 
 def test_s10_follows_seed_004():
     r = load_recipe("s10_resnet_custom")
-    assert r.model == "resnet_custom" and r.optimizer.name == "adam"
-    assert r.scheduler.name == "onecycle" and r.scheduler.max_lr == "auto"
+    assert r.model == "resnet_custom"
+    assert r.optimizer.name == "adam"
+    assert r.scheduler.name == "onecycle"
+    assert r.scheduler.max_lr == "auto"
     assert r.scheduler.pct_start == pytest.approx(5 / 24, abs=1e-3)
     assert r.scheduler.three_phase is False
-    assert r.data.batch_size == 512 and r.epochs == 24
+    assert r.data.batch_size == 512
+    assert r.epochs == 24
 
 
 def test_unknown_key_names_file_path_and_closest(tmp_path):
@@ -50,7 +54,9 @@ def test_unknown_key_names_file_path_and_closest(tmp_path):
     with pytest.raises(RecipeError) as exc:
         load_recipe(str(p))
     msg = str(exc.value)
-    assert str(p) in msg and "data.batchsize" in msg and "batch_size" in msg
+    assert str(p) in msg
+    assert "data.batchsize" in msg
+    assert "batch_size" in msg
     assert exc.value.exit_code == 2
 
 
@@ -58,7 +64,8 @@ def test_unknown_key_in_tagged_section_suggests(tmp_path):
     p = write(tmp_path, MINIMAL + "scheduler: {name: onecycle, max_lr: 0.1, pct_strat: 0.2}\n")
     with pytest.raises(RecipeError) as exc:
         load_recipe(str(p))
-    assert "scheduler.pct_strat" in str(exc.value) and "pct_start" in str(exc.value)
+    assert "scheduler.pct_strat" in str(exc.value)
+    assert "pct_start" in str(exc.value)
 
 
 def test_every_error_at_once(tmp_path):
@@ -80,7 +87,8 @@ def test_python_tag_is_refused(tmp_path):
     p = write(tmp_path, MINIMAL + "description: !!python/object/apply:os.system ['touch pwned']\n")
     with pytest.raises(RecipeError) as exc:
         load_recipe(str(p))
-    assert "python" in str(exc.value) and "line 4" in str(exc.value)
+    assert "python" in str(exc.value)
+    assert "line 4" in str(exc.value)
     assert not Path("pwned").exists()
 
 
@@ -107,7 +115,8 @@ def test_removed_albumentations_argument_is_an_error(tmp_path):
     )
     with pytest.raises(RecipeError) as exc:
         load_recipe(str(p))
-    assert "data.augment[0]" in str(exc.value) and "max_holes" in str(exc.value)
+    assert "data.augment[0]" in str(exc.value)
+    assert "max_holes" in str(exc.value)
 
 
 def test_unknown_augmentation(tmp_path):
@@ -119,9 +128,12 @@ def test_unknown_augmentation(tmp_path):
 def test_precedence_defaults_file_overrides(tmp_path):
     p = write(tmp_path, MINIMAL + "data: {batch_size: 64}\n")
     r = load_recipe(str(p))
-    assert r.data.batch_size == 64 and r.data.test_batch_size == 1000  # file < default
+    assert r.data.batch_size == 64
+    assert r.data.test_batch_size == 1000  # file < default
     r = load_recipe(str(p), ["data.batch_size=32", "optimizer.lr=0.5", "scheduler.name=cosine"])
-    assert r.data.batch_size == 32 and r.optimizer.lr == 0.5 and r.scheduler.name == "cosine"
+    assert r.data.batch_size == 32
+    assert r.optimizer.lr == 0.5
+    assert r.scheduler.name == "cosine"
 
 
 def test_override_is_validated(tmp_path):
@@ -152,11 +164,13 @@ def test_cli_recipes_table():
 
 def test_cli_recipes_show_and_error(tmp_path):
     res = runner.invoke(app, ["recipes", "s8_gn", "--set", "epochs=3"])
-    assert res.exit_code == 0 and "epochs: 3" in res.output
+    assert res.exit_code == 0
+    assert "epochs: 3" in res.output
     bad = write(tmp_path, MINIMAL + "epochz: 3\n")
     res = runner.invoke(app, ["recipes", str(bad)])
     assert res.exit_code == 2
-    assert "epochz" in res.output and "Traceback" not in res.output
+    assert "epochz" in res.output
+    assert "Traceback" not in res.output
 
 
 def test_a_yaml_typo_is_reported_at_its_own_line(tmp_path, cli):

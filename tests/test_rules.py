@@ -17,7 +17,8 @@ from cifarctl.recipe.load import load_recipe
 @pytest.mark.parametrize("name", sorted(n for n in bundled_recipes() if n != "speedrun"))
 def test_every_bundled_recipe_passes_its_own_rules(name):
     rows = check_rules(load_recipe(name))
-    assert rows and not broken(rows), [r for r in rows if r["ok"] is False]
+    assert rows, [r for r in rows if r["ok"] is False]
+    assert not broken(rows), [r for r in rows if r["ok"] is False]
 
 
 BREAKS = {  # rule kind -> (recipe, --set overrides that break it, the rule named)
@@ -52,7 +53,8 @@ def test_the_measured_side_names_the_layer_or_the_argument():
     row = next(r for r in pattern if r["rule"] == "layer pattern")
     assert row["measured"] == "layer 7 is C (conv5.conv), not c"
     ok = next(r for r in check_rules(load_recipe("s8_bn")) if r["rule"] == "layer pattern")
-    assert ok["ok"] and ok["measured"] == "C C c P C C C c P C C C GAP c"
+    assert ok["ok"]
+    assert ok["measured"] == "C C c P C C C c P C C C GAP c"
     holes = check_rules(load_recipe("s9_dilated", ["data.augment=[{HorizontalFlip: {}}, {Affine: {}}, {CoarseDropout: "
                                                    "{hole_height_range: [8, 8], hole_width_range: [16, 16], fill: 0}}]"]))
     row = next(r for r in holes if r["rule"] == "augmentation CoarseDropout")
@@ -63,15 +65,18 @@ def test_a_maxpool_in_an_s9_net_is_refused_by_train_before_any_step(tmp_path, cl
     res = cli("train", "s9_dilated", "--set", "model=s8_bn", "--set", "model_args={}", *TINY,
               "--runs-dir", tmp_path / "runs")
     assert res.exit_code == 2, res.output
-    assert "breaks the rules of ERA V1 S9" in res.output and "no MaxPool2d" in res.output
-    assert "pool1" in res.output and "--break-rules" in res.output
+    assert "breaks the rules of ERA V1 S9" in res.output
+    assert "no MaxPool2d" in res.output
+    assert "pool1" in res.output
+    assert "--break-rules" in res.output
     assert not (tmp_path / "runs").exists()
     res = cli("train", "s9_dilated", "--set", "model=s8_bn", "--set", "model_args={}", *TINY,
               "--set", "epochs=1", "--runs-dir", tmp_path / "runs", "--name", "b", "--break-rules")
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "runs" / "b" / "summary.json").read_text())
     assert any("no MaxPool2d" in x for x in summary["rules_broken"])
-    assert summary["reference"]["assignment"] == 85.0 and "reference: this run" in res.output
+    assert summary["reference"]["assignment"] == 85.0
+    assert "reference: this run" in res.output
 
 
 def test_a_break_rules_run_stays_marked_across_a_resume_and_in_compare(tmp_path, cli, monkeypatch):
@@ -79,12 +84,14 @@ def test_a_break_rules_run_stays_marked_across_a_resume_and_in_compare(tmp_path,
     monkeypatch.setenv("CIFARCTL_TEST_STOP_AT_STEP", "2")  # stopped mid-epoch, resumed below
     res = cli("train", "s9_dilated", "--set", "model=s8_bn", "--set", "model_args={}", *TINY,
               "--set", "epochs=1", "--runs-dir", runs, "--name", "b", "--break-rules")
-    assert res.exit_code != 0 and "stopped" in res.output, res.output
+    assert res.exit_code != 0, res.output
+    assert "stopped" in res.output, res.output
     monkeypatch.delenv("CIFARCTL_TEST_STOP_AT_STEP")
     res = cli("train", "--resume", runs / "b")
     assert res.exit_code == 0, res.output
     summary = json.loads((runs / "b" / "summary.json").read_text())
-    assert summary["status"] == "completed" and any("no MaxPool2d" in x for x in summary["rules_broken"])
+    assert summary["status"] == "completed"
+    assert any("no MaxPool2d" in x for x in summary["rules_broken"])
     doc = json.loads(cli("compare", runs, "--json").output)
     assert "broke its rules (--break-rules)" in doc["runs"][0]["marks"]
 
@@ -100,7 +107,8 @@ def test_rules_text_is_shown_not_rendered_in_markdown():
                                    'rules.scheduler="[c](http://z)"'])
     md = markdown(rules_table(r, check_rules(r)))
     assert not re.search(r"(?<!\\)\[[^\]]*(?<!\\)\]\(", md), md  # no link or image opens
-    assert "S9 \\[a\\](http://x.example)" in md and "\\[c\\](http://z)" in md
+    assert "S9 \\[a\\](http://x.example)" in md
+    assert "\\[c\\](http://z)" in md
 
 
 def test_an_unknown_layer_kind_in_forbid_is_an_error_naming_the_close_one():

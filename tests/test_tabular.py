@@ -51,18 +51,23 @@ def test_narrow_terminal_drops_secondary_columns_first():
     buf = io.StringIO()
     print_table(Console(file=buf, width=60, force_terminal=True, color_system=None), tab)
     out = buf.getvalue()
-    assert "…" not in out and "246,913,578" in out and "row2" in out
-    assert "d" * 50 not in out and "e" * 30 in out  # the most expendable goes first, and only as needed
+    assert "…" not in out
+    assert "246,913,578" in out
+    assert "row2" in out
+    assert "d" * 50 not in out
+    assert "e" * 30 in out  # the most expendable goes first, and only as needed
     assert "hidden to fit 60 columns: detail;" in out
     assert max(len(ln) for ln in out.splitlines() if ln.startswith(("┃", "│"))) <= 60
     buf = io.StringIO()
     print_table(Console(file=buf, width=30, force_terminal=True, color_system=None), tab)
     words = " ".join(buf.getvalue().split())  # the note word-wraps on a terminal
-    assert "hidden to fit 30 columns: detail, extra;" in words and "246,913,578" in buf.getvalue()
+    assert "hidden to fit 30 columns: detail, extra;" in words
+    assert "246,913,578" in buf.getvalue()
 
     buf = io.StringIO()  # a wide one keeps them all, with no note
     print_table(Console(file=buf, width=200, force_terminal=True, color_system=None), tab)
-    assert "d" * 50 in buf.getvalue() and "hidden" not in buf.getvalue()
+    assert "d" * 50 in buf.getvalue()
+    assert "hidden" not in buf.getvalue()
 
 
 # ------------------------------------------------------------------------ summary
@@ -74,7 +79,8 @@ def test_summary_piped_keeps_every_rf_and_param_in_full(cli):
     """The issue's case: `cifarctl summary s9_dilated > file` cut RF to … and params to 19,4…."""
     doc = json.loads(cli("summary", "s9_dilated", "--json").stdout)
     out = piped("summary", "s9_dilated")
-    assert "…" not in out and "\x1b" not in out
+    assert "…" not in out
+    assert "\x1b" not in out
     body = [ln for ln in out.splitlines() if ln.startswith("│")]
     body = body[:len(doc["layers"]) + 9]  # the Rules table follows
     assert len(body) == len(doc["layers"]) + 9  # every layer, then the nine totals
@@ -83,7 +89,8 @@ def test_summary_piped_keeps_every_rf_and_param_in_full(cli):
         assert cells[0] == layer["name"].rsplit(".", 1)[-1]
         assert cells[3] == (f"{layer['params']:,}" if layer["params"] else "-")
         assert cells[6].rstrip("*") == str(layer["rf"])
-    assert f"{doc['total_params']:,}" in out and f"{doc['receptive_field']} px" in out
+    assert f"{doc['total_params']:,}" in out
+    assert f"{doc['receptive_field']} px" in out
 
 
 def test_summary_markdown_has_the_numbers_of_json(cli):
@@ -91,7 +98,8 @@ def test_summary_markdown_has_the_numbers_of_json(cli):
     res = cli("summary", "s9_dilated", "--format", "md")
     assert res.exit_code == 0, res.output
     layers, totals, rules = parse_markdown(res.stdout)
-    assert rules["header"] == ["rule", "required", "measured", "result"] and len(rules["rows"]) == len(doc["rules"])
+    assert rules["header"] == ["rule", "required", "measured", "result"]
+    assert len(rules["rows"]) == len(doc["rules"])
     assert layers["header"] == ["Layer", "Type", "Output", "Params", "MACs", "Kernel", "RF", "Jump", "Note"]
     by_name = _rows_by_name(doc["layers"])
     assert [r[0] for r in layers["rows"]] == [r["name"] for r in doc["layers"]]
@@ -100,7 +108,8 @@ def test_summary_markdown_has_the_numbers_of_json(cli):
         assert row[1] == want["type"]
         assert row[2] == "x".join(map(str, want["output_shape"][1:]))
         assert row[3] == (f"{want['params']:,}" if want["params"] else "-")
-        assert row[6].rstrip("*") == str(want["rf"]) and row[7] == str(want["jump"])
+        assert row[6].rstrip("*") == str(want["rf"])
+        assert row[7] == str(want["jump"])
     tot = dict(totals["rows"])
     assert tot["Total params"] == f"{doc['total_params']:,}"
     assert tot["Receptive field"] == f"{doc['receptive_field']} px (jump {doc['jump']})"
@@ -112,10 +121,12 @@ def test_per_sample_norm_nets_get_an_rf_footnote(cli, model, noted):
     doc = json.loads(cli("summary", model, "--json").stdout)
     out = cli("summary", model, "--format", "md").stdout
     if noted is None:
-        assert doc["notes"] == [] and "RF note" not in out
+        assert doc["notes"] == []
+        assert "RF note" not in out
     else:
         (note,) = doc["notes"]
-        assert noted in note and "every input pixel" in note
+        assert noted in note
+        assert "every input pixel" in note
         assert f"RF note: {note}" in out
 
 
@@ -126,7 +137,8 @@ def test_recipes_piped_is_one_line_per_recipe():
 
     out = piped("recipes")
     body = [ln for ln in out.splitlines() if ln.startswith("│")]
-    assert len(body) == len(bundled_recipes()) and "…" not in out
+    assert len(body) == len(bundled_recipes())
+    assert "…" not in out
     assert any("≥ 71.89 %, ≤ 20 ep, ≤ 50,000 params" in ln for ln in body)
 
 
@@ -140,8 +152,10 @@ def test_data_accepts_data_and_shows_test_split_stats(cli):
     res = cli("data", "--data", "synthetic:200:100", "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert doc["train"] == 200 and doc["test"] == 100
-    assert set(doc["test_stats"]) == {"mean", "std", "min", "max"} and doc["test_stats"] != doc["train_stats"]
+    assert doc["train"] == 200
+    assert doc["test"] == 100
+    assert set(doc["test_stats"]) == {"mean", "std", "min", "max"}
+    assert doc["test_stats"] != doc["train_stats"]
     md = cli("data", "--data", "synthetic:200:100", "--format", "md").stdout
     titles = [ln for ln in md.splitlines() if ln.startswith("### ")]
     assert titles == ["### images per class", "### train channels, scaled to \\[0, 1\\]",
@@ -149,7 +163,8 @@ def test_data_accepts_data_and_shows_test_split_stats(cli):
     test_tab = parse_markdown(md)[2]
     assert test_tab["rows"][0] == ["R", *(f"{doc['test_stats'][k][0]:.4f}" for k in ("mean", "std", "min", "max"))]
     res = cli("data", "synthetic:200:100", "--data", "synthetic:10:10")
-    assert res.exit_code == 2 and "two data sources" in res.output
+    assert res.exit_code == 2
+    assert "two data sources" in res.output
 
 
 # ------------------------------------------------------------------------ eval

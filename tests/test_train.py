@@ -21,22 +21,28 @@ def test_train_off_tty_one_line_per_epoch(cli, runs_dir):
     assert res.exit_code == 0, res.output
     assert "\x1b" not in res.output
     lines = epoch_lines(res.output)
-    assert len(lines) == 2 and lines[0].startswith("epoch 1/2  train loss ")
-    assert "img/s" in lines[0] and "test loss" in lines[0]
+    assert len(lines) == 2
+    assert lines[0].startswith("epoch 1/2  train loss ")
+    assert "img/s" in lines[0]
+    assert "test loss" in lines[0]
     assert "target FAIL" in res.output  # 2 epochs on noise: the verdict is printed, exit 0
     run = only_run(runs_dir)
     assert run.name.startswith("s8_bn-")
     summary = assert_complete(run, 2)
     assert summary["target"]["passed"] is False
-    assert summary["params"] == 43266 and summary["model"] == "s8_bn"
+    assert summary["params"] == 43266
+    assert summary["model"] == "s8_bn"
     log = (run / "log.txt").read_text()
     assert epoch_lines(log) == lines  # the same plain lines go to log.txt
     env = json.loads((run / "env.json").read_text())
     assert {"python", "torch", "cifarctl", "device", "command", "hostname", "started"} <= set(env)
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["format"] == "cifarctl-checkpoint" and ckpt["epoch"] == 2 and ckpt["step"] == 8
+    assert ckpt["format"] == "cifarctl-checkpoint"
+    assert ckpt["epoch"] == 2
+    assert ckpt["step"] == 8
     assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
-    assert ckpt["recipe"]["epochs"] == 2 and ckpt["model_name"] == "s8_bn"
+    assert ckpt["recipe"]["epochs"] == 2
+    assert ckpt["model_name"] == "s8_bn"
 
 
 @pytest.mark.parametrize("scheduler,optimizer", [
@@ -52,7 +58,8 @@ def test_schedulers_and_optimizers(tmp_path, scheduler, optimizer):
     s = run_training("s8_bn", overrides=[*TINY[1::2], f"scheduler={scheduler}", f"optimizer={optimizer}",
                                          "data.source=synthetic:128:32"],
                      runs_dir=tmp_path, device="cpu")
-    assert s["status"] == "completed" and s["epochs_done"] == 2
+    assert s["status"] == "completed"
+    assert s["epochs_done"] == 2
     rows = [json.loads(ln) for ln in (Path(s["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     if scheduler.startswith("{name: step"):
         assert rows[1]["lr"] == pytest.approx(rows[0]["lr"] / 2)
@@ -62,10 +69,13 @@ def test_only_full_batches_are_trained(tmp_path):
     from cifarctl.training.batches import count_steps
     from cifarctl.training.run import run_training
 
-    assert count_steps(129, 64) == 2 and count_steps(191, 64) == 2 and count_steps(192, 64) == 3
+    assert count_steps(129, 64) == 2
+    assert count_steps(191, 64) == 2
+    assert count_steps(192, 64) == 3
     s = run_training("s8_bn", overrides=["data.source=synthetic:191:20", "data.batch_size=64", "epochs=1",
                                          "data.augment=[]"], runs_dir=tmp_path, device="cpu")
-    assert s["status"] == "completed" and s["steps"] == 2
+    assert s["status"] == "completed"
+    assert s["steps"] == 2
 
 
 def test_albumentations_fallback_with_workers(cli, runs_dir):
@@ -91,7 +101,8 @@ def test_run_dirs_never_collide(tmp_path):
         t.start()
     for t in threads:
         t.join()
-    assert len(set(made)) == 8 and all(p.is_dir() for p in made)
+    assert len(set(made)) == 8
+    assert all(p.is_dir() for p in made)
     assert create_run_dir(tmp_path, "r", name="mine").name == "mine"
     assert create_run_dir(tmp_path, "r", name="mine").name == "mine-2"
 
@@ -121,13 +132,15 @@ def test_max_lr_auto_runs_the_range_test_and_resume_keeps_its_choice(cli, runs_d
     assert res.exit_code == 0, res.output
     run = only_run(runs_dir)
     chosen = yaml.safe_load((run / "recipe.yaml").read_text())["scheduler"]["max_lr"]
-    assert isinstance(chosen, float) and chosen > 0
+    assert isinstance(chosen, float)
+    assert chosen > 0
     found = json.loads((run / "lr_find.json").read_text())
     conclusive = found["verdict"] == "ok"
     assert chosen == pytest.approx(found["recommended"] if conclusive else 0.05)
     assert (run / "lr_find.png").stat().st_size > 0
     said = f"chose {chosen:.3g}" if conclusive else "training with scheduler.lr_find.fallback_max_lr 0.05"
-    assert said in (run / "log.txt").read_text() and said in res.output
+    assert said in (run / "log.txt").read_text()
+    assert said in res.output
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["recipe"]["scheduler"]["max_lr"] == chosen
     # the same recipe (still saying auto) resumes with the run's number, no second test
@@ -152,7 +165,8 @@ def test_negative_loss_exit_4(cli, runs_dir):
     assert "'nll' expects log-probabilities but the model outputs logits" in res.output
     assert "use loss: {name: cross_entropy}" in res.output
     summary = json.loads((only_run(runs_dir) / "summary.json").read_text())
-    assert summary["status"] == "failed" and "loss is negative" in summary["error"]
+    assert summary["status"] == "failed"
+    assert "loss is negative" in summary["error"]
 
 
 def test_unexpected_failure_exit_1_traceback_in_log(cli, runs_dir, monkeypatch):
@@ -173,7 +187,8 @@ def test_unexpected_failure_exit_1_traceback_in_log(cli, runs_dir, monkeypatch):
 def test_param_budget_warning(cli, runs_dir):
     res = cli("train", "s8_bn", *TINY, "--set", "epochs=1", "--set", "target.max_params=1000",
               "--runs-dir", runs_dir)
-    assert res.exit_code == 2 and "parameters: required <= 1,000, measured 43,266" in res.output  # a rule
+    assert res.exit_code == 2
+    assert "parameters: required <= 1,000, measured 43,266" in res.output  # a rule
     res = cli("train", "s8_bn", *TINY, "--set", "epochs=1", "--set", "target.max_params=1000",
               "--runs-dir", runs_dir, "--break-rules")
     assert res.exit_code == 0
@@ -201,9 +216,11 @@ def test_progress_ui_on_a_pseudo_terminal(tmp_path):
     assert "\x1b[" in text            # a live display, not plain lines
     assert "━" in text                # rich progress bars
     assert "epoch 2/2" in text
-    assert "accuracy, loss and learning rate by epoch" in text and "┌" in text  # the plotext chart panel
+    assert "accuracy, loss and learning rate by epoch" in text
+    assert "┌" in text  # the plotext chart panel
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
-    assert "• train" in plain and "× test" in plain  # its legend, outside the plot
+    assert "• train" in plain  # its legend, outside the plot
+    assert "× test" in plain
 
 
 # ------------------------------------------------------------------------ every bundled recipe
@@ -231,7 +248,8 @@ def test_a_bundled_recipe_one_epoch_on_jpeg_copy(jpeg_archive, tmp_path):
                            "--break-rules"],  # a smaller batch than S10's 512
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "\x1b" not in proc.stdout and len(epoch_lines(proc.stdout)) == 1
+    assert "\x1b" not in proc.stdout
+    assert len(epoch_lines(proc.stdout)) == 1
     summary = assert_complete(only_run(tmp_path), 1)
     assert summary["model"] == recipe.model
 
@@ -249,7 +267,9 @@ def test_bundled_recipe_one_epoch_on_synthetic_data(name, tmp_path):
     if getattr(recipe.scheduler, "max_lr", None) == "auto":
         sets.append("scheduler.max_lr=0.01")
     s = run_training(name, overrides=sets, runs_dir=tmp_path, device="cpu")
-    assert s["status"] == "completed" and s["epochs_done"] == 1 and s["model"] == recipe.model
+    assert s["status"] == "completed"
+    assert s["epochs_done"] == 1
+    assert s["model"] == recipe.model
     assert_complete(only_run(tmp_path), 1)
 
 
@@ -290,17 +310,22 @@ def test_a_validation_split_chooses_the_best_epoch_and_the_test_split_is_only_re
               "--set", "epochs=3", "--set", "data.val_split=100", "--device", "cpu", "--runs-dir", tmp_path,
               "--name", "v")
     assert res.exit_code == 0, res.output
-    assert "300 train / 100 val / 60 test images" in res.output and "chosen on the validation split" in res.output
+    assert "300 train / 100 val / 60 test images" in res.output
+    assert "chosen on the validation split" in res.output
     run = tmp_path / "v"
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     chosen = max(rows, key=lambda r: r["val_acc"])  # first of equals, as the engine keeps the first best
     chosen = next(r for r in rows if r["val_acc"] == chosen["val_acc"])
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["selected_on"] == "val" and summary["best_epoch"] == chosen["epoch"]
-    assert summary["best_val_acc"] == chosen["val_acc"] and summary["best_test_acc"] == chosen["test_acc"]
+    assert summary["selected_on"] == "val"
+    assert summary["best_epoch"] == chosen["epoch"]
+    assert summary["best_val_acc"] == chosen["val_acc"]
+    assert summary["best_test_acc"] == chosen["test_acc"]
     assert load_checkpoint(run / "checkpoints" / "best.pt")["epoch"] == chosen["epoch"]
     runs, _ = collect_runs([run])
-    assert runs[0].selected_on == "val" and runs[0].best_acc == chosen["test_acc"]
+    assert runs[0].selected_on == "val"
+    assert runs[0].best_acc == chosen["test_acc"]
     res = cli("train", "s8_bn", "--set", "data.source=synthetic:100:20", "--set", "data.val_split=100",
               "--device", "cpu", "--runs-dir", tmp_path)
-    assert res.exit_code == 2 and "leaves no train images" in res.output
+    assert res.exit_code == 2
+    assert "leaves no train images" in res.output
