@@ -25,9 +25,19 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cifarctl.analysis.grouping import finite_mean, finite_sum, json_safe
-from cifarctl.errors import UsageError
-from cifarctl.recipe import SCHEMA_VERSION, read_yaml, resolve_recipe_path
+from cifarctl.analysis.grouping import (
+    finite_mean,
+    finite_sum,
+    group_by_setup,
+    json_safe,
+    labels,
+    mean_std,
+    seeds_differ,
+    setup_of,
+)
+from cifarctl.errors import UsageError, did_you_mean
+from cifarctl.fsutil import read_regular
+from cifarctl.recipe import SCHEMA_VERSION, assignment_threshold, read_yaml, resolve_recipe_path
 
 # Files whose presence makes a folder a run folder (rather than a folder of runs).
 RUN_FILES = ("metrics.jsonl", "summary.json", "recipe.yaml", "env.json", "log.txt", "checkpoints")
@@ -211,7 +221,6 @@ def _size(n: int) -> str:
 
 def _read_bounded(path: Path, marks: list[str]) -> bytes | None:
     """The bytes of a run folder's file, or None with a mark (too large, not a regular file)."""
-    from cifarctl.fsutil import read_regular
 
     raw = read_regular(path, MAX_RUN_FILE)
     if raw is None:
@@ -395,7 +404,6 @@ def read_run(path: Path) -> RunRecord | str:
         recipe_doc=recipe_doc,
         recipe_error=recipe_error,
     )
-    from cifarctl.analysis.grouping import setup_of
 
     rec.setup = setup_of(recipe, lr_auto=(path / "lr_find.json").is_file(), fallback={
         "name": rec.recipe, "model": rec.model, "epochs": rec.epochs_planned})
@@ -428,7 +436,6 @@ def read_run(path: Path) -> RunRecord | str:
 def _judged_without_assignment(target: dict, recipe: dict) -> bool:
     """A verdict stored by an older cifarctl, which held the run to the seed's figure only
     although its recipe has an assignment threshold: judged again, as ``train`` judges now."""
-    from cifarctl.recipe import assignment_threshold
 
     checks = target.get("checks")
     return (assignment_threshold(recipe) is not None and isinstance(checks, list)
@@ -475,7 +482,6 @@ def group_runs(runs: list[RunRecord]) -> list[RunGroup]:
 
     Running, interrupted and failed runs are left out so they do not drag the means down.
     """
-    from cifarctl.analysis.grouping import group_by_setup, labels, mean_std, seeds_differ
 
     finished = [r for r in runs if is_finished(r)]
     buckets = group_by_setup(finished, lambda r: r.setup)
@@ -498,7 +504,6 @@ def best_setting(groups: list[RunGroup]) -> tuple[RunGroup, float, str] | None:
     """(group, its mean best accuracy, "validation"/"test") of the best set-up, counting only
     groups whose every run completed (a diverged or failed run disqualifies its set-up), on
     the split that chose their checkpoints: validation when all had one, else test."""
-    from cifarctl.analysis.grouping import mean_std
 
     scored = []
     for g in groups:
@@ -605,6 +610,5 @@ def export(
                     else [None] * len(extra))
             w.writerow([_cell(row[c]) for c in _COLUMNS] + [_cell(v) for v in tail])
         return buf.getvalue()
-    from cifarctl.errors import UsageError, did_you_mean
 
     raise UsageError(f"unknown export format {fmt!r}{did_you_mean(fmt, EXPORT_FORMATS)}; choose one of {', '.join(EXPORT_FORMATS)}")

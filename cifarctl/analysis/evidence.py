@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from cifarctl import registry
 from cifarctl.analysis.compare import RunRecord, collect_runs
 from cifarctl.analysis.evaluate import evaluation
 from cifarctl.analysis.inference import load_for_inference, predict_cached
@@ -30,7 +31,6 @@ from cifarctl.data import data_summary, load_cifar, resolve_source
 from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.fsutil import read_regular
 from cifarctl.recipe import Recipe, load_recipe, validate_dict
-from cifarctl.registry import create_model
 from cifarctl.runs import read_json
 from cifarctl.training.builders import build_model
 
@@ -85,7 +85,7 @@ def _reusing(model: nn.Module, recipe: Recipe) -> Callable[..., nn.Module]:
     def build(name: str, **args: Any) -> nn.Module:
         if name == recipe.model and args == dict(recipe.model_args):
             return model
-        return create_model(name, **args)
+        return registry.create_model(name, **args)
     return build
 
 

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from cifarctl import CLASSES
+from cifarctl.data.images import decode
 from cifarctl.errors import DataError
 
 Progress = Callable[[int, int], None]
@@ -233,7 +234,6 @@ def _is_cifar100_dir(folder: Path) -> bool:
 def decode_chunk(items: list[tuple[str, bytes | str]], size: int = 32) -> tuple[np.ndarray, str | None]:
     """Decode (name, bytes-or-path) pairs to (n, size, size, 3) RGB
     (:func:`cifarctl.data.images.decode`); stops at the first bad image and returns its message."""
-    from cifarctl.data.images import decode
 
     out = np.empty((len(items), size, size, 3), np.uint8)
     for i, (name, payload) in enumerate(items):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torchvision.datasets.utils import download_and_extract_archive
 
 from cifarctl import CLASSES
 from cifarctl.data import cache, readers
@@ -138,7 +141,6 @@ def load_cifar(
 def _check_kind(path: Path) -> None:
     """Refuse a device, FIFO or socket as a data source (``/dev/zero`` would be read for
     ever, a FIFO would hang): data is a file or a folder."""
-    import stat
 
     mode = os.stat(path).st_mode
     for test, kind in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
@@ -198,8 +200,7 @@ def _progress(progress, label: str) -> Iterator[Callable[[int, int], None] | Non
         yield progress
     elif progress and sys.stderr.isatty():
         from rich.console import Console
-        from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                    TimeElapsedColumn())
@@ -258,9 +259,7 @@ def _official(cache_dir: Path, name: str, url: str, archive: str, md5: str, fold
 
 
 def _download_and_extract(url: str, folder: Path, filename: str, md5: str) -> None:
-    import socket
 
-    from torchvision.datasets.utils import download_and_extract_archive
 
     # urllib waits forever by default where a firewall drops packets: fail after 60 s idle
     old = socket.getdefaulttimeout()
