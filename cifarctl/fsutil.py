@@ -235,7 +235,6 @@ def name_problem(name: str) -> str | None:
     hidden (leading ``.``), no NUL or other control characters, not blank, at most
     :data:`MAX_NAME_BYTES` bytes in UTF-8.
     """
-
     if not isinstance(name, str):
         return "expected a string"
     if not name.strip():

@@ -169,7 +169,6 @@ class RunLock:
     it). The holder's pid is in the file."""
 
     def __init__(self, run_dir: str | os.PathLike):
-
         self.path = Path(run_dir) / LOCK_FILE
         try:
             self.fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)  # a symlinked .lock is not followed
@@ -268,7 +267,6 @@ def recipe_file_differences(run_dir: str | os.PathLike, stored: dict, difference
     """How the run folder's ``recipe.yaml`` differs from the checkpoint's recipe (``differences``
     is :func:`cifarctl.training.run.recipe_differences`): edits made by hand since the checkpoint
     was saved. [] when it is absent (an older folder) or the same."""
-
     path = Path(run_dir) / "recipe.yaml"
     if not os.path.lexists(path):
         return []
@@ -306,7 +304,6 @@ def _git_revision() -> str | None:
 
 def environment(device: str, device_name: str | None = None, argv: list[str] | None = None) -> dict:
     """What env.json records about this process."""
-
     return {
         "python": platform.python_version(), "torch": torch.__version__, "cifarctl": __version__,
         "device": device, "device_name": device_name or platform.processor() or platform.machine(),
@@ -333,7 +330,6 @@ def write_env(run_dir: Path, env: dict) -> None:
 def read_json(path: Path, limit: int = 16 << 20) -> Any:
     """A run folder's JSON file, or None: missing, not a regular file (a symlink or a FIFO is
     not followed), over ``limit`` bytes, or not JSON."""
-
     data = read_regular(path, limit)
     try:
         return None if data is None else json.loads(data)
@@ -359,7 +355,6 @@ class RunFiles:
             remove_temps(folder, ".*.tmp-*", spare_live=True)  # those of a live eval or misclassified
 
     def _append(self, name: str, line: str) -> None:
-
         path = self.dir / name
         try:  # never through a symlink to a file outside the run, never into a FIFO
             fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)

@@ -53,7 +53,6 @@ def md_block(s, lang: str = "") -> str:
 def md_target(path: str) -> str:
     """A link or image target: as it is when plain (letters, digits, ``/._-``), else inside
     ``<...>`` (spaces and parentheses allowed there) with what could end it percent-encoded."""
-
     path = str(path)
     if _PLAIN_TARGET.fullmatch(path):
         return path

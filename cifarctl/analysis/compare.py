@@ -221,7 +221,6 @@ def _size(n: int) -> str:
 
 def _read_bounded(path: Path, marks: list[str]) -> bytes | None:
     """The bytes of a run folder's file, or None with a mark (too large, not a regular file)."""
-
     raw = read_regular(path, MAX_RUN_FILE)
     if raw is None:
         marks.append(f"{path.name} is {_unreadable(path)}")
@@ -436,7 +435,6 @@ def read_run(path: Path) -> RunRecord | str:
 def _judged_without_assignment(target: dict, recipe: dict) -> bool:
     """A verdict stored by an older cifarctl, which held the run to the seed's figure only
     although its recipe has an assignment threshold: judged again, as ``train`` judges now."""
-
     checks = target.get("checks")
     return (assignment_threshold(recipe) is not None and isinstance(checks, list)
             and not any(isinstance(c, dict) and c.get("name") == "assignment_acc" for c in checks))
@@ -482,7 +480,6 @@ def group_runs(runs: list[RunRecord]) -> list[RunGroup]:
 
     Running, interrupted and failed runs are left out so they do not drag the means down.
     """
-
     finished = [r for r in runs if is_finished(r)]
     buckets = group_by_setup(finished, lambda r: r.setup)
     names, differs = labels([b[0].recipe for b in buckets], [b[0].setup for b in buckets])
@@ -504,7 +501,6 @@ def best_setting(groups: list[RunGroup]) -> tuple[RunGroup, float, str] | None:
     """(group, its mean best accuracy, "validation"/"test") of the best set-up, counting only
     groups whose every run completed (a diverged or failed run disqualifies its set-up), on
     the split that chose their checkpoints: validation when all had one, else test."""
-
     scored = []
     for g in groups:
         if not g.runs or any(r.status != "completed" for r in g.runs):

@@ -31,7 +31,6 @@ __all__ = ["SPLITS", "confusion_matrix", "evaluate_checkpoint", "most_confused"]
 
 def confusion_matrix(y, pred, num_classes: int) -> list[list[int]]:
     """``m[true][predicted]`` counts."""
-
     m = torch.bincount(y.long().cpu() * num_classes + pred.long().cpu(), minlength=num_classes ** 2)
     return m.view(num_classes, num_classes).tolist()
 
@@ -51,7 +50,6 @@ def most_confused(matrix: list[list[int]], classes: list[str], top: int = 5) -> 
 
 def confusion_csv(matrix: list[list[int]], classes: list[str]) -> str:
     """The matrix as CSV: a header of predicted classes, one row per true class."""
-
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["true \\ predicted", *classes])
@@ -75,7 +73,6 @@ def evaluate_checkpoint(
 
     ``tta=None`` uses the stored recipe's ``eval_tta``, as its per-epoch test accuracy did.
     """
-
     check_options(split, tta)  # before anything is loaded
     inf = load_for_inference(target, which=which, data=data, device=device, progress=progress)
     res = predict_cached(inf, split, tta=tta, keep=write)

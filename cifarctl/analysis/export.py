@@ -67,7 +67,6 @@ class Parity:
 
 
 def _needs(*modules: str) -> None:
-
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise UsageError(f"--format onnx needs {', '.join(missing)}: {EXTRA_HINT}")
@@ -152,7 +151,6 @@ def export_run(target: str | os.PathLike, fmt: str, *, out: str | os.PathLike | 
     """Export ``target``'s checkpoint as ``fmt`` into ``out`` (default: ``RUN_DIR/export/<fmt>``) and
     check it on up to ``images`` test images; a dict of what was written and the figures.
     Raises :class:`ParityError` (nothing written) when the check fails."""
-
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if images < 1:
@@ -218,7 +216,6 @@ def export_run(target: str | os.PathLike, fmt: str, *, out: str | os.PathLike | 
 
 def _existing_parent(folder: Path) -> Path:
     """``folder``, made (with its parents), for the temp folder to sit in: the move in is then a rename."""
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -230,7 +227,6 @@ def _existing_parent(folder: Path) -> Path:
 
 def _move_in(tmp: Path, folder: Path, names: list[str]) -> None:
     """Each file of ``tmp`` into ``folder`` atomically, the model file first."""
-
     for name in names:
         check_target(folder / name)
         try:
@@ -242,7 +238,6 @@ def _move_in(tmp: Path, folder: Path, names: list[str]) -> None:
 
 def normalization(inf) -> dict:
     """The run's normalization constants (an explicit ``Normalize`` step wins, as in training)."""
-
     n = make_normalizer(inf.recipe.data.normalize, "cpu", inf.recipe.data.augment)
     return {"mean": list(n.mean), "std": list(n.std), "pixel_scale": n.max_pixel_value}
 
@@ -250,7 +245,6 @@ def normalization(inf) -> dict:
 def model_card(inf, result: dict) -> str:
     """MODEL_CARD.md: model, params, recipe, data and fingerprint, accuracy and the split
     that chose it, the input spec and class names, intended use and limits."""
-
     run_dir = inf.run_dir
     summary = (read_json(run_dir / "summary.json") if run_dir else None) or {}
     info = read_run_info(run_dir) if run_dir else {}

@@ -148,7 +148,6 @@ def first_epoch_at(metrics: list[dict[str, Any]], threshold: float | None) -> in
 def group_figures(group, evals: dict[str, dict[str, Any] | None], threshold: float | None) -> GroupFigures:
     """A :class:`~cifarctl.analysis.compare.RunGroup`'s figures; ``evals`` maps run names to
     their evaluation (eval.json dicts) for the per-class accuracies."""
-
     over = group.seeds_differ
     gaps = []
     for r in group.runs:

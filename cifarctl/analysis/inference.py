@@ -88,7 +88,6 @@ class Inference:
         return self.checkpoint["model_name"]
 
     def autocast(self):
-
         return autocast(self.device, self.amp_dtype)
 
     def split(self, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +112,6 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     returns its own, whose weights are then replaced by the checkpoint's.
     ``with_data=False``: the run's data is not loaded (``data`` is None; the classes are the
     checkpoint's): for predicting images that are not the run's."""
-
     path = find_checkpoint(target, which)
     ckpt = load_checkpoint(path)
     recipe = validate_dict(ckpt["recipe"], f"{path} (stored recipe)")
@@ -200,7 +198,6 @@ def predict(inf: Inference, split: str = "test", *, tta: str | None = None, per_
     them; ``per_image`` adds ``probs`` (N, classes) and per-image ``losses``. ``tta=None`` is
     the recipe's ``eval_tta``. Also returns the ``tta`` used and the split's images ``x``
     (uint8 NCHW) and labels ``y``, on the device."""
-
     check_options(split, tta)
     tta = inf.recipe.eval_tta if tta is None else tta
     x, y = inf.split(split)
@@ -227,7 +224,6 @@ def _sha256(path: Path) -> str:
 
 def predictions_key(inf: Inference, split: str, tta: str) -> dict[str, Any]:
     """What a kept pass must match to stand for a new one."""
-
     d = inf.data
     y = np.ascontiguousarray(np.asarray(d.test_y if split == "test" else d.train_y, dtype=np.int64))
     return {"checkpoint_sha256": _sha256(inf.path), "split": split, "tta": tta, "source": str(inf.source),
@@ -263,7 +259,6 @@ def _read_predictions(path: Path, key: dict[str, Any], inf: Inference, split: st
 
 
 def _write_predictions(path: Path, key: dict[str, Any], res: dict) -> None:
-
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps({"key": key, "loss": res["loss"], "acc": res["acc"]})),
              preds=res["preds"].cpu().numpy().astype(np.int16), probs=res["probs"].float().cpu().numpy(),

@@ -321,7 +321,6 @@ def summarize_recipe(recipe, *, input_size: tuple[int, ...] | None = None, depth
     """:func:`summarize` of the recipe's model, built as training builds it (``model_args`` included)
     unless the caller has built it (``model``), on ``input_size`` (default: 3 x ``data.image_size``
     squared, what the run feeds it)."""
-
     if input_size is None:
         input_size = (3, recipe.data.image_size, recipe.data.image_size)
     model = build_model(recipe) if model is None else model
@@ -338,7 +337,6 @@ def model_rows(pattern: str = "*") -> list[dict[str, Any]]:
 
     Models are built on the ``meta`` device, so counting params allocates nothing.
     """
-
     if not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"  # a plain word matches anywhere in the name
     rows = []
@@ -356,7 +354,6 @@ def model_rows(pattern: str = "*") -> list[dict[str, Any]]:
 def _recipe_params(name: str, aliases) -> dict[str, int]:
     """``{recipe: params}`` for each bundled recipe that builds ``name`` with other
     ``model_args`` than its defaults (s9_dilated's recipe widens it): what training builds."""
-
     out = {}
     for recipe, path in bundled_recipes().items():
         try:

@@ -137,7 +137,6 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
     evaluation and the misclassified images). Otherwise the checkpoint's kept predictions
     are read when they match (:func:`~cifarctl.analysis.inference.predict_cached`)."""
 
-
     if sort not in SORTS:
         raise UsageError(f"--sort {sort!r}: expected one of {', '.join(SORTS)}")
     if n < 1:

@@ -65,7 +65,6 @@ class Predictions:
 def expand_inputs(paths: list[str | os.PathLike]) -> tuple[list[str], list[str]]:
     """(files to predict, error lines): a folder gives its image files (by suffix,
     recursively, hidden ones skipped, sorted); a named file is tried whatever its suffix."""
-
     files, errors = [], []
     for p in paths:
         p = os.fspath(p)
@@ -93,7 +92,6 @@ def expand_inputs(paths: list[str | os.PathLike]) -> tuple[list[str], list[str]]
 
 def predict_arrays(inf, x_u8: torch.Tensor, tta: str) -> torch.Tensor:
     """Class probabilities (N, K) of uint8 NCHW images on the device, as ``eval`` computes them."""
-
     r = inf.recipe
     y = torch.zeros(len(x_u8), dtype=torch.int64, device=x_u8.device)  # evaluate wants labels; unused here
     res = evaluate(inf.model, x_u8, y, normalize=inf.normalize, batch_size=r.data.test_batch_size,
@@ -109,7 +107,6 @@ def predict_files(inf, paths: list[str | os.PathLike], *, top_k: int = 5, tta: s
 
     ``tta=None``: the recipe's ``eval_tta``. ``gradcam``: a Grad-CAM map of the top class
     per image (layer ``gradcam_layer``, default the last conv with a spatial output)."""
-
     check_options("test", tta)
     if top_k < 1:
         raise UsageError(f"--top {top_k}: expected at least 1")
@@ -152,13 +149,11 @@ def predict_files(inf, paths: list[str | os.PathLike], *, top_k: int = 5, tta: s
 
 
 def _cams(inf, x_u8: torch.Tensor, classes: torch.Tensor, layer: str) -> np.ndarray:
-
     return gradcam(inf.model, inf.normalize(x_u8), layer, classes.to(inf.device)).cpu().numpy()
 
 
 def write_gradcam(result: Predictions, path: str | os.PathLike, run_name: str) -> Path:
     """The images with their Grad-CAM overlays and top class as one PNG (``--gradcam OUT.png``)."""
-
     items = [p for p in result.items if p.cam is not None][:MAX_GRADCAM]
     side = result.image_size
     images = np.stack([p.image for p in items]) if items else np.zeros((0, side, side, 3), np.uint8)

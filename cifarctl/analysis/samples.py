@@ -23,7 +23,6 @@ def augment_for_display(images: np.ndarray, steps: list, normalize, seed: int = 
     them (batched where every step has a batched version, else albumentations per image),
     returned as uint8 N, H, W, C with the normalisation undone."""
 
-
     images = np.ascontiguousarray(images)
     if not steps:
         return images.copy()

@@ -68,7 +68,6 @@ class Batches:
 
     def __init__(self, recipe: Recipe, arrays, device: torch.device, generator: torch.Generator,
                  rank: int = 0, world_size: int = 1, notices: list[str] | None = None):
-
         d = recipe.data
         self.device, self.generator = device, generator
         self.rank, self.world_size = rank, world_size
@@ -194,7 +193,6 @@ class EpochPlan:
         return x, b.y[bi]
 
     def _loader(self, start: int):
-
         b = self.b
         order = self.idx.cpu()
         b.sampler.batches = [SeededBatch(order[slice(*self._bounds(i))].tolist(), batch_seed(self.loader_seed, i))

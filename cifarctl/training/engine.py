@@ -282,7 +282,6 @@ def _check_eval_fits(t: Trainer) -> None:
     """One evaluation pass of the epochs' largest shape, before the first step: a
     ``data.test_batch_size`` too large for the device's memory is one line now, not an
     out-of-memory error after a whole epoch of training. No random numbers are drawn."""
-
     r = t.recipe
     size = chunking(len(t.test_y), r.data.test_batch_size, view_count(r.eval_tta))
     try:

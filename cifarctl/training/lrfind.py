@@ -202,7 +202,6 @@ def seconds_per_step(model, criterion, shape: tuple[int, ...], batch_size: int, 
     the second of two runs (the first warms up) and scaled to ``batch_size``. In eval mode,
     so no BatchNorm statistic moves and no dropout draw is taken; gradients are cleared."""
 
-
     n = max(1, min(batch_size, PROBE_IMAGES))
     x = torch.zeros((n, *shape), device=device)
     if channels_last:
@@ -241,7 +240,6 @@ def sweep_settings(recipe, start_lr: float | None = None, end_lr: float | None =
                    num_iter: int | None = None, step_mode: str | None = None) -> dict[str, Any]:
     """The sweep's ``start_lr``, ``end_lr``, ``num_iter``, ``step_mode``: the ones given (on the
     command line), else the recipe's ``scheduler.lr_find``, else the defaults."""
-
 
     base = getattr(recipe.scheduler, "lr_find", None) or LRFind()
     settings = {
@@ -284,7 +282,6 @@ def run_lr_find(
     seconds_per_step)``, when given, once before the first, with an estimate from a timed
     pass (:func:`seconds_per_step`).
     """
-
 
     if not (start_lr > 0 and end_lr > start_lr):
         raise UsageError(f"need 0 < start_lr < end_lr (got {start_lr:g} and {end_lr:g})")
@@ -420,7 +417,6 @@ def max_lr_notice(result: LRFindResult, max_lr: float) -> str:
 # ------------------------------------------------------------------------ output
 def make_out_dir(runs_dir: str | os.PathLike, name: str, now: datetime | None = None) -> Path:
     """A new ``<runs_dir>/lr-find/<name>-<YYYYmmdd-HHMMSS>`` folder (``-2``, ``-3``... if taken)."""
-
     return create_run_dir(Path(runs_dir) / "lr-find", name, now=now, checkpoints=False)
 
 

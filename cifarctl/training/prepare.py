@@ -55,7 +55,6 @@ def prepare(
     on the loaded data first (``lr_find_progress(i, n, lr, loss)`` after each of its steps):
     ``trainer.recipe`` then holds the chosen number and ``trainer.lr_find`` the sweep.
     """
-
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     seed = recipe.seed if seed is None else seed
     seed_everything(seed)

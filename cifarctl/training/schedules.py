@@ -50,7 +50,6 @@ def build_scheduler(recipe, optimizer, steps_per_epoch: int, max_lr: float | Non
     step/multistep/cosine/plateau after every epoch (:func:`step_after_epoch`). ``max_lr``
     is OneCycle's peak, by default the recipe's (:func:`~cifarctl.training.builders.peak_lr`).
     """
-
     s = recipe.scheduler
     sch = torch.optim.lr_scheduler
     if s.name == "onecycle":
@@ -97,7 +96,6 @@ def step_after_epoch(scheduler, test: dict) -> None:
 
 def advance(scheduler, steps: int) -> None:
     """Step ``scheduler`` ``steps`` times without training (a rebuilt schedule catching up)."""
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
         for _ in range(steps):

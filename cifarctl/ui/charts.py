@@ -177,7 +177,6 @@ def lr_find_chart(result, width: int = 80, height: int = 18, colorless: bool = F
 def lr_find_key(result, width: int = 80) -> str:
     """Rich markup naming the lr-find chart's vertical lines, in their colours: on one line
     when it fits ``width``, else one entry a line (never a label cut from its number)."""
-
     parts, plain = [], []
     for k in SUGGESTIONS:
         v = result.suggestions.get(k)

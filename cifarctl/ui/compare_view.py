@@ -116,7 +116,6 @@ def compare_markdown(runs, groups, skipped=()) -> str:
 
 def metric_chart(console: Console, lines, metric: str):
     """The metric chart with its legend underneath (plotext's own covers the lines)."""
-
     colorless = not console.is_terminal or console.no_color or console.color_system is None
     text, entries = chart(lines, metric, min(console.width, 100), colorless)
     one_line = sum(len(e) + 2 for e in entries) <= console.width

@@ -16,7 +16,6 @@ from cifarctl.ui.render import print_line
 def render_gallery(result, scale: int = 1, colours: str = "truecolor"):
     """The gallery as a rich renderable: half-block images (with the Grad-CAM overlay
     beside each), captioned "true -> pred NN%", in ``colours`` (see ``ui.images``)."""
-
     cells = []
     for k, m in enumerate(result.items):
         img = result.images[k]

@@ -30,7 +30,6 @@ def print_line(console: Console, text: str, style: str | None = None, *, lead: s
     wrapped between words at its width (a continuation indented), never inside a number or
     a path; off one, a single line whatever its length. ``lead`` (e.g. ``"error:"``) starts
     the line in ``lead_style``."""
-
     text = (lead + " " if lead else "") + shown(text)
     if console.is_terminal and len(text) > console.width:
         text = "\n".join(textwrap.wrap(text, console.width, subsequent_indent="  ", break_long_words=False,

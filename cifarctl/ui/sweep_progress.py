@@ -29,7 +29,6 @@ ESTIMATE_AFTER = 3   # steps timed before the duration estimate (the first one w
 
 def device_label(device) -> str:
     """``cpu (2 threads)``, ``cuda:0 (NVIDIA H200)``: the device a sweep runs on."""
-
     dev = device if isinstance(device, torch.device) else torch.device(str(device))
     if dev.type == "cuda":
         try:

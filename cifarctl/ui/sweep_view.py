@@ -24,7 +24,6 @@ from cifarctl.ui.render import print_line
 
 def _progress_of(run_dir: Path) -> tuple[int, float | None]:
     """(epochs logged, best test accuracy so far) from a run folder's metrics.jsonl."""
-
     data = read_regular(run_dir / "metrics.jsonl", 16 << 20) or b""
     rows = []
     for line in data.decode(errors="replace").splitlines():

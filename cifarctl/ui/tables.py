@@ -280,7 +280,6 @@ _RULES = {
 
 def suggestions_table(result) -> Table:
     """Each LR range test suggestion, its lr, its rule, and which one is recommended."""
-
     title = "Suggestions" if result.conclusive else "Suggestions (inconclusive sweep: not to be trusted)"
     table = Table(title=title, title_justify="left")
     table.add_column("suggestion")
@@ -298,7 +297,6 @@ def suggestions_table(result) -> Table:
 def show_lr_find(console: Console, result, out_dir) -> None:
     """An LR range test: the chart (plain text off a terminal) and its key, the suggestions,
     the recommendation, the notes, and where the files went."""
-
     width = max(40, min(console.width, 100))
     text = lr_find_chart(result, width=width, colorless=not console.is_terminal)
     if text:

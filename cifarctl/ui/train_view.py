@@ -74,7 +74,6 @@ class TrainView:
 
     def __init__(self, console: Console | None = None, *, tty: bool | None = None,
                  chart: bool = True, chart_height: int = 14, clock=None):
-
         self.clock = clock or time.monotonic  # for the ETAs (tests pass a fake one)
         self.eta = self.epoch_eta = None
         self.console = console or Console()
@@ -106,7 +105,6 @@ class TrainView:
     def _open(self) -> None:
         """Start the live display (on the "start" event: after data loading, which may
         show its own progress bar, and rich allows one live display at a time)."""
-
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=None),
             MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
@@ -145,7 +143,6 @@ class TrainView:
         """stdout was a pipe whose reader left (``train ... | head``): training goes on, its
         lines still reach log.txt; what would have been printed goes nowhere. (Replaces
         rich's ``Console.on_broken_pipe``, which exits with 1.)"""
-
         self.console.quiet = True
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -173,7 +170,6 @@ class TrainView:
         """A context giving the progress callback of the LR range test that ``max_lr: auto``
         runs before training: a transient bar on stderr when it is a terminal, else a plain
         line every 10 % (and an estimate of its duration) on this view's console."""
-
         if not sys.stderr.isatty():
             from cifarctl.ui.sweep_progress import SweepProgress
 
@@ -283,7 +279,6 @@ class TrainView:
 
     def chart_panel(self, width: int, height: int) -> Panel | None:
         """The chart panel for this size (built once per epoch and size), or None."""
-
         rows = self.chart_rows(width, height)
         if not rows:
             return None
