@@ -35,12 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarctl import __version__, registry
+from cifarctl import __version__, fsutil, registry
 from cifarctl.augment.device import make_normalizer
 from cifarctl.checkpoints import find_checkpoint, load_checkpoint, model_weights
 from cifarctl.data import load_cifar, resolve_source
 from cifarctl.errors import CheckpointError, CifarctlError, UsageError
-from cifarctl.fsutil import write_atomic
 from cifarctl.recipe import TTA_MODES, Recipe, validate_dict
 from cifarctl.runs import run_dir_of
 from cifarctl.training.builders import autocast, precision_for, resolve_device, uses_channels_last
@@ -264,7 +263,7 @@ def _write_predictions(path: Path, key: dict[str, Any], res: dict) -> None:
              preds=res["preds"].cpu().numpy().astype(np.int16), probs=res["probs"].float().cpu().numpy(),
              losses=res["losses"].float().cpu().numpy())
     try:
-        write_atomic(path, buf.getbuffer())
+        fsutil.write_atomic(path, buf.getbuffer())
     except CifarctlError as exc:  # a read-only run folder: the next pass predicts again, nothing else is lost
         log.warning("warning: predictions not kept (%s)", exc)
 
