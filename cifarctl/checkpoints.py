@@ -13,9 +13,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import random
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from cifarctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, CheckpointError, UnsafeCheckpointError, UsageError
 from cifarctl.fsutil import FULL_ERRNOS as _FULL
@@ -56,8 +61,6 @@ def defer_signal(signal_name: str) -> bool:
 
 @contextlib.contextmanager
 def _signals_deferred():
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only; the background writer is drained there
         return
@@ -89,10 +92,6 @@ def capture_rng(generator=None, device=None) -> dict:
     """Every RNG state of this process as tensors, lists and numbers only (loads with
     weights_only=True). CUDA: the generator of ``device`` alone (the training device), not
     one per visible GPU: a resume may see fewer GPUs, or another one."""
-    import random
-
-    import numpy as np
-    import torch
 
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
@@ -113,10 +112,6 @@ def restore_rng(rng: dict, generator=None, device=None) -> None:
 
     A checkpoint of an older version holds a list, one state per GPU visible then: the
     entry of ``device``'s index is taken when there is one."""
-    import random
-
-    import numpy as np
-    import torch
 
     torch.set_rng_state(rng["torch"])
     cuda = rng.get("cuda")
@@ -143,8 +138,6 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     own file writer reports it as an opaque RuntimeError); raises :class:`WriteError`,
     with the previous checkpoint at ``path`` untouched.
     """
-    import torch
-
     path = Path(path)
     existed = path.is_file()
     buf = io.BytesIO()
@@ -178,8 +171,6 @@ def model_weights(ckpt: dict) -> dict:
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Read a checkpoint with ``torch.load(weights_only=True)``; any problem is one
     :class:`CheckpointError` line naming the file and what is wrong."""
-    import torch
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")

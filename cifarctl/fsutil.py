@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 import time
+import unicodedata
 from pathlib import Path
 
 from cifarctl.errors import CifarctlError, UsageError, WriteError
@@ -64,7 +65,6 @@ _NOT_FILES = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")
 
 class NotAFileError(UsageError):
     """A write target that exists and is not a regular file (exit 2): never replaced."""
-
 
 def check_target(path: Path) -> None:
     """Refuse to write over a device, FIFO or socket: the atomic replace would put a
@@ -235,8 +235,6 @@ def name_problem(name: str) -> str | None:
     hidden (leading ``.``), no NUL or other control characters, not blank, at most
     :data:`MAX_NAME_BYTES` bytes in UTF-8.
     """
-    import unicodedata
-
     if not isinstance(name, str):
         return "expected a string"
     if not name.strip():

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import platform
@@ -48,14 +49,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cifarctl import __version__
+import torch
+from pydantic import ValidationError
+
+from cifarctl import __version__, yamlsafe
 from cifarctl.checkpoints import CHECKPOINT_DIR, checkpoint_path, save_checkpoint
-from cifarctl.errors import UsageError, WriteError
+from cifarctl.errors import RecipeError, UsageError, WriteError
 from cifarctl.fsutil import FULL_ERRNOS as _FULL
-from cifarctl.fsutil import (name_problem, open_regular, pid_alive, remove_temps, write_atomic,
-                             write_error)
-
-
+from cifarctl.fsutil import name_problem, open_regular, pid_alive, read_regular, remove_temps, write_atomic, write_error
+from cifarctl.recipe.schema import Recipe
 
 # ------------------------------------------------------------------------ folders
 # errnos that mean the path itself is wrong (the user's to fix), not the machine's state
@@ -161,15 +163,12 @@ if hasattr(os, "register_at_fork"):
 class RunInUse(UsageError):
     """The folder's lock is held by another live process (exit 2)."""
 
-
 class RunLock:
     """An exclusive ``flock`` on ``<run>/.lock`` for the life of a writer (released on close,
     or by the kernel when the process dies, however it dies; forked workers do not inherit
     it). The holder's pid is in the file."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        import fcntl
-
         self.path = Path(run_dir) / LOCK_FILE
         try:
             self.fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)  # a symlinked .lock is not followed
@@ -268,9 +267,6 @@ def recipe_file_differences(run_dir: str | os.PathLike, stored: dict, difference
     """How the run folder's ``recipe.yaml`` differs from the checkpoint's recipe (``differences``
     is :func:`cifarctl.training.run.recipe_differences`): edits made by hand since the checkpoint
     was saved. [] when it is absent (an older folder) or the same."""
-    from cifarctl import yamlsafe
-    from cifarctl.errors import RecipeError
-
     path = Path(run_dir) / "recipe.yaml"
     if not os.path.lexists(path):
         return []
@@ -280,9 +276,7 @@ def recipe_file_differences(run_dir: str | os.PathLike, stored: dict, difference
         return [f"it no longer reads as a recipe: {'; '.join(exc.problems)}"]
     if not isinstance(raw, dict):
         return [f"it is a {type(raw).__name__}, not a recipe mapping"]
-    from pydantic import ValidationError
 
-    from cifarctl.recipe.schema import Recipe
 
     try:
         raw = Recipe.model_validate(raw).to_dict()  # with today's defaults, as the stored one is
@@ -310,8 +304,6 @@ def _git_revision() -> str | None:
 
 def environment(device: str, device_name: str | None = None, argv: list[str] | None = None) -> dict:
     """What env.json records about this process."""
-    import torch
-
     return {
         "python": platform.python_version(), "torch": torch.__version__, "cifarctl": __version__,
         "device": device, "device_name": device_name or platform.processor() or platform.machine(),
@@ -338,8 +330,6 @@ def write_env(run_dir: Path, env: dict) -> None:
 def read_json(path: Path, limit: int = 16 << 20) -> Any:
     """A run folder's JSON file, or None: missing, not a regular file (a symlink or a FIFO is
     not followed), over ``limit`` bytes, or not JSON."""
-    from cifarctl.fsutil import read_regular
-
     data = read_regular(path, limit)
     try:
         return None if data is None else json.loads(data)
@@ -365,8 +355,6 @@ class RunFiles:
             remove_temps(folder, ".*.tmp-*", spare_live=True)  # those of a live eval or misclassified
 
     def _append(self, name: str, line: str) -> None:
-        from cifarctl.fsutil import open_regular
-
         path = self.dir / name
         try:  # never through a symlink to a file outside the run, never into a FIFO
             fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)

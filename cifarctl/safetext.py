@@ -11,6 +11,7 @@ image target, each also escaping control characters.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c != 0x09}
 # inline syntax that could open code, a link or a table cell anywhere in a line (emphasis
@@ -52,8 +53,6 @@ def md_block(s, lang: str = "") -> str:
 def md_target(path: str) -> str:
     """A link or image target: as it is when plain (letters, digits, ``/._-``), else inside
     ``<...>`` (spaces and parentheses allowed there) with what could end it percent-encoded."""
-    from urllib.parse import quote
-
     path = str(path)
     if _PLAIN_TARGET.fullmatch(path):
         return path

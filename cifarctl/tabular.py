@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cifarctl.safetext import shown
+
 FORMATS = ("table", "md", "json")
 
 
@@ -80,8 +82,6 @@ class Tabular:
 def _md_inline(text: str) -> str:
     """One line of markdown shown as written: control characters escaped, HTML shown as
     text, and ``\\``, ``[`` and ``]`` escaped (no link or image can open)."""
-    from cifarctl.safetext import shown
-
     flat = shown(" ".join(str(text).splitlines()))
     flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return flat.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")

@@ -25,10 +25,21 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cifarctl.analysis.grouping import finite_mean, finite_sum, json_safe
-from cifarctl.errors import UsageError
+from cifarctl.analysis.grouping import (
+    finite_mean,
+    finite_sum,
+    group_by_setup,
+    json_safe,
+    labels,
+    mean_std,
+    seeds_differ,
+    setup_of,
+)
+from cifarctl.errors import UsageError, did_you_mean
+from cifarctl.fsutil import read_regular
 from cifarctl.recipe.load import read_yaml, resolve_recipe_path
 from cifarctl.recipe.schema import SCHEMA_VERSION
+from cifarctl.recipe.targets import assignment_threshold, target_verdict
 
 # Files whose presence makes a folder a run folder (rather than a folder of runs).
 RUN_FILES = ("metrics.jsonl", "summary.json", "recipe.yaml", "env.json", "log.txt", "checkpoints")
@@ -212,8 +223,6 @@ def _size(n: int) -> str:
 
 def _read_bounded(path: Path, marks: list[str]) -> bytes | None:
     """The bytes of a run folder's file, or None with a mark (too large, not a regular file)."""
-    from cifarctl.fsutil import read_regular
-
     raw = read_regular(path, MAX_RUN_FILE)
     if raw is None:
         marks.append(f"{path.name} is {_unreadable(path)}")
@@ -327,7 +336,7 @@ def _series(metrics: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
 
 
 def _read_recipe(path: Path, marks: list[str]) -> tuple[Any, UsageError | None]:
-    """recipe.yaml parsed as :func:`~cifarctl.recipe.load_recipe` reads it (any YAML value), or
+    """recipe.yaml parsed as :func:`~cifarctl.recipe.load.load_recipe` reads it (any YAML value), or
     None and the error ``load_recipe`` would raise (missing, not a regular file, unparsable)."""
     try:
         raw = read_yaml(resolve_recipe_path(str(path)))  # bounded: an alias bomb or deep nesting is one mark
@@ -396,7 +405,6 @@ def read_run(path: Path) -> RunRecord | str:
         recipe_doc=recipe_doc,
         recipe_error=recipe_error,
     )
-    from cifarctl.analysis.grouping import setup_of
 
     rec.setup = setup_of(recipe, lr_auto=(path / "lr_find.json").is_file(), fallback={
         "name": rec.recipe, "model": rec.model, "epochs": rec.epochs_planned})
@@ -418,10 +426,9 @@ def read_run(path: Path) -> RunRecord | str:
             target, recipe):
         rec.verdict = "PASS" if target["passed"] else "FAIL"
     elif (not summary or isinstance(target, dict)) and rec.epochs_planned is not None and rec.epochs >= rec.epochs_planned:
-        from cifarctl.recipe.targets import assignment_threshold, target_verdict  # as `train` judges it
-
-        verdict = target_verdict(recipe.get("target"), best_acc=rec.best_acc, params=rec.params, epochs=rec.epochs,
-                                 assignment=assignment_threshold(recipe))
+        verdict = target_verdict(  # as `train` judges it
+            recipe.get("target"), best_acc=rec.best_acc, params=rec.params, epochs=rec.epochs,
+            assignment=assignment_threshold(recipe))
         rec.verdict = ("PASS" if verdict["passed"] else "FAIL") if verdict["checks"] else "-"
     return rec
 
@@ -429,8 +436,6 @@ def read_run(path: Path) -> RunRecord | str:
 def _judged_without_assignment(target: dict, recipe: dict) -> bool:
     """A verdict stored by an older cifarctl, which held the run to the seed's figure only
     although its recipe has an assignment threshold: judged again, as ``train`` judges now."""
-    from cifarctl.recipe.targets import assignment_threshold
-
     checks = target.get("checks")
     return (assignment_threshold(recipe) is not None and isinstance(checks, list)
             and not any(isinstance(c, dict) and c.get("name") == "assignment_acc" for c in checks))
@@ -476,8 +481,6 @@ def group_runs(runs: list[RunRecord]) -> list[RunGroup]:
 
     Running, interrupted and failed runs are left out so they do not drag the means down.
     """
-    from cifarctl.analysis.grouping import group_by_setup, labels, mean_std, seeds_differ
-
     finished = [r for r in runs if is_finished(r)]
     buckets = group_by_setup(finished, lambda r: r.setup)
     names, differs = labels([b[0].recipe for b in buckets], [b[0].setup for b in buckets])
@@ -499,8 +502,6 @@ def best_setting(groups: list[RunGroup]) -> tuple[RunGroup, float, str] | None:
     """(group, its mean best accuracy, "validation"/"test") of the best set-up, counting only
     groups whose every run completed (a diverged or failed run disqualifies its set-up), on
     the split that chose their checkpoints: validation when all had one, else test."""
-    from cifarctl.analysis.grouping import mean_std
-
     scored = []
     for g in groups:
         if not g.runs or any(r.status != "completed" for r in g.runs):
@@ -606,6 +607,5 @@ def export(
                     else [None] * len(extra))
             w.writerow([_cell(row[c]) for c in _COLUMNS] + [_cell(v) for v in tail])
         return buf.getvalue()
-    from cifarctl.errors import UsageError, did_you_mean
 
     raise UsageError(f"unknown export format {fmt!r}{did_you_mean(fmt, EXPORT_FORMATS)}; choose one of {', '.join(EXPORT_FORMATS)}")

@@ -16,19 +16,21 @@ Plain function, no printing.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
-
 from pathlib import Path
 
+import torch
+
 from cifarctl.analysis.inference import SPLITS, check_options, load_for_inference, predict_cached
+from cifarctl.runs import write_json
 
 __all__ = ["SPLITS", "confusion_matrix", "evaluate_checkpoint", "most_confused"]
 
 
 def confusion_matrix(y, pred, num_classes: int) -> list[list[int]]:
     """``m[true][predicted]`` counts."""
-    import torch
-
     m = torch.bincount(y.long().cpu() * num_classes + pred.long().cpu(), minlength=num_classes ** 2)
     return m.view(num_classes, num_classes).tolist()
 
@@ -48,9 +50,6 @@ def most_confused(matrix: list[list[int]], classes: list[str], top: int = 5) -> 
 
 def confusion_csv(matrix: list[list[int]], classes: list[str]) -> str:
     """The matrix as CSV: a header of predicted classes, one row per true class."""
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["true \\ predicted", *classes])
@@ -74,8 +73,6 @@ def evaluate_checkpoint(
 
     ``tta=None`` uses the stored recipe's ``eval_tta``, as its per-epoch test accuracy did.
     """
-    from cifarctl.runs import write_json
-
     check_options(split, tta)  # before anything is loaded
     inf = load_for_inference(target, which=which, data=data, device=device, progress=progress)
     res = predict_cached(inf, split, tta=tta, keep=write)

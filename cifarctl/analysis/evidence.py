@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from cifarctl import registry
 from cifarctl.analysis.compare import RunRecord, collect_runs
 from cifarctl.analysis.evaluate import evaluation
 from cifarctl.analysis.inference import load_for_inference, predict_cached
@@ -31,7 +32,6 @@ from cifarctl.errors import CifarctlError, UsageError
 from cifarctl.fsutil import read_regular
 from cifarctl.recipe.load import load_recipe, validate_dict
 from cifarctl.recipe.schema import Recipe
-from cifarctl.registry import create_model
 from cifarctl.runs import read_json
 from cifarctl.training.builders import build_model
 
@@ -65,7 +65,7 @@ def read_object(path: Path) -> dict[str, Any]:
 
 def run_recipe(run: RunRecord) -> Recipe:
     """The run's recipe.yaml as :func:`~cifarctl.analysis.compare.read_run` read it, validated:
-    the recipe, or the error :func:`~cifarctl.recipe.load_recipe` gives for that file."""
+    the recipe, or the error :func:`~cifarctl.recipe.load.load_recipe` gives for that file."""
     if run.recipe_error is not None:
         raise run.recipe_error
     return validate_dict(run.recipe_doc, str(run.path / "recipe.yaml"))
@@ -86,7 +86,7 @@ def _reusing(model: nn.Module, recipe: Recipe) -> Callable[..., nn.Module]:
     def build(name: str, **args: Any) -> nn.Module:
         if name == recipe.model and args == dict(recipe.model_args):
             return model
-        return create_model(name, **args)
+        return registry.create_model(name, **args)
     return build
 
 

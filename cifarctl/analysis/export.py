@@ -22,6 +22,7 @@ written only when the check passed: a failed check leaves nothing behind.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -34,8 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cifarctl import __version__
+from cifarctl.analysis.inference import load_for_inference
+from cifarctl.augment.device import make_normalizer
 from cifarctl.errors import CifarctlError, UsageError
-from cifarctl.fsutil import write_atomic
+from cifarctl.fsutil import check_target, fsync_dir, write_atomic, write_error
+from cifarctl.runs import read_json, read_run_info
+from cifarctl.safetext import md_code, md_text
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "exported-program": "model.pt2"}
@@ -61,8 +67,6 @@ class Parity:
 
 
 def _needs(*modules: str) -> None:
-    import importlib.util
-
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise UsageError(f"--format onnx needs {', '.join(missing)}: {EXTRA_HINT}")
@@ -147,8 +151,6 @@ def export_run(target: str | os.PathLike, fmt: str, *, out: str | os.PathLike | 
     """Export ``target``'s checkpoint as ``fmt`` into ``out`` (default: ``RUN_DIR/export/<fmt>``) and
     check it on up to ``images`` test images; a dict of what was written and the figures.
     Raises :class:`ParityError` (nothing written) when the check fails."""
-    from cifarctl.analysis.inference import load_for_inference
-
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if images < 1:
@@ -214,8 +216,6 @@ def export_run(target: str | os.PathLike, fmt: str, *, out: str | os.PathLike | 
 
 def _existing_parent(folder: Path) -> Path:
     """``folder``, made (with its parents), for the temp folder to sit in: the move in is then a rename."""
-    from cifarctl.fsutil import write_error
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -227,8 +227,6 @@ def _existing_parent(folder: Path) -> Path:
 
 def _move_in(tmp: Path, folder: Path, names: list[str]) -> None:
     """Each file of ``tmp`` into ``folder`` atomically, the model file first."""
-    from cifarctl.fsutil import check_target, fsync_dir, write_error
-
     for name in names:
         check_target(folder / name)
         try:
@@ -240,8 +238,6 @@ def _move_in(tmp: Path, folder: Path, names: list[str]) -> None:
 
 def normalization(inf) -> dict:
     """The run's normalization constants (an explicit ``Normalize`` step wins, as in training)."""
-    from cifarctl.augment.device import make_normalizer
-
     n = make_normalizer(inf.recipe.data.normalize, "cpu", inf.recipe.data.augment)
     return {"mean": list(n.mean), "std": list(n.std), "pixel_scale": n.max_pixel_value}
 
@@ -249,10 +245,6 @@ def normalization(inf) -> dict:
 def model_card(inf, result: dict) -> str:
     """MODEL_CARD.md: model, params, recipe, data and fingerprint, accuracy and the split
     that chose it, the input spec and class names, intended use and limits."""
-    from cifarctl import __version__
-    from cifarctl.runs import read_json, read_run_info
-    from cifarctl.safetext import md_code, md_text
-
     run_dir = inf.run_dir
     summary = (read_json(run_dir / "summary.json") if run_dir else None) or {}
     info = read_run_info(run_dir) if run_dir else {}

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cifarctl.analysis.grouping import mean_std
+
 TAIL = 3            # epochs whose change counts as "the last epochs"
 RISING_PTS = 0.5    # test accuracy gained over the tail that counts as still rising (points)
 GAP_TREND_PTS = 1.0  # change of the train-test gap over the tail that counts as a trend
@@ -146,8 +148,6 @@ def first_epoch_at(metrics: list[dict[str, Any]], threshold: float | None) -> in
 def group_figures(group, evals: dict[str, dict[str, Any] | None], threshold: float | None) -> GroupFigures:
     """A :class:`~cifarctl.analysis.compare.RunGroup`'s figures; ``evals`` maps run names to
     their evaluation (eval.json dicts) for the per-class accuracies."""
-    from cifarctl.analysis.grouping import mean_std
-
     over = group.seeds_differ
     gaps = []
     for r in group.runs:

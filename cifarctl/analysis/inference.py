@@ -35,10 +35,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarctl.errors import CheckpointError, UsageError
+from cifarctl import __version__, fsutil, registry
+from cifarctl.augment.device import make_normalizer
+from cifarctl.checkpoints import find_checkpoint, load_checkpoint, model_weights
+from cifarctl.data import load_cifar, resolve_source
+from cifarctl.errors import CheckpointError, CifarctlError, UsageError
+from cifarctl.recipe.load import validate_dict
 from cifarctl.recipe.schema import TTA_MODES, Recipe
-from cifarctl.training.builders import uses_channels_last
+from cifarctl.runs import run_dir_of
+from cifarctl.training.builders import autocast, precision_for, resolve_device, uses_channels_last
 from cifarctl.training.checkpoint import weights_mismatch
+from cifarctl.training.evaluation import evaluate
 
 SPLITS = ("test", "train")
 PREDICTIONS_FILE = "eval-predictions-{split}.npz"
@@ -81,8 +88,6 @@ class Inference:
         return self.checkpoint["model_name"]
 
     def autocast(self):
-        from cifarctl.training.builders import autocast
-
         return autocast(self.device, self.amp_dtype)
 
     def split(self, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,21 +112,12 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
     returns its own, whose weights are then replaced by the checkpoint's.
     ``with_data=False``: the run's data is not loaded (``data`` is None; the classes are the
     checkpoint's): for predicting images that are not the run's."""
-    from cifarctl.augment.device import make_normalizer
-    from cifarctl.data import load_cifar, resolve_source
-    from cifarctl.recipe.load import validate_dict
-    from cifarctl.registry import create_model
-    from cifarctl.checkpoints import model_weights
-    from cifarctl.runs import run_dir_of
-    from cifarctl.checkpoints import find_checkpoint, load_checkpoint
-    from cifarctl.training.builders import precision_for, resolve_device
-
     path = find_checkpoint(target, which)
     ckpt = load_checkpoint(path)
     recipe = validate_dict(ckpt["recipe"], f"{path} (stored recipe)")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     try:
-        model = (build or create_model)(ckpt["model_name"], **(ckpt.get("model_args") or {}))
+        model = (build or registry.create_model)(ckpt["model_name"], **(ckpt.get("model_args") or {}))
     except UsageError as exc:  # the checkpoint's model_args (or name): say which checkpoint
         raise CheckpointError(f"{path}: {exc}") from None
     args = ckpt.get("model_args")
@@ -202,8 +198,6 @@ def predict(inf: Inference, split: str = "test", *, tta: str | None = None, per_
     them; ``per_image`` adds ``probs`` (N, classes) and per-image ``losses``. ``tta=None`` is
     the recipe's ``eval_tta``. Also returns the ``tta`` used and the split's images ``x``
     (uint8 NCHW) and labels ``y``, on the device."""
-    from cifarctl.training.evaluation import evaluate
-
     check_options(split, tta)
     tta = inf.recipe.eval_tta if tta is None else tta
     x, y = inf.split(split)
@@ -230,8 +224,6 @@ def _sha256(path: Path) -> str:
 
 def predictions_key(inf: Inference, split: str, tta: str) -> dict[str, Any]:
     """What a kept pass must match to stand for a new one."""
-    from cifarctl import __version__
-
     d = inf.data
     y = np.ascontiguousarray(np.asarray(d.test_y if split == "test" else d.train_y, dtype=np.int64))
     return {"checkpoint_sha256": _sha256(inf.path), "split": split, "tta": tta, "source": str(inf.source),
@@ -267,15 +259,12 @@ def _read_predictions(path: Path, key: dict[str, Any], inf: Inference, split: st
 
 
 def _write_predictions(path: Path, key: dict[str, Any], res: dict) -> None:
-    from cifarctl.errors import CifarctlError
-    from cifarctl.fsutil import write_atomic
-
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps({"key": key, "loss": res["loss"], "acc": res["acc"]})),
              preds=res["preds"].cpu().numpy().astype(np.int16), probs=res["probs"].float().cpu().numpy(),
              losses=res["losses"].float().cpu().numpy())
     try:
-        write_atomic(path, buf.getbuffer())
+        fsutil.write_atomic(path, buf.getbuffer())
     except CifarctlError as exc:  # a read-only run folder: the next pass predicts again, nothing else is lost
         log.warning("warning: predictions not kept (%s)", exc)
 

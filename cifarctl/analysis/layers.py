@@ -29,6 +29,12 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from cifarctl import registry
+from cifarctl.bundled import bundled_recipes
+from cifarctl.errors import CifarctlError, UsageError
+from cifarctl.recipe.load import load_recipe
+from cifarctl.training.builders import build_model
+
 # Argument names of the spatial functions, for positional/keyword normalization.
 _ARGS = {
     "conv2d": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
@@ -315,9 +321,6 @@ def summarize_recipe(recipe, *, input_size: tuple[int, ...] | None = None, depth
     """:func:`summarize` of the recipe's model, built as training builds it (``model_args`` included)
     unless the caller has built it (``model``), on ``input_size`` (default: 3 x ``data.image_size``
     squared, what the run feeds it)."""
-    from cifarctl.errors import UsageError
-    from cifarctl.training.builders import build_model
-
     if input_size is None:
         input_size = (3, recipe.data.image_size, recipe.data.image_size)
     model = build_model(recipe) if model is None else model
@@ -334,15 +337,13 @@ def model_rows(pattern: str = "*") -> list[dict[str, Any]]:
 
     Models are built on the ``meta`` device, so counting params allocates nothing.
     """
-    from cifarctl.registry import create_model, get_entry, list_models
-
     if not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"  # a plain word matches anywhere in the name
     rows = []
-    for name in list_models(pattern):
-        entry = get_entry(name)
+    for name in registry.list_models(pattern):
+        entry = registry.get_entry(name)
         with torch.device("meta"):
-            model = create_model(name)
+            model = registry.create_model(name)
         rows.append({"name": name, "aliases": list(entry.aliases),
                      "params": sum(p.numel() for p in model.parameters()),
                      "assignment": entry.assignment, "description": entry.description,
@@ -353,11 +354,6 @@ def model_rows(pattern: str = "*") -> list[dict[str, Any]]:
 def _recipe_params(name: str, aliases) -> dict[str, int]:
     """``{recipe: params}`` for each bundled recipe that builds ``name`` with other
     ``model_args`` than its defaults (s9_dilated's recipe widens it): what training builds."""
-    from cifarctl.bundled import bundled_recipes
-    from cifarctl.errors import CifarctlError
-    from cifarctl.recipe.load import load_recipe
-    from cifarctl.registry import create_model
-
     out = {}
     for recipe, path in bundled_recipes().items():
         try:
@@ -366,5 +362,5 @@ def _recipe_params(name: str, aliases) -> dict[str, int]:
             continue
         if r.model in (name, *aliases) and r.model_args:
             with torch.device("meta"):
-                out[recipe] = sum(p.numel() for p in create_model(name, **r.model_args).parameters())
+                out[recipe] = sum(p.numel() for p in registry.create_model(name, **r.model_args).parameters())
     return out

@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from cifarctl.analysis.gradcam import overlay
+from cifarctl.analysis.inference import load_for_inference, predict_cached
 from cifarctl.errors import UsageError
 from cifarctl.fsutil import write_atomic
 
@@ -133,9 +136,6 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
     predicting again when the caller has them (``cifarctl report``: one pass for the
     evaluation and the misclassified images). Otherwise the checkpoint's kept predictions
     are read when they match (:func:`~cifarctl.analysis.inference.predict_cached`)."""
-    import torch
-
-    from cifarctl.analysis.inference import load_for_inference, predict_cached
 
     if sort not in SORTS:
         raise UsageError(f"--sort {sort!r}: expected one of {', '.join(SORTS)}")
@@ -241,7 +241,6 @@ def draw_grid(images: np.ndarray, cams: np.ndarray | None, captions: list[list[s
     ``misclassified`` and ``predict --gradcam``."""
     from PIL import Image, ImageDraw
 
-    from cifarctl.analysis.gradcam import overlay
 
     path = Path(path)
     with_cam = cams is not None

@@ -22,7 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cifarctl.analysis.gradcam import gradcam
+from cifarctl.analysis.inference import check_options
+from cifarctl.analysis.misclassified import draw_grid
+from cifarctl.data.images import IMAGE_SUFFIXES, decode, file_problem
 from cifarctl.errors import UsageError
+from cifarctl.training.evaluation import evaluate
 
 MAX_BATCH = 256
 MAX_GRADCAM = 100  # tiles in the --gradcam PNG  # images decoded and held at once: a folder of photos never fills the memory
@@ -60,8 +65,6 @@ class Predictions:
 def expand_inputs(paths: list[str | os.PathLike]) -> tuple[list[str], list[str]]:
     """(files to predict, error lines): a folder gives its image files (by suffix,
     recursively, hidden ones skipped, sorted); a named file is tried whatever its suffix."""
-    from cifarctl.data.images import IMAGE_SUFFIXES, file_problem
-
     files, errors = [], []
     for p in paths:
         p = os.fspath(p)
@@ -89,8 +92,6 @@ def expand_inputs(paths: list[str | os.PathLike]) -> tuple[list[str], list[str]]
 
 def predict_arrays(inf, x_u8: torch.Tensor, tta: str) -> torch.Tensor:
     """Class probabilities (N, K) of uint8 NCHW images on the device, as ``eval`` computes them."""
-    from cifarctl.training.evaluation import evaluate
-
     r = inf.recipe
     y = torch.zeros(len(x_u8), dtype=torch.int64, device=x_u8.device)  # evaluate wants labels; unused here
     res = evaluate(inf.model, x_u8, y, normalize=inf.normalize, batch_size=r.data.test_batch_size,
@@ -106,9 +107,6 @@ def predict_files(inf, paths: list[str | os.PathLike], *, top_k: int = 5, tta: s
 
     ``tta=None``: the recipe's ``eval_tta``. ``gradcam``: a Grad-CAM map of the top class
     per image (layer ``gradcam_layer``, default the last conv with a spatial output)."""
-    from cifarctl.analysis.inference import check_options
-    from cifarctl.data.images import decode
-
     check_options("test", tta)
     if top_k < 1:
         raise UsageError(f"--top {top_k}: expected at least 1")
@@ -151,15 +149,11 @@ def predict_files(inf, paths: list[str | os.PathLike], *, top_k: int = 5, tta: s
 
 
 def _cams(inf, x_u8: torch.Tensor, classes: torch.Tensor, layer: str) -> np.ndarray:
-    from cifarctl.analysis.gradcam import gradcam
-
     return gradcam(inf.model, inf.normalize(x_u8), layer, classes.to(inf.device)).cpu().numpy()
 
 
 def write_gradcam(result: Predictions, path: str | os.PathLike, run_name: str) -> Path:
     """The images with their Grad-CAM overlays and top class as one PNG (``--gradcam OUT.png``)."""
-    from cifarctl.analysis.misclassified import draw_grid
-
     items = [p for p in result.items if p.cam is not None][:MAX_GRADCAM]
     side = result.image_size
     images = np.stack([p.image for p in items]) if items else np.zeros((0, side, side, 3), np.uint8)

@@ -5,6 +5,11 @@ augmentation, as uint8 for display (the normalisation undone)."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from cifarctl.augment.device import compile_steps
+from cifarctl.augment.per_image import build_albumentations
+from cifarctl.augment.spec import mean_std
 
 
 def per_class(labels: np.ndarray, num_classes: int, k: int) -> list[int]:
@@ -17,10 +22,6 @@ def augment_for_display(images: np.ndarray, steps: list, normalize, seed: int = 
     """``images`` (N, H, W, C uint8) through the augmentation ``steps`` as training applies
     them (batched where every step has a batched version, else albumentations per image),
     returned as uint8 N, H, W, C with the normalisation undone."""
-    import torch
-
-    from cifarctl.augment.device import compile_steps
-    from cifarctl.augment.spec import mean_std
 
     images = np.ascontiguousarray(images)
     if not steps:
@@ -31,7 +32,6 @@ def augment_for_display(images: np.ndarray, steps: list, normalize, seed: int = 
         out = aug(torch.from_numpy(images).permute(0, 3, 1, 2), gen)
         pixels = (out - aug.bias) / aug.scale  # undo (x * scale + bias)
         return pixels.round().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    from cifarctl.augment.per_image import build_albumentations
 
     pipe = build_albumentations(steps, normalize, seed=seed)
     mean, std = mean_std(normalize)

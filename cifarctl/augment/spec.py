@@ -21,6 +21,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+from pydantic import ValidationError
+
 from cifarctl import CIFAR_MEAN, CIFAR_STD
 from cifarctl.errors import did_you_mean
 
@@ -168,8 +171,6 @@ def _mixed_hole_units(args: dict[str, Any]) -> bool:
 
 
 def _instantiation_problems(name: str, args: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    from pydantic import ValidationError
-
     try:
         make_transform(name, args)
     except Warning as w:  # a silent fallback in albumentations: refuse it
@@ -280,8 +281,6 @@ def geometry_problems(steps: list[dict], shape: tuple[int, int, int] = IMAGE_SHA
     skipped when its p < 1): a step that cannot take a size it may get (a 40x40 crop of a
     32x32 image), or a pipeline that does not always end at ``shape``, is a problem found
     at validation, before any run folder exists."""
-    import numpy as np
-
     def size(s):
         return f"{s[1]}x{s[0]}" + (f"x{s[2]}" if len(s) == 3 and s[2] != shape[2] else "")
 

@@ -348,7 +348,7 @@ def skip_value_coercion() -> None:
 
     Typer converts each parameter's value through a pydantic ``TypeAdapter`` even when click
     parses resiliently, as it does to complete: that imports pydantic and builds adapters,
-    about 0.15 s of a TAB's 0.3 s, for values completion never reads. Only parsing with
+    about half of a TAB's time (docs/benchmarks.md), for values completion never reads. Only parsing with
     ``ctx.resilient_parsing`` skips it. With a typer that lacks this hook nothing changes and
     completion is just slower (the completion test then fails on pydantic being imported).
     """

@@ -17,7 +17,7 @@ unpickler that accepts nothing but numpy arrays, lists, dicts, strings and numbe
 a crafted batch file cannot run code (see :class:`_BatchUnpickler`).
 
 Images are decoded with Pillow in a small pool of forked processes when there are
-enough of them to pay for it (2 cores: 60k JPEGs in ~6 s instead of ~13 s); decoding
+enough of them to pay for it (timings in docs/benchmarks.md); decoding
 is CPU-bound and threads do not help.
 
 Size (~550 lines): two formats, each from a folder or an archive, share the member
@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from cifarctl import CLASSES
+from cifarctl.data.images import decode
 from cifarctl.errors import DataError
 
 Progress = Callable[[int, int], None]
@@ -233,8 +234,6 @@ def _is_cifar100_dir(folder: Path) -> bool:
 def decode_chunk(items: list[tuple[str, bytes | str]], size: int = 32) -> tuple[np.ndarray, str | None]:
     """Decode (name, bytes-or-path) pairs to (n, size, size, 3) RGB
     (:func:`cifarctl.data.images.decode`); stops at the first bad image and returns its message."""
-    from cifarctl.data.images import decode
-
     out = np.empty((len(items), size, size, 3), np.uint8)
     for i, (name, payload) in enumerate(items):
         arr, err = decode(name, payload, size)

@@ -31,10 +31,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from cifarctl.augment.device import compile_steps, make_normalizer, unsupported_step
+from cifarctl.augment.per_image import SeededBatch, batch_seed
 from cifarctl.errors import UsageError
 from cifarctl.recipe.schema import Recipe
 from cifarctl.training.builders import uses_channels_last
-
 
 BLOCK_IMAGES = 4096  # images augmented at once (~50 MB as float32): a whole number of batches, >= 1
 
@@ -67,8 +68,6 @@ class Batches:
 
     def __init__(self, recipe: Recipe, arrays, device: torch.device, generator: torch.Generator,
                  rank: int = 0, world_size: int = 1, notices: list[str] | None = None):
-        from cifarctl.augment.device import compile_steps, make_normalizer, unsupported_step
-
         d = recipe.data
         self.device, self.generator = device, generator
         self.rank, self.world_size = rank, world_size
@@ -194,8 +193,6 @@ class EpochPlan:
         return x, b.y[bi]
 
     def _loader(self, start: int):
-        from cifarctl.augment.per_image import SeededBatch, batch_seed
-
         b = self.b
         order = self.idx.cpu()
         b.sampler.batches = [SeededBatch(order[slice(*self._bounds(i))].tolist(), batch_seed(self.loader_seed, i))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,9 +36,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from cifarctl.checkpoints import checkpoint_path
 from cifarctl.errors import EXIT_FAILURE, CifarctlError, UsageError
+from cifarctl.training.builders import resolve_device
 
 _control = None  # the gloo group for host-side flags when the main group is nccl
 
@@ -109,7 +112,6 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
     if missing:
         raise UsageError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start it with torchrun "
                          "or `cifarctl train --nproc N`")
-    from cifarctl.training.builders import resolve_device
 
     local = int(os.environ["LOCAL_RANK"])
     dev = resolve_device(device)
@@ -148,8 +150,6 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
 def _exit_quietly() -> None:
     """Ignore SIGTERM from here on: when a rank exits with an error, torchrun terminates the
     others, and rank 0 has already written everything (it is on its way out)."""
-    import threading
-
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -168,8 +168,6 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     running statistics change nothing in training, and rank 0's are broadcast before every
     evaluation (:func:`evaluate_shares`) and are what the checkpoint holds.
     """
-    from torch.nn.parallel import DistributedDataParallel
-
     synced = sync_bn and device.type == "cuda"
     if synced:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -186,7 +184,7 @@ def wrap_model(model, device, sync_bn: bool, per_rank: int, notices: list[str]):
     ids = [device.index] if device.type == "cuda" else None
     notices.append(f"data-parallel: {current().world_size} processes ({'nccl' if ids else 'gloo'}), "
                    f"{per_rank} images each per step, BatchNorm {'synchronised' if synced else 'per process'}")
-    ddp = DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None,
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, output_device=device.index if ids else None,
                                   broadcast_buffers=False)
     return ddp, model
 
@@ -212,8 +210,6 @@ def evaluate_shares(evaluate, t, x, y_all, model=None, **kwargs) -> dict:
 def broadcast_buffers(model) -> None:
     """Every rank takes rank 0's buffers (BatchNorm running statistics), as in the checkpoint:
     one broadcast of them all, flattened per dtype (what DDP does before each forward)."""
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for b in model.buffers():
         by_dtype.setdefault(b.dtype, []).append(b)

@@ -44,11 +44,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarctl.errors import UsageError
 from cifarctl.recipe.schema import Recipe
 from cifarctl.training import distributed
 from cifarctl.training.batches import Batches
 from cifarctl.training.builders import autocast, uses_channels_last
-from cifarctl.training.evaluation import evaluate
+from cifarctl.training.evaluation import chunking, evaluate, view_count
 from cifarctl.training.guards import LossWatch
 from cifarctl.training.model_hooks import Freezer
 from cifarctl.training.schedules import step_after_epoch
@@ -281,9 +282,6 @@ def _check_eval_fits(t: Trainer) -> None:
     """One evaluation pass of the epochs' largest shape, before the first step: a
     ``data.test_batch_size`` too large for the device's memory is one line now, not an
     out-of-memory error after a whole epoch of training. No random numbers are drawn."""
-    from cifarctl.errors import UsageError
-    from cifarctl.training.evaluation import chunking, view_count
-
     r = t.recipe
     size = chunking(len(t.test_y), r.data.test_batch_size, view_count(r.eval_tta))
     try:

@@ -49,23 +49,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cifarctl.errors import UsageError
+from cifarctl.fsutil import write_atomic
+from cifarctl.recipe.schema import LRFind
+from cifarctl.recipe.wording import lr_find_problems
+from cifarctl.runs import create_run_dir
+from cifarctl.training.batches import Batches
+from cifarctl.training.builders import (
+    autocast,
+    build_loss,
+    build_model,
+    build_optimizer,
+    precision_for,
+    resolve_device,
+    with_num_classes,
+)
+from cifarctl.training.lr_suggest import DIVERGE_K, LABELS, SUGGESTIONS, DivergenceWatch, advice_for, analyse_sweep
 
 Progress = Callable[[int, int, float, float], None]
-
-from cifarctl.training.lr_suggest import (  # noqa: F401, E402  (re-exported)
-    DIVERGE_K,
-    LABELS,
-    PREFERENCE,
-    REASONS,
-    SUGGESTIONS,
-    DivergenceWatch,
-    advice_for,
-    analyse_sweep,
-    recommend,
-    valley_index,
-)
 
 
 # ------------------------------------------------------------------------ result
@@ -153,7 +156,6 @@ def analyse(
 class _Diverged(Exception):
     """Raised by :class:`_WatchedLoss` before ``backward``: the sweep has diverged."""
 
-
 class _Passes:
     """What ``TrainDataLoaderIter`` iterates: each ``iter()`` is a new shuffled pass of the
     engine's batches (:class:`cifarctl.training.batches.Batches`, at least one full batch)."""
@@ -200,9 +202,6 @@ def seconds_per_step(model, criterion, shape: tuple[int, ...], batch_size: int, 
     pass on ``min(batch_size, PROBE_IMAGES)`` blank images of ``shape`` (C, H, W), timed on
     the second of two runs (the first warms up) and scaled to ``batch_size``. In eval mode,
     so no BatchNorm statistic moves and no dropout draw is taken; gradients are cleared."""
-    import torch
-
-    from cifarctl.training.builders import autocast
 
     n = max(1, min(batch_size, PROBE_IMAGES))
     x = torch.zeros((n, *shape), device=device)
@@ -242,10 +241,6 @@ def sweep_settings(recipe, start_lr: float | None = None, end_lr: float | None =
                    num_iter: int | None = None, step_mode: str | None = None) -> dict[str, Any]:
     """The sweep's ``start_lr``, ``end_lr``, ``num_iter``, ``step_mode``: the ones given (on the
     command line), else the recipe's ``scheduler.lr_find``, else the defaults."""
-    from cifarctl.recipe.schema import LRFind
-
-    from cifarctl.errors import UsageError
-    from cifarctl.recipe.wording import lr_find_problems
 
     base = getattr(recipe.scheduler, "lr_find", None) or LRFind()
     settings = {
@@ -288,11 +283,6 @@ def run_lr_find(
     seconds_per_step)``, when given, once before the first, with an estimate from a timed
     pass (:func:`seconds_per_step`).
     """
-    import torch
-
-    from cifarctl.training.batches import Batches
-    from cifarctl.training.builders import (build_loss, build_model, build_optimizer, precision_for,
-                                            resolve_device, with_num_classes)
 
     if not (start_lr > 0 and end_lr > start_lr):
         raise UsageError(f"need 0 < start_lr < end_lr (got {start_lr:g} and {end_lr:g})")
@@ -428,8 +418,6 @@ def max_lr_notice(result: LRFindResult, max_lr: float) -> str:
 # ------------------------------------------------------------------------ output
 def make_out_dir(runs_dir: str | os.PathLike, name: str, now: datetime | None = None) -> Path:
     """A new ``<runs_dir>/lr-find/<name>-<YYYYmmdd-HHMMSS>`` folder (``-2``, ``-3``... if taken)."""
-    from cifarctl.runs import create_run_dir
-
     return create_run_dir(Path(runs_dir) / "lr-find", name, now=now, checkpoints=False)
 
 
@@ -439,7 +427,6 @@ def write_lr_find(result: LRFindResult, out_dir: str | os.PathLike) -> tuple[Pat
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from cifarctl.fsutil import write_atomic
 
     out = Path(out_dir)
     json_path, png_path = out / "lr_find.json", out / "lr_find.png"

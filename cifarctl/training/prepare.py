@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from cifarctl.data import load_cifar, resolve_source
 from cifarctl.errors import RecipeError
 from cifarctl.recipe.schema import Recipe
 from cifarctl.training import distributed
@@ -19,17 +20,18 @@ from cifarctl.training.builders import (
     build_model,
     build_optimizer,
     enter_device,
-    with_num_classes,
     is_max_lr_auto,
     precision_for,
     resolve_device,
     seed_everything,
     set_determinism,
     uses_channels_last,
+    with_num_classes,
 )
-from cifarctl.training.engine import Trainer
 from cifarctl.training.ema import build_early_stop, build_ema
+from cifarctl.training.engine import Trainer
 from cifarctl.training.lookahead import build_lookahead
+from cifarctl.training.lrfind import choose_max_lr, max_lr_notice
 from cifarctl.training.model_hooks import init_from_data
 from cifarctl.training.schedules import build_scheduler
 
@@ -53,8 +55,6 @@ def prepare(
     on the loaded data first (``lr_find_progress(i, n, lr, loss)`` after each of its steps):
     ``trainer.recipe`` then holds the chosen number and ``trainer.lr_find`` the sweep.
     """
-    from cifarctl.data import load_cifar, resolve_source
-
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     seed = recipe.seed if seed is None else seed
     seed_everything(seed)
@@ -135,7 +135,6 @@ def _resolve_auto_max_lr(recipe: Recipe, arrays, dev: torch.device, progress, no
     """
     if not is_max_lr_auto(recipe):
         return recipe, None
-    from cifarctl.training.lrfind import choose_max_lr, max_lr_notice
 
     max_lr, result = choose_max_lr(recipe, data=arrays, device=dev, progress=progress)
     resolved = recipe.with_value("scheduler.max_lr", float(max_lr))

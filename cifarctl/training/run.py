@@ -207,7 +207,8 @@ METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_
 
 class _CurvesPace:
     """curves.png, drawn by the background writer at most every :attr:`EVERY` seconds
-    (matplotlib takes ~0.3 s and the GIL), and once more when the run ends or stops."""
+    (a matplotlib figure holds the GIL for a noticeable part of a second), and once more
+    when the run ends or stops."""
 
     EVERY = 30.0
 

@@ -7,9 +7,12 @@ To add a schedule: a section class in :mod:`cifarctl.recipe.schema` (``Scheduler
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from cifarctl.errors import UsageError
+from cifarctl.training.builders import group_lrs, peak_lr
 
 
 class LinearWarmupDecay(torch.optim.lr_scheduler.LRScheduler):
@@ -47,8 +50,6 @@ def build_scheduler(recipe, optimizer, steps_per_epoch: int, max_lr: float | Non
     step/multistep/cosine/plateau after every epoch (:func:`step_after_epoch`). ``max_lr``
     is OneCycle's peak, by default the recipe's (:func:`~cifarctl.training.builders.peak_lr`).
     """
-    from cifarctl.training.builders import group_lrs, peak_lr
-
     s = recipe.scheduler
     sch = torch.optim.lr_scheduler
     if s.name == "onecycle":
@@ -95,8 +96,6 @@ def step_after_epoch(scheduler, test: dict) -> None:
 
 def advance(scheduler, steps: int) -> None:
     """Step ``scheduler`` ``steps`` times without training (a rebuilt schedule catching up)."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
         for _ in range(steps):

@@ -1,8 +1,8 @@
 """Epoch-end files off the training loop: host snapshots and one background writer.
 
 At an epoch end the loop used to block on a metrics fsync, one or two checkpoint saves
-with file and folder fsyncs, a matplotlib figure and summary.json (420-470 ms on a 2-core
-CPU for s8_bn). Now the loop only takes a :func:`host_copy` of the state (into persistent
+with file and folder fsyncs, a matplotlib figure and summary.json (docs/benchmarks.md gives
+the figures). Now the loop only takes a :func:`host_copy` of the state (into persistent
 buffers: pinned host memory for CUDA tensors, copied without blocking and fenced by an
 event the writer waits on) and hands the writing to :class:`BackgroundWriter`, whose one
 thread runs the jobs in order. Every guarantee of the files is the writer's as it was the

@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import math
 
+from rich.text import Text
+
+from cifarctl.safetext import shown
+from cifarctl.training.lr_suggest import LABELS, SUGGESTIONS
+
 # One theme for every chart: no background fill, so a chart reads the same on a dark and
 # on a light terminal (plotext's default paints a white canvas)
 THEME = "simple"
@@ -134,7 +139,6 @@ def lr_find_chart(result, width: int = 80, height: int = 18, colorless: bool = F
     """
     import plotext as plt
 
-    from cifarctl.training.lrfind import SUGGESTIONS
 
     pts = [(math.log10(lr), v) for lr, v in zip(result.lr, result.smoothed_loss) if math.isfinite(v)]
     if len(pts) < 2:
@@ -173,8 +177,6 @@ def lr_find_chart(result, width: int = 80, height: int = 18, colorless: bool = F
 def lr_find_key(result, width: int = 80) -> str:
     """Rich markup naming the lr-find chart's vertical lines, in their colours: on one line
     when it fits ``width``, else one entry a line (never a label cut from its number)."""
-    from cifarctl.training.lrfind import LABELS, SUGGESTIONS
-
     parts, plain = [], []
     for k in SUGGESTIONS:
         v = result.suggestions.get(k)
@@ -192,9 +194,7 @@ def metric_chart(lines: list[tuple[str, list[int], list[float]]], metric: str, w
     Without colours each line has its own marker (and the legend shows it).
     """
     import plotext as plt
-    from rich.text import Text
 
-    from cifarctl.safetext import shown
 
     fig = _figure()
     fig.theme(THEME)

@@ -6,8 +6,8 @@ from rich.console import Console, Group
 from rich.text import Text
 
 from cifarctl.tabular import Column, Tabular, markdown
+from cifarctl.ui.charts import metric_chart as chart
 from cifarctl.ui.render import print_line, print_table
-
 
 _HUGE = 1e9  # a value past this (a hostile or broken metrics file) is shown in 3 digits, not 300
 
@@ -116,8 +116,6 @@ def compare_markdown(runs, groups, skipped=()) -> str:
 
 def metric_chart(console: Console, lines, metric: str):
     """The metric chart with its legend underneath (plotext's own covers the lines)."""
-    from cifarctl.ui.charts import metric_chart as chart
-
     colorless = not console.is_terminal or console.no_color or console.color_system is None
     text, entries = chart(lines, metric, min(console.width, 100), colorless)
     one_line = sum(len(e) + 2 for e in entries) <= console.width

@@ -8,15 +8,14 @@ from rich.columns import Columns
 from rich.console import Console, Group
 from rich.text import Text
 
+from cifarctl.analysis.gradcam import overlay
+from cifarctl.ui.images import image_text
 from cifarctl.ui.render import print_line
 
 
 def render_gallery(result, scale: int = 1, colours: str = "truecolor"):
     """The gallery as a rich renderable: half-block images (with the Grad-CAM overlay
     beside each), captioned "true -> pred NN%", in ``colours`` (see ``ui.images``)."""
-    from cifarctl.analysis.gradcam import overlay
-    from cifarctl.ui.images import image_text
-
     cells = []
     for k, m in enumerate(result.items):
         img = result.images[k]

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import replace
 
 from rich import box as _box
@@ -29,8 +30,6 @@ def print_line(console: Console, text: str, style: str | None = None, *, lead: s
     wrapped between words at its width (a continuation indented), never inside a number or
     a path; off one, a single line whatever its length. ``lead`` (e.g. ``"error:"``) starts
     the line in ``lead_style``."""
-    import textwrap
-
     text = (lead + " " if lead else "") + shown(text)
     if console.is_terminal and len(text) > console.width:
         text = "\n".join(textwrap.wrap(text, console.width, subsequent_indent="  ", break_long_words=False,

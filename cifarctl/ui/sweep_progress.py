@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import torch
 from rich.console import Console
 from rich.text import Text
 
@@ -28,8 +29,6 @@ ESTIMATE_AFTER = 3   # steps timed before the duration estimate (the first one w
 
 def device_label(device) -> str:
     """``cpu (2 threads)``, ``cuda:0 (NVIDIA H200)``: the device a sweep runs on."""
-    import torch
-
     dev = device if isinstance(device, torch.device) else torch.device(str(device))
     if dev.type == "cuda":
         try:

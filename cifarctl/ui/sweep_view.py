@@ -17,14 +17,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from cifarctl.fsutil import read_regular
 from cifarctl.safetext import shown
 from cifarctl.ui.render import print_line
 
 
 def _progress_of(run_dir: Path) -> tuple[int, float | None]:
     """(epochs logged, best test accuracy so far) from a run folder's metrics.jsonl."""
-    from cifarctl.fsutil import read_regular
-
     data = read_regular(run_dir / "metrics.jsonl", 16 << 20) or b""
     rows = []
     for line in data.decode(errors="replace").splitlines():

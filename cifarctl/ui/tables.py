@@ -15,6 +15,8 @@ from rich.text import Text
 
 from cifarctl.safetext import md_text
 from cifarctl.tabular import Column, Tabular
+from cifarctl.training.lr_suggest import LABELS, SUGGESTIONS
+from cifarctl.ui.charts import lr_find_chart, lr_find_key
 from cifarctl.ui.render import print_line, print_markdown_doc, print_table
 
 
@@ -278,8 +280,6 @@ _RULES = {
 
 def suggestions_table(result) -> Table:
     """Each LR range test suggestion, its lr, its rule, and which one is recommended."""
-    from cifarctl.training.lrfind import LABELS, SUGGESTIONS
-
     title = "Suggestions" if result.conclusive else "Suggestions (inconclusive sweep: not to be trusted)"
     table = Table(title=title, title_justify="left")
     table.add_column("suggestion")
@@ -297,8 +297,6 @@ def suggestions_table(result) -> Table:
 def show_lr_find(console: Console, result, out_dir) -> None:
     """An LR range test: the chart (plain text off a terminal) and its key, the suggestions,
     the recommendation, the notes, and where the files went."""
-    from cifarctl.ui.charts import lr_find_chart, lr_find_key
-
     width = max(40, min(console.width, 100))
     text = lr_find_chart(result, width=width, colorless=not console.is_terminal)
     if text:

@@ -18,9 +18,14 @@ printed next is not left under a frozen progress bar.
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group
+from rich.live import Live
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -28,10 +33,12 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.text import Text
 
 from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_point
+from cifarctl.ui.charts import epoch_chart, epoch_key, lr_points
 from cifarctl.ui.eta import Eta, fmt_duration
 from cifarctl.ui.render import print_line
 
@@ -67,8 +74,6 @@ class TrainView:
 
     def __init__(self, console: Console | None = None, *, tty: bool | None = None,
                  chart: bool = True, chart_height: int = 14, clock=None):
-        import time
-
         self.clock = clock or time.monotonic  # for the ETAs (tests pass a fake one)
         self.eta = self.epoch_eta = None
         self.console = console or Console()
@@ -100,8 +105,6 @@ class TrainView:
     def _open(self) -> None:
         """Start the live display (on the "start" event: after data loading, which may
         show its own progress bar, and rich allows one live display at a time)."""
-        from rich.live import Live
-
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=None),
             MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
@@ -140,9 +143,6 @@ class TrainView:
         """stdout was a pipe whose reader left (``train ... | head``): training goes on, its
         lines still reach log.txt; what would have been printed goes nowhere. (Replaces
         rich's ``Console.on_broken_pipe``, which exits with 1.)"""
-        import os
-        import sys
-
         self.console.quiet = True
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -170,9 +170,6 @@ class TrainView:
         """A context giving the progress callback of the LR range test that ``max_lr: auto``
         runs before training: a transient bar on stderr when it is a terminal, else a plain
         line every 10 % (and an estimate of its duration) on this view's console."""
-        import sys
-        from contextlib import contextmanager
-
         if not sys.stderr.isatty():
             from cifarctl.ui.sweep_progress import SweepProgress
 
@@ -181,7 +178,6 @@ class TrainView:
 
         @contextmanager
         def bar():
-            from rich.progress import TimeRemainingColumn
 
             # started by the test's first step: no bar while the data loads, none for a numeric max_lr;
             # bound to the stream now: torch-lr-finder's own output is redirected during the test
@@ -283,8 +279,6 @@ class TrainView:
 
     def chart_panel(self, width: int, height: int) -> Panel | None:
         """The chart panel for this size (built once per epoch and size), or None."""
-        from cifarctl.ui.charts import epoch_chart, epoch_key, lr_points
-
         rows = self.chart_rows(width, height)
         if not rows:
             return None
