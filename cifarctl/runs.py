@@ -50,14 +50,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
 from cifarctl import __version__, yamlsafe
 from cifarctl.checkpoints import CHECKPOINT_DIR, checkpoint_path, save_checkpoint
 from cifarctl.errors import RecipeError, UsageError, WriteError
 from cifarctl.fsutil import FULL_ERRNOS as _FULL
 from cifarctl.fsutil import name_problem, open_regular, pid_alive, read_regular, remove_temps, write_atomic, write_error
-from cifarctl.recipe.schema import Recipe
+from cifarctl.recipe.load import recipe_differences
 
 # ------------------------------------------------------------------------ folders
 # errnos that mean the path itself is wrong (the user's to fix), not the machine's state
@@ -263,10 +262,10 @@ def claim_run(run_dir: str | os.PathLike, locks: contextlib.ExitStack, *, ckpt: 
     return notices
 
 
-def recipe_file_differences(run_dir: str | os.PathLike, stored: dict, differences) -> list[str]:
-    """How the run folder's ``recipe.yaml`` differs from the checkpoint's recipe (``differences``
-    is :func:`cifarctl.training.run.recipe_differences`): edits made by hand since the checkpoint
-    was saved. [] when it is absent (an older folder) or the same."""
+def recipe_file_differences(run_dir: str | os.PathLike, stored: dict) -> list[str]:
+    """How the run folder's ``recipe.yaml`` differs from the checkpoint's recipe (``stored``):
+    edits made by hand since the checkpoint was saved. [] when it is absent (an older
+    folder) or the same."""
     path = Path(run_dir) / "recipe.yaml"
     if not os.path.lexists(path):
         return []
@@ -276,13 +275,7 @@ def recipe_file_differences(run_dir: str | os.PathLike, stored: dict, difference
         return [f"it no longer reads as a recipe: {'; '.join(exc.problems)}"]
     if not isinstance(raw, dict):
         return [f"it is a {type(raw).__name__}, not a recipe mapping"]
-
-
-    try:
-        raw = Recipe.model_validate(raw).to_dict()  # with today's defaults, as the stored one is
-    except (ValidationError, ValueError, TypeError):
-        pass
-    return differences(stored, raw)
+    return recipe_differences(stored, raw)
 
 
 def write_json(path: str | os.PathLike, obj: Any, after: str = "") -> None:

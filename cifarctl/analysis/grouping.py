@@ -21,6 +21,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from cifarctl.recipe.load import flatten, with_defaults
+
 T = TypeVar("T")
 
 # Settings that cannot change a run's results (prefixes of dotted keys).
@@ -38,30 +40,8 @@ MAX_LABEL_KEYS = 3
 MAX_VALUE_CHARS = 24
 
 
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"data": {"batch_size": 128}}`` -> ``{"data.batch_size": 128}`` (lists stay values)."""
-    if isinstance(d, dict) and d:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): d} if prefix else {}
-
-
 def _neutral(key: str) -> bool:
     return any(key == n or key.startswith(n + ".") for n in NEUTRAL)
-
-
-def _with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
-    """The recipe with today's schema defaults filled in (as stored when it no longer validates)."""
-    try:
-        from pydantic import ValidationError
-
-        from cifarctl.recipe.schema import Recipe
-
-        return Recipe.model_validate(raw).to_dict()
-    except (ValidationError, ValueError, TypeError):
-        return raw
 
 
 def setup_of(recipe: dict[str, Any] | None, *, lr_auto: bool = False,
@@ -73,7 +53,7 @@ def setup_of(recipe: dict[str, Any] | None, *, lr_auto: bool = False,
     ``scheduler.max_lr`` was chosen by its range test.
     """
     if recipe:
-        flat = flatten(_with_defaults(recipe))
+        flat = flatten(with_defaults(recipe), keep_empty=True)
     else:
         flat = {k: v for k, v in (fallback or {}).items() if v is not None}
         flat["recipe.yaml"] = "missing"

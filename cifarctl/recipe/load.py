@@ -287,11 +287,37 @@ def dotted_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[
     return sorted(keys)
 
 
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested dict as ``{"a.b.c": value}`` (the keys ``--set`` takes)."""
-    if isinstance(d, dict):
+def flatten(d: Any, prefix: str = "", *, keep_empty: bool = False) -> dict[str, Any]:
+    """A nested dict as ``{"a.b.c": value}`` (the keys ``--set`` takes); ``keep_empty``: an
+    empty mapping below the top stays a value (``model_args: {}``) instead of vanishing."""
+    if isinstance(d, dict) and (d or not keep_empty or not prefix):
         out: dict[str, Any] = {}
         for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}.", keep_empty=keep_empty))
         return out
-    return {prefix.rstrip("."): d}
+    return {prefix.rstrip("."): d} if prefix else {}
+
+
+def with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stored recipe (a checkpoint's, a run folder's recipe.yaml) with today's schema
+    defaults filled in; as stored when it no longer validates."""
+    try:
+        return Recipe.model_validate(raw).to_dict()
+    except (ValidationError, ValueError, TypeError):
+        return raw
+
+
+def recipe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every resolved key that differs, ignoring data.source.
+
+    Both are completed with today's schema defaults first, so a key added to the schema
+    after a run started (at its default) is not a difference.
+    """
+    a, b = flatten(with_defaults(old)), flatten(with_defaults(new))
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if k == "data.source":
+            continue
+        if a.get(k, "<unset>") != b.get(k, "<unset>"):
+            diffs.append(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}")
+    return diffs

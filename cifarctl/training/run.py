@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
 from cifarctl import runs
 from cifarctl.checkpoints import SecondSignal, defer_signal, resume_checkpoint, second_signal_message
 from cifarctl.data import source_key
 from cifarctl.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED, CifarctlError, Stopped, UsageError
-from cifarctl.recipe.load import apply_overrides, flatten, load_recipe, validate_dict
+from cifarctl.recipe.load import apply_overrides, load_recipe, recipe_differences, validate_dict
 from cifarctl.recipe.schema import Recipe
 from cifarctl.recipe.targets import assignment_threshold, reference, target_verdict
 from cifarctl.training import checkpoint, curves, distributed, engine
@@ -166,30 +165,6 @@ def _check_resume(plan: Plan) -> None:
     if stopped and plan.recipe.early_stop is not None and not diffs:
         raise UsageError(f"{run_dir} stopped early ({stopped}): nothing to resume (to train on: "
                          "--set early_stop.patience=N --force, or --set early_stop=null --force)")
-
-
-def _with_defaults(raw: dict) -> dict:
-    """A stored recipe dict with every schema default filled in (as stored if it no longer validates)."""
-    try:
-        return Recipe.model_validate(raw).to_dict()
-    except ValidationError:
-        return raw
-
-
-def recipe_differences(old: dict, new: dict) -> list[str]:
-    """``key: old -> new`` for every resolved key that differs, ignoring data.source.
-
-    ``old`` is completed with today's schema defaults first, so a key added to the schema
-    after the run started (at its default) is not a difference.
-    """
-    a, b = flatten(_with_defaults(old)), flatten(new)
-    diffs = []
-    for k in sorted(set(a) | set(b)):
-        if k == "data.source":
-            continue
-        if a.get(k, "<unset>") != b.get(k, "<unset>"):
-            diffs.append(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}")
-    return diffs
 
 
 def _same_file(ref, path: Path) -> bool:
@@ -338,7 +313,7 @@ def _claim(plan: Plan, locks: ExitStack, ranks, source: str | None) -> list[str]
     the notices of what ``--force`` let through."""
     run_dir = plan.run_dir
     edited = None if plan.ref is not None and _same_file(plan.ref, run_dir / "recipe.yaml") else \
-        (lambda: runs.recipe_file_differences(run_dir, plan.ckpt["recipe"], recipe_differences))
+        (lambda: runs.recipe_file_differences(run_dir, plan.ckpt["recipe"]))
     return distributed.on_main(lambda: runs.claim_run(
         run_dir, locks, ckpt=plan.ckpt, ckpt_path=plan.ckpt_path, data_key=source_key(source), force=plan.force,
         recipe_file_diffs=edited), ranks) or []

@@ -19,9 +19,10 @@ import yaml
 
 from cifarctl.analysis.compare import RunGroup
 from cifarctl.analysis.findings import class_spread, findings, group_figures, group_findings, pm
-from cifarctl.analysis.grouping import differing_keys, finite_mean, flatten, fmt_value
+from cifarctl.analysis.grouping import differing_keys, finite_mean, fmt_value
 from cifarctl.analysis.misclassified import write_grid
 from cifarctl.analysis.rules import check_rules
+from cifarctl.recipe.load import flatten
 from cifarctl.recipe.targets import assignment_threshold, target_verdict
 from cifarctl.safetext import md_block, md_code, md_target, md_text
 from cifarctl.tabular import Column, Tabular, markdown
@@ -100,7 +101,7 @@ def findings_section(sections, reduced: str | None) -> str:
 def _recipe_part(sections) -> list[str]:
     """The settings that differ between groups as a table, the rest as one YAML."""
     labels = [g.label for g, _ in sections]
-    flats = [{k: v for k, v in flatten(evs[0].recipe.to_dict()).items() if k != "seed"} for _, evs in sections]
+    flats = [{k: v for k, v in flatten(evs[0].recipe.to_dict(), keep_empty=True).items() if k != "seed"} for _, evs in sections]
     keys = differing_keys(flats) if len(flats) > 1 else []
     out = []
     if keys:
