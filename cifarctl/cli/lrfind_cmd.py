@@ -65,15 +65,15 @@ def lr_find(
     from cifarctl.errors import UsageError
     from cifarctl.recipe.load import resolve_model_or_recipe
     from cifarctl.training.builders import resolve_device
-    from cifarctl.training.lrfind import make_out_dir, run_lr_find, sweep_settings, write_lr_find
+    from cifarctl.training.lrfind import lr_find_recipe, make_out_dir, run_lr_find, sweep_settings, write_lr_find
     from cifarctl.ui.interrupt import answer_interrupts
     from cifarctl.ui.sweep_progress import SweepProgress, device_label
 
     if weight_decay is not None and not math.isfinite(weight_decay):  # min=0 lets inf through
         raise UsageError(f"lr-find: --weight-decay: must be a finite number (got {weight_decay!r})")
     resolved = resolve_model_or_recipe(target, list(set_ or ()))
-    recipe = resolved.recipe
     opt = optimizer.value if optimizer is not None else None
+    recipe = lr_find_recipe(resolved.recipe, opt, weight_decay, batch_size)  # the options, checked here
     sweep = sweep_settings(recipe, start_lr, end_lr, num_iter, step_mode.value if step_mode is not None else None)
     dev = resolve_device(device)
     show = not json
@@ -88,8 +88,7 @@ def lr_find(
     bound = Console(file=sys.stdout)  # the sweep sends sys.stdout to a buffer (sweep_progress.py)
     with answer_interrupts("the LR range test; nothing is written"), \
             SweepProgress(bound, sweep["num_iter"], enabled=show) as progress:
-        result = run_lr_find(recipe, data_source=data, device=dev, optimizer=opt,
-                             weight_decay=weight_decay, batch_size=batch_size, progress=progress,
+        result = run_lr_find(recipe, data_source=data, device=dev, progress=progress,
                              on_start=progress.planned if show else None, **sweep)
         progress.finished(result)
     out_dir = make_out_dir(runs_dir, recipe.name)

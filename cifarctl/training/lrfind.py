@@ -225,8 +225,9 @@ def seconds_per_step(model, criterion, shape: tuple[int, ...], batch_size: int, 
     return took * batch_size / n
 
 
-def _override(recipe, optimizer: str | None, weight_decay: float | None, batch_size: int | None):
-    """The recipe with --optimizer / --weight-decay / --batch-size applied (re-validated)."""
+def lr_find_recipe(recipe, optimizer: str | None, weight_decay: float | None, batch_size: int | None):
+    """The recipe with lr-find's --optimizer ("sgd", "adam", "adamw"), --weight-decay and
+    --batch-size applied (validated: they are the user's)."""
     changes: dict[str, Any] = {}
     if optimizer is not None and optimizer != recipe.optimizer.name:
         changes["optimizer"] = {"name": optimizer}  # that optimizer's defaults
@@ -260,9 +261,6 @@ def run_lr_find(
     *,
     data_source: str | None = None,
     device: str | Any = "auto",
-    optimizer: str | None = None,
-    weight_decay: float | None = None,
-    batch_size: int | None = None,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     num_iter: int = 100,
@@ -275,8 +273,7 @@ def run_lr_find(
 ) -> LRFindResult:
     """Run the LR range test for ``recipe`` and return the sweep with its suggestions.
 
-    ``optimizer`` ("sgd", "adam", "adamw"), ``weight_decay`` and ``batch_size`` override
-    the recipe's. ``model`` (an ``nn.Module``) runs the test on that model instead of a
+    ``model`` (an ``nn.Module``) runs the test on that model instead of a
     fresh one from the recipe; it is restored afterwards either way. ``data`` (a
     ``CifarArrays``) skips loading ``data_source`` / the recipe's source.
     ``progress(i, n, lr, loss)`` is called after every step; ``on_start(num_iter,
@@ -290,7 +287,6 @@ def run_lr_find(
         raise UsageError(f"num_iter must be >= 2 (got {num_iter})")
     if step_mode not in ("exp", "linear"):
         raise UsageError(f"step_mode must be 'exp' or 'linear' (got {step_mode!r})")
-    recipe = _override(recipe, optimizer, weight_decay, batch_size)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
 
     if data is None:
