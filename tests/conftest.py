@@ -14,11 +14,16 @@ from helpers import SHARED_ARCHIVE, copy_run, train_tiny
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 # The suite never writes into the user's home: every test (and every process it starts)
-# gets this session's own cache folder and a HOME of its own; at the end, the session
-# fails if anything of cifarctl's reached that HOME.
+# gets this run's own cache folder and a HOME of its own; at the end, the run fails if
+# anything of cifarctl's reached that HOME. With pytest-xdist each worker process has its
+# own folder and HOME, and they all share the cache folder of the process that started
+# them (its decoded-data files are written atomically: a second writer of the same file is
+# harmless), so the JPEG archive is decoded once per run, not once per worker.
 _SESSION = Path(tempfile.mkdtemp(prefix="cifarctl-tests-"))
-_REAL_HOME = os.environ.get("HOME")
-os.environ["CIFARCTL_DATA_DIR"] = str(_SESSION / "cache")
+_SHARED_CACHE = "CIFARCTL_TESTS_SHARED_CACHE"  # set by the first pytest process, for its workers
+if not (os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(_SHARED_CACHE)):
+    os.environ[_SHARED_CACHE] = str(_SESSION / "cache")
+os.environ["CIFARCTL_DATA_DIR"] = os.environ[_SHARED_CACHE]
 os.environ["HOME"] = str(_SESSION / "home")
 os.environ.pop("XDG_CACHE_HOME", None)
 (_SESSION / "home").mkdir()
@@ -26,7 +31,8 @@ os.environ.pop("XDG_CACHE_HOME", None)
 # Test-only faults (tests/faults/sitecustomize.py): every child process loads them at start-up,
 # and this process now; they act only when a CIFARCTL_TEST_* variable asks.
 _FAULTS = str(Path(__file__).resolve().parent / "faults")
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_FAULTS, os.environ.get("PYTHONPATH")) if p)
+_PATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _FAULTS]
+os.environ["PYTHONPATH"] = os.pathsep.join([_FAULTS, *_PATH])
 sys.path.insert(0, _FAULTS)
 import sitecustomize as _faults  # noqa: E402  (ours: tests/faults comes first on the path)
 
@@ -49,7 +55,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session")
 def data_cache_dir() -> Path:
-    """One decoded-data cache per test session, so the JPEG archive is decoded once."""
+    """One decoded-data cache per test run (shared by the xdist workers), so the JPEG archive
+    is decoded once."""
     return Path(os.environ["CIFARCTL_DATA_DIR"])
 
 

@@ -125,7 +125,8 @@ def test_recipe_name_is_one_safe_folder_name(case, run_cli, tmp_path):
     bad = BAD_NAMES[case]
     with pytest.raises(RecipeError) as e:
         load_recipe("s8_bn", [f"name={json.dumps(bad)}"])
-    assert "name:" in str(e.value) and e.value.exit_code == 2
+    assert "name:" in str(e.value)
+    assert e.value.exit_code == 2
     from cifarctl.runs import create_run_dir
 
     with pytest.raises(UsageError, match="--name") as e:
@@ -136,7 +137,8 @@ def test_recipe_name_is_one_safe_folder_name(case, run_cli, tmp_path):
         runs = tmp_path / "cli-runs"
         code, out, exc = run_cli("train", "s8_bn", *FAST, "--set", f"name={bad}", "--runs-dir", runs)
         assert_clean_error(code, out, exc, "name")
-        assert not runs.exists() and not (tmp_path / "escaped_run").exists()
+        assert not runs.exists()
+        assert not (tmp_path / "escaped_run").exists()
 
 
 @pytest.mark.parametrize("case", ["read-only", "name-too-long", "file-in-the-way", "disk-full"])
@@ -164,7 +166,8 @@ def test_run_folder_that_cannot_be_made_is_one_line(case, tmp_path, monkeypatch)
         monkeypatch.setattr(runs_mod.os, "mkdir", failing)
     with pytest.raises(CifarctlError) as e:
         runs_mod.create_run_dir(parent, "s8_bn")
-    assert e.value.exit_code == expect and "\n" not in str(e.value)
+    assert e.value.exit_code == expect
+    assert "\n" not in str(e.value)
     assert str(parent)[:40] in str(e.value)
     assert isinstance(e.value, WriteError if expect == 1 else UsageError)
 
@@ -238,7 +241,9 @@ def test_every_yaml_reader_is_bounded(case, reader, tmp_path, run_cli, trained):
         (run / "recipe.yaml").unlink()
         _yaml_file(run, case, "recipe.yaml")
         code, out, exc = run_cli("compare", run, "--json")
-        assert exc is None and code == 0 and "Traceback" not in out, out
+        assert exc is None, out
+        assert code == 0, out
+        assert "Traceback" not in out, out
         assert "recipe.yaml unparsable" in out
     else:  # resume: the run folder's recipe.yaml is read to see whether it was edited
         run = copy_run(trained, tmp_path / "run")
@@ -370,7 +375,8 @@ def test_every_schema_section_refuses_inf_nan_and_booleans():
                     yield from sections(m)
 
     found = set(sections(Recipe))
-    assert len(NUMBER_FIELDS) > 40 and len(found) > 10  # the walk found the schema
+    assert len(NUMBER_FIELDS) > 40
+    assert len(found) > 10  # the walk found the schema
     loose = [c.__name__ for c in found if not issubclass(c, StrictModel) or c.model_config.get("allow_inf_nan", True)]
     assert not loose, loose
 
@@ -394,7 +400,8 @@ def test_a_number_field_of_each_kind_is_finite_and_not_a_boolean(case):
         with pytest.raises(RecipeError) as e:
             validate_dict(_with(path, value), "recipe.yaml")
         text = str(e.value)
-        assert f"{key}" in text and ("finite" in text or "boolean" in text), (value, text)
+        assert f"{key}" in text, (value, text)
+        assert "finite" in text or "boolean" in text, (value, text)
 
 
 def _model_float_args():
@@ -547,7 +554,8 @@ def test_bad_data_is_one_line(case, tmp_path, run_cli, monkeypatch):
     source, needle = _data_case(tmp_path, case)
     with pytest.raises(DataError, match=needle.replace("(", r"\(").replace("'", "'")) as e:
         load_cifar(source, cache_dir=cache, progress=False)
-    assert "\n" not in str(e.value) and e.value.exit_code == 2
+    assert "\n" not in str(e.value)
+    assert e.value.exit_code == 2
     assert not list(cache.rglob("*.npz")), "never cached"
     code, out, exc = run_cli("data", source)
     assert_clean_error(code, out, exc, needle)
@@ -567,7 +575,8 @@ def test_gzip_archive_read_to_the_end_good_one_loads(tmp_path):
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(tmp_path / "src", arcname="")
     data = load_cifar(archive, cache_dir=tmp_path / "cache", progress=False)
-    assert data.classes == list(CLASSES) and len(data.train_y) == 20
+    assert data.classes == list(CLASSES)
+    assert len(data.train_y) == 20
     assert gzip.decompress(archive.read_bytes())  # the archive itself is fine
 
 
@@ -749,7 +758,8 @@ def test_resume_belongs_to_its_run(case, tmp_path, trained, run_cli, monkeypatch
         holder.close()
     elif forceable:  # --force goes on, and says what it let through
         code, out, exc = run_cli("train", "--resume", run, "--device", "cpu", *extra, "--force")
-        assert exc is None and code == 0, out
+        assert exc is None, out
+        assert code == 0, out
         assert "warning: --force" in out
         rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == [1, 2]
@@ -763,10 +773,12 @@ def test_checkpoints_carry_the_run_id_and_data_key(trained):
     from cifarctl.runs import read_run_info
 
     info = read_run_info(trained)
-    assert len(info["run_id"]) == 32 and info["data_key"] == "synthetic:64:20"
+    assert len(info["run_id"]) == 32
+    assert info["data_key"] == "synthetic:64:20"
     for name in ("last.pt", "best.pt"):
         ckpt = torch.load(trained / "checkpoints" / name, weights_only=True)
-        assert ckpt["run_id"] == info["run_id"] and ckpt["data_key"] == info["data_key"]
+        assert ckpt["run_id"] == info["run_id"]
+        assert ckpt["data_key"] == info["data_key"]
 
 
 def test_the_lock_is_released_and_held_by_pid(tmp_path):
@@ -829,7 +841,8 @@ def test_a_second_signal_during_a_slow_save_keeps_the_checkpoint_and_says_which(
             if run and list((run / "checkpoints").glob(".last.pt.tmp-*")):
                 break
             time.sleep(0.05)
-        assert run and proc.poll() is None, log.read_text()
+        assert run, log.read_text()
+        assert proc.poll() is None, log.read_text()
         proc.send_signal(sig)
         proc.wait(timeout=120)
     finally:
@@ -839,10 +852,12 @@ def test_a_second_signal_during_a_slow_save_keeps_the_checkpoint_and_says_which(
     assert proc.returncode == code, text
     assert "Traceback" not in text
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert ckpt["progress"] is not None and ckpt["step"] >= 1  # the mid-epoch state, complete
+    assert ckpt["progress"] is not None
+    assert ckpt["step"] >= 1  # the mid-epoch state, complete
     assert not list(run.rglob(".*.tmp-*"))
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and "after finishing the checkpoint" in summary["error"]
+    assert summary["status"] == "interrupted"
+    assert "after finishing the checkpoint" in summary["error"]
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["run_id"]
 
 
@@ -904,7 +919,8 @@ def test_no_traceback_without_debug_over_a_corpus_of_broken_inputs(tmp_path, tra
             failures.append(f"{case}: exit {code}, {type(exc).__name__ if exc else ''} {out[-400:]}")
     assert not failures, "\n".join(failures)
     assert len(corpus) > 50
-    assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+    assert not (tmp_path / "x").exists()
+    assert not (tmp_path.parent / "x").exists()
 
 
 @pytest.mark.slow
@@ -917,7 +933,8 @@ def test_no_traceback_in_a_real_process(tmp_path, trained):
     for argv in (["recipes", bomb], ["train", "s8_bn", "--set", "epochs=true"], ["data", source],
                  ["train", "s8_bn", "--set", "name=a/b"]):
         proc = subprocess.run([*CLI, *map(str, argv)], capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode in EXIT_CODES and "Traceback" not in proc.stderr, (argv, proc.stderr)
+        assert proc.returncode in EXIT_CODES, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr, (argv, proc.stderr)
         assert proc.stderr.strip().startswith("error:"), proc.stderr
 
 
@@ -1050,9 +1067,13 @@ def test_every_write_site_is_one_line(case, tmp_path, trained, run_cli, monkeypa
     with (_failing_writes(fail_in, err, only) if fail_in is not None else contextlib.nullcontext()):
         code, out, exc = run_cli(*argv)
     if case.startswith("eval.json"):
-        assert exc is None and code == 0 and "Traceback" not in out, out
+        assert exc is None, out
+        assert code == 0, out
+        assert "Traceback" not in out, out
         warned = [ln for ln in out.splitlines() if ln.startswith("warning: cannot write")]
-        assert len(warned) == 1 and reason in warned[0] and "accuracy" in out, out
+        assert len(warned) == 1, out
+        assert reason in warned[0], out
+        assert "accuracy" in out, out
         line = warned[0]
     else:
         line = assert_clean_error(code, out, exc, reason, expect=WRITE_CASES[case])
@@ -1068,7 +1089,8 @@ def test_every_write_site_is_one_line(case, tmp_path, trained, run_cli, monkeypa
     if case == "misclassified.png-read-only":
         assert "--out" in line  # where else it can go
     if case.startswith("eval.json"):
-        assert "was not saved" in line and "%" in line  # the result is in the line, not lost
+        assert "was not saved" in line
+        assert "%" in line  # the result is in the line, not lost
     for folder in (run, tmp_path / "out", tmp_path / "runs"):
         _no_temps(folder)
 
@@ -1099,7 +1121,8 @@ def test_run_folder_writes_are_one_line(site, tmp_path, trained):
     with _failing_writes(run, errno.EROFS), pytest.raises(WriteError) as e:
         write()
     text = str(e.value)
-    assert "\n" not in text and e.value.exit_code == 1
+    assert "\n" not in text
+    assert e.value.exit_code == 1
     assert f"cannot write {target} (Read-only file system" in text
     assert ("is intact" in text) == (before is not None and site != "metrics.jsonl"), text
     assert (target.read_bytes() if target.is_file() else None) == before
@@ -1291,11 +1314,14 @@ def test_compare_reads_any_run_folder(case, tmp_path, run_cli):
     assert peak < 80 << 20, f"read {peak >> 20} MB into memory"
     assert time.monotonic() - start < 30
     names = {r["name"]: r for r in doc["runs"]}
-    assert {"good1", "good2"} <= set(names) and names["good1"]["marks"] == [] and names["good1"]["best_acc"] == 60
+    assert {"good1", "good2"} <= set(names)
+    assert names["good1"]["marks"] == []
+    assert names["good1"]["best_acc"] == 60
     if kind == "skipped":
         assert "bad" not in names
         reasons = [s["reason"] for s in doc["skipped"] if Path(s["path"]).name == "bad"]
-        assert len(reasons) == 1 and needle in reasons[0], doc["skipped"]
+        assert len(reasons) == 1, doc["skipped"]
+        assert needle in reasons[0], doc["skipped"]
     else:
         assert needle in "; ".join(names["bad"]["marks"]) if needle else names["bad"]["marks"] == [], names["bad"]
     for g in doc["groups"]:
@@ -1304,18 +1330,23 @@ def test_compare_reads_any_run_folder(case, tmp_path, run_cli):
     if case == "values-1e308":  # the group of the three: a finite mean, not an overflow
         group = next(g for g in doc["groups"] if "bad" in g["runs"])
         assert group["best_mean"] == pytest.approx((60 + 64 + 1.7e308) / 3)
-        assert names["bad"]["total_seconds"] == 1.7e308 and names["bad"]["images_per_s"] == 1.7e308
+        assert names["bad"]["total_seconds"] == 1.7e308
+        assert names["bad"]["images_per_s"] == 1.7e308
     # and through the command: exit 0, --json strict, one line about the bad folder in the view
     for args in (["--json"], ["--export", "csv"], []):
         code, out, exc = run_cli("compare", root, *args)
-        assert exc is None and code == 0 and "Traceback" not in out, out
+        assert exc is None, out
+        assert code == 0, out
+        assert "Traceback" not in out, out
         if args == ["--json"]:
-            assert "Infinity" not in out and "NaN" not in out
+            assert "Infinity" not in out
+            assert "NaN" not in out
             _strict_json(out)
         if not args:
             about = [ln for ln in out.splitlines() if ln.startswith(("* bad:", "skipped")) and "bad" in ln]
             assert len(about) == (1 if needle else 0), out
-            assert len(out.splitlines()) < 80 and max(map(len, out.splitlines())) < 400, "no 300-digit numbers"
+            assert len(out.splitlines()) < 80, "no 300-digit numbers"
+            assert max(map(len, out.splitlines())) < 400, "no 300-digit numbers"
 
 
 # ------------------------------------------------------------------------ 7. weights and classes that do not fit
@@ -1391,7 +1422,8 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_with_the_mismatch(case, tmp_
         line = assert_clean_error(code, out, exc, needle)
         assert line.startswith(f"error: {ckpt_path}: "), line
         assert len(line) < 600
-    assert not (run / "eval.json").exists() and not (tmp_path / "m.png").exists()
+    assert not (run / "eval.json").exists()
+    assert not (tmp_path / "m.png").exists()
     if case in ("head-shape", "missing-keys", "unexpected-keys"):  # resuming: the same detail
         code, out, exc = run_cli("train", "--resume", run, "--device", "cpu")
         assert_clean_error(code, out, exc, "cannot restore it", needle.split(" (")[1].split(";")[0])
@@ -1426,9 +1458,11 @@ def test_eval_and_misclassified_write_beside_a_training_run(tmp_path, trained, r
     with RunLock(run):  # as `train` holds it for the life of the run
         monkeypatch.setattr(fsutil.os, "fsync", watching_fsync)
         code, out, exc = run_cli("eval", run, "--device", "cpu", "--json")
-        assert exc is None and code == 0, out
+        assert exc is None, out
+        assert code == 0, out
         code, out, exc = run_cli("misclassified", run, "--device", "cpu", "--n", "4", "--json")
-        assert exc is None and code == 0, out
+        assert exc is None, out
+        assert code == 0, out
         monkeypatch.setattr(fsutil.os, "fsync", real_fsync)
         with pytest.raises(UsageError, match=f"pid {os.getpid()} is writing it"):
             RunLock(run)  # still the trainer's
