@@ -28,6 +28,19 @@ os.environ["HOME"] = str(_SESSION / "home")
 os.environ.pop("XDG_CACHE_HOME", None)
 (_SESSION / "home").mkdir()
 
+# Off a terminal, as CI runs them: no width from the caller's terminal. An xdist worker would
+# otherwise inherit COLUMNS and LINES from the C environment of the pytest process that
+# started it (set there by readline), and tables would be fitted to 80 columns.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
+# Each xdist worker (and every process it starts) gets its share of the cores for torch's
+# threads, set before torch is imported: two workers of two threads each on two cores wait
+# on each other's descheduled threads (a tiny training run took several times as long).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "").isdigit():
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 # Test-only faults (tests/faults/sitecustomize.py): every child process loads them at start-up,
 # and this process now; they act only when a CIFARCTL_TEST_* variable asks.
 _FAULTS = str(Path(__file__).resolve().parent / "faults")

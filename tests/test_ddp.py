@@ -16,6 +16,9 @@ from cifarctl.cli import launch
 from cifarctl.training import distributed
 from cifarctl.training.batches import Batches, count_steps, images_used
 
+# the DDP run (a module fixture) serves three tests: one worker runs them
+pytestmark = pytest.mark.xdist_group("test_ddp")
+
 # 250 train images: batches of 64, 64, 64, 58 (29 per rank); 61 test images: shares of 31 and 30.
 UNEVEN = ["--set", "data.source=synthetic:250:61", "--set", "data.batch_size=64", "--set", "epochs=2",
           "--set", "data.test_batch_size=16"]
@@ -134,16 +137,20 @@ def test_nproc_2_writes_one_complete_run_evaluated_on_the_whole_test_split(tmp_p
     runs = tmp_path / "runs"
     res = run([*CLI, "train", "s8_bn", *UNEVEN, "--set", "sync_bn=true", "--nproc", "2", "--runs-dir", runs])
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "sync_bn applies to CUDA only" in res.stdout and "BatchNorm per process" in res.stdout
+    assert "sync_bn applies to CUDA only" in res.stdout
+    assert "BatchNorm per process" in res.stdout
     run_dir = only_run(runs)
     summary = assert_complete(run_dir, epochs=2)
     assert summary["world_size"] == 2
     assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
     assert [ln.split()[1] for ln in epoch_lines(res.stdout)] == ["1/2", "2/2"]  # printed once, by rank 0
-    assert res.stdout.count("run folder") == 1 and res.stdout.count("\ntarget ") == 1
-    assert "250 train / 61 test images" in res.stdout and "data-parallel: 2 processes (gloo)" in res.stdout
+    assert res.stdout.count("run folder") == 1
+    assert res.stdout.count("\ntarget ") == 1
+    assert "250 train / 61 test images" in res.stdout
+    assert "data-parallel: 2 processes (gloo)" in res.stdout
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["world_size"] == 2 and ckpt["step"] == 6  # 3 full batches of 64 an epoch
+    assert ckpt["world_size"] == 2
+    assert ckpt["step"] == 6  # 3 full batches of 64 an epoch
     assert not any(k.startswith("module.") for k in ckpt["model"])  # the keys of a single-process run
 
     res = run([*CLI, "eval", run_dir, "--json"])
@@ -195,7 +202,9 @@ def test_torchrun_interrupted_mid_epoch_then_resumed_equals_uninterrupted(ddp_ex
     run_dir = only_run(runs)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["step"] == 24 and ckpt["progress"]["step_in_epoch"] == 9 and ckpt["world_size"] == 2
+    assert ckpt["step"] == 24
+    assert ckpt["progress"]["step_in_epoch"] == 9
+    assert ckpt["world_size"] == 2
 
     res = run([*TORCHRUN, "train", "--resume", run_dir])
     assert res.returncode == 0, res.stdout + res.stderr
@@ -216,7 +225,8 @@ def test_nan_on_every_rank_stops_all_with_exit_3(tmp_path):
     assert res.returncode == 3, res.stdout + res.stderr  # rank 0's code, not torchrun's 1
     assert res.stderr.count("error: diverged at step 3") == 1
     summary = json.loads((only_run(runs) / "summary.json").read_text())
-    assert summary["status"] == "diverged" and summary["epochs_done"] == 0
+    assert summary["status"] == "diverged"
+    assert summary["epochs_done"] == 0
 
 
 @pytest.mark.slow
@@ -265,7 +275,8 @@ def test_two_nodes_write_one_run_folder_and_resume_to_the_single_node_result(ddp
     assert [p.name for p in runs.iterdir()] == ["mn"]  # one folder, written by global rank 0 only
     assert sum(p.stdout.count("run folder") for p in first) == 1
     ckpt = torch.load(runs / "mn" / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["world_size"] == 2 and ckpt["progress"]["step_in_epoch"] == 9
+    assert ckpt["world_size"] == 2
+    assert ckpt["progress"]["step_in_epoch"] == 9
     again = _two_nodes(["train", "--resume", runs / "mn"], tmp_path)
     assert all(p.returncode == 0 for p in again), [p.stdout[-800:] for p in again]
     ref, got = weights(ddp_exact15), weights(runs / "mn")

@@ -7,6 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+# the speedrun run (a module fixture) serves both items: one worker runs them
+pytestmark = pytest.mark.xdist_group("test_one_path")
+
 # TINY-sized speedrun (airbench94 style, eval_tta: flip_translate) on synthetic data.
 SPEEDRUN = ["--set", "data.source=synthetic:256:200", "--set", "data.batch_size=64", "--set", "epochs=1",
             "--set", "data.test_batch_size=50", "--set", "model_args.widths=[16, 32, 32]"]
@@ -59,7 +62,8 @@ def test_summary_and_lr_find_of_a_name_that_is_both_build_the_same_model(built, 
     from cifarctl.recipe import load_recipe
 
     recipe = load_recipe("s8_bn")
-    assert recipe.model == "s8_bn" and recipe.model_args  # a recipe and a model of the same name
+    assert recipe.model == "s8_bn"
+    assert recipe.model_args  # a recipe and a model of the same name
     summary = _invoke("summary", "s8_bn")
     assert summary.exit_code == 0, summary.output
     summary_builds = list(built)
@@ -67,7 +71,9 @@ def test_summary_and_lr_find_of_a_name_that_is_both_build_the_same_model(built, 
     lr_find = _invoke("lr-find", "s8_bn", "--num-iter", "5", "--data", "synthetic", "--device", "cpu",
                       "--set", "data.train_subset=64", "--batch-size", "32", "--runs-dir", tmp_path)
     assert lr_find.exit_code == 0, lr_find.output
-    assert summary_builds and built
+    assert summary_builds
+    assert built
     assert summary_builds[0] == built[0] == ("s8_bn", dict(recipe.model_args))
     # the header says which was used
-    assert "recipe s8_bn" in summary.output and "recipe s8_bn" in lr_find.output
+    assert "recipe s8_bn" in summary.output
+    assert "recipe s8_bn" in lr_find.output

@@ -10,6 +10,9 @@ import torch
 from helpers import TINY, only_run, train_tiny
 from torch import nn
 
+# the speedrun runs (module fixtures) serve several tests: one worker runs them
+pytestmark = pytest.mark.xdist_group("test_speedrun")
+
 STOP = "CIFARCTL_TEST_STOP_AT_STEP"
 # TINY (256 synthetic images, 4 steps per epoch, 2 epochs) on a narrow speedrun net; the
 # whitening bias freezes after epoch 1 and the lookahead syncs at step 5 and after step 8.
@@ -44,7 +47,8 @@ def test_data_init_sets_the_whitening_conv_deterministically():
     out = nn.functional.conv2d(x, w[:12]).permute(0, 2, 3, 1).reshape(-1, 12)
     cov = out.T @ out / len(out)
     assert torch.allclose(cov, torch.eye(12), atol=0.02)
-    assert not w.requires_grad and a.whiten.bias.requires_grad
+    assert not w.requires_grad
+    assert a.whiten.bias.requires_grad
 
 
 def test_the_whitening_bias_is_frozen_after_its_epochs_and_bn_scales_are_frozen():
@@ -64,9 +68,11 @@ def test_the_whitening_bias_is_frozen_after_its_epochs_and_bn_scales_are_frozen(
         m.whiten.bias.add_(1.0)
         m.block1.conv1.weight.add_(1.0)
     freezer.after_step()
-    assert torch.equal(m.whiten.bias, before) and torch.equal(m.block1.conv1.weight, other + 1.0)
+    assert torch.equal(m.whiten.bias, before)
+    assert torch.equal(m.block1.conv1.weight, other + 1.0)
     bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
-    assert len(bns) == 6 and all(not bn.weight.requires_grad and bn.bias.requires_grad for bn in bns)
+    assert len(bns) == 6
+    assert all(not bn.weight.requires_grad and bn.bias.requires_grad for bn in bns)
     assert all(bn.momentum == pytest.approx(0.4) and bn.eps == 1e-12 for bn in bns)
     free = create_model("speedrun_net", freeze_bn_scale=False, bn_momentum=0.9)
     assert all(b.weight.requires_grad and b.momentum == pytest.approx(0.1)
@@ -111,7 +117,8 @@ def test_init_from_data_takes_an_even_stride_of_at_most_max_images():
 
     nhwc = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(3, 3)  # image i is all i
     assert init_from_data(M(), nhwc, lambda x: x.float(), torch.device("cpu"), max_images=4)
-    assert seen[0].shape == (4, 3, 1, 1) and seen[0][:, 0, 0, 0].tolist() == [0, 2, 4, 6]
+    assert seen[0].shape == (4, 3, 1, 1)
+    assert seen[0][:, 0, 0, 0].tolist() == [0, 2, 4, 6]
 
 
 # ------------------------------------------------------------------------ recipe, optimizer, schedule
@@ -120,16 +127,26 @@ def test_speedrun_recipe_follows_airbench94():
 
     r = load_recipe("speedrun")
     o = r.optimizer
-    assert r.model == "speedrun_net" and r.data.batch_size == 1024 and r.epochs == 10
-    assert o.name == "sgd" and o.nesterov and o.momentum == 0.85
+    assert r.model == "speedrun_net"
+    assert r.data.batch_size == 1024
+    assert r.epochs == 10
+    assert o.name == "sgd"
+    assert o.nesterov
+    assert o.momentum == 0.85
     # airbench: lr 11.5 and weight decay 0.0153 per 1024 examples, decoupled from momentum
     assert o.lr * (1 + 1 / (1 - o.momentum)) * 1024 / r.data.batch_size == pytest.approx(11.5)
     assert o.weight_decay * 11.5 == pytest.approx(0.0153, rel=1e-4)
-    assert o.norm_lr_scale == 64 and r.loss.label_smoothing == 0.2
-    assert r.scheduler.name == "linear_warmup_decay" and r.lookahead.every_steps == 5
-    assert r.eval_tta == "flip_translate" and r.precision == "bf16" and r.channels_last
-    assert r.model_args["bn_momentum"] == 0.6 and r.model_args["whiten_bias_epochs"] == 3
-    assert r.target.min_test_acc == 94.0 and r.target.max_epochs == 10
+    assert o.norm_lr_scale == 64
+    assert r.loss.label_smoothing == 0.2
+    assert r.scheduler.name == "linear_warmup_decay"
+    assert r.lookahead.every_steps == 5
+    assert r.eval_tta == "flip_translate"
+    assert r.precision == "bf16"
+    assert r.channels_last
+    assert r.model_args["bn_momentum"] == 0.6
+    assert r.model_args["whiten_bias_epochs"] == 3
+    assert r.target.min_test_acc == 94.0
+    assert r.target.max_epochs == 10
 
 
 def test_norm_lr_scale_puts_norm_parameters_in_a_second_group():
@@ -146,7 +163,8 @@ def test_norm_lr_scale_puts_norm_parameters_in_a_second_group():
     assert {id(p) for p in norm["params"]} == bn_params
     assert not bn_params & {id(p) for p in main["params"]}
     assert len(main["params"]) + len(norm["params"]) == len(list(model.parameters()))
-    assert norm["lr"] == pytest.approx(1.5 * 64) and main["lr"] == 1.5
+    assert norm["lr"] == pytest.approx(1.5 * 64)
+    assert main["lr"] == 1.5
     assert norm["weight_decay"] * norm["lr"] == pytest.approx(main["weight_decay"] * main["lr"])
     build_scheduler(r, opt, 49, None)  # linear_warmup_decay starts at 0.2 x each group's lr
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.3, 0.3 * 64])
@@ -234,7 +252,9 @@ def speedrun_run(tmp_path_factory) -> Path:
 
 def test_speedrun_trains_one_epoch_via_the_cli(speedrun_run):
     summary = json.loads((speedrun_run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["epochs_done"] == 1 and summary["steps"] == 4
+    assert summary["status"] == "completed"
+    assert summary["epochs_done"] == 1
+    assert summary["steps"] == 4
     assert summary["model"] == "speedrun_net"
     from cifarctl.registry import create_model
 
@@ -243,7 +263,8 @@ def test_speedrun_trains_one_epoch_via_the_cli(speedrun_run):
     assert sum(p.numel() for p in create_model("speedrun_net").parameters()) == 1_972_792  # the recipe's width
     ckpt = torch.load(speedrun_run / "checkpoints" / "last.pt", weights_only=True)
     slow = ckpt["lookahead"]["slow"]
-    assert "whiten.weight" in slow and "block1.norm1.running_var" in slow
+    assert "whiten.weight" in slow
+    assert "block1.norm1.running_var" in slow
     for k, v in slow.items():  # after the last step the weights ARE the average
         assert torch.equal(ckpt["model"][k], v), k
     assert len(ckpt["optimizer"]["param_groups"]) == 2
@@ -254,10 +275,12 @@ def test_eval_uses_the_recipes_tta_and_reproduces_the_last_epoch(cli, speedrun_r
     res = cli("eval", speedrun_run, "--json")
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
-    assert result["tta"] == "flip_translate" and result["accuracy"] == last["test_acc"]
+    assert result["tta"] == "flip_translate"
+    assert result["accuracy"] == last["test_acc"]
     assert result["loss"] == pytest.approx(last["test_loss"], rel=1e-6)
     plain = json.loads(cli("eval", speedrun_run, "--tta", "none", "--json").stdout)
-    assert plain["tta"] == "none" and plain["images"] == 64
+    assert plain["tta"] == "none"
+    assert plain["images"] == 64
 
 
 # ------------------------------------------------------------------------ resume
@@ -290,7 +313,8 @@ def test_lookahead_state_round_trips_and_resume_is_exact(cli, runs_dir, monkeypa
     assert res.exit_code == 130, res.output
     run = only_run(runs_dir)
     stopped = _ckpt(run)
-    assert stopped["step"] == stop_at and stopped["lookahead"] is not None
+    assert stopped["step"] == stop_at
+    assert stopped["lookahead"] is not None
     if stop_at == 6:  # synced at step 5, trained one more step: the slow copy is its own state
         assert not torch.equal(stopped["lookahead"]["slow"]["head.weight"], stopped["model"]["head.weight"])
     monkeypatch.delenv(STOP)
@@ -339,15 +363,18 @@ def test_flip_translate_sees_six_views_with_the_right_shapes():
     x = torch.randn(5, 3, 32, 32)
     m = _Recorder()
     out = tta_forward(m, x, "flip_translate")
-    assert out.shape == (5, 10) and len(m.views) == 1  # one forward pass of all six views
+    assert out.shape == (5, 10)
+    assert len(m.views) == 1  # one forward pass of all six views
     views = m.views[0].chunk(6)
     assert all(v.shape == x.shape for v in views)
     plain, flipped, down_right, down_right_flipped, up_left, up_left_flipped = views
-    assert torch.equal(plain, x) and torch.equal(flipped, x.flip(3))
+    assert torch.equal(plain, x)
+    assert torch.equal(flipped, x.flip(3))
     assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])  # shifted one pixel, reflect border
     assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])
     assert torch.equal(up_left[..., :-1, :-1], x[..., 1:, 1:])
-    assert torch.equal(down_right_flipped, down_right.flip(3)) and torch.equal(up_left_flipped, up_left.flip(3))
+    assert torch.equal(down_right_flipped, down_right.flip(3))
+    assert torch.equal(up_left_flipped, up_left.flip(3))
     with pytest.raises(ValueError, match="flip_translate"):
         tta_forward(m, x, "five_crop")
 
@@ -367,7 +394,8 @@ def test_tta_equals_plain_eval_for_an_invariant_model_on_flat_images():
         assert results[tta]["acc"] == results["none"]["acc"]
         assert results[tta]["loss"] == pytest.approx(results["none"]["loss"], rel=1e-6)
         assert torch.equal(results[tta]["preds"], results["none"]["preds"])
-        assert results[tta]["preds"].shape == (40,) and results[tta]["n"] == 40
+        assert results[tta]["preds"].shape == (40,)
+        assert results[tta]["n"] == 40
     # ... and a model that sees position does differ under flip_translate
     edge = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     rnd = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
@@ -390,7 +418,8 @@ def test_batched_tta_equals_the_per_view_average_and_keeps_channels_last(mode):
     seen = []
     model[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
     out = tta_forward(model, x, mode)
-    assert len(seen) == 1 and seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert len(seen) == 1
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():  # today's formula, one view at a time
         mirror = lambda v: 0.5 * model(v) + 0.5 * model(v.flip(3))  # noqa: E731
         if mode == "flip":
