@@ -15,18 +15,23 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 # The suite never writes into the user's home: every test (and every process it starts)
 # gets this run's own cache folder and a HOME of its own; at the end, the run fails if
-# anything of cifarctl's reached that HOME. With pytest-xdist each worker process has its
-# own folder and HOME, and they all share the cache folder of the process that started
-# them (its decoded-data files are written atomically: a second writer of the same file is
-# harmless), so the JPEG archive is decoded once per run, not once per worker.
-_SESSION = Path(tempfile.mkdtemp(prefix="cifarctl-tests-"))
-_SHARED_CACHE = "CIFARCTL_TESTS_SHARED_CACHE"  # set by the first pytest process, for its workers
-if not (os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(_SHARED_CACHE)):
-    os.environ[_SHARED_CACHE] = str(_SESSION / "cache")
-os.environ["CIFARCTL_DATA_DIR"] = os.environ[_SHARED_CACHE]
-os.environ["HOME"] = str(_SESSION / "home")
+# anything of cifarctl's reached a HOME. With pytest-xdist the pytest process that starts
+# the workers owns the folder: each worker has its own sub-folder and HOME in it, and all
+# share its cache folder (decoded-data files are written atomically: a second writer of the
+# same file is harmless), so the JPEG archive is decoded once per run, not once per worker.
+# That first process checks every HOME and removes the folder, once the workers are done.
+_ROOT_VAR = "CIFARCTL_TESTS_ROOT"  # set by the first pytest process, for its workers
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER") if os.environ.get(_ROOT_VAR) else None
+if _WORKER:
+    _TMP_ROOT = Path(os.environ[_ROOT_VAR])
+    _OWN = _TMP_ROOT / _WORKER
+else:
+    _TMP_ROOT = _OWN = Path(tempfile.mkdtemp(prefix="cifarctl-tests-"))
+    os.environ[_ROOT_VAR] = str(_TMP_ROOT)
+os.environ["CIFARCTL_DATA_DIR"] = str(_TMP_ROOT / "cache")
+os.environ["HOME"] = str(_OWN / "home")
 os.environ.pop("XDG_CACHE_HOME", None)
-(_SESSION / "home").mkdir()
+(_OWN / "home").mkdir(parents=True, exist_ok=True)
 
 # Off a terminal, as CI runs them: no width from the caller's terminal. An xdist worker would
 # otherwise inherit COLUMNS and LINES from the C environment of the pytest process that
@@ -59,11 +64,14 @@ _faults.install()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    leaked = [str(p) for p in (_SESSION / "home").rglob("*") if "cifarctl" in p.name]
+    if _WORKER:  # a worker's exit status is not the run's: the first process checks its HOME
+        return
+    homes = [_TMP_ROOT / "home", *_TMP_ROOT.glob("*/home")]
+    leaked = [str(p) for home in homes for p in home.rglob("*") if "cifarctl" in p.name]
     if leaked:
         print(f"\nerror: the tests wrote into HOME: {leaked[:5]}")
         session.exitstatus = 1
-    shutil.rmtree(_SESSION, ignore_errors=True)
+    shutil.rmtree(_TMP_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
