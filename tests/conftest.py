@@ -14,19 +14,43 @@ from helpers import SHARED_ARCHIVE, copy_run, train_tiny
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 # The suite never writes into the user's home: every test (and every process it starts)
-# gets this session's own cache folder and a HOME of its own; at the end, the session
-# fails if anything of cifarctl's reached that HOME.
-_SESSION = Path(tempfile.mkdtemp(prefix="cifarctl-tests-"))
-_REAL_HOME = os.environ.get("HOME")
-os.environ["CIFARCTL_DATA_DIR"] = str(_SESSION / "cache")
-os.environ["HOME"] = str(_SESSION / "home")
+# gets this run's own cache folder and a HOME of its own; at the end, the run fails if
+# anything of cifarctl's reached a HOME. With pytest-xdist the pytest process that starts
+# the workers owns the folder: each worker has its own sub-folder and HOME in it, and all
+# share its cache folder (decoded-data files are written atomically: a second writer of the
+# same file is harmless), so the JPEG archive is decoded once per run, not once per worker.
+# That first process checks every HOME and removes the folder, once the workers are done.
+_ROOT_VAR = "CIFARCTL_TESTS_ROOT"  # set by the first pytest process, for its workers
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER") if os.environ.get(_ROOT_VAR) else None
+if _WORKER:
+    _TMP_ROOT = Path(os.environ[_ROOT_VAR])
+    _OWN = _TMP_ROOT / _WORKER
+else:
+    _TMP_ROOT = _OWN = Path(tempfile.mkdtemp(prefix="cifarctl-tests-"))
+    os.environ[_ROOT_VAR] = str(_TMP_ROOT)
+os.environ["CIFARCTL_DATA_DIR"] = str(_TMP_ROOT / "cache")
+os.environ["HOME"] = str(_OWN / "home")
 os.environ.pop("XDG_CACHE_HOME", None)
-(_SESSION / "home").mkdir()
+(_OWN / "home").mkdir(parents=True, exist_ok=True)
+
+# Off a terminal, as CI runs them: no width from the caller's terminal. An xdist worker would
+# otherwise inherit COLUMNS and LINES from the C environment of the pytest process that
+# started it (set there by readline), and tables would be fitted to 80 columns.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
+# Each xdist worker (and every process it starts) gets its share of the cores for torch's
+# threads, set before torch is imported: two workers of two threads each on two cores wait
+# on each other's descheduled threads (a tiny training run took several times as long).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "").isdigit():
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 # Test-only faults (tests/faults/sitecustomize.py): every child process loads them at start-up,
 # and this process now; they act only when a CIFARCTL_TEST_* variable asks.
 _FAULTS = str(Path(__file__).resolve().parent / "faults")
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_FAULTS, os.environ.get("PYTHONPATH")) if p)
+_PATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _FAULTS]
+os.environ["PYTHONPATH"] = os.pathsep.join([_FAULTS, *_PATH])
 sys.path.insert(0, _FAULTS)
 import sitecustomize as _faults  # noqa: E402  (ours: tests/faults comes first on the path)
 
@@ -40,16 +64,20 @@ _faults.install()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    leaked = [str(p) for p in (_SESSION / "home").rglob("*") if "cifarctl" in p.name]
+    if _WORKER:  # a worker's exit status is not the run's: the first process checks its HOME
+        return
+    homes = [_TMP_ROOT / "home", *_TMP_ROOT.glob("*/home")]
+    leaked = [str(p) for home in homes for p in home.rglob("*") if "cifarctl" in p.name]
     if leaked:
         print(f"\nerror: the tests wrote into HOME: {leaked[:5]}")
         session.exitstatus = 1
-    shutil.rmtree(_SESSION, ignore_errors=True)
+    shutil.rmtree(_TMP_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def data_cache_dir() -> Path:
-    """One decoded-data cache per test session, so the JPEG archive is decoded once."""
+    """One decoded-data cache per test run (shared by the xdist workers), so the JPEG archive
+    is decoded once."""
     return Path(os.environ["CIFARCTL_DATA_DIR"])
 
 

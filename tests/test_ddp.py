@@ -16,6 +16,9 @@ from cifarctl.cli import launch
 from cifarctl.training import distributed
 from cifarctl.training.batches import Batches, count_steps, images_used
 
+# the DDP run (a module fixture) serves three tests: one worker runs them
+pytestmark = pytest.mark.xdist_group("test_ddp")
+
 # 250 train images: batches of 64, 64, 64, 58 (29 per rank); 61 test images: shares of 31 and 30.
 UNEVEN = ["--set", "data.source=synthetic:250:61", "--set", "data.batch_size=64", "--set", "epochs=2",
           "--set", "data.test_batch_size=16"]

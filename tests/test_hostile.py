@@ -653,21 +653,28 @@ def test_a_signal_during_the_first_decode_leaves_no_worker(tmp_path, sig, monkey
     with tarfile.open(archive, "w") as tf:
         tf.add(src, arcname="")
     env = dict(os.environ, CIFARCTL_DATA_DIR=str(tmp_path / "cache"), NO_ALBUMENTATIONS_UPDATE="1")
+    # every decode task sleeps a minute (whatever its arguments): the workers are busy, alive,
+    # when the signal comes, however slow the machine
     code = ("import sys, time; from cifarctl.data import readers; real = readers.decode_chunk\n"
-            "def slow(items):\n    time.sleep(60); return real(items)\n"
+            "def slow(*args, **kwargs):\n    time.sleep(60); return real(*args, **kwargs)\n"
             "readers.decode_chunk = slow\n"
             "from cifarctl.data import load_cifar; load_cifar(sys.argv[1], progress=False)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(archive)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    err = tmp_path / "stderr.txt"
+    with open(err, "wb") as err_file:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(archive)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err_file)
     workers: list[int] = []
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and len(workers) < 2:
+        while time.time() < deadline and len(workers) < 2 and proc.poll() is None:
             time.sleep(0.2)
             workers = _children(proc.pid)
+        assert proc.poll() is None, f"the decode ended before the signal: {err.read_text()[-2000:]}"
         assert workers, "no decode workers started"
         time.sleep(1.0)
         workers = _children(proc.pid)
+        assert len(workers) >= 2, f"the decode workers ended before the signal: {workers}"
+        assert all(_alive(w) for w in workers)
         proc.send_signal(sig)
         proc.wait(timeout=30)
         deadline = time.time() + 15

@@ -15,6 +15,9 @@ from cifarctl.analysis.gradcam import default_layer, gradcam, jet, overlay
 from cifarctl.analysis.misclassified import find_misclassified, grid_shape, grid_size, write_grid
 from cifarctl.registry import create_model
 
+# the trained run (a module fixture) serves every test: one worker runs them
+pytestmark = pytest.mark.xdist_group("test_misclassified")
+
 
 def _invoke(*args: str):
     import cifarctl.cli.misclassified_cmd  # noqa: F401  (registers the command)
@@ -60,7 +63,9 @@ def _recompute(run_dir, indices):
 
 def test_picks_are_misclassified_with_the_stated_confidence(run_dir):
     r = find_misclassified(run_dir, n=12, device="cpu")
-    assert 0 < len(r.items) <= 12 and r.total == 200 and r.total_wrong >= len(r.items)
+    assert 0 < len(r.items) <= 12
+    assert r.total == 200
+    assert r.total_wrong >= len(r.items)
     idx = [m.index for m in r.items]
     probs, y, images, classes = _recompute(run_dir, idx)
     for k, m in enumerate(r.items):
@@ -86,7 +91,8 @@ def test_sort_by_loss_and_filters(run_dir):
     assert losses == sorted(losses, reverse=True)
     first = r.items[0]
     only = find_misclassified(run_dir, n=50, true=first.true.upper(), pred=first.pred, device="cpu")
-    assert only.items and all(m.true == first.true and m.pred == first.pred for m in only.items)
+    assert only.items
+    assert all(m.true == first.true and m.pred == first.pred for m in only.items)
     assert only.wrong == len(only.items) or len(only.items) == 50
     with pytest.raises(UsageError, match="valid classes: airplane, automobile"):
         find_misclassified(run_dir, true="kat", device="cpu")
@@ -120,7 +126,8 @@ def test_png_title_names_run_checkpoint_accuracy_and_layer(run_dir, tmp_path):
 
     r = find_misclassified(run_dir, n=3, gradcam=True, true="cat", device="cpu")
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
-    assert r.checkpoint.name == "best.pt" and r.epoch == best["epoch"] == 1  # the default: best
+    assert r.checkpoint.name == "best.pt"
+    assert r.epoch == best["epoch"] == 1  # the default: best
     line1, line2 = r.title_lines()
     assert line1 == (f"tiny  ·  best.pt, epoch 1  ·  test accuracy {r.accuracy:.2f}% "
                      f"({r.total_wrong} of 200 wrong)")
@@ -135,7 +142,9 @@ def test_png_title_names_run_checkpoint_accuracy_and_layer(run_dir, tmp_path):
     # both title lines hold ink, in the band above the first row of tiles; the band under
     # the text is blank, and the tiles start where they should
     ink = _ink_rows(px[:TITLE_H + MARGIN])
-    assert ink and min(ink) < MARGIN + 8 and max(ink) > MARGIN + 18, ink
+    assert ink, ink
+    assert min(ink) < MARGIN + 8, ink
+    assert max(ink) > MARGIN + 18, ink
     assert max(ink) < TITLE_H + MARGIN - 2, ink
     assert px.shape[1] >= MARGIN + len(line2) * 5  # wide enough for the title
     assert (px[TITLE_H + MARGIN:TITLE_H + MARGIN + 4, MARGIN:MARGIN + 8] < 250).any()  # first tile
@@ -153,14 +162,16 @@ def test_gradcam_maps(run_dir, tmp_path):
     r = find_misclassified(run_dir, n=4, gradcam=True, device="cpu")
     assert r.layer == "conv9.conv"  # the last conv with a spatial output (conv10 is 1x1 after GAP)
     assert r.cams.shape == (4, 32, 32)
-    assert r.cams.min() >= 0 and r.cams.max() <= 1
+    assert r.cams.min() >= 0
+    assert r.cams.max() <= 1
     for cam in r.cams:
         assert cam.std() > 1e-3  # not constant
     png = write_grid(r, tmp_path / "cam.png")
     with Image.open(png) as im:
         assert im.size == grid_size(4, with_cam=True)
     custom = find_misclassified(run_dir, n=2, gradcam=True, layer="conv5", device="cpu")
-    assert custom.layer == "conv5" and custom.cams.shape == (2, 32, 32)
+    assert custom.layer == "conv5"
+    assert custom.cams.shape == (2, 32, 32)
     with pytest.raises(UsageError, match="conv9.conv"):
         find_misclassified(run_dir, gradcam=True, layer="conv9.con", device="cpu")
 
@@ -187,18 +198,22 @@ def test_gradcam_follows_the_evidence():
     assert cams.shape == (3, 32, 32)
     for c in cams:
         assert float(c[:18, :18].sum()) > 0.95 * float(c.sum()) > 0
-        assert float(c[20:, 20:].max()) < 1e-6 and float(c.max()) == pytest.approx(1.0)
+        assert float(c[20:, 20:].max()) < 1e-6
+        assert float(c.max()) == pytest.approx(1.0)
     assert all(p.grad is None for p in model.parameters())
     assert default_layer(model) == "conv"
 
 
 def test_colour_map_and_overlay():
     ramp = jet(np.linspace(0, 1, 5))
-    assert ramp.dtype == np.uint8 and ramp.shape == (5, 3)
-    assert ramp[0, 2] > ramp[0, 0] and ramp[-1, 0] > ramp[-1, 2]  # blue -> red
+    assert ramp.dtype == np.uint8
+    assert ramp.shape == (5, 3)
+    assert ramp[0, 2] > ramp[0, 0]
+    assert ramp[-1, 0] > ramp[-1, 2]  # blue -> red
     img = np.zeros((32, 32, 3), np.uint8)
     out = overlay(img, np.ones((32, 32)), alpha=0.5)
-    assert out.shape == (32, 32, 3) and out[0, 0, 0] > 0
+    assert out.shape == (32, 32, 3)
+    assert out[0, 0, 0] > 0
 
 
 # ------------------------------------------------------------------------- command
@@ -208,7 +223,8 @@ def test_cli_json_and_png(run_dir, tmp_path):
                   "--out", out, "--json")
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
-    assert len(data["items"]) == 6 and data["png"] == str(out)
+    assert len(data["items"]) == 6
+    assert data["png"] == str(out)
     assert set(data["items"][0]) == {"index", "true", "pred", "confidence", "loss"}
     with Image.open(out) as im:
         assert im.size == grid_size(6, with_cam=False)
@@ -219,7 +235,8 @@ def test_cli_plain_output_and_default_png(run_dir):
                   "--device", "cpu")
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.output.splitlines() if "true " in ln and "pred " in ln]
-    assert len(lines) == 3 and "%" in lines[0]
+    assert len(lines) == 3
+    assert "%" in lines[0]
     assert (run_dir / "misclassified_gradcam.png").is_file()
     assert str(run_dir / "misclassified_gradcam.png") in res.output.replace("\n", "")
     # --help names the file each way writes
@@ -230,8 +247,10 @@ def test_cli_plain_output_and_default_png(run_dir):
 def test_cli_bad_class_and_layer_exit_2(run_dir):
     res = _invoke("misclassified", run_dir, "--pred", "kat", "--device", "cpu")
     assert res.exit_code == 2
-    assert "cat" in res.output and "truck" in res.output
+    assert "cat" in res.output
+    assert "truck" in res.output
     res = _invoke("misclassified", run_dir, "--gradcam", "--layer", "nope", "--device", "cpu")
-    assert res.exit_code == 2 and "layer" in res.output
+    assert res.exit_code == 2
+    assert "layer" in res.output
     res = _invoke("misclassified", run_dir.parent / "missing", "--device", "cpu")
     assert res.exit_code == 2

@@ -7,6 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+# the speedrun run (a module fixture) serves both items: one worker runs them
+pytestmark = pytest.mark.xdist_group("test_one_path")
+
 # TINY-sized speedrun (airbench94 style, eval_tta: flip_translate) on synthetic data.
 SPEEDRUN = ["--set", "data.source=synthetic:256:200", "--set", "data.batch_size=64", "--set", "epochs=1",
             "--set", "data.test_batch_size=50", "--set", "model_args.widths=[16, 32, 32]"]

@@ -33,7 +33,9 @@ from PIL import Image
 
 from cifarctl import CLASSES
 
-pytestmark = pytest.mark.slow  # every item runs cifarctl in child processes
+# every item runs cifarctl in child processes; the module fixtures (reference, twins) serve
+# most tests: one xdist worker runs them all
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_reliability")]
 
 HOOKS = ("CIFARCTL_TEST_STOP_AT_STEP", "CIFARCTL_TEST_NAN_AT_STEP", "CIFARCTL_TEST_SLOW_SAVE",
          "CIFARCTL_TEST_KILL_AT_STEP", "CIFARCTL_TEST_WAIT_AT_STEP")
@@ -77,7 +79,8 @@ def error_lines(text: str) -> list[str]:
 
 def assert_one_line_error(text: str, *needles: str) -> str:
     lines = error_lines(text)
-    assert len(lines) == 1 and lines[0].startswith("error: "), text
+    assert len(lines) == 1, text
+    assert lines[0].startswith("error: "), text
     assert "Traceback" not in text
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
@@ -118,7 +121,8 @@ def kill_after_temp_files(proc, ckpts: Path, count: int, out, log: Path, wait: f
     deadline = time.time() + 180
     try:
         while seen < count:
-            assert proc.poll() is None and time.time() < deadline, log.read_text()
+            assert proc.poll() is None, log.read_text()
+            assert time.time() < deadline, log.read_text()
             now = {p.name for p in ckpts.iterdir() if ".tmp-" in p.name} if ckpts.is_dir() else set()
             seen += len(now - before)
             before = now
@@ -158,7 +162,8 @@ def assert_equals_reference(run: Path, ref: Path) -> None:
     assert_same_weights(weights(ref), weights(run))
     assert metrics(run) == metrics(ref)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["epochs_done"] == 2
+    assert summary["status"] == "completed"
+    assert summary["epochs_done"] == 2
     assert not temp_files(run), temp_files(run)
 
 
@@ -240,7 +245,8 @@ def test_02_kill_9_during_a_slow_checkpoint_save_every_checkpoint_loads_and_resu
     assert [p.name for p in temp_files(run)] == [f".last.pt.tmp-{proc.pid}"]  # the save it was in
     # best.pt is written before last.pt: last.pt, the newest complete state of the whole run,
     # has not got to epoch 2 (else resume would find the run over, with best.pt stale)
-    assert loaded["last.pt"]["epoch"] == 1 and loaded["best.pt"]["epoch"] == 2
+    assert loaded["last.pt"]["epoch"] == 1
+    assert loaded["best.pt"]["epoch"] == 2
     train_in_process(runs, resume=run)  # redoes epoch 2, and removes the dead process's temp file
     log = (run / "log.txt").read_text()
     assert f"resumed from {ckpts / 'last.pt'} at epoch {loaded['last.pt']['epoch']}" in log
@@ -260,7 +266,8 @@ def _start(tmp_path: Path, args: list[str], **env: str) -> tuple[subprocess.Pope
     f.close()
     deadline = time.time() + 120
     while "fault: waiting at step 3" not in out.read_text():
-        assert proc.poll() is None and time.time() < deadline, out.read_text()
+        assert proc.poll() is None, out.read_text()
+        assert time.time() < deadline, out.read_text()
         time.sleep(0.02)
     return proc, out
 
@@ -281,12 +288,15 @@ def test_03_sigterm_and_ctrl_c_save_exit_143_130_and_resume_bitwise(tmp_path, re
     name = "SIGTERM" if how == "SIGTERM" else "SIGINT"
     assert proc.returncode == (143 if how == "SIGTERM" else 130), text
     assert f"{name} received: stopping in epoch 1 after step 3/4" in text, text
-    assert f"stopped by {name} in epoch 1 after step 3/4: saved" in text and "--resume" in text
-    assert "Traceback" not in text and "error:" not in text, text  # a stop that was asked for
+    assert f"stopped by {name} in epoch 1 after step 3/4: saved" in text
+    assert "--resume" in text
+    assert "Traceback" not in text, text
+    assert "error:" not in text, text  # a stop that was asked for
     run = runs / "r"
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert ckpt["step"] == 3 and ckpt["progress"]["step_in_epoch"] == 3  # the step it was in, finished
+    assert ckpt["step"] == 3
+    assert ckpt["progress"]["step_in_epoch"] == 3  # the step it was in, finished
     train_in_process(runs, resume=run)
     assert_equals_reference(run, reference("albumentations" if extra else "device"))
 
@@ -316,10 +326,12 @@ def test_04_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, refer
     line = assert_one_line_error(p.stderr, f"cannot write {best} (File too large", "intact",
                                  f"cifarctl train --resume {run}")
     for path in (last, best):
-        assert path.read_bytes() == before[path] and load_checkpoint(path)["epoch"] == 1
+        assert path.read_bytes() == before[path]
+        assert load_checkpoint(path)["epoch"] == 1
     assert not temp_files(run), temp_files(run)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "failed" and summary["error"] == line[len("error: "):]
+    assert summary["status"] == "failed"
+    assert summary["error"] == line[len("error: "):]
     # space is back: the run continues and ends as if nothing happened
     train_in_process(runs, resume=run)
     assert_equals_reference(run, reference("device"))
@@ -371,7 +383,8 @@ def test_05_two_runs_started_in_the_same_second_get_separate_folders(twins):
         assert log.count("training s8_bn") == 1
         assert [ln.split()[1] for ln in log.splitlines() if ln.startswith("epoch ")] == ["1/2", "2/2"]
         summary = json.loads((run / "summary.json").read_text())
-        assert summary["status"] == "completed" and summary["run_dir"] == str(run)
+        assert summary["status"] == "completed"
+        assert summary["run_dir"] == str(run)
         assert "resumes" not in json.loads((run / "env.json").read_text())
         assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 8
         assert not temp_files(run)
@@ -414,16 +427,20 @@ def test_06_damaged_checkpoint_is_one_line_naming_the_file_for_every_command(tmp
         assert_one_line_error(res.output, f"{last}: ", needle)
     # compare never opens checkpoints: the run is listed; the file itself is not a run folder
     res = cli("compare", run, "--json")
-    assert res.exit_code == 0 and json.loads(res.output)["runs"][0]["name"] == "run", res.output
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["runs"][0]["name"] == "run", res.output
     res = cli("compare", last)
     assert res.exit_code == 2
     assert_one_line_error(res.output, str(last), "checkpoint file, not a run folder")
     if how == "truncated":  # a real process: no traceback, unless --debug
         p = run_cli(tmp_path, "eval", last)
-        assert p.returncode == 2 and p.stdout == "", p
+        assert p.returncode == 2, p
+        assert p.stdout == "", p
         assert_one_line_error(p.stderr, str(last), needle)
         p = run_cli(tmp_path, "--debug", "eval", last)
-        assert p.returncode != 0 and "Traceback" in p.stderr and "CheckpointError" in p.stderr, p
+        assert p.returncode != 0, p
+        assert "Traceback" in p.stderr, p
+        assert "CheckpointError" in p.stderr, p
 
 
 def test_06_resume_falls_back_to_an_intact_best_pt_and_says_so(tmp_path, reference, cli, monkeypatch):
@@ -439,7 +456,8 @@ def test_06_resume_falls_back_to_an_intact_best_pt_and_says_so(tmp_path, referen
     last.write_bytes(_damage(last.read_bytes(), "truncated"))
     res = cli("train", "--resume", run)
     assert res.exit_code == 0, res.output
-    assert f"{last}: not a readable checkpoint" in res.output and "resuming from" in res.output
+    assert f"{last}: not a readable checkpoint" in res.output
+    assert "resuming from" in res.output
     assert f"resumed from {run / 'checkpoints' / 'best.pt'} at epoch 1" in (run / "log.txt").read_text()
     assert_equals_reference(run, reference("device"))
 
@@ -502,7 +520,9 @@ def test_07_checkpoints_and_their_rng_state_load_with_weights_only(tmp_path, ref
     expected = draw()
     restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"], gen)
     got = draw()
-    assert torch.equal(expected[0], got[0]) and expected[1:3] == got[1:3] and torch.equal(expected[3], got[3])
+    assert torch.equal(expected[0], got[0])
+    assert expected[1:3] == got[1:3]
+    assert torch.equal(expected[3], got[3])
     # no code path loads pickles any other way: ruff's banned-api rules (pyproject.toml), run by test_lint.py
 
 
@@ -534,12 +554,16 @@ def test_08_compare_marks_or_skips_broken_run_folders_and_goes_on(tmp_path, refe
     assert "no summary.json" in marks["nosummary"]
     assert any(m.startswith("schema newer") for m in marks["future"])
     assert "summary.json unparsable" in marks["halfsummary"]
-    assert "recipe.yaml unparsable" in marks["pytag"] and not sentinel.exists()
+    assert "recipe.yaml unparsable" in marks["pytag"]
+    assert not sentinel.exists()
     by = {r["name"]: r for r in doc["runs"]}
-    assert by["cut"]["epochs"] == 1 and by["good"]["epochs"] == 2
+    assert by["cut"]["epochs"] == 1
+    assert by["good"]["epochs"] == 2
     assert [s["path"] for s in doc["skipped"]] == [str(root / "nometrics")]
     res = cli("compare", root)  # the table says the same
-    assert res.exit_code == 0 and "truncated metrics line 2" in res.output and "skipped" in res.output
+    assert res.exit_code == 0
+    assert "truncated metrics line 2" in res.output
+    assert "skipped" in res.output
 
 
 # ------------------------------------------------------------------------ 9. bad recipes
@@ -673,7 +697,8 @@ def test_10_bad_data_one_line_expected_layout_and_no_broken_cache(tmp_path, cli,
         assert res.exit_code == 0, res.output
         assert "20 train / 10 test images" in res.output
         cached = [p for p in cache.rglob("*") if p.is_file()]
-        assert len(cached) == 1 and cached[0].suffix == ".npz", cached
+        assert len(cached) == 1, cached
+        assert cached[0].suffix == ".npz", cached
 
 
 # ------------------------------------------------------------------------ 11. NaN
@@ -688,7 +713,8 @@ def test_11_nan_at_step_k_stops_says_diverged_keeps_last_good_checkpoint_exit_3(
     run = runs / "r"
     summary = json.loads((run / "summary.json").read_text())
     # found at the epoch end (the loss guards are read there, not in the step), named by its first step
-    assert summary["status"] == "diverged" and summary["steps"] == 8
+    assert summary["status"] == "diverged"
+    assert summary["steps"] == 8
     for name in ("last.pt", "best.pt"):
         ckpt = load_checkpoint(run / "checkpoints" / name)
         assert (ckpt["epoch"], ckpt["step"]) == (1, 4)

@@ -10,6 +10,9 @@ import torch
 from helpers import TINY, only_run, train_tiny
 from torch import nn
 
+# the speedrun runs (module fixtures) serve several tests: one worker runs them
+pytestmark = pytest.mark.xdist_group("test_speedrun")
+
 STOP = "CIFARCTL_TEST_STOP_AT_STEP"
 # TINY (256 synthetic images, 4 steps per epoch, 2 epochs) on a narrow speedrun net; the
 # whitening bias freezes after epoch 1 and the lookahead syncs at step 5 and after step 8.
