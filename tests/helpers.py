@@ -68,7 +68,8 @@ def assert_complete(run: Path, epochs: int) -> dict:
     assert set(rows[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
                             "seconds", "train_seconds", "images_per_s"}
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["epochs_done"] == epochs
+    assert summary["status"] == "completed"
+    assert summary["epochs_done"] == epochs
     assert summary["final_test_acc"] == rows[-1]["test_acc"]
     assert summary["best_test_acc"] == max(r["test_acc"] for r in rows)
     assert isinstance(summary["target"]["passed"], bool)

@@ -56,7 +56,8 @@ def run_device(steps, imgs: np.ndarray, normalize=N01, seed: int = 0) -> np.ndar
     assert aug is not None, unsupported_step(steps)
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
     out = aug(x, torch.Generator().manual_seed(seed))
-    assert out.dtype == torch.float32 and out.shape[:2] == (len(imgs), 3)
+    assert out.dtype == torch.float32
+    assert out.shape[:2] == (len(imgs), 3)
     return out.permute(0, 2, 3, 1).numpy()
 
 
@@ -76,7 +77,9 @@ def pixels(out: np.ndarray, normalize=N01) -> np.ndarray:
 # ------------------------------------------------------------------- check_steps
 def test_check_unknown_transform_suggests_close_match():
     (where, msg), = check_steps([{"CoarseDropuot": {"p": 0.5}}])
-    assert where == "[0]" and "unknown augmentation 'CoarseDropuot'" in msg and "'CoarseDropout'" in msg
+    assert where == "[0]"
+    assert "unknown augmentation 'CoarseDropuot'" in msg
+    assert "'CoarseDropout'" in msg
 
 
 def test_check_removed_arguments_name_their_replacement():
@@ -134,7 +137,8 @@ def test_unsupported_step_is_named():
     steps = [{"HorizontalFlip": {"p": 0.5}}, {"ColorJitter": {"brightness": 0.2}}]
     assert unsupported_step(steps) == "ColorJitter"
     assert compile_steps(steps, None, "cpu") is None
-    assert unsupported_step(S10) is None and unsupported_step(EXAMPLE) is None
+    assert unsupported_step(S10) is None
+    assert unsupported_step(EXAMPLE) is None
 
 
 # ------------------------------------------------------ device vs albumentations
@@ -168,7 +172,8 @@ def test_affine_with_fixed_parameters_matches_cv2(name):
     imgs = images(32)
     steps = [FIXED_AFFINES[name]]
     diff = np.abs(pixels(run_device(steps, imgs)) - pixels(run_albumentations(steps, imgs)))
-    assert diff.max() <= 1 and diff.mean() < 0.01  # cv2 interpolates in fixed point
+    assert diff.max() <= 1
+    assert diff.mean() < 0.01  # cv2 interpolates in fixed point
 
 
 def test_affine_gpu_strategy_equals_cpu_strategy():
@@ -213,7 +218,8 @@ def test_pad_crop_offsets_are_exact_and_uniform():
             np.testing.assert_array_equal(px[i], padded[dy[i]:dy[i] + 32, dx[i]:dx[i] + 32])
         for d in (dy, dx):
             freq = np.bincount(d, minlength=9) / len(d)
-            assert len(freq) == 9 and np.abs(freq - 1 / 9).max() < 0.035
+            assert len(freq) == 9
+            assert np.abs(freq - 1 / 9).max() < 0.035
 
 
 @pytest.mark.parametrize("fill", ["mean", [0, 255, 17]])
@@ -232,9 +238,11 @@ def test_cutout_fraction_size_and_fill(fill):
         assert abs(has.mean() - 0.4) < 0.04
         assert (hole[has].sum(axis=(1, 2)) == 64).all()
         rows, cols = hole[has].any(2), hole[has].any(1)
-        assert (rows.sum(1) == 8).all() and (cols.sum(1) == 8).all()
+        assert (rows.sum(1) == 8).all()
+        assert (cols.sum(1) == 8).all()
         tops = rows.argmax(1)
-        assert tops.min() == 0 and tops.max() == 24  # top-left uniform in [0, 32 - 8]
+        assert tops.min() == 0
+        assert tops.max() == 24  # top-left uniform in [0, 32 - 8]
 
 
 def test_cutout_random_fill_and_hole_count():
@@ -243,7 +251,8 @@ def test_cutout_random_fill_and_hole_count():
                                 "hole_width_range": [4, 6], "fill": "random", "p": 1.0}}]
     px = pixels(run_device(steps, imgs))
     changed = (px != imgs).any(-1).sum(axis=(1, 2))
-    assert changed.min() >= 1 and changed.max() <= 3 * 36
+    assert changed.min() >= 1
+    assert changed.max() <= 3 * 36
     assert (px < 200).any()  # random values, not a constant colour
 
 
@@ -255,7 +264,8 @@ def test_cutout_random_uniform_fills_each_hole_with_one_colour():
     for i in range(0, 300, 7):
         changed = (px[i] != imgs[i]).any(-1)
         colours = np.unique(px[i][changed], axis=0)
-        assert 56 <= changed.sum() <= 64 and len(colours) == 1
+        assert 56 <= changed.sum() <= 64
+        assert len(colours) == 1
 
 
 def test_affine_fraction_and_border_fill():
@@ -267,7 +277,8 @@ def test_affine_fraction_and_border_fill():
         assert abs(changed.mean() - 0.5) < 0.04
         fill = (px == MEAN_RGB).all(-1)
         border = fill[:, [0, -1], :].any(axis=(1, 2)) | fill[:, :, [0, -1]].any(axis=(1, 2))
-        assert border[changed].mean() > 0.9 and not fill[~changed].any()
+        assert border[changed].mean() > 0.9
+        assert not fill[~changed].any()
 
 
 @pytest.mark.parametrize("balanced", [True, False])
@@ -300,7 +311,8 @@ def test_same_seed_same_batches():
     a = aug(x, torch.Generator().manual_seed(5))
     b = aug(x, torch.Generator().manual_seed(5))
     c = aug(x, torch.Generator().manual_seed(6))
-    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
     assert torch.equal(x, before)  # the data set is never modified in place
     idx = torch.tensor([3, 1, 200])
     assert torch.equal(aug(x, torch.Generator().manual_seed(5), index=idx),
@@ -331,7 +343,9 @@ def test_dataset_items_and_seeded_loaders():
     imgs, labels = images(64), np.arange(64) % 10
     ds = AlbumentationsDataset(imgs, labels, build_albumentations(S10, None), seed=1)
     x, y = ds[3]
-    assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and y == 3
+    assert x.dtype == torch.float32
+    assert x.shape == (3, 32, 32)
+    assert y == 3
 
     def first(seed, workers):
         loader = make_albumentations_loader(imgs, labels, S10, None, batch_size=16,
@@ -339,5 +353,7 @@ def test_dataset_items_and_seeded_loaders():
         return next(iter(loader))
 
     a, b, c = first(1, 0), first(1, 0), first(2, 0)
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
+    assert torch.equal(a[0], b[0])
+    assert torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
     assert torch.equal(first(1, 2)[0], first(1, 2)[0])  # workers seed from the loader's seed

@@ -44,7 +44,8 @@ def test_epoch_ticks_are_whole_epochs(lo, hi, most, expected):
 def test_epoch_chart_x_axis_has_whole_epochs_only(n, width):
     chart = epoch_chart(history(n), width=width, height=14, colorless=True)
     labels = x_labels(chart)
-    assert labels and all(re.fullmatch(r"\d+", t) for t in labels), labels
+    assert labels, labels
+    assert all(re.fullmatch(r"\d+", t) for t in labels), labels
     assert {int(t) for t in labels} <= set(range(0, n + 1))
     if n == 3:
         assert labels == ["1", "2", "3"] * 3  # accuracy, loss, lr
@@ -55,19 +56,23 @@ def test_train_and_test_have_their_own_markers():
     inside = "\n".join(plot_rows(chart))
     (train_color, train_mark), (test_color, test_mark) = SPLITS["train"], SPLITS["test"]
     assert train_mark != test_mark
-    assert inside.count(train_mark) >= 8 and inside.count(test_mark) >= 8  # 5 epochs x 2 panels, a few overlap
+    assert inside.count(train_mark) >= 8
+    assert inside.count(test_mark) >= 8  # 5 epochs x 2 panels, a few overlap
     coloured = epoch_chart(history(5), width=136, height=14)
-    assert f"\x1b[38;5;{train_color}m{train_mark}" in coloured and f"\x1b[38;5;{test_color}m{test_mark}" in coloured
+    assert f"\x1b[38;5;{train_color}m{train_mark}" in coloured
+    assert f"\x1b[38;5;{test_color}m{test_mark}" in coloured
     assert train_color != test_color
 
 
 def test_no_legend_inside_the_plot():
     chart = epoch_chart(history(5), width=136, height=14, colorless=True)
-    assert "train" not in chart and "test" not in chart  # plotext's legend box would name them
+    assert "train" not in chart
+    assert "test" not in chart  # plotext's legend box would name them
     key = epoch_key()
     for split, (color, mark) in SPLITS.items():
         assert f"[color({color})]{mark}[/] {split}" in key
-    assert "lr" in key and "lr" not in epoch_key(lr=False)
+    assert "lr" in key
+    assert "lr" not in epoch_key(lr=False)
 
 
 def test_lr_panel():
@@ -75,7 +80,8 @@ def test_lr_panel():
     chart = epoch_chart(h, width=136, height=14, colorless=True)
     assert "learning rate" in chart
     lr_labels = re.findall(r"(\d\.\de-\d\d)┤", chart)
-    assert lr_labels[0] == f"{max(x['lr'] for x in h):.1e}" and lr_labels[-1] == f"{min(x['lr'] for x in h):.1e}"
+    assert lr_labels[0] == f"{max(x['lr'] for x in h):.1e}"
+    assert lr_labels[-1] == f"{min(x['lr'] for x in h):.1e}"
     assert "learning rate" not in epoch_chart(h, width=136, height=14, colorless=True, panels=2)
     assert "learning rate" not in epoch_chart(history(6, lr=False), width=136, height=14, colorless=True)
 
@@ -122,16 +128,19 @@ def test_curves_figure_has_the_run_name_and_an_lr_panel():
 
     h = history(8)
     fig = curves_figure(h, title="s8_bn-20261201-101500")
-    assert fig._suptitle is not None and fig._suptitle.get_text() == "s8_bn-20261201-101500"
+    assert fig._suptitle is not None
+    assert fig._suptitle.get_text() == "s8_bn-20261201-101500"
     loss, acc, lr = fig.axes
     assert [a.get_title() for a in fig.axes] == ["loss", "accuracy (%)", "learning rate (end of epoch)"]
     assert [ln.get_label() for ln in loss.lines] == ["train", "test"]
     assert list(lr.lines[0].get_ydata()) == [x["lr"] for x in h]
     assert all(float(t).is_integer() for a in fig.axes for t in a.get_xticks())  # whole epochs
     one = curves_figure(h[:1])
-    assert one._suptitle is None and [list(a.get_xticks()) for a in one.axes] == [[1], [1], [1]]
+    assert one._suptitle is None
+    assert [list(a.get_xticks()) for a in one.axes] == [[1], [1], [1]]
     old = curves_figure(history(3, lr=False))  # metrics without lr: the panel says so
-    assert not old.axes[2].lines and old.axes[2].texts[0].get_text() == "no lr recorded"
+    assert not old.axes[2].lines
+    assert old.axes[2].texts[0].get_text() == "no lr recorded"
 
 
 def test_curves_png_read_back(tmp_path):
@@ -141,7 +150,8 @@ def test_curves_png_read_back(tmp_path):
 
     write_curves(tmp_path / "curves.png", history(8), title="s8_bn-20261201-101500")
     img = Image.open(tmp_path / "curves.png")
-    assert img.size == CURVES_SIZE and img.format == "PNG"
+    assert img.size == CURVES_SIZE
+    assert img.format == "PNG"
     grey = np.asarray(img.convert("L"))
     # three panels: each plot frame is two dark vertical lines across the middle row
     row = grey[CURVES_SIZE[1] // 2]
@@ -150,7 +160,8 @@ def test_curves_png_read_back(tmp_path):
     rgb = np.asarray(img.convert("RGB")).astype(int)
     green = (rgb[..., 1] > 140) & (rgb[..., 0] < 80) & (rgb[..., 2] < 80)
     cols = np.flatnonzero(green.any(0))
-    assert len(cols) > 100 and cols.min() > 2 * CURVES_SIZE[0] // 3
+    assert len(cols) > 100
+    assert cols.min() > 2 * CURVES_SIZE[0] // 3
     # the title: the top band holds the middle panel's title, and with the run name far more ink
     write_curves(tmp_path / "untitled.png", history(8))
     untitled = np.asarray(Image.open(tmp_path / "untitled.png").convert("L"))
@@ -165,4 +176,5 @@ def test_a_run_titles_its_curves_with_the_run_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(curves, "write_curves", lambda path, hist, title=None: seen.append((path.name, title)))
     run_training("s8_bn", overrides=["data.source=synthetic:128:32", "data.batch_size=64", "epochs=1"],
                  runs_dir=tmp_path, name="s8_bn-20261201-101500", device="cpu", view=None)
-    assert seen and set(seen) == {("curves.png", "s8_bn-20261201-101500")}
+    assert seen
+    assert set(seen) == {("curves.png", "s8_bn-20261201-101500")}

@@ -25,15 +25,18 @@ def test_80x24_is_one_status_line_without_a_chart():
     text = dashboard(80, 24)
     lines = text.splitlines()
     assert lines == ["epoch 4/5  step 40/98  loss 0.812 acc 80.0%  elapsed 6m 59s  eta 3m 16s"]
-    assert "…" not in text and not chart_shown(text)
+    assert "…" not in text
+    assert not chart_shown(text)
     colour = dashboard(80, 24, colour=True)
-    assert "\x1b[" in colour and "…" not in colour
+    assert "\x1b[" in colour
+    assert "…" not in colour
 
 
 def test_140x45_keeps_the_bars_and_shows_the_chart():
     text = dashboard(140, 45)
     assert "…" not in text
-    assert chart_shown(text) and "learning rate" in text
+    assert chart_shown(text)
+    assert "learning rate" in text
     epochs_row = next(ln for ln in text.splitlines() if ln.startswith("epochs "))
     batch_row = next(ln for ln in text.splitlines() if ln.startswith("epoch 4/5 "))
     assert epochs_row.endswith("0:06:58 eta 3m 16s")                  # elapsed and ETA whole
@@ -48,16 +51,21 @@ def test_wide_layout_worst_case_is_not_cut(width):
     text = dashboard(width, 30, epochs=100, steps=1563, stop_at=(3, 1500), step_seconds=9.0,
                      eval_seconds=60.0, images_per_s=12345.0)
     assert "…" not in text
-    assert "12,345 img/s" in text and "1500/1563" in text and "test acc 66.9% (best 66.9%)" in text
-    assert "11:35:54 eta 380h 16m" in text and "3:45:00  eta 9m 27s" in text  # elapsed and ETA, whole
-    assert all(w >= 10 for w in bars(text)) and len(bars(text)) == 2
+    assert "12,345 img/s" in text
+    assert "1500/1563" in text
+    assert "test acc 66.9% (best 66.9%)" in text
+    assert "11:35:54 eta 380h 16m" in text
+    assert "3:45:00  eta 9m 27s" in text  # elapsed and ETA, whole
+    assert all(w >= 10 for w in bars(text))
+    assert len(bars(text)) == 2
 
 
 @pytest.mark.parametrize("width", [99, 90, 80, 72, 60, 50, 40])
 def test_status_line_below_100_columns_is_never_cut(width):
     text = dashboard(width, 24, epochs=100, steps=1563, stop_at=(3, 1500), step_seconds=9.0,
                      eval_seconds=60.0, images_per_s=12345.0)
-    assert "…" not in text and not bars(text)  # no progress bars
+    assert "…" not in text
+    assert not bars(text)  # no progress bars
     assert all(len(ln) <= width for ln in text.splitlines())
     for part in ("epoch 3/100", "step 1500/1563", "loss 0.912 acc 77.5%", "elapsed 11h 35m", "eta 380h 16m"):
         assert part in text, (part, text)  # each whole, on one line
@@ -99,7 +107,8 @@ def test_one_view_is_laid_out_again_for_a_new_size():
     finally:
         view.close()
     small, big = render_screen(view, 80, 24), render_screen(view, 140, 45)
-    assert small == dashboard(80, 24) and big == dashboard(140, 45)
+    assert small == dashboard(80, 24)
+    assert big == dashboard(140, 45)
     assert render_screen(view, 80, 24) == small
 
 
@@ -113,7 +122,8 @@ def test_before_the_first_step_the_eta_is_a_question_mark_not_an_ellipsis():
         view.close()
     assert render_screen(view, 80, 24) == "epoch 1/5  step 0/98  elapsed 0s  eta ?\n"
     wide = render_screen(view, 140, 45)
-    assert "…" not in wide and wide.count("eta ?") == 2
+    assert "…" not in wide
+    assert wide.count("eta ?") == 2
 
 
 @pytest.mark.parametrize("name", sorted(CAPTURES))
@@ -122,7 +132,8 @@ def test_checked_in_captures_are_what_the_code_renders(name):
     (after a deliberate change, rewrite them with `python tests/captures.py`)."""
     stored = (FOLDER / name).read_text(encoding="utf-8")
     assert CAPTURES[name]() == stored
-    assert "…" not in stored and "\x1b" not in stored
+    assert "…" not in stored
+    assert "\x1b" not in stored
 
 
 def test_the_lr_range_test_bar_appears_with_the_range_test_not_before(monkeypatch):
@@ -143,10 +154,12 @@ def test_the_lr_range_test_bar_appears_with_the_range_test_not_before(monkeypatc
     monkeypatch.setattr(sys, "stderr", err)
     view = TrainView(terminal(80, 24), tty=True, clock=FakeClock())
     with view.lr_find_progress() as step:
-        assert "LR range test" not in err.getvalue() and "None" not in err.getvalue()
+        assert "LR range test" not in err.getvalue()
+        assert "None" not in err.getvalue()
         step(1, 100, 1e-5, 2.3)
         step(2, 100, 2e-5, 2.2)
-    assert "LR range test for max_lr: auto" in err.getvalue() and "0/None" not in err.getvalue()
+    assert "LR range test for max_lr: auto" in err.getvalue()
+    assert "0/None" not in err.getvalue()
 
 
 @pytest.mark.parametrize("width,height", [(80, 40), (140, 45)])
@@ -179,6 +192,7 @@ def test_the_chart_is_left_on_the_screen_once_when_a_refresh_races_a_line(monkey
     for t in raced:
         t.join()
     screen = scrollback(con.file.getvalue())
-    assert raced and sum("by epoch" in ln for ln in screen) == 1, "\n".join(screen)
+    assert raced, "\n".join(screen)
+    assert sum("by epoch" in ln for ln in screen) == 1, "\n".join(screen)
     assert screen.index(next(ln for ln in screen if "by epoch" in ln)) > max(
         i for i, ln in enumerate(screen) if ln.startswith("epoch 5/5  train"))

@@ -152,7 +152,8 @@ def test_decode_pool_path_matches_serial(tmp_path, cache_dir, monkeypatch):
     for source in (tmp_path / "set", archive):
         data = load_cifar(source, cache_dir=cache_dir, progress=lambda d, t: calls.append((d, t)))
         assert_same(data, expected)
-    assert calls and calls[-1][0] == calls[-1][1]  # the last call says "done"
+    assert calls
+    assert calls[-1][0] == calls[-1][1]  # the last call says "done"
 
 
 # ---------------------------------------------------------------- (3) errors
@@ -161,8 +162,10 @@ def test_missing_path(tmp_path, cache_dir):
     missing = tmp_path / "nope"
     with pytest.raises(DataError, match="does not exist") as e:
         load_cifar(missing, cache_dir=cache_dir)
-    assert str(missing) in str(e.value) and "train/<class>/" in str(e.value)
-    assert "\n" not in str(e.value) and e.value.exit_code == 2
+    assert str(missing) in str(e.value)
+    assert "train/<class>/" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert e.value.exit_code == 2
 
 
 def test_wrong_layout(tmp_path, cache_dir):
@@ -200,7 +203,8 @@ def test_grey_and_other_sizes_are_converted_not_refused(tmp_path, cache_dir):
     last_two = data.train_x[data.train_y == cat][-2:]
     assert last_two.shape == (2, 32, 32, 3)
     grey = last_two[0]
-    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    assert (grey[..., 0] == grey[..., 1]).all()
+    assert (grey[..., 1] == grey[..., 2]).all()
 
 
 @pytest.mark.parametrize("name,blob,message", _bad_image_cases(), ids=lambda v: str(v)[:8])
@@ -213,7 +217,8 @@ def test_bad_image_named(tmp_path, cache_dir, name, blob, message, as_archive):
     with pytest.raises(DataError, match=message) as e:
         load_cifar(source, cache_dir=cache_dir, progress=False)
     text = str(e.value)
-    assert f"train/cat/{name}" in text and "\n" not in text
+    assert f"train/cat/{name}" in text
+    assert "\n" not in text
     assert (f"{source}:" in text) if as_archive else (str(source / "train" / "cat") in text)
     assert not list((cache_dir / "decoded").glob("*")) if (cache_dir / "decoded").exists() else True
 
@@ -267,16 +272,22 @@ def test_second_load_hits_cache(tmp_path, cache_dir, monkeypatch):
     calls = _count_reads(monkeypatch)
     first = load_cifar(tmp_path / "set", cache_dir=cache_dir, progress=False)
     second = load_cifar(tmp_path / "set", cache_dir=cache_dir, progress=False)
-    assert len(calls) == 1 and not first.cached and second.cached
+    assert len(calls) == 1
+    assert not first.cached
+    assert second.cached
     assert_same(second, expected)
-    assert second.classes == first.classes and second.source == first.source
+    assert second.classes == first.classes
+    assert second.source == first.source
     files = sorted(p.name for p in (cache_dir / "decoded").iterdir())
-    assert len(files) == 1 and files[0].endswith(".npz")  # no temp files left behind
+    assert len(files) == 1
+    assert files[0].endswith(".npz")  # no temp files left behind
     # changing the source invalidates the cache
     img = np.zeros((32, 32, 3), np.uint8)
     Image.fromarray(img).save(tmp_path / "set" / "train" / "airplane" / "9999.png")
     third = load_cifar(tmp_path / "set", cache_dir=cache_dir, progress=False)
-    assert len(calls) == 2 and not third.cached and len(third.train_y) == len(first.train_y) + 1
+    assert len(calls) == 2
+    assert not third.cached
+    assert len(third.train_y) == len(first.train_y) + 1
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path, cache_dir, monkeypatch, caplog):
@@ -287,7 +298,8 @@ def test_corrupt_cache_is_rebuilt(tmp_path, cache_dir, monkeypatch, caplog):
     cache_file.write_bytes(cache_file.read_bytes()[:200])  # truncated, as if by a full disk
     with caplog.at_level(logging.WARNING, logger="cifarctl.data"):
         data = load_cifar(tmp_path / "set", cache_dir=cache_dir, progress=False)
-    assert len(calls) == 2 and not data.cached
+    assert len(calls) == 2
+    assert not data.cached
     assert_same(data, expected)
     assert [r.getMessage() for r in caplog.records if str(cache_file) in r.getMessage()]
     assert load_cifar(tmp_path / "set", cache_dir=cache_dir, progress=False).cached
@@ -322,8 +334,10 @@ def test_synthetic_is_deterministic_and_learnable(monkeypatch):
     monkeypatch.delenv("CIFARCTL_DATA", raising=False)
     a, b = load_cifar("synthetic", seed=3), load_cifar("synthetic", seed=3)
     c = load_cifar("synthetic", seed=4)
-    assert a.train_x.shape == (2000, 32, 32, 3) and a.test_x.shape == (500, 32, 32, 3)
-    assert a.train_y.dtype == np.int64 and a.classes == list(CLASSES)
+    assert a.train_x.shape == (2000, 32, 32, 3)
+    assert a.test_x.shape == (500, 32, 32, 3)
+    assert a.train_y.dtype == np.int64
+    assert a.classes == list(CLASSES)
     np.testing.assert_array_equal(a.train_x, b.train_x)
     np.testing.assert_array_equal(a.test_y, b.test_y)
     assert not np.array_equal(a.train_x, c.train_x)
@@ -350,7 +364,8 @@ def test_subsets_are_class_balanced_and_deterministic():
     b = load_cifar("synthetic:1000:300", seed=0, train_subset=95, test_subset=30)
     c = load_cifar("synthetic:1000:300", seed=1, train_subset=95)
     counts = np.bincount(a.train_y, minlength=10)
-    assert counts.sum() == 95 and counts.max() - counts.min() <= 1
+    assert counts.sum() == 95
+    assert counts.max() - counts.min() <= 1
     assert (np.bincount(a.test_y, minlength=10) == 3).all()
     np.testing.assert_array_equal(a.train_x, b.train_x)
     assert not np.array_equal(a.train_x, c.train_x[: len(a.train_x)])
@@ -365,7 +380,8 @@ def test_subsets_are_class_balanced_and_deterministic():
 def test_balanced_indices_with_uneven_classes():
     y = np.array([0] * 2 + [1] * 50 + [2] * 50)
     idx = sources.balanced_indices(y, 30, 3, seed=0)
-    assert len(idx) == 30 and len(set(idx.tolist())) == 30
+    assert len(idx) == 30
+    assert len(set(idx.tolist())) == 30
     assert np.bincount(y[idx]).tolist() == [2, 14, 14]
 
 
@@ -376,7 +392,8 @@ def test_channel_stats_exact():
     s = channel_stats(x)
     assert s["mean"] == pytest.approx((1.0, 0.1, 0.0))
     assert s["std"] == pytest.approx((0.0, 0.1, 0.0))
-    assert s["min"] == (1.0, 0.0, 0.0) and s["max"] == (1.0, 0.2, 0.0)
+    assert s["min"] == (1.0, 0.0, 0.0)
+    assert s["max"] == (1.0, 0.2, 0.0)
     rng = np.random.default_rng(0)
     y = rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
     ref = y.reshape(-1, 3) / 255.0
@@ -389,7 +406,8 @@ def test_channel_stats_exact():
         got = channel_stats(z)
         np.testing.assert_allclose(got["mean"], flat.mean(0), atol=1e-12)
         np.testing.assert_allclose(got["std"], flat.std(0), atol=1e-9)
-        assert got["min"] == tuple(flat.min(0)) and got["max"] == tuple(flat.max(0))
+        assert got["min"] == tuple(flat.min(0))
+        assert got["max"] == tuple(flat.max(0))
 
 
 # ---------------------------------------------------------------- (7) the shared JPEG copy
@@ -427,7 +445,8 @@ def test_shared_jpeg_archive(jpeg_data):
 @pytest.mark.slow
 def test_shared_jpeg_archive_reload_is_cached(jpeg_data, jpeg_cache):
     again = load_cifar(shared_archive(), cache_dir=jpeg_cache, progress=False)
-    assert again.cached and again.classes == jpeg_data.classes
+    assert again.cached
+    assert again.classes == jpeg_data.classes
     np.testing.assert_array_equal(again.test_x[::97], jpeg_data.test_x[::97])
     np.testing.assert_array_equal(again.train_y, jpeg_data.train_y)
 
@@ -446,7 +465,9 @@ def test_offline_cifar10(tmp_path, monkeypatch):
         load_cifar("cifar10", cache_dir=cache)
     text = str(e.value)
     assert text.startswith("cannot download CIFAR-10 (no network?): put cifar-10-python.tar.gz")
-    assert str(cache) in text and "CIFARCTL_DATA" in text and "\n" not in text
+    assert str(cache) in text
+    assert "CIFARCTL_DATA" in text
+    assert "\n" not in text
     assert list(cache.iterdir()) == []  # no half-downloaded archive, no temp folder
 
 
@@ -464,7 +485,8 @@ def test_cifar10_download_moves_batches_into_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
 
     def fake_download(url, folder, filename, md5):
-        assert url == sources.CIFAR10_URL and md5 == sources.CIFAR10_MD5
+        assert url == sources.CIFAR10_URL
+        assert md5 == sources.CIFAR10_MD5
         make_tar(expected["folder"], Path(folder) / filename, "cifar-10-batches-py", "w:gz")
         with tarfile.open(Path(folder) / filename) as tf:
             tf.extractall(folder, filter="data")
@@ -485,16 +507,19 @@ def test_data_command(tmp_path, cache_dir):
     runner = CliRunner()
     result = runner.invoke(app, ["data", str(tmp_path / "set")])
     assert result.exit_code == 0, result.output
-    assert "images per class" in result.output and "truck" in result.output
+    assert "images per class" in result.output
+    assert "truck" in result.output
     assert "sample images skipped" in result.output
     result = runner.invoke(app, ["data", str(tmp_path / "set"), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["counts"]["train"] == {c: 3 for c in CLASSES}
     assert info["counts"]["test"] == {c: 2 for c in CLASSES}
-    assert info["cached"] is True and len(info["train_stats"]["mean"]) == 3
+    assert info["cached"] is True
+    assert len(info["train_stats"]["mean"]) == 3
     result = runner.invoke(app, ["data", str(tmp_path / "missing")])
-    assert result.exit_code == 2 and "does not exist" in result.output
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
 
 
 def test_data_command_draws_samples_on_a_terminal(monkeypatch, cache_dir):
@@ -509,8 +534,11 @@ def test_data_command_draws_samples_on_a_terminal(monkeypatch, cache_dir):
     result = CliRunner().invoke(app, ["data", "synthetic:30", "--samples", "3"])
     assert result.exit_code == 0, result.output
     text = out.getvalue()
-    assert "\u2580" in text and "\x1b[38;2;" in text and "48;2;" in text
-    assert "airplane" in text and "bird" in text
+    assert "\u2580" in text
+    assert "\x1b[38;2;" in text
+    assert "48;2;" in text
+    assert "airplane" in text
+    assert "bird" in text
 
 
 def test_render_images_shape():

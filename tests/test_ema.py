@@ -135,7 +135,8 @@ def test_early_stop_ends_the_run_and_says_why(cli, runs_dir, monkeypatch):
     assert res.exit_code == 0, res.output
     run = only_run(runs_dir)
     s = json.loads((run / "summary.json").read_text())
-    assert s["epochs_done"] == 3 and s["epochs_planned"] == 4
+    assert s["epochs_done"] == 3
+    assert s["epochs_planned"] == 4
     assert s["status"] == "completed"
     assert s["stopped_early"].startswith("early stop after epoch 3: test acc did not improve")
     assert s["best_epoch"] == 1

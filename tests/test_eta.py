@@ -28,11 +28,13 @@ def test_fmt_duration():
 def test_eta_from_completed_units():
     clock = FakeClock()
     eta = Eta(10, clock=clock)
-    assert eta.remaining() is None and eta.text() == "eta ?"
+    assert eta.remaining() is None
+    assert eta.text() == "eta ?"
     eta.update(1)               # the reference: start-up and the first step's warm-up excluded
     clock.t += 90
     eta.update(2)
-    assert eta.seconds_per_unit() == 90 and eta.remaining() == 8 * 90
+    assert eta.seconds_per_unit() == 90
+    assert eta.remaining() == 8 * 90
     assert eta.text() == "eta 12m 00s"
     clock.t += 30               # the same work, later (an evaluation): the rate includes it
     eta.update(2)
@@ -96,5 +98,7 @@ def test_sweep_progress_off_a_terminal():
     assert "\x1b" not in out.getvalue()
     assert "sweep: 3 s/step after 3 steps: about 1m 00s for all 20 (less if the loss diverges first)" in lines
     ticks = [ln for ln in lines if ln.startswith("sweep ") and "/20 (" in ln]
-    assert len(ticks) == 10 and ticks[0].startswith("sweep 2/20 (10%)") and ticks[-1].startswith("sweep 20/20 (100%)")
+    assert len(ticks) == 10
+    assert ticks[0].startswith("sweep 2/20 (10%)")
+    assert ticks[-1].startswith("sweep 20/20 (100%)")
     assert "about 54s left" in ticks[0]

@@ -24,18 +24,22 @@ def test_eval_defaults_to_best_and_equals_its_epochs_test_acc(cli, run):
     best = rows[best_epoch - 1]
     assert best["test_acc"] == max(r["test_acc"] for r in rows)
     last_only = json.loads(cli("eval", run, "--which", "last", "--json").stdout)
-    assert last_only["accuracy"] == last_metrics(run)["test_acc"] and last_only["epoch"] == 2
+    assert last_only["accuracy"] == last_metrics(run)["test_acc"]
+    assert last_only["epoch"] == 2
     assert last_only["checkpoint"] == str(run / "checkpoints" / "last.pt")
     res = cli("eval", run, "--json")  # the default: best.pt, as `misclassified`
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
-    assert result["checkpoint"] == str(run / "checkpoints" / "best.pt") and result["epoch"] == best_epoch
+    assert result["checkpoint"] == str(run / "checkpoints" / "best.pt")
+    assert result["epoch"] == best_epoch
     assert result["accuracy"] == best["test_acc"]
     assert result["loss"] == pytest.approx(best["test_loss"], rel=1e-6)
-    assert result["images"] == 64 and result["split"] == "test"
+    assert result["images"] == 64
+    assert result["split"] == "test"
     assert json.loads((run / "eval.json").read_text())["accuracy"] == result["accuracy"]
     m = result["confusion"]
-    assert len(m) == 10 and sum(map(sum, m)) == 64
+    assert len(m) == 10
+    assert sum(map(sum, m)) == 64
     assert sum(m[i][i] for i in range(10)) == round(result["accuracy"] * 64 / 100)
     assert [c["class"] for c in result["per_class"]] == result["classes"]
     assert len(result["most_confused"]) <= 5
@@ -54,13 +58,17 @@ def test_eval_tables_off_tty(cli, run):
 
 def test_eval_options(cli, run):
     flip = json.loads(cli("eval", run, "--tta", "flip", "--json").stdout)
-    assert flip["tta"] == "flip" and 0 <= flip["accuracy"] <= 100
+    assert flip["tta"] == "flip"
+    assert 0 <= flip["accuracy"] <= 100
     train = json.loads(cli("eval", run, "--split", "train", "--json").stdout)
-    assert train["split"] == "train" and train["images"] == 256
+    assert train["split"] == "train"
+    assert train["images"] == 256
     other = json.loads(cli("eval", run, "--data", "synthetic:100:50", "--json").stdout)
-    assert other["images"] == 50 and other["data"] == "synthetic:100:50"
+    assert other["images"] == 50
+    assert other["data"] == "synthetic:100:50"
     res = cli("eval", run, "--tta", "five-crop")
-    assert res.exit_code == 2 and "--tta" in res.output
+    assert res.exit_code == 2
+    assert "--tta" in res.output
     res = cli("eval", run, "--which", "first")
     assert res.exit_code == 2
 
@@ -76,14 +84,18 @@ def test_eval_loose_checkpoint_writes_beside_it(cli, run, tmp_path):
 
 def test_eval_missing_target(cli, tmp_path):
     res = cli("eval", tmp_path / "nothing")
-    assert res.exit_code == 2 and "no such run folder or checkpoint" in res.output
+    assert res.exit_code == 2
+    assert "no such run folder or checkpoint" in res.output
     tmp_path.joinpath("empty").mkdir()
     res = cli("eval", tmp_path / "empty")
-    assert res.exit_code == 2 and "no checkpoints/best.pt" in res.output
+    assert res.exit_code == 2
+    assert "no checkpoints/best.pt" in res.output
     (tmp_path / "early" / "checkpoints").mkdir(parents=True)  # stopped before its first epoch ended
     (tmp_path / "early" / "checkpoints" / "last.pt").touch()
     res = cli("eval", tmp_path / "early")
-    assert res.exit_code == 2 and "no checkpoints/best.pt yet" in res.output and "--which last" in res.output
+    assert res.exit_code == 2
+    assert "no checkpoints/best.pt yet" in res.output
+    assert "--which last" in res.output
 
 
 def test_eval_and_misclassified_state_one_default_which(cli):
@@ -123,7 +135,8 @@ def test_a_non_finite_loss_is_null_in_strict_json():
     res = {"y": torch.tensor([0, 1, 1]), "preds": torch.tensor([0, 0, 1]), "tta": "none", "n": 3,
            "acc": 66.67, "loss": float("nan")}
     result = evaluation(inf, res, "test")
-    assert result["loss"] is None and result["confusion"] == [[1, 0], [1, 1]]
+    assert result["loss"] is None
+    assert result["confusion"] == [[1, 0], [1, 1]]
     json.dumps(result, allow_nan=False)
     buf = io.StringIO()
     show_eval(Console(file=buf, width=120), result)

@@ -36,7 +36,9 @@ def test_export_passes_its_parity_check_and_writes_a_model_card(run, fmt, reques
     result = request.getfixturevalue("onnx_result") if fmt == "onnx" else _export(run, fmt)
     folder = run / "export" / fmt
     p = result["parity"]
-    assert p["passed"] and p["images"] == 64 and p["top1_agreement"] == 1.0
+    assert p["passed"]
+    assert p["images"] == 64
+    assert p["top1_agreement"] == 1.0
     assert p["max_abs_logit_diff"] <= 1e-4
     assert json.loads((folder / "export.json").read_text())["parity"] == p
     card = (folder / "MODEL_CARD.md").read_text()
@@ -44,7 +46,8 @@ def test_export_passes_its_parity_check_and_writes_a_model_card(run, fmt, reques
                    "fingerprint `synthetic:256:64`", "Intended use and limits", "max |Δlogit|"):
         assert needle in card, needle
     assert "\nname: s8_bn\n" in (folder / "recipe.yaml").read_text()
-    assert Path(result["file"]).parent == folder and Path(result["file"]).is_file()
+    assert Path(result["file"]).parent == folder
+    assert Path(result["file"]).is_file()
 
 
 def test_the_onnx_file_runs_any_batch_size_on_its_own(run, onnx_result):
@@ -61,7 +64,8 @@ def test_the_onnx_file_runs_any_batch_size_on_its_own(run, onnx_result):
         got = session.run(None, {"input": x[:n]})[0]
         with torch.no_grad():
             ref = inf.model(torch.from_numpy(x[:n])).numpy()
-        assert got.shape == (n, 10) and np.abs(got - ref).max() < 1e-4
+        assert got.shape == (n, 10)
+        assert np.abs(got - ref).max() < 1e-4
 
 
 def test_a_failed_parity_check_exits_1_with_the_figures_and_writes_nothing(cli, run, tmp_path, monkeypatch):
@@ -77,13 +81,17 @@ def test_a_failed_parity_check_exits_1_with_the_figures_and_writes_nothing(cli, 
     out = tmp_path / "out"
     res = cli("export", run, "--format", "torchscript", "--out", out)
     assert res.exit_code == 1
-    assert "max |Δlogit| 0.01" in res.output and "top-1 agreement" in res.output and "nothing written" in res.output
+    assert "max |Δlogit| 0.01" in res.output
+    assert "top-1 agreement" in res.output
+    assert "nothing written" in res.output
     assert not out.exists()
 
 
 def test_missing_onnx_packages_are_one_line_with_the_extra(cli, run, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxscript", None)
     res = cli("export", run, "--format", "onnx", "--out", tmp_path / "o")
-    assert res.exit_code == 2 and "cifarctl[export]" in res.output and "onnxscript" in res.output
+    assert res.exit_code == 2
+    assert "cifarctl[export]" in res.output
+    assert "onnxscript" in res.output
     assert not (tmp_path / "o").exists()
     assert cli("export", run, "--format", "tflite").exit_code == 2

@@ -43,7 +43,8 @@ def test_xterm256_is_the_nearest_of_the_cube_and_greys():
     rgb = np.concatenate([rng.integers(0, 256, (3000, 3)),
                           [[0, 0, 0], [255, 255, 255], [8, 8, 8], [128, 128, 128], [47, 48, 115], [100, 90, 80]]])
     ours = xterm256(rgb)
-    assert ours.min() >= 16 and ours.max() <= 255
+    assert ours.min() >= 16
+    assert ours.max() <= 255
     brute = ((PALETTE[16:][None] - rgb[:, None]) ** 2).sum(-1).argmin(1) + 16
     assert np.array_equal(error(rgb, ours), error(rgb, brute))
     assert xterm256(np.array([[0, 0, 0], [255, 255, 255], [128, 128, 128], [255, 0, 0]])).tolist() == [16, 231, 244, 196]
@@ -81,7 +82,8 @@ def test_image_text_in_256_colours():
 ])
 def test_colour_mode_and_hint_from_the_environment(monkeypatch, colorterm, term, mode, hint):
     console = terminal(monkeypatch, colorterm, term)
-    assert colour_mode(console) == mode and colour_hint(console) == hint
+    assert colour_mode(console) == mode
+    assert colour_hint(console) == hint
     assert colour_hint(Console(file=io.StringIO())) is None  # off a terminal: no images, no hint
 
 
@@ -97,12 +99,16 @@ def test_data_command_hint_once_and_256_colour_cells(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     text = console.file.getvalue()
     assert text.count(HINT_256) == 1
-    assert "\u2580" in text and "\x1b[38;5;" in text and "48;5;" in text and "38;2;" not in text
+    assert "\u2580" in text
+    assert "\x1b[38;5;" in text
+    assert "48;5;" in text
+    assert "38;2;" not in text
 
     console = terminal(monkeypatch, "truecolor")
     monkeypatch.setattr(data_cmd, "console", console)
     assert CliRunner().invoke(app, ["data", "synthetic:30", "--samples", "3"]).exit_code == 0
-    assert "COLORTERM" not in console.file.getvalue() and "38;2;" in console.file.getvalue()
+    assert "COLORTERM" not in console.file.getvalue()
+    assert "38;2;" in console.file.getvalue()
 
 
 def test_misclassified_gallery_hint_once_and_256_colours(monkeypatch):
@@ -116,9 +122,12 @@ def test_misclassified_gallery_hint_once_and_256_colours(monkeypatch):
     console = terminal(monkeypatch, None)
     show_misclassified(console, result, Path("run/misclassified.png"))
     text = console.file.getvalue()
-    assert text.count(HINT_256) == 1 and "\x1b[38;5;" in text and "38;2;" not in text
+    assert text.count(HINT_256) == 1
+    assert "\x1b[38;5;" in text
+    assert "38;2;" not in text
     lines = [ln for ln in text.splitlines() if "COLORTERM" in ln]
-    assert len(lines) == 1 and lines[0].count("\x1b[") <= 2  # one plain dim line
+    assert len(lines) == 1
+    assert lines[0].count("\x1b[") <= 2  # one plain dim line
 
 
 def test_render_images_keeps_true_colour_by_default():

@@ -52,30 +52,39 @@ def _same(a: dict, b: dict) -> bool:
 # ------------------------------------------------------------------------ kept predictions
 def test_eval_keeps_its_predictions_and_reads_them_back(cli, fresh, monkeypatch):
     first = _eval(cli, fresh)
-    assert first["cached"] is False and (fresh / KEPT).is_file()
+    assert first["cached"] is False
+    assert (fresh / KEPT).is_file()
     with np.load(fresh / KEPT) as z:
         meta = json.loads(str(z["meta"]))
-        assert z["preds"].shape == (64,) and z["probs"].shape == (64, 10) and z["losses"].shape == (64,)
-        assert meta["key"]["split"] == "test" and meta["key"]["images"] == 64
+        assert z["preds"].shape == (64,)
+        assert z["probs"].shape == (64, 10)
+        assert z["losses"].shape == (64,)
+        assert meta["key"]["split"] == "test"
+        assert meta["key"]["images"] == 64
         assert np.allclose(z["probs"].sum(axis=1), 1, atol=1e-5)
         assert (z["probs"].argmax(axis=1) == z["preds"]).all()
         # the predictions eval.json counted: its confusion matrix's columns
         assert np.bincount(z["preds"], minlength=10).tolist() == np.asarray(first["confusion"]).sum(0).tolist()
     _no_predicting(monkeypatch)
     second = _eval(cli, fresh)
-    assert second["cached"] is True and _same(first, second)
+    assert second["cached"] is True
+    assert _same(first, second)
     table = cli("eval", fresh)  # the table says where its numbers come from
-    assert table.exit_code == 0 and "(predictions read back from eval-predictions-test.npz" in table.output
+    assert table.exit_code == 0
+    assert "(predictions read back from eval-predictions-test.npz" in table.output
 
 
 def test_anything_else_predicts_again(cli, fresh):
     base = _eval(cli, fresh)
     flip = _eval(cli, fresh, "--tta", "flip")  # another augmentation: another pass, which replaces the kept one
-    assert flip["cached"] is False and flip["tta"] == "flip"
+    assert flip["cached"] is False
+    assert flip["tta"] == "flip"
     again = _eval(cli, fresh)
-    assert again["cached"] is False and _same(again, base)
+    assert again["cached"] is False
+    assert _same(again, base)
     train = _eval(cli, fresh, "--split", "train")  # each split keeps its own
-    assert train["cached"] is False and (fresh / "eval-predictions-train.npz").is_file()
+    assert train["cached"] is False
+    assert (fresh / "eval-predictions-train.npz").is_file()
     assert _eval(cli, fresh)["cached"] is True
 
 
@@ -96,7 +105,9 @@ def test_a_changed_checkpoint_predicts_again(cli, fresh):
 def test_other_data_predicts_again(cli, fresh):
     before = _eval(cli, fresh)
     other = _eval(cli, fresh, "--data", "synthetic:256:48")
-    assert other["cached"] is False and other["data"] != before["data"] and other["images"] == 48
+    assert other["cached"] is False
+    assert other["data"] != before["data"]
+    assert other["images"] == 48
     assert _eval(cli, fresh)["cached"] is False  # and back: the run's own data, predicted again
 
 
@@ -105,7 +116,8 @@ def test_a_damaged_file_is_one_warning_and_a_new_pass(cli, fresh, caplog):
     (fresh / KEPT).write_bytes(b"not an npz")
     caplog.clear()
     again = _eval(cli, fresh)
-    assert again["cached"] is False and _same(first, again)
+    assert again["cached"] is False
+    assert _same(first, again)
     assert [r.getMessage() for r in caplog.records] == [
         f"warning: {fresh / KEPT} is unreadable (not an .npz file); predicting again"]
     assert _eval(cli, fresh)["cached"] is True  # written anew
@@ -124,7 +136,9 @@ def test_a_folder_that_cannot_keep_them_still_evaluates(cli, fresh, monkeypatch,
 
     monkeypatch.setattr(fsutil, "write_atomic", no_npz)
     res = _eval(cli, fresh)
-    assert res["cached"] is False and (fresh / "eval.json").is_file() and not (fresh / KEPT).exists()
+    assert res["cached"] is False
+    assert (fresh / "eval.json").is_file()
+    assert not (fresh / KEPT).exists()
     assert any("predictions not kept" in r.getMessage() and "read-only" in r.getMessage() for r in caplog.records)
 
 
@@ -137,7 +151,8 @@ def test_misclassified_reads_the_kept_predictions(cli, fresh, monkeypatch, tmp_p
     res = cli("misclassified", fresh, "--json", "--out", tmp_path / "b.png")
     assert res.exit_code == 0, res.output
     read = json.loads(res.stdout)
-    assert read["items"] == predicted["items"] and read["total_wrong"] == predicted["total_wrong"]
+    assert read["items"] == predicted["items"]
+    assert read["total_wrong"] == predicted["total_wrong"]
 
 
 def test_report_reads_the_kept_predictions_and_writes_the_same(cli, fresh, monkeypatch, tmp_path):

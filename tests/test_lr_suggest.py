@@ -37,7 +37,8 @@ def assert_bounded(a, lrs) -> None:
         assert a.minimum_index < a.divergence_index
     for name, v in a.suggestions.items():
         if v is not None:
-            assert math.isfinite(v) and lrs[0] <= v <= limit * (1 + 1e-9), (name, v, limit)
+            assert math.isfinite(v), (name, v, limit)
+            assert lrs[0] <= v <= limit * (1 + 1e-9), (name, v, limit)
 
 
 def test_smoothing_window_adapts_to_the_sweep_length():
@@ -45,13 +46,16 @@ def test_smoothing_window_adapts_to_the_sweep_length():
     y = np.array([1.0, 5.0, 1.0, 5.0, 1.0])
     assert np.allclose(smooth(y, 1), y)
     s = smooth(y, 3)  # centred: no lag, narrower at the ends
-    assert s[2] == pytest.approx(11 / 3) and s[0] == pytest.approx(3.0)
+    assert s[2] == pytest.approx(11 / 3)
+    assert s[0] == pytest.approx(3.0)
 
 
 def test_clean_curve():
     lrs, loss = textbook()
     a = analyse_sweep(lrs, loss, num_iter=100)
-    assert a.conclusive and a.verdict == "ok" and a.recommended_by == "valley"
+    assert a.conclusive
+    assert a.verdict == "ok"
+    assert a.recommended_by == "valley"
     assert a.window == 10
     assert_bounded(a, lrs)
     for v in a.suggestions.values():
@@ -65,7 +69,8 @@ def test_diverging_tail_stops_and_bounds_the_suggestions():
     loss = loss.copy()
     loss[70:] = np.geomspace(3, 1e4, 30)  # blows up from lr ~ 1e-2 on
     a = analyse_sweep(lrs, loss, num_iter=100)
-    assert a.divergence_index is not None and 70 < a.divergence_index <= 78  # the smoothing lags a few steps
+    assert a.divergence_index is not None
+    assert 70 < a.divergence_index <= 78  # the smoothing lags a few steps
     assert all(math.isnan(v) for v in a.smoothed[a.divergence_index:])
     assert a.conclusive
     assert_bounded(a, lrs)
@@ -94,7 +99,8 @@ def test_non_finite_loss_is_divergence():
     loss = loss.copy()
     loss[40:] = np.nan
     a = analyse_sweep(lrs, loss, num_iter=60)
-    assert a.divergence_index == 40 and "nan" in a.divergence_reason
+    assert a.divergence_index == 40
+    assert "nan" in a.divergence_reason
     assert_bounded(a, lrs)
 
 
@@ -103,11 +109,16 @@ def test_flat_curve_is_inconclusive_with_advice():
     lrs = np.geomspace(1e-7, 10, 100)
     loss = 2.3 + rng.normal(0, 0.03, 100)
     a = analyse_sweep(lrs, loss, num_iter=100)
-    assert not a.conclusive and a.verdict == "inconclusive"
-    assert a.recommended is None and a.recommended_by is None
-    assert a.reason.startswith("inconclusive:") and a.inconclusive_reason
+    assert not a.conclusive
+    assert a.verdict == "inconclusive"
+    assert a.recommended is None
+    assert a.recommended_by is None
+    assert a.reason.startswith("inconclusive:")
+    assert a.inconclusive_reason
     text = " ".join(a.advice)
-    assert "more iterations" in text and "wider range" in text and "larger batch" in text
+    assert "more iterations" in text
+    assert "wider range" in text
+    assert "larger batch" in text
 
 
 def test_noisy_curves():
@@ -122,7 +133,8 @@ def test_noisy_curves():
     x = np.log10(lrs)
     small = 2.3 - 0.35 / (1 + np.exp(-(x + 2) * 3))
     a = analyse_sweep(lrs, small + rng.normal(0, 1.0, 100), num_iter=100)
-    assert not a.conclusive and a.recommended is None
+    assert not a.conclusive
+    assert a.recommended is None
     assert "noise" in a.inconclusive_reason or "fell only" in a.inconclusive_reason or \
         "start of the sweep" in a.inconclusive_reason
 
@@ -134,29 +146,35 @@ def test_noise_rule_alone():
     loss = np.linspace(2.3, 2.0, 40) + rng.normal(0, 0.6, 40)
     a = analyse_sweep(lrs, loss, num_iter=40)
     assert not a.conclusive
-    assert a.advice and a.advice[0].startswith(("a larger batch", "more iterations", "a lower start"))
+    assert a.advice
+    assert a.advice[0].startswith(("a larger batch", "more iterations", "a lower start"))
 
 
 def test_rising_curve_and_too_short_sweep():
     lrs = np.geomspace(1e-3, 1, 30)
     a = analyse_sweep(lrs, np.linspace(1, 3, 30), num_iter=30)
-    assert not a.conclusive and "start of the sweep" in a.inconclusive_reason
+    assert not a.conclusive
+    assert "start of the sweep" in a.inconclusive_reason
     assert "lower start" in a.advice[0]
     a = analyse_sweep(lrs[:3], [2.3, 2.2, 2.1], num_iter=30)
-    assert not a.conclusive and f"at least {MIN_POINTS}" in a.inconclusive_reason
+    assert not a.conclusive
+    assert f"at least {MIN_POINTS}" in a.inconclusive_reason
     a = analyse_sweep(lrs[:3], [2.3, 2.2, float("inf")], num_iter=30)
-    assert not a.conclusive and "diverged after 2 steps" in a.inconclusive_reason
+    assert not a.conclusive
+    assert "diverged after 2 steps" in a.inconclusive_reason
 
 
 def test_still_falling_and_clipping():
     lrs, loss = textbook(60, 1e-7, 1e-2, blow_up=False)  # ends inside the descent
     a = analyse_sweep(lrs, loss, num_iter=60)
-    assert a.conclusive and any("still falling" in n for n in a.notes)
+    assert a.conclusive
+    assert any("still falling" in n for n in a.notes)
     # the minimum early in a short range: minimum/10 falls below start_lr and is clipped
     lrs = np.geomspace(1e-3, 1, 30)
     loss = np.concatenate([np.linspace(2.3, 1.5, 6), np.linspace(1.6, 6.0, 24)])
     a = analyse_sweep(lrs, loss, start_lr=1e-3, end_lr=1, num_iter=30)
-    assert a.conclusive and "min_div_10" in a.clipped
+    assert a.conclusive
+    assert "min_div_10" in a.clipped
     assert a.suggestions["min_div_10"] == pytest.approx(1e-3)
 
 
@@ -184,7 +202,8 @@ def test_steepest_is_the_steepest_descent_not_the_minimum():
     loss[mi] = loss[mi - 2] + 1.2 * step      # ...then a drop steeper than any step before
     loss[mi + 1:] = loss[mi] + np.geomspace(0.05, 50, loss.size - mi - 1)  # the blow-up
     a = analyse_sweep(lrs, loss, num_iter=100, window=1)
-    assert a.minimum_index == mi and a.conclusive
+    assert a.minimum_index == mi
+    assert a.conclusive
     assert a.suggestions["steepest"] != pytest.approx(lrs[mi])
     assert a.suggestions["steepest"] == pytest.approx(lrs[steepest])
     assert_bounded(a, lrs)

@@ -54,12 +54,16 @@ def test_cifar100_reader_fine_and_coarse(tmp_path):
 
     archive = cifar100_archive(tmp_path)
     fine = load_cifar(archive, cache_dir=tmp_path / "cache", progress=False)
-    assert fine.num_classes == 100 and fine.classes[7] == "fine07"
-    assert fine.train_x.shape == (300, 32, 32, 3) and fine.test_y.tolist() == list(range(100))
+    assert fine.num_classes == 100
+    assert fine.classes[7] == "fine07"
+    assert fine.train_x.shape == (300, 32, 32, 3)
+    assert fine.test_y.tolist() == list(range(100))
     coarse = load_cifar(archive, cache_dir=tmp_path / "cache", progress=False, label_kind="coarse")
-    assert coarse.classes == [f"coarse{i:02d}" for i in range(20)] and coarse.test_y[99] == 19
+    assert coarse.classes == [f"coarse{i:02d}" for i in range(20)]
+    assert coarse.test_y[99] == 19
     again = load_cifar(archive, cache_dir=tmp_path / "cache", progress=False)  # its own cache file
-    assert again.cached and again.num_classes == 100
+    assert again.cached
+    assert again.num_classes == 100
     from cifarctl.errors import DataError
 
     with pytest.raises(DataError, match="image_size 48.*32x32"):
@@ -76,15 +80,20 @@ def test_a_100_class_run_trains_evaluates_and_predicts_with_its_names(cli, tmp_p
     assert res.exit_code == 0, res.output
     run = runs / "c100"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["classes"][:2] == ["fine00", "fine01"] and len(summary["classes"]) == 100
+    assert summary["classes"][:2] == ["fine00", "fine01"]
+    assert len(summary["classes"]) == 100
     ev = cli("eval", run)
     assert ev.exit_code == 0, ev.output
-    assert "confusion matrix (rows" not in ev.stdout and "most confused" in ev.stdout
-    assert "fine" in ev.stdout and "confusion.csv" in ev.stdout
+    assert "confusion matrix (rows" not in ev.stdout
+    assert "most confused" in ev.stdout
+    assert "fine" in ev.stdout
+    assert "confusion.csv" in ev.stdout
     csv = (run / "confusion.csv").read_text().splitlines()
-    assert len(csv) == 101 and csv[0].split(",")[1] == "fine00"
+    assert len(csv) == 101
+    assert csv[0].split(",")[1] == "fine00"
     data = json.loads(cli("eval", run, "--json").stdout)
-    assert len(data["confusion"]) == 100 and len(data["per_class"]) == 100
+    assert len(data["confusion"]) == 100
+    assert len(data["per_class"]) == 100
     from cifarctl.data import load_cifar
 
     img = load_cifar(archive, progress=False).test_x[42]
@@ -121,9 +130,11 @@ def test_image_folder_any_classes_and_sizes(tmp_path):
 
     folder = image_folder(tmp_path / "f", ["cow", "ant", "bee"], 6, 3, sizes=((60, 40), (48, 48), (100, 80)))
     d = load_cifar(folder, cache_dir=tmp_path / "cache", progress=False, image_size=48)
-    assert d.classes == ["ant", "bee", "cow"] and d.train_x.shape == (18, 48, 48, 3)
+    assert d.classes == ["ant", "bee", "cow"]
+    assert d.train_x.shape == (18, 48, 48, 3)
     small = load_cifar(folder, cache_dir=tmp_path / "cache", progress=False)  # default 32: its own cache file
-    assert small.train_x.shape == (18, 32, 32, 3) and not small.cached
+    assert small.train_x.shape == (18, 32, 32, 3)
+    assert not small.cached
     from cifarctl.errors import DataError
 
     one = image_folder(tmp_path / "one", ["solo"], 2, 1)
@@ -141,19 +152,25 @@ def test_a_48px_folder_run_end_to_end_with_its_names(cli, tmp_path):
     common = ["--set", f"data.source={folder}", "--set", "data.image_size=48", "--set", "data.batch_size=16",
               "--set", "data.test_batch_size=16", "--set", "epochs=2", "--runs-dir", runs]
     crop32 = cli("train", "s8_bn", *common, "--name", "crop32")  # the recipe's crop is CIFAR-sized
-    assert crop32.exit_code == 2 and "turn a 48x48 image into 32x32" in crop32.output
-    assert "RandomCrop 48" in crop32.output and not (runs / "crop32").exists()
+    assert crop32.exit_code == 2
+    assert "turn a 48x48 image into 32x32" in crop32.output
+    assert "RandomCrop 48" in crop32.output
+    assert not (runs / "crop32").exists()
     common += ["--set", AUG48]
     bad = cli("train", "s8_bn", *common, "--set", "model_args.num_classes=10", "--name", "bad")
-    assert bad.exit_code == 2 and "num_classes: 10" in bad.output and "4 classes" in bad.output
+    assert bad.exit_code == 2
+    assert "num_classes: 10" in bad.output
+    assert "4 classes" in bad.output
     assert not (runs / "bad").exists()
     res = cli("train", "s8_bn", *common, "--name", "r48")
     assert res.exit_code == 0, res.output
     run = runs / "r48"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["classes"] == ["ant", "bee", "cow", "fox"] and summary["image_size"] == 48
+    assert summary["classes"] == ["ant", "bee", "cow", "fox"]
+    assert summary["image_size"] == 48
     ev = json.loads(cli("eval", run, "--json").stdout)
-    assert ev["classes"] == ["ant", "bee", "cow", "fox"] and ev["images"] == 16
+    assert ev["classes"] == ["ant", "bee", "cow", "fox"]
+    assert ev["images"] == 16
     assert ev["accuracy"] == summary["best_test_acc"]
     mis = cli("misclassified", run, "--gradcam", "--out", tmp_path / "mis.png", "--json")
     assert mis.exit_code == 0, mis.output
@@ -163,7 +180,8 @@ def test_a_48px_folder_run_end_to_end_with_its_names(cli, tmp_path):
     from cifarctl.ui.gallery import render_gallery
 
     found = find_misclassified(run, gradcam=True, device="cpu")
-    assert found.images.shape[1:] == (48, 48, 3) and found.cams.shape[1:] == (48, 48)
+    assert found.images.shape[1:] == (48, 48, 3)
+    assert found.cams.shape[1:] == (48, 48)
     Console(file=io.StringIO(), width=200).print(render_gallery(found))  # the terminal gallery at 48 px
     assert all(m["true"] in summary["classes"] for m in json.loads(mis.stdout)["items"])
     photo = tmp_path / "photo.jpg"
@@ -174,7 +192,8 @@ def test_a_48px_folder_run_end_to_end_with_its_names(cli, tmp_path):
     out = cli("export", run, "--format", "exported-program", "--json")
     assert out.exit_code == 0, out.output
     card = (run / "export" / "exported-program" / "MODEL_CARD.md").read_text()
-    assert "(N, 3, 48, 48)" in card and "| 3 | fox |" in card
+    assert "(N, 3, 48, 48)" in card
+    assert "| 3 | fox |" in card
 
 
 def test_a_folder_cut_from_the_jpeg_copy_at_48px(jpeg_archive, tmp_path):
@@ -199,6 +218,8 @@ def test_a_folder_cut_from_the_jpeg_copy_at_48px(jpeg_archive, tmp_path):
             if len(counts) == 8 and all(v >= (20 if k[0] == "train" else 5) for k, v in counts.items()):
                 break
     d = load_cifar(tmp_path / "cut", cache_dir=tmp_path / "cache", progress=False, image_size=48)
-    assert d.classes == list(keep) and d.train_x.shape == (80, 48, 48, 3) and d.test_x.shape == (20, 48, 48, 3)
+    assert d.classes == list(keep)
+    assert d.train_x.shape == (80, 48, 48, 3)
+    assert d.test_x.shape == (20, 48, 48, 3)
     first = sorted((tmp_path / "cut" / "train" / "airplane").iterdir())[0]
     assert (d.train_x[0] == np.asarray(Image.open(first))).all()  # 48 px files at 48: read as they are

@@ -62,9 +62,12 @@ def test_any_image_is_made_rgb_and_resized_by_the_shorter_side(tmp_path):
     wide[:, 20:60] = 255  # a white centre square 40x40 between black sides
     Image.fromarray(wide).save(tmp_path / "wide.png")
     arr, err = decode("wide.png", str(tmp_path / "wide.png"), 32)
-    assert err is None and arr.shape == (32, 32, 3) and arr.dtype == np.uint8
+    assert err is None
+    assert arr.shape == (32, 32, 3)
+    assert arr.dtype == np.uint8
     # the centre crop is the white square: the black sides are cut (only bicubic's edge shading), not squeezed in
-    assert arr[:, 2:-2].min() == 255 and arr.min() > 200
+    assert arr[:, 2:-2].min() == 255
+    assert arr.min() > 200
     rgba = np.zeros((32, 32, 4), np.uint8)
     rgba[..., 0] = 255  # red, fully transparent: composited over white
     Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
@@ -72,7 +75,8 @@ def test_any_image_is_made_rgb_and_resized_by_the_shorter_side(tmp_path):
     assert (arr == 255).all()
     Image.fromarray(np.full((10, 20), 100, np.uint8), "L").save(tmp_path / "grey.webp", lossless=True)
     arr, _ = decode("grey.webp", str(tmp_path / "grey.webp"), 48)
-    assert arr.shape == (48, 48, 3) and (arr == 100).all()
+    assert arr.shape == (48, 48, 3)
+    assert (arr == 100).all()
     same = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(same).save(tmp_path / "same.png")
     assert (decode("same.png", str(tmp_path / "same.png"), 32)[0] == same).all()  # no resampling at the size
@@ -95,7 +99,8 @@ def test_bad_inputs_are_one_line_each_and_the_rest_is_predicted(cli, run, tmp_pa
     got = json.loads(res.stdout)
     assert [p["path"] for p in got["predictions"]] == [str(good)]
     errors = got["errors"]
-    assert len(errors) == 5 and all("\n" not in e for e in errors)
+    assert len(errors) == 5
+    assert all("\n" not in e for e in errors)
     by_file = {Path(e.split(":")[0]).name: e for e in errors}
     assert "corrupt or not an image" in by_file["notes.png"]
     assert "FIFO" in by_file["pipe.png"]
@@ -112,10 +117,13 @@ def test_table_markdown_gradcam_and_progress_off_a_terminal(cli, run, tmp_path):
         Image.fromarray(rng.integers(0, 256, (50 + 10 * i, 40, 3), dtype=np.uint8)).save(folder / f"p{i}.jpg")
     res = cli("predict", run, folder, "--gradcam", tmp_path / "cam.png")
     assert res.exit_code == 0, res.output
-    assert "p0.jpg" in res.stdout and "probability" in res.stdout and "\x1b" not in res.stdout
+    assert "p0.jpg" in res.stdout
+    assert "probability" in res.stdout
+    assert "\x1b" not in res.stdout
     assert str(folder / "p2.jpg") in res.stdout  # off a terminal every cell in full
     with Image.open(tmp_path / "cam.png") as im:
-        assert im.format == "PNG" and im.size[0] > 3 * 128
+        assert im.format == "PNG"
+        assert im.size[0] > 3 * 128
     md = cli("predict", run, folder / "p1.jpg", "--format", "md", "--top", "2").stdout
     assert "| image | class | probability | next |" in md
 
@@ -125,4 +133,5 @@ def test_bad_option_and_output_path_are_refused_before_predicting(cli, run, tmp_
     assert cli("predict", run, tmp_path / "a.png", "--tta", "spin").exit_code == 2
     os.mkfifo(tmp_path / "out.png")
     res = cli("predict", run, tmp_path / "a.png", "--gradcam", tmp_path / "out.png")
-    assert res.exit_code == 2 and "FIFO" in res.output
+    assert res.exit_code == 2
+    assert "FIFO" in res.output

@@ -58,14 +58,16 @@ def test_eval_on_a_read_only_run_folder_prints_and_warns(trained, tmp_path, cli)
     finally:
         run.chmod(0o755)
     assert res.exit_code == 0, res.output
-    assert "accuracy" in res.output and "warning: cannot write" in res.output
+    assert "accuracy" in res.output
+    assert "warning: cannot write" in res.output
 
 
 def test_a_long_out_name_gets_a_temp_file_that_fits(trained, tmp_path, cli):
     out = tmp_path / ("x" * 246 + ".csv")  # legal (<= 255 bytes); ".<name>.tmp-<pid>" would not be
     res = cli("compare", str(trained), "--export", "csv", "--out", str(out))
     assert res.exit_code == 0, res.output
-    assert out.is_file() and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert out.is_file()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
 @pytest.mark.slow
@@ -88,7 +90,8 @@ def test_sighup_saves_and_stops_like_sigterm(tmp_path):
             proc.kill()
     assert proc.returncode == 129, log.read_text()
     summary = json.loads((runs / "h" / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and "SIGHUP" in summary["error"]
+    assert summary["status"] == "interrupted"
+    assert "SIGHUP" in summary["error"]
     assert (runs / "h" / "checkpoints" / "last.pt").is_file()
 
 
@@ -102,6 +105,7 @@ def test_a_closed_pipe_does_not_stop_the_run(tmp_path):
     train.stdout.close()
     train.wait(timeout=300)
     summary = json.loads((runs / "p" / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["epochs_done"] == 4
+    assert summary["status"] == "completed"
+    assert summary["epochs_done"] == 4
     assert train.returncode == 0, train.stderr.read().decode()
     assert "Traceback" not in train.stderr.read().decode()

@@ -47,9 +47,12 @@ def check_links(readme: Path) -> list[Path]:
     out = []
     for link in links:
         png = readme.parent / link
-        assert not Path(link).is_absolute() and png.is_file(), link
+        assert not Path(link).is_absolute(), link
+        assert png.is_file(), link
         with Image.open(png) as im:
-            assert im.format == "PNG" and im.width >= 300 and im.height >= 200, (link, im.size)
+            assert im.format == "PNG", (link, im.size)
+            assert im.width >= 300, (link, im.size)
+            assert im.height >= 200, (link, im.size)
         out.append(png)
     return out
 
@@ -72,7 +75,8 @@ def test_one_run(cli, runs, tmp_path):
 
     assert "The 10 most confident mistakes" in text
     with Image.open(out / "images" / "misclassified.png") as im:
-        assert im.size[1] == grid_size(10, False, 5)[1] and im.size[0] >= grid_size(10, False, 5)[0]
+        assert im.size[1] == grid_size(10, False, 5)[1]
+        assert im.size[0] >= grid_size(10, False, 5)[0]
     tables = md_tables(text)
     assert len(tables) == len(parse_markdown(text))  # the renderer's tables are GitHub's tables
 
@@ -98,7 +102,8 @@ def test_one_run(cli, runs, tmp_path):
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     log = next(t for t in tables if t[0][0] == "epoch")
     assert [float(r[4]) for r in log[1:]] == [round(m["test_acc"], 2) for m in rows]
-    assert "cifarctl train s8_bn" in text and "--seed 1" in text
+    assert "cifarctl train s8_bn" in text
+    assert "--seed 1" in text
 
 
 def test_same_runs_same_readme(cli, runs, tmp_path):
@@ -114,7 +119,8 @@ def test_three_runs_two_recipes(cli, runs, tmp_path):
     res = cli("report", runs, "-o", out)
     assert res.exit_code == 0, res.output
     text = (out / "README.md").read_text()
-    assert text.startswith("# Report: s8_bn, s8_gn\n") and "## Comparison" in text
+    assert text.startswith("# Report: s8_bn, s8_gn\n")
+    assert "## Comparison" in text
     headings = [ln for ln in text.splitlines() if ln.startswith("#")]
     assert headings == ["# Report: s8_bn, s8_gn", "## Findings", "## Comparison", "## Recipe", "### Rules of ERA V1 S8",
                         "## Model", "## Data and augmentation", "## Training", "## s8_bn: mean of 2 seeds",
@@ -128,13 +134,17 @@ def test_three_runs_two_recipes(cli, runs, tmp_path):
     side = next(t for t in tables if t[0][:3] == ["group", "runs", "best test acc %"])
     bn = next(g for g in cmp["groups"] if g["recipe"] == "s8_bn")
     row = next(r for r in side[1:] if r[0] == "s8_bn")
-    assert row[1] == "2" and row[2] == f"{bn['best_mean']:.2f} ± {bn['best_std']:.2f}"
+    assert row[1] == "2"
+    assert row[2] == f"{bn['best_mean']:.2f} ± {bn['best_std']:.2f}"
     # what every run shares is shown once: one recipe, one model table, one data section
-    assert text.count("```yaml") == 1 and text.count("| Layer | Type |") == 1 and text.count("![training images]") == 1
+    assert text.count("```yaml") == 1
+    assert text.count("| Layer | Type |") == 1
+    assert text.count("![training images]") == 1
     differ = next(t for t in tables if t[0] == ["setting", "s8_bn", "s8_gn"])
     assert ["model", "s8_bn", "s8_gn"] in differ
     layers = next(t for t in tables if t[0] == ["layer", "s8_bn", "s8_gn"])
-    assert layers[1][1].startswith("BatchNorm2d(") and layers[1][2].startswith("GroupNorm(")
+    assert layers[1][1].startswith("BatchNorm2d(")
+    assert layers[1][2].startswith("GroupNorm(")
     # each group shows one misclassified grid (its best run's) in the open, the others are folded
     for group in text.split("\n## ")[1:]:
         if group.startswith("s8_"):
@@ -152,7 +162,8 @@ def test_a_report_of_several_runs_leads_with_findings_drawn_from_its_tables(cli,
                        f"epoch at {70.0:.2f} %", "time"]
     assert per_class[0] == ["class", "s8_bn", "s8_gn", "apart"]
     apart = [float(r[-1]) for r in per_class[1:]]
-    assert apart == sorted(apart, reverse=True) and len(apart) == 10
+    assert apart == sorted(apart, reverse=True)
+    assert len(apart) == 10
     sentences = [ln[2:] for ln in findings.splitlines() if ln.startswith("- ")]
     assert re.match(r"These are reduced runs \(\d+ of the recipe.s 20 epochs", sentences[0])
     assert all("too short to conclude" in s for s in sentences if " leads " in s or "differ most" in s)
@@ -163,7 +174,8 @@ def test_a_report_of_several_runs_leads_with_findings_drawn_from_its_tables(cli,
     assert f"s8_bn {bn[2]} %" in ranking
     top = per_class[1]
     diff = next(s for s in sentences if "differ most" in s)
-    assert f"on {top[0]}:" in diff and f"({top[-1]} points apart)" in diff
+    assert f"on {top[0]}:" in diff
+    assert f"({top[-1]} points apart)" in diff
     assert all(n in cells for n in re.findall(r"s8_\w+ (-?\d+\.\d+)", ranking))
 
 
@@ -197,13 +209,16 @@ def test_without_data_the_rest_is_written(cli, runs, tmp_path):
     assert "warning:" in res.output
     text = (out / "README.md").read_text()
     assert text.count("_Unavailable: the data") == 3
-    assert "## Training" in text and "## Analysis" in text and "Target" in text
+    assert "## Training" in text
+    assert "## Analysis" in text
+    assert "Target" in text
     assert {p.name for p in check_links(out / "README.md")} == {"curves.png"}
 
 
 def test_report_usage_errors(cli, tmp_path):
     res = cli("report", tmp_path / "nothing")
-    assert res.exit_code == 2 and "no run folders" in res.output
+    assert res.exit_code == 2
+    assert "no run folders" in res.output
 
 
 def test_a_broken_run_folder_is_skipped_with_a_line(cli, runs, tmp_path):
@@ -215,9 +230,11 @@ def test_a_broken_run_folder_is_skipped_with_a_line(cli, runs, tmp_path):
     (root / "s8_bn-b" / "recipe.yaml").write_text("name: s8_bn\nepochs: [not a number\n")
     res = cli("report", root, "-o", tmp_path / "out")
     assert res.exit_code == 0, res.output
-    assert "skipped" in res.output and "s8_bn-b" in res.output
+    assert "skipped" in res.output
+    assert "s8_bn-b" in res.output
     text = (tmp_path / "out" / "README.md").read_text()
-    assert "<summary>s8_bn-a (seed 1)" in text and "s8_bn-b (seed" not in text
+    assert "<summary>s8_bn-a (seed 1)" in text
+    assert "s8_bn-b (seed" not in text
     assert "Skipped folders:" in text
 
 
@@ -233,11 +250,13 @@ def test_augmented_samples_undo_the_normalisation(steps, check):
 
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     out = augment_for_display(x, steps, None, seed=0)
-    assert out.dtype == np.uint8 and out.shape == x.shape
+    assert out.dtype == np.uint8
+    assert out.shape == x.shape
     if check == "mirror":
         assert np.array_equal(out, x[:, :, ::-1])
     elif check == "grey":
-        assert np.array_equal(out[..., 0], out[..., 1]) and not np.array_equal(out, x)
+        assert np.array_equal(out[..., 0], out[..., 1])
+        assert not np.array_equal(out, x)
     else:
         assert np.array_equal(out, x)
 
@@ -266,13 +285,17 @@ def test_a_reduced_run_says_so_and_draws_no_fitting_conclusion(tmp_path, cli):
     (run / "env.json").write_text(json.dumps(env))
     res = cli("report", str(run), "-o", str(tmp_path / "rep"))
     assert res.exit_code == 0, res.output
-    assert "1 epoch," in res.output and "1 epochs" not in res.output
+    assert "1 epoch," in res.output
+    assert "1 epochs" not in res.output
     text = (tmp_path / "rep" / "README.md").read_text()
-    assert "**Reduced run**: 1 of the recipe's 20 epochs" in text and "epochs=1" in text
+    assert "**Reduced run**: 1 of the recipe's 20 epochs" in text
+    assert "epochs=1" in text
     assert "normalised with the recipe's constants (`data.normalize`), mean (0.4914, 0.4822, 0.4465)" in text
     analysis = text.split("Analysis", 1)[1]
     assert "no verdict on fitting" in analysis
-    assert "under-fitting" not in analysis and "over-fitting" not in analysis and "larger model" not in analysis
+    assert "under-fitting" not in analysis
+    assert "over-fitting" not in analysis
+    assert "larger model" not in analysis
 
 
 def test_fitting_is_judged_only_from_enough_epochs():
@@ -281,7 +304,8 @@ def test_fitting_is_judged_only_from_enough_epochs():
     rows = [{"epoch": e, "train_acc": 40.0 + e, "test_acc": 50.0 + e} for e in range(1, 3)]
     assert "no verdict on fitting from 2 epochs" in gap_finding(rows)
     rows = [{"epoch": e, "train_acc": 40.0 + e, "test_acc": 50.0 + e} for e in range(1, 9)]
-    assert "under-fitting" in gap_finding(rows) and "no verdict" in gap_finding(rows, judge=False)
+    assert "under-fitting" in gap_finding(rows)
+    assert "no verdict" in gap_finding(rows, judge=False)
 
 
 def test_the_groups_caption_is_printed_once(tmp_path, cli):

@@ -79,5 +79,6 @@ def test_hostile_text_in_a_report_of_several_runs_stays_text(hostile, trained, t
     hrefs = [t.attrs.get("href") or t.attrs.get("src") for t in tokens if t.type in ("link_open", "image")]
     assert all(h.startswith("images/") for h in hrefs), hrefs
     headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
-    assert headings[:2] == [headings[0], "Findings"] and "Reproduce" in headings
+    assert headings[:2] == [headings[0], "Findings"]
+    assert "Reproduce" in headings
     assert not [h for h in headings if h.startswith("Heading injected")]

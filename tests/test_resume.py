@@ -67,7 +67,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(cli, runs_dir, monkeypatc
         assert torch.equal(ref[k], got[k]), k
     assert metrics(run) == metrics(reference)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["epochs_done"] == 2
+    assert summary["status"] == "completed"
+    assert summary["epochs_done"] == 2
     env = json.loads((run / "env.json").read_text())
     assert len(env["resumes"]) == 1
 
@@ -79,12 +80,14 @@ def test_resume_with_the_recipe_argument_and_different_recipe(cli, runs_dir, mon
     run = only_run(runs_dir)
     res = cli("train", "s8_bn", *TINY, "--set", "epochs=3", "--resume", run)
     assert res.exit_code == 2
-    assert "the recipe differs from the run's (epochs: 2 -> 3)" in res.output and "--force" in res.output
+    assert "the recipe differs from the run's (epochs: 2 -> 3)" in res.output
+    assert "--force" in res.output
     # data.source is the one key that may differ
     res = cli("train", "s8_bn", *TINY, "--resume", run, "--data", "synthetic:256:64")
     assert res.exit_code == 0, res.output
     res = cli("train", "s8_bn", *TINY, "--resume", run)
-    assert res.exit_code == 2 and "already finished its 2 epochs" in res.output
+    assert res.exit_code == 2
+    assert "already finished its 2 epochs" in res.output
     res = cli("train", "s8_bn", *TINY, "--set", "epochs=3", "--resume", run, "--force")
     assert res.exit_code == 0, res.output
     assert [m["epoch"] for m in metrics(run)] == [1, 2, 3]
@@ -92,11 +95,13 @@ def test_resume_with_the_recipe_argument_and_different_recipe(cli, runs_dir, mon
 
 def test_resume_of_a_missing_or_broken_run(cli, tmp_path):
     res = cli("train", "--resume", tmp_path / "nope")
-    assert res.exit_code == 2 and "no such run folder" in res.output
+    assert res.exit_code == 2
+    assert "no such run folder" in res.output
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"")
     res = cli("train", "--resume", tmp_path / "run")
-    assert res.exit_code == 2 and "last.pt: not a readable checkpoint (empty file" in res.output
+    assert res.exit_code == 2
+    assert "last.pt: not a readable checkpoint (empty file" in res.output
 
 
 # ------------------------------------------------------------------------ what a stop leaves on screen
@@ -143,7 +148,8 @@ def test_a_stop_erases_the_progress_bars_before_its_lines():
                              "acc": 20.0, "lr": 0.01, "images_per_s": 1.0})
             view.live.refresh()
             running = screen(out.getvalue())
-            assert running[-2].startswith("epochs") and running[-1].startswith("epoch 1/3")  # the bars
+            assert running[-2].startswith("epochs")
+            assert running[-1].startswith("epoch 1/3")  # the bars
             view.handle({"type": "stopped", "signal": "SIGINT", "epoch": 0, "step": 2, "step_in_epoch": 2})
             raise KeyboardInterrupt  # what the run does next: save, then raise
     assert screen(out.getvalue()) == [
@@ -244,10 +250,13 @@ def test_load_checkpoint_errors_are_one_line(tmp_path, damage, needle, cli):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(bad)
     msg = str(info.value)
-    assert msg.startswith(f"{bad}: ") and needle in msg and "\n" not in msg
+    assert msg.startswith(f"{bad}: ")
+    assert needle in msg
+    assert "\n" not in msg
     assert info.value.exit_code == 2
     res = cli("eval", bad)
-    assert res.exit_code == 2 and needle in res.output
+    assert res.exit_code == 2
+    assert needle in res.output
     assert "pwned" not in res.output
     assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1
 
@@ -259,7 +268,8 @@ def test_checkpoint_holds_everything_for_resume(reference):
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step", "best", "recipe",
             "model_name", "model_args", "classes", "normalize", "cifarctl_version"} <= set(ckpt)
     assert {"torch", "cuda", "numpy", "python", "generator"} <= set(ckpt["rng"])
-    assert ckpt["best"]["epoch"] in (1, 2) and ckpt["classes"][0] == "airplane"
+    assert ckpt["best"]["epoch"] in (1, 2)
+    assert ckpt["classes"][0] == "airplane"
     assert pickle.dumps(ckpt["rng"]["python"])  # plain data
 
 

@@ -63,7 +63,8 @@ def test_report_builds_no_path_from_run_content_and_a_fifo_does_not_hang(trained
     res = done[0]
     assert res.exit_code == 0, res.output
     made = [p for p in (tmp_path / "reports").iterdir()]
-    assert len(made) == 1 and made[0].parent == tmp_path / "reports"
+    assert len(made) == 1
+    assert made[0].parent == tmp_path / "reports"
     assert not (tmp_path.parent / "escape").exists()
 
 
@@ -72,7 +73,9 @@ def test_report_never_overwrites_what_it_did_not_write(trained, tmp_path, cli):
     repo.mkdir()
     (repo / "README.md").write_text("the project's own README\n")
     res = cli("report", str(trained), "-o", str(repo))
-    assert res.exit_code == 2 and "README.md" in res.output and "give a new folder" in res.output
+    assert res.exit_code == 2
+    assert "README.md" in res.output
+    assert "give a new folder" in res.output
     assert (repo / "README.md").read_text() == "the project's own README\n"
     first = tmp_path / "rep"
     assert cli("report", str(trained), "-o", str(first)).exit_code == 0

@@ -30,9 +30,12 @@ def test_axes_and_names():
     from cifarctl.training.sweep import Spec, parse_axis, trial_name
 
     a = parse_axis("optimizer.lr=0.02,0.05")
-    assert a.values == (0.02, 0.05) and not a.is_range
+    assert a.values == (0.02, 0.05)
+    assert not a.is_range
     r = parse_axis("optimizer.lr=log:0.01..0.3")
-    assert r.is_range and r.log and (r.low, r.high) == (0.01, 0.3)
+    assert r.is_range
+    assert r.log
+    assert (r.low, r.high) == (0.01, 0.3)
     spec = Spec(["s8_bn"], [a], seeds=(1, 2))
     assert len(spec.grid()) == 4
     assert trial_name({"recipe": "s8_bn", "optimizer.lr": 0.02, "seed": 1}).startswith("s8_bn-lr=0.02-seed1-")
@@ -63,12 +66,14 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_with_no_trial_train
     time.sleep(2)  # the trial saw its parent die (SIGTERM) and saves
     res = subprocess.run([*CLI, *GRID, "--out", str(out)], capture_output=True, text=True, env=_env(), timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "finished before" in res.stdout and "resumed" in res.stdout, res.stdout
+    assert "finished before" in res.stdout, res.stdout
+    assert "resumed" in res.stdout, res.stdout
     runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir())
     assert len(runs) == 2
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
-        assert summary["status"] == "completed" and summary["epochs_done"] == 2
+        assert summary["status"] == "completed"
+        assert summary["epochs_done"] == 2
         epochs = [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
         assert epochs == [1, 2], (run.name, epochs)  # no epoch trained twice
         assert (run / "log.txt").read_text().count("training s8_bn") <= 2  # started once, resumed at most once
@@ -76,9 +81,11 @@ def test_kill_9_of_the_driver_then_the_same_command_finishes_with_no_trial_train
     assert sorted((g["label"], g["n"]) for g in doc["groups"]) == [
         ("s8_bn [optimizer.lr=0.02]", 1), ("s8_bn [optimizer.lr=0.05]", 1)]
     again = subprocess.run([*CLI, *GRID, "--out", str(out)], capture_output=True, text=True, env=_env(), timeout=300)
-    assert again.returncode == 0 and "2 finished before, 0 to run" in again.stdout
+    assert again.returncode == 0
+    assert "2 finished before, 0 to run" in again.stdout
     other = cli(*[a.replace("0.02,0.05", "0.02,0.1") for a in GRID], "--out", str(out))
-    assert other.exit_code == 2 and "another grid" in other.output
+    assert other.exit_code == 2
+    assert "another grid" in other.output
 
 
 def test_sweep_without_optuna_says_how_to_install(monkeypatch, tmp_path, cli):
@@ -93,7 +100,8 @@ def test_sweep_without_optuna_says_how_to_install(monkeypatch, tmp_path, cli):
 
     monkeypatch.setattr(builtins, "__import__", no_optuna)
     res = cli("sweep", "s8_bn", "--seeds", "1,2", "--out", str(tmp_path / "sw"))
-    assert res.exit_code == 2 and 'pip install -e ".[sweep]"' in res.output
+    assert res.exit_code == 2
+    assert 'pip install -e ".[sweep]"' in res.output
 
 
 @pytest.mark.slow

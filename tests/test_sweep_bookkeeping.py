@@ -33,8 +33,10 @@ def _folders(out):
 def test_a_recipe_argument_that_is_not_a_recipe_is_refused_before_any_trial(tmp_path, cli, fake_train):
     out = tmp_path / "sw"
     res = cli("sweep", "s8_bn", "..", *Q, "--out", out)
-    assert res.exit_code == 2 and "recipe" in res.output, res.output
-    assert fake_train.calls == [] and not (out / "runs").exists()
+    assert res.exit_code == 2, res.output
+    assert "recipe" in res.output, res.output
+    assert fake_train.calls == []
+    assert not (out / "runs").exists()
 
 
 def test_trial_names_are_unique_and_never_empty():
@@ -53,17 +55,22 @@ def test_values_that_print_alike_get_their_own_folders_and_none_is_deleted(tmp_p
     out = tmp_path / "sw"
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=0.0500001,0.0500002", "--workers", "2", "--out", out)
     assert res.exit_code == 0, res.output
-    assert len(_folders(out)) == 2 and len(fake_train.calls) == 2
+    assert len(_folders(out)) == 2
+    assert len(fake_train.calls) == 2
     values = sorted(t.value for t in _study(out).trials)
     assert values == pytest.approx([15.00001, 15.00002])  # each trial's score from its own folder
     again = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=0.0500001,0.0500002", "--out", out)
-    assert again.exit_code == 0 and "2 finished before, 0 to run" in again.output
-    assert len(_folders(out)) == 2 and len(fake_train.calls) == 2
+    assert again.exit_code == 0
+    assert "2 finished before, 0 to run" in again.output
+    assert len(_folders(out)) == 2
+    assert len(fake_train.calls) == 2
 
 
 def test_values_equal_to_optuna_are_refused(cli, tmp_path, fake_train):
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=1,1.0", "--out", tmp_path / "sw")
-    assert res.exit_code == 2 and "given twice" in res.output and fake_train.calls == []
+    assert res.exit_code == 2
+    assert "given twice" in res.output
+    assert fake_train.calls == []
 
 
 def test_a_repeated_sample_reuses_its_finished_trial(tmp_path, cli, fake_train):
@@ -72,7 +79,8 @@ def test_a_repeated_sample_reuses_its_finished_trial(tmp_path, cli, fake_train):
               "--out", out)
     assert res.exit_code == 0, res.output
     trials = _study(out).trials
-    assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
+    assert len(trials) == 4
+    assert all(t.state.name == "COMPLETE" for t in trials)
     assert len(fake_train.calls) == len(_folders(out)) == len({sw.setting_key(t.params) for t in trials})
     assert "recorded (trained before)" in res.output
 
@@ -101,7 +109,8 @@ def test_a_live_trial_of_another_driver_is_left_alone(tmp_path, fake_train):
     (out / "runs" / sw.trial_name(live)).mkdir()  # its trainer has made the folder
     events = list(sw.run_sweep(out, spec))
     assert [e["type"] for e in events if e["type"] in ("elsewhere", "end")] == ["elsewhere", "end"]
-    assert (out / "runs" / sw.trial_name(live)).is_dir() and len(fake_train.calls) == 1
+    assert (out / "runs" / sw.trial_name(live)).is_dir()
+    assert len(fake_train.calls) == 1
     assert _study(out).trials[trial.number].state.name == "RUNNING"
     # the other driver finishes: its result is recorded, whatever happened meanwhile
     study.tell(trial, 12.0)
@@ -145,10 +154,13 @@ def test_the_study_name_is_the_sweeps_and_a_foreign_study_is_left_untouched(tmp_
     other.enqueue_trial({"x": 1.0})
     running = other.ask({"x": optuna.distributions.FloatDistribution(0, 2)})
     res = cli("sweep", "s8_bn", "--set", "optimizer.lr=0.02,0.05", "--storage", db, "--out", out)
-    assert res.exit_code == 2 and "left untouched" in res.output, res.output
+    assert res.exit_code == 2, res.output
+    assert "left untouched" in res.output, res.output
     again = optuna.load_study(study_name=other.study_name, storage=db)
-    assert again.user_attrs == {} and again.trials[running.number].state.name == "RUNNING"
-    assert fake_train.calls == [] and not out.exists()
+    assert again.user_attrs == {}
+    assert again.trials[running.number].state.name == "RUNNING"
+    assert fake_train.calls == []
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------ the headline result
@@ -157,7 +169,8 @@ def test_the_best_setting_leaves_out_a_diverged_run(tmp_path, cli, fake_train):
     res = cli("sweep", "s8_bn", *Q, "--set", "optimizer.lr=0.02,1e-12", "--out", tmp_path / "sw")
     assert res.exit_code == 1
     line = next(ln for ln in res.output.splitlines() if ln.startswith("best setting"))
-    assert "0.02" in line and "12.00% mean best test accuracy" in line, line
+    assert "0.02" in line, line
+    assert "12.00% mean best test accuracy" in line, line
 
 
 def test_the_best_setting_is_chosen_on_validation_when_there_is_one():
@@ -171,4 +184,5 @@ def test_the_best_setting_is_chosen_on_validation_when_there_is_one():
         return RunGroup(recipe="r", model=None, epochs=1, runs=[run], label=label)
 
     got = best_setting([group("a", 80.0, 70.0), group("b", 75.0, 72.0), group("c", 90.0, 90.0, "diverged")])
-    assert got[0].label == "b" and got[1:] == (72.0, "validation")
+    assert got[0].label == "b"
+    assert got[1:] == (72.0, "validation")

@@ -53,7 +53,8 @@ def test_a_node_as_output_is_refused_and_left_as_it_was(command, kind, run, tmp_
     before = os.lstat(node)
     res = cli(*COMMANDS[command](run, node))
     assert res.exit_code == 2, res.output
-    assert str(node) in res.output and "not a regular file" in res.output
+    assert str(node) in res.output
+    assert "not a regular file" in res.output
     after = os.lstat(node)
     assert (after.st_ino, after.st_mode, after.st_rdev) == (before.st_ino, before.st_mode, before.st_rdev)
 
@@ -66,4 +67,6 @@ def test_a_symlink_is_replaced_not_followed(tmp_path):
     link = tmp_path / "out.csv"
     link.symlink_to(target)
     write_atomic(link, "new")
-    assert target.read_text() == "keep" and not link.is_symlink() and link.read_text() == "new"
+    assert target.read_text() == "keep"
+    assert not link.is_symlink()
+    assert link.read_text() == "new"
