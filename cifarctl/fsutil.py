@@ -10,6 +10,7 @@ never half of one; an ``OSError`` becomes one line naming the file and the reaso
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 import time
@@ -45,7 +46,6 @@ def temp_for(path: Path) -> Path:
     name shortened (with a hash of it) when that would pass the 255-byte limit of a name."""
     name = f".{path.name}.tmp-{os.getpid()}"
     if len(name.encode()) > 255:
-        import hashlib
 
         digest = hashlib.sha256(path.name.encode()).hexdigest()[:16]
         name = f".{path.name.encode()[:200].decode(errors='ignore')}~{digest}.tmp-{os.getpid()}"

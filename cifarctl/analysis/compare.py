@@ -516,7 +516,6 @@ def best_setting(groups: list[RunGroup]) -> tuple[RunGroup, float, str] | None:
 def sort_runs(runs: list[RunRecord], key: str = "best") -> list[RunRecord]:
     """Best/final accuracy high to low, or time short to long; unknown values last."""
     if key not in SORT_KEYS:
-        from cifarctl.errors import UsageError, did_you_mean
 
         raise UsageError(f"unknown sort key {key!r}{did_you_mean(key, SORT_KEYS)}; choose one of {', '.join(SORT_KEYS)}")
     attr, sign = {"best": ("best_acc", -1), "final": ("final_acc", -1), "time": ("total_seconds", 1)}[key]

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
+from cifarctl import fsutil
 from cifarctl.analysis.inference import SPLITS, check_options, load_for_inference, predict_cached
+from cifarctl.errors import WriteError
 from cifarctl.runs import write_json
 
 __all__ = ["SPLITS", "confusion_matrix", "evaluate_checkpoint", "most_confused"]
@@ -79,17 +81,14 @@ def evaluate_checkpoint(
     out_path = (inf.run_dir or inf.path.parent) / "eval.json"
     result = evaluation(inf, res, split, str(out_path) if write else None)
     if write and len(inf.classes) > 20:  # too many classes for a terminal matrix: the whole of it as CSV
-        from cifarctl.errors import WriteError
-        from cifarctl.fsutil import write_atomic
 
         csv_path = out_path.with_name("confusion.csv")
         try:
-            write_atomic(csv_path, confusion_csv(result["confusion"], inf.classes))
+            fsutil.write_atomic(csv_path, confusion_csv(result["confusion"], inf.classes))
             result["confusion_csv"] = str(csv_path)
         except WriteError:
             result["confusion_csv"] = None
     if write:  # atomic: a reader (compare, a second eval) never sees half of it, even while the run trains
-        from cifarctl.errors import WriteError
 
         try:
             write_json(out_path, result, after=f"; the evaluation ({res['acc']:.2f}% on {res['n']} {split} "

@@ -172,7 +172,6 @@ def export_run(target: str | os.PathLike, fmt: str, *, out: str | os.PathLike | 
     try:
         tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=parent))
     except OSError as exc:
-        from cifarctl.fsutil import write_error
 
         raise write_error(folder, exc, "; pass --out FOLDER", user_path=True) from None
     done = False

@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarctl import __version__, fsutil, registry
+from cifarctl import CLASSES, __version__, fsutil, registry
 from cifarctl.augment.device import make_normalizer
 from cifarctl.checkpoints import find_checkpoint, load_checkpoint, model_weights
 from cifarctl.data import load_cifar, resolve_source
@@ -152,7 +153,6 @@ def load_for_inference(target: str | os.PathLike, *, which: str = "last", data: 
                                   f"({_names(arrays.classes)}): its predictions would not mean the data's labels")
         classes = list(arrays.classes)
     elif classes is None:  # a checkpoint from before classes were stored: CIFAR-10's
-        from cifarctl import CLASSES
 
         classes = list(CLASSES)
     amp_dtype, _ = precision_for(recipe.precision, dev)
@@ -235,7 +235,6 @@ def _read_predictions(path: Path, key: dict[str, Any], inf: Inference, split: st
     if not path.is_file():
         return None
     try:
-        import zipfile
 
         if not zipfile.is_zipfile(path):
             raise ValueError("not an .npz file")

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarctl.analysis.gradcam import overlay
+from cifarctl.analysis.gradcam import default_layer, get_layer, overlay
+from cifarctl.analysis.gradcam import gradcam as grad_cam
 from cifarctl.analysis.inference import load_for_inference, predict_cached
 from cifarctl.errors import UsageError
 from cifarctl.fsutil import write_atomic
@@ -136,7 +137,6 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
     predicting again when the caller has them (``cifarctl report``: one pass for the
     evaluation and the misclassified images). Otherwise the checkpoint's kept predictions
     are read when they match (:func:`~cifarctl.analysis.inference.predict_cached`)."""
-
     if sort not in SORTS:
         raise UsageError(f"--sort {sort!r}: expected one of {', '.join(SORTS)}")
     if n < 1:
@@ -145,7 +145,6 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
     classes, model = inf.classes, inf.model
     ti, pi = class_index(true, classes, "--true"), class_index(pred, classes, "--pred")
     if layer is not None:
-        from cifarctl.analysis.gradcam import get_layer
 
         get_layer(model, layer)  # unknown names fail before the predictions
     # the predictions `cifarctl eval` makes: the recipe's eval_tta, batch size and precision
@@ -169,8 +168,6 @@ def find_misclassified(target: str | os.PathLike, *, n: int = 25, sort: str = "c
     images = chosen.permute(0, 2, 3, 1).cpu().numpy()
     cams, used = None, None
     if gradcam and items:
-        from cifarctl.analysis.gradcam import default_layer
-        from cifarctl.analysis.gradcam import gradcam as grad_cam
 
         used = layer or default_layer(model)
         cams = grad_cam(model, inf.normalize(chosen), used, guess[picked.to(guess.device)]).cpu().numpy()

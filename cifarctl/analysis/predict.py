@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cifarctl.analysis.gradcam import gradcam
+from cifarctl.analysis.gradcam import default_layer, get_layer, gradcam
 from cifarctl.analysis.inference import check_options
 from cifarctl.analysis.misclassified import draw_grid
 from cifarctl.data.images import IMAGE_SUFFIXES, decode, file_problem
@@ -115,7 +115,6 @@ def predict_files(inf, paths: list[str | os.PathLike], *, top_k: int = 5, tta: s
     size = inf.image_size
     layer = None
     if gradcam:
-        from cifarctl.analysis.gradcam import default_layer, get_layer
 
         layer = gradcam_layer or default_layer(inf.model)
         get_layer(inf.model, layer)

@@ -9,6 +9,7 @@ killed decode leaves at most a ``.tmp-*`` file, which a later save removes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -34,7 +35,6 @@ def _stat(full: str):
     try:
         return os.stat(full)
     except OSError as exc:
-        import errno
 
         if os.path.islink(full):
             why = "symbolic link loop" if exc.errno == errno.ELOOP else \

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import ctypes
+import errno
 import gzip
 import io
 import lzma
@@ -250,7 +252,6 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
             PR_SET_PDEATHSIG = 1
@@ -426,7 +427,6 @@ def link_problem(path: str | os.PathLike) -> str | None:
     try:
         os.stat(path)
     except OSError as exc:
-        import errno
 
         if exc.errno == errno.ELOOP:
             return "symbolic link loop"

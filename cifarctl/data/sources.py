@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from torchvision.datasets.utils import download_and_extract_archive
 
 from cifarctl import CLASSES
@@ -198,8 +200,6 @@ def _progress(progress, label: str) -> Iterator[Callable[[int, int], None] | Non
     if callable(progress):
         yield progress
     elif progress and sys.stderr.isatty():
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                    TimeElapsedColumn())

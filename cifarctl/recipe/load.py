@@ -19,10 +19,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cifarctl import yamlsafe
+from cifarctl.augment.spec import augment_problems
 from cifarctl.bundled import bundled_recipes
 from cifarctl.errors import RecipeError, UsageError, did_you_mean
 from cifarctl.recipe.schema import SCHEMA_VERSION, MultiStep, Recipe
 from cifarctl.recipe.wording import format_errors, sections
+from cifarctl.registry import check_model_args, is_model, list_models, resolve_name
 
 # Sections chosen by their `name`, with the schema's default choice.
 _TAGGED = {"optimizer": "sgd", "scheduler": "none", "loss": "cross_entropy"}
@@ -116,9 +118,6 @@ def semantic_problems(raw: Mapping[str, Any], recipe: Recipe | None = None) -> l
     ``recipe`` (``raw`` is then its dump), also ``rules.forbid``'s layer kinds and the order
     of the milestones. A mapping that failed validation gets the ones it still shows, so
     that every problem is reported at once."""
-    from cifarctl.augment.spec import augment_problems  # no torch: validation stays fast
-    from cifarctl.registry import check_model_args, is_model, list_models
-
     problems = []
     model = raw.get("model")
     if isinstance(model, str) and not is_model(model):
@@ -213,8 +212,6 @@ def recipe_rows(recipes: Mapping[str, Recipe]) -> list[dict[str, Any]]:
 
 def default_recipe_for_model(model: str) -> Recipe:
     """The bundled recipe that trains ``model``, or a plain SGD recipe for it."""
-    from cifarctl.registry import resolve_name
-
     canonical = resolve_name(model)
     for path in bundled_recipes().values():
         raw = read_yaml(path)
@@ -260,8 +257,6 @@ def resolve_model_or_recipe(ref: str, overrides: list[str] | tuple[str, ...] = (
 
     ``overrides`` (``--set key.path=value``) apply last, in both cases.
     """
-    from cifarctl.registry import is_model, list_models, resolve_name
-
     if is_recipe_ref(ref):
         return Resolved(load_recipe(ref, tuple(overrides)), "recipe", ref)
     if is_model(ref):

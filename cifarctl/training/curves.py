@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 from cifarctl.fsutil import write_atomic
+from cifarctl.safetext import shown
 
 CURVES_SIZE = (1500, 440)  # curves.png in pixels: three panels side by side
 
@@ -55,7 +56,6 @@ def curves_figure(history: list[dict], title: str | None = None):
         axes[2].set_xticks([])
         axes[2].set_yticks([])
     if title:
-        from cifarctl.safetext import shown
 
         fig.suptitle(shown(title))  # a run folder's name: control characters shown, not drawn
     fig.tight_layout()

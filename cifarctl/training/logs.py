@@ -13,6 +13,7 @@ import io
 import os
 from pathlib import Path
 
+from cifarctl.errors import UsageError
 from cifarctl.recipe.load import flatten
 
 EPOCH_SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr", "seconds",
@@ -45,7 +46,6 @@ class TensorBoardLog:
         self.recipe = recipe
         folder = Path(run_dir) / "tensorboard"
         if os.path.lexists(folder) and (folder.is_symlink() or not folder.is_dir()):
-            from cifarctl.errors import UsageError
 
             kind = "a symbolic link" if folder.is_symlink() else "not a folder"
             raise UsageError(f"{folder} is {kind}: TensorBoard's events go only into the run's own "

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cifarctl.data import load_cifar, resolve_source
 from cifarctl.errors import UsageError
 from cifarctl.fsutil import write_atomic
 from cifarctl.recipe.schema import LRFind
@@ -202,7 +203,6 @@ def seconds_per_step(model, criterion, shape: tuple[int, ...], batch_size: int, 
     pass on ``min(batch_size, PROBE_IMAGES)`` blank images of ``shape`` (C, H, W), timed on
     the second of two runs (the first warms up) and scaled to ``batch_size``. In eval mode,
     so no BatchNorm statistic moves and no dropout draw is taken; gradients are cleared."""
-
     n = max(1, min(batch_size, PROBE_IMAGES))
     x = torch.zeros((n, *shape), device=device)
     if channels_last:
@@ -242,7 +242,6 @@ def sweep_settings(recipe, start_lr: float | None = None, end_lr: float | None =
                    num_iter: int | None = None, step_mode: str | None = None) -> dict[str, Any]:
     """The sweep's ``start_lr``, ``end_lr``, ``num_iter``, ``step_mode``: the ones given (on the
     command line), else the recipe's ``scheduler.lr_find``, else the defaults."""
-
     base = getattr(recipe.scheduler, "lr_find", None) or LRFind()
     settings = {
         "start_lr": base.start_lr if start_lr is None else start_lr,
@@ -280,7 +279,6 @@ def run_lr_find(
     seconds_per_step)``, when given, once before the first, with an estimate from a timed
     pass (:func:`seconds_per_step`).
     """
-
     if not (start_lr > 0 and end_lr > start_lr):
         raise UsageError(f"need 0 < start_lr < end_lr (got {start_lr:g} and {end_lr:g})")
     if num_iter < 2:
@@ -290,7 +288,6 @@ def run_lr_find(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
 
     if data is None:
-        from cifarctl.data import load_cifar, resolve_source
 
         data = load_cifar(resolve_source(data_source or recipe.data.source), progress=False,
                           train_subset=recipe.data.train_subset, test_subset=recipe.data.test_subset,

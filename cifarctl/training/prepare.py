@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from cifarctl.data import load_cifar, resolve_source
+from cifarctl.data.sources import hold_out
 from cifarctl.errors import RecipeError
 from cifarctl.recipe.schema import Recipe
 from cifarctl.training import distributed
@@ -71,7 +72,6 @@ def prepare(
     recipe = with_num_classes(recipe, len(arrays.classes), source)
     val = None
     if d.val_split:
-        from cifarctl.data.sources import hold_out
 
         val = hold_out(arrays, d.val_split, seed)  # before the LR range test: it never sees them
     if d.batch_size > len(arrays.train_y):  # would silently train on smaller batches

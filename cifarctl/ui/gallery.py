@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.text import Text
 
 from cifarctl.analysis.gradcam import overlay
-from cifarctl.ui.images import image_text
+from cifarctl.ui.images import colour_mode, image_text, print_colour_hint
 from cifarctl.ui.render import print_line
 
 
@@ -41,7 +41,6 @@ def show_misclassified(console: Console, result, png, true: str | None = None, p
                + (f"; Grad-CAM on {result.layer}" if result.layer else ""))
     if console.is_terminal:
         if result.items:
-            from cifarctl.ui.images import colour_mode, print_colour_hint
 
             print_colour_hint(console)
             console.print(render_gallery(result, colours=colour_mode(console)))

@@ -41,6 +41,7 @@ from cifarctl.training.lines import epoch_line, final_lines, start_line, stop_po
 from cifarctl.ui.charts import epoch_chart, epoch_key, lr_points
 from cifarctl.ui.eta import Eta, fmt_duration
 from cifarctl.ui.render import print_line
+from cifarctl.ui.sweep_progress import SweepProgress
 
 WIDE = 100            # columns from which the dashboard has progress bars; below, one status line
 CHART_MIN_ROWS = 12   # the fewest rows of plot (axes and tick labels included) worth drawing
@@ -171,7 +172,6 @@ class TrainView:
         runs before training: a transient bar on stderr when it is a terminal, else a plain
         line every 10 % (and an estimate of its duration) on this view's console."""
         if not sys.stderr.isatty():
-            from cifarctl.ui.sweep_progress import SweepProgress
 
             return SweepProgress(self.console, 1, tty=False, clock=self.clock,
                                  label="max_lr: auto, LR range test")
