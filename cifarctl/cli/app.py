@@ -10,11 +10,12 @@ from enum import Enum
 from typing import Annotated
 
 import typer
-from typer._click.exceptions import BadOptionUsage  # typer bundles its own click
 from rich.console import Console
+from typer._click.exceptions import BadOptionUsage  # typer bundles its own click
 from typer.core import TyperGroup
 
 from cifarctl import __version__
+from cifarctl.cli import complete
 from cifarctl.errors import EXIT_INTERRUPTED, CifarctlError, Stopped
 
 console = Console()
@@ -87,6 +88,10 @@ class OutputFormat(str, Enum):
 FORMAT_HELP = ("table (a terminal table; off a terminal every column in full), md (GitHub markdown "
                "tables, to paste into a write-up) or json.")
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help=FORMAT_HELP)]
+# the first argument of eval, predict, misclassified and export
+RunTarget = Annotated[str, typer.Argument(
+    metavar="RUN_DIR|CHECKPOINT", help="A run folder (uses checkpoints/<which>.pt) or a .pt file.",
+    show_default=False, autocompletion=complete.complete_run_or_checkpoint)]
 
 
 def check_set(values: list[str] | None) -> list[str] | None:

@@ -8,14 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from cifarctl.cli import complete
-from cifarctl.cli.app import FormatOption, OutputFormat, app, console, output_format
+from cifarctl.cli.app import FormatOption, OutputFormat, RunTarget, app, console, output_format
 
 
 @app.command("eval", short_help="Accuracy, per-class table, confusion matrix of a run.")
 def eval_(
-    target: Annotated[str, typer.Argument(
-        metavar="RUN_DIR|CHECKPOINT", help="A run folder (uses checkpoints/<which>.pt) or a .pt file.",
-        show_default=False, autocompletion=complete.complete_run_or_checkpoint)],
+    target: RunTarget,
     data: Annotated[Optional[str], typer.Option(
         "--data", metavar="PATH", help="Data source instead of the one the run used.")] = None,
     split: Annotated[str, typer.Option("--split", help="test or train.")] = "test",

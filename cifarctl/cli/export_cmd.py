@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cifarctl.cli import complete
-from cifarctl.cli.app import app, console
+from cifarctl.cli.app import RunTarget, app, console
 
 
 class Format(str, Enum):
@@ -21,9 +20,7 @@ class Format(str, Enum):
 
 @app.command("export", short_help="The model as ONNX/TorchScript/torch.export, parity-checked, with a model card.")
 def export(
-    target: Annotated[str, typer.Argument(
-        metavar="RUN_DIR|CHECKPOINT", help="A run folder (uses checkpoints/<which>.pt) or a .pt file.",
-        show_default=False, autocompletion=complete.complete_run_or_checkpoint)],
+    target: RunTarget,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="onnx (needs the export extra), torchscript or "
                                         "exported-program (torch.export).")] = Format.onnx,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FOLDER",

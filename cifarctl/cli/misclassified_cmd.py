@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from cifarctl.cli import complete
-from cifarctl.cli.app import app, console
+from cifarctl.cli.app import RunTarget, app, console
 
 
 class SortBy(str, Enum):
@@ -28,9 +28,7 @@ PNG, GRADCAM_PNG = "misclassified.png", "misclassified_gradcam.png"  # the defau
 
 @app.command("misclassified", short_help="The wrongest test predictions, with Grad-CAM.")
 def misclassified(
-    target: Annotated[str, typer.Argument(metavar="RUN_DIR|CHECKPOINT",
-                                          help="A run folder or a checkpoint file (.pt).",
-                                          autocompletion=complete.complete_run_or_checkpoint)],
+    target: RunTarget,
     n: Annotated[int, typer.Option("--n", min=1, max=500, help="How many images to show (at most 500: the grid is one PNG).")] = 25,
     sort: Annotated[SortBy, typer.Option("--sort", help="Wrongest first by predicted-class confidence or by loss.")] = SortBy.confidence,
     true: Annotated[Optional[str], typer.Option("--true", help="Only images of this true class.",

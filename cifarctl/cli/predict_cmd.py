@@ -9,14 +9,12 @@ from typing import Annotated, Optional
 import typer
 
 from cifarctl.cli import complete
-from cifarctl.cli.app import FormatOption, OutputFormat, app, console, err_console, output_format
+from cifarctl.cli.app import FormatOption, OutputFormat, RunTarget, app, console, err_console, output_format
 
 
 @app.command("predict", short_help="Classify your own images with a trained run.")
 def predict(
-    target: Annotated[str, typer.Argument(
-        metavar="RUN_DIR|CHECKPOINT", help="A run folder (uses checkpoints/<which>.pt) or a .pt file.",
-        show_default=False, autocompletion=complete.complete_run_or_checkpoint)],
+    target: RunTarget,
     images: Annotated[list[str], typer.Argument(
         metavar="IMAGE|DIR...", help="Image files (any format Pillow reads) or folders of them.",
         show_default=False)],
